@@ -1,0 +1,19 @@
+/*
+ * cli.h - shared bits of the sparrow command-line tool: one cmd_<verb>.c per subcommand.
+ */
+#ifndef SPARROW_CLI_H
+#define SPARROW_CLI_H
+
+#include "sparrow/sparrow.h"
+
+int cmd_bench(int argc, char **argv);
+
+/* Parses a whole decimal integer in [lo, hi]; false (with a message on stderr) otherwise. */
+bool cli_parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);
+/* Parses a finite double in [lo, hi]. */
+bool cli_parse_f64(const char *opt, const char *s, double lo, double hi, double *out);
+/* Parses "AxB" with both parts in [lo, hi] (a block shape "4x4" or an N:M pair "2:4" with sep). */
+bool cli_parse_pair(const char *opt, const char *s, char sep, int64_t lo, int64_t hi, int64_t *a,
+                    int64_t *b);
+
+#endif

@@ -1,0 +1,346 @@
+/*
+ * cmd_bench.c - `sparrow bench spmm`: one sparse product against dense OpenBLAS on the same
+ * random data, in one process, timed in alternating blocks so that machine noise hits both.
+ *
+ * Layout: W is (rows x cols) = (out x in); X is (cols, batch) feature-major; Y = W X is
+ * (rows, batch). The dense peer is cblas_sgemm (cblas_sgemv at batch 1) on W stored dense.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+#if defined(SPARROW_HAVE_CBLAS)
+#include <cblas.h>
+#endif
+#if defined(SPARROW_HAVE_OPENBLAS)
+void openblas_set_num_threads(int num_threads);
+#endif
+
+typedef struct bench_cfg {
+    const char *format;
+    int64_t rows, cols, batch, threads, br, bc, n, m, reps;
+    double sparsity, min_time;
+    uint64_t seed;
+    bool json;
+} bench_cfg;
+
+/* ---- formats: how to draw a matrix of each kind, build it, and run its product ------------ */
+
+typedef struct fmt {
+    const char *name;
+    /* fills dense (rows x cols) with a random matrix of this format's structure */
+    void (*draw)(const bench_cfg *c, float *dense, sp_rng *r);
+    sp_status (*build)(const bench_cfg *c, const float *dense, void **obj);
+    sp_status (*spmm)(const void *obj, const float *x, int64_t batch, float *y, int threads);
+    int64_t (*stored)(const void *obj); /* values stored, padding included */
+    size_t (*bytes)(const void *obj);
+    void (*release)(void *obj);
+} fmt;
+
+static float draw_value(sp_rng *r) {
+    float v = 2.0f * sp_rng_uniform(r) - 1.0f;
+    return v == 0.0f ? 0.5f : v;
+}
+
+/* Unstructured: each entry kept with probability 1 - sparsity. */
+static void draw_unstructured(const bench_cfg *c, float *d, sp_rng *r) {
+    for (int64_t i = 0; i < c->rows * c->cols; i++) {
+        float v = draw_value(r);
+        d[i] = sp_rng_uniform(r) >= c->sparsity ? v : 0.0f;
+    }
+}
+
+static sp_status csr_build(const bench_cfg *c, const float *d, void **o) {
+    return sp_csr_from_dense(c->rows, c->cols, d, c->cols, NULL, 0, (sp_csr **)o);
+}
+static sp_status csr_spmm(const void *o, const float *x, int64_t b, float *y, int t) {
+    return sp_csr_spmm(o, x, b, b, y, b, NULL, SP_ACT_NONE, t);
+}
+static int64_t csr_stored(const void *o) { return ((const sp_csr *)o)->nnz; }
+static size_t csr_bytes(const void *o) { return sp_csr_bytes(o); }
+static void csr_release(void *o) { sp_csr_free(o); }
+
+static const fmt formats[] = {
+    {"csr", draw_unstructured, csr_build, csr_spmm, csr_stored, csr_bytes, csr_release},
+};
+
+/* ---- timing -------------------------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct dense_ctx {
+    const bench_cfg *c;
+    const float *w, *x;
+    float *y;
+} dense_ctx;
+
+static void dense_run(const dense_ctx *d) {
+    const bench_cfg *c = d->c;
+#if defined(SPARROW_HAVE_CBLAS)
+    if (c->batch == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->rows, (int)c->cols, 1.0f, d->w,
+                    (int)c->cols, d->x, 1, 0.0f, d->y, 1);
+        return;
+    }
+#endif
+    sp_sgemm(false, false, c->rows, c->batch, c->cols, 1.0f, d->w, c->cols, d->x, c->batch, 0.0f,
+             d->y, c->batch, (int)c->threads);
+}
+
+/* ---- options ------------------------------------------------------------------------------- */
+
+static void bench_usage(FILE *f) {
+    fprintf(f,
+            "usage: sparrow bench spmm [options]\n"
+            "\n"
+            "Times Y = W X with W sparse (rows x cols) against dense OpenBLAS on the same data.\n"
+            "\n"
+            "  --rows R         output features (default 4096)\n"
+            "  --cols C         input features (default 4096)\n"
+            "  --batch B        columns of X, 1 = SpMV (default 64)\n"
+            "  --sparsity S     fraction of zero weights in [0, 1) (default 0.9; for nm it is\n"
+            "                   1 - N/M)\n"
+            "  --format F       csr (default)\n"
+            "  --threads T      threads for both sides (default 1)\n"
+            "  --reps N         timed repetitions per side (default: enough for --min-time)\n"
+            "  --min-time SEC   least time per side (default 0.5)\n"
+            "  --seed N         random seed (default 1)\n"
+            "  --json           print one JSON object instead of a table\n");
+}
+
+static const fmt *find_format(const char *name) {
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+        if (!strcmp(formats[i].name, name)) return &formats[i];
+    return NULL;
+}
+
+static int parse(int argc, char **argv, bench_cfg *c) {
+    *c = (bench_cfg){.format = "csr", .rows = 4096, .cols = 4096, .batch = 64, .threads = 1,
+                     .br = 4, .bc = 4, .n = 2, .m = 4, .sparsity = 0.9, .min_time = 0.5,
+                     .seed = 1};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            bench_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            c->json = true;
+            continue;
+        } else if (!v) {
+            fprintf(stderr, "sparrow bench: %s needs a value (see --help)\n", a);
+            return 2;
+        } else if (!strcmp(a, "--rows")) ok = cli_parse_i64(a, v, 1, 1 << 20, &c->rows);
+        else if (!strcmp(a, "--cols")) ok = cli_parse_i64(a, v, 1, 1 << 20, &c->cols);
+        else if (!strcmp(a, "--batch")) ok = cli_parse_i64(a, v, 1, 1 << 16, &c->batch);
+        else if (!strcmp(a, "--threads")) ok = cli_parse_i64(a, v, 1, 256, &c->threads);
+        else if (!strcmp(a, "--reps")) ok = cli_parse_i64(a, v, 1, 100000, &c->reps);
+        else if (!strcmp(a, "--sparsity")) ok = cli_parse_f64(a, v, 0.0, 0.9999, &c->sparsity);
+        else if (!strcmp(a, "--min-time")) ok = cli_parse_f64(a, v, 0.0, 600.0, &c->min_time);
+        else if (!strcmp(a, "--seed")) {
+            int64_t s;
+            ok = cli_parse_i64(a, v, 0, INT64_MAX, &s);
+            c->seed = (uint64_t)s;
+        } else if (!strcmp(a, "--format")) {
+            if (!find_format(v)) {
+                fprintf(stderr, "sparrow bench: unknown format '%s' (csr)\n", v);
+                return 2;
+            }
+            c->format = v;
+        } else if (!strcmp(a, "--block")) ok = cli_parse_pair(a, v, 'x', 1, 64, &c->br, &c->bc);
+        else if (!strcmp(a, "--nm")) {
+            ok = cli_parse_pair(a, v, ':', 1, 32, &c->n, &c->m);
+            if (ok && c->n > c->m) {
+                fprintf(stderr, "sparrow bench: --nm %s needs N <= M\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "sparrow bench: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (!ok) return 2;
+        i++;
+    }
+    int64_t cells;
+    if (!sp_mul_i64(c->rows, c->cols, &cells) || cells > ((int64_t)1 << 31)) {
+        fprintf(stderr, "sparrow bench: %lld x %lld is too large for the dense peer\n",
+                (long long)c->rows, (long long)c->cols);
+        return 2;
+    }
+    return -1;
+}
+
+static int fail(const char *what, sp_status st) {
+    fprintf(stderr, "sparrow bench: %s: %s: %s\n", what, sp_status_name(st), sp_last_error());
+    return 1;
+}
+
+/* ---- the benchmark ------------------------------------------------------------------------- */
+
+static int run_spmm(const bench_cfg *c) {
+    const fmt *f = find_format(c->format);
+    size_t wbytes = (size_t)(c->rows * c->cols) * sizeof(float);
+    float *wd = sp_alloc(wbytes), *wabs = sp_alloc(wbytes);
+    float *x = sp_alloc((size_t)(c->cols * c->batch) * sizeof(float));
+    float *xabs = sp_alloc((size_t)(c->cols * c->batch) * sizeof(float));
+    float *ys = sp_alloc((size_t)(c->rows * c->batch) * sizeof(float));
+    float *yd = sp_alloc((size_t)(c->rows * c->batch) * sizeof(float));
+    float *mag = sp_alloc((size_t)(c->rows * c->batch) * sizeof(float));
+    void *obj = NULL;
+    int rc = 1;
+    if (!wd || !wabs || !x || !xabs || !ys || !yd || !mag) {
+        rc = fail("allocating the operands", SP_ENOMEM);
+        goto done;
+    }
+    sp_rng r;
+    sp_rng_init(&r, c->seed, 0);
+    f->draw(c, wd, &r);
+    for (int64_t i = 0; i < c->cols * c->batch; i++) x[i] = 2.0f * sp_rng_uniform(&r) - 1.0f;
+    sp_status st = f->build(c, wd, &obj);
+    if (st != SP_OK) {
+        rc = fail("building the sparse matrix", st);
+        goto done;
+    }
+    int64_t nnz_true = 0;
+    for (int64_t i = 0; i < c->rows * c->cols; i++) {
+        nnz_true += wd[i] != 0.0f;
+        wabs[i] = fabsf(wd[i]);
+    }
+    for (int64_t i = 0; i < c->cols * c->batch; i++) xabs[i] = fabsf(x[i]);
+
+#if defined(SPARROW_HAVE_OPENBLAS)
+    openblas_set_num_threads((int)c->threads);
+#endif
+    dense_ctx dc = {c, wd, x, yd};
+    /* warm up both, then check the sparse result against the dense one */
+    dense_run(&dc);
+    if ((st = f->spmm(obj, x, c->batch, ys, (int)c->threads)) != SP_OK) {
+        rc = fail("sparse product", st);
+        goto done;
+    }
+    dense_ctx mc = {c, wabs, xabs, mag};
+    dense_run(&mc);
+    dense_run(&dc);
+    double max_abs = 0, worst_ratio = 0;
+    for (int64_t i = 0; i < c->rows * c->batch; i++) {
+        double e = fabs((double)ys[i] - (double)yd[i]);
+        double bound = 1e-6 + 2e-5 * (double)mag[i];
+        if (!(e <= max_abs)) max_abs = e;
+        if (!(e / bound <= worst_ratio)) worst_ratio = e / bound;
+    }
+
+    /* time: alternating blocks of dense and sparse runs */
+    double t0 = now_s();
+    dense_run(&dc);
+    double td = now_s() - t0;
+    t0 = now_s();
+    f->spmm(obj, x, c->batch, ys, (int)c->threads);
+    double tsp = now_s() - t0;
+    int reps = (int)c->reps;
+    if (reps <= 0) {
+        double one = td > tsp ? td : tsp;
+        reps = one > 0 ? (int)(c->min_time / (one > 1e-7 ? one : 1e-7)) : 100;
+        if (reps < 6) reps = 6;
+        if (reps > 3000) reps = 3000;
+        /* the faster side gets at least as many runs as min_time allows for it */
+    }
+    double *tds = malloc(sizeof(double) * (size_t)reps), *tss = malloc(sizeof(double) * (size_t)reps);
+    if (!tds || !tss) {
+        free(tds), free(tss);
+        rc = fail("allocating timers", SP_ENOMEM);
+        goto done;
+    }
+    const int rounds = 3;
+    int nd = 0, ns = 0;
+    for (int round = 0; round < rounds; round++) {
+        int share = (reps * (round + 1)) / rounds - (reps * round) / rounds;
+        for (int k = 0; k < share; k++) {
+            t0 = now_s();
+            dense_run(&dc);
+            tds[nd++] = now_s() - t0;
+        }
+        for (int k = 0; k < share; k++) {
+            t0 = now_s();
+            f->spmm(obj, x, c->batch, ys, (int)c->threads);
+            tss[ns++] = now_s() - t0;
+        }
+    }
+    double dense_ms = 1e3 * median(tds, nd), sparse_ms = 1e3 * median(tss, ns);
+    free(tds), free(tss);
+
+    int64_t stored = f->stored(obj);
+    double sparsity = 1.0 - (double)nnz_true / (double)(c->rows * c->cols);
+    double gflops = 2.0 * (double)stored * (double)c->batch / (sparse_ms * 1e6);
+    double moved = (double)f->bytes(obj) + 4.0 * (double)(c->cols + c->rows) * (double)c->batch;
+    double gbps = moved / (sparse_ms * 1e6);
+    char shape[32] = "";
+    if (!strcmp(c->format, "bsr")) snprintf(shape, sizeof shape, "%lldx%lld", (long long)c->br, (long long)c->bc);
+    if (!strcmp(c->format, "nm")) snprintf(shape, sizeof shape, "%lld:%lld", (long long)c->n, (long long)c->m);
+    if (c->json) {
+        printf("{\"format\":\"%s\",\"shape\":\"%s\",\"rows\":%lld,\"cols\":%lld,\"batch\":%lld,"
+               "\"sparsity\":%.4f,\"threads\":%lld,\"sparse_ms\":%.5f,\"dense_ms\":%.5f,"
+               "\"speedup\":%.3f,\"max_abs_err\":%.3g,\"err_vs_tol\":%.3g,\"within_tol\":%s,"
+               "\"gflops_nnz\":%.2f,\"gbytes_per_s\":%.2f,\"nnz\":%lld,\"stored\":%lld,"
+               "\"sparse_bytes\":%zu,\"dense_bytes\":%zu,\"isa\":\"%s\",\"dense\":\"%s\","
+               "\"reps\":%d}\n",
+               c->format, shape, (long long)c->rows, (long long)c->cols, (long long)c->batch,
+               sparsity, (long long)c->threads, sparse_ms, dense_ms, dense_ms / sparse_ms,
+               max_abs, worst_ratio, worst_ratio <= 1.0 ? "true" : "false", gflops, gbps,
+               (long long)nnz_true, (long long)stored, f->bytes(obj), wbytes,
+               sp_kernel_selected("csr_spmm"), sp_gemm_backend(), reps);
+    } else {
+        printf("%s%s%s %lldx%lld batch %lld sparsity %.3f threads %lld (isa %s, dense %s)\n",
+               c->format, shape[0] ? " " : "", shape, (long long)c->rows, (long long)c->cols,
+               (long long)c->batch, sparsity, (long long)c->threads,
+               sp_isa_name(sp_isa_active()), sp_gemm_backend());
+        printf("  sparse %9.4f ms  %7.2f GFLOP/s on nonzeros  %6.2f GB/s  %zu bytes\n", sparse_ms,
+               gflops, gbps, f->bytes(obj));
+        printf("  dense  %9.4f ms  %7.2f GFLOP/s  %zu bytes\n", dense_ms,
+               2.0 * (double)c->rows * (double)c->cols * (double)c->batch / (dense_ms * 1e6),
+               wbytes);
+        printf("  speedup %.2fx   max_abs_err %.3g (%.2f of f32 tolerance)\n",
+               dense_ms / sparse_ms, max_abs, worst_ratio);
+    }
+    rc = worst_ratio <= 1.0 ? 0 : 3;
+    if (rc) fprintf(stderr, "sparrow bench: result outside the f32 tolerance\n");
+done:
+    if (obj) f->release(obj);
+    sp_free(wd), sp_free(wabs), sp_free(x), sp_free(xabs), sp_free(ys), sp_free(yd), sp_free(mag);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        bench_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "spmm") != 0) {
+        fprintf(stderr, "sparrow bench: unknown benchmark '%s' (spmm)\n", argv[1]);
+        return 2;
+    }
+    bench_cfg c;
+    int rc = parse(argc - 2, argv + 2, &c);
+    if (rc >= 0) return rc;
+    const char *warn = sp_isa_env_warning();
+    if (warn) fprintf(stderr, "sparrow: warning: %s\n", warn);
+    return run_spmm(&c);
+}

@@ -1,0 +1,17 @@
+/*
+ * sparrow/sparrow.h - the umbrella header: include this to use all of libsparrow.
+ *
+ *   core.h     status codes, last error, allocator hook, RNG, CPU features, threads
+ *   tensor.h   dense tensors, dtype table, dense GEMM (CBLAS or built-in)
+ *   sparse.h   CSR, BSR, N:M and mask formats: build, validate, convert
+ *   kernels.h  sparse x dense products (forward, transposed, SDDMM) for every format
+ */
+#ifndef SPARROW_H
+#define SPARROW_H
+
+#include "sparrow/core.h"
+#include "sparrow/kernels.h"
+#include "sparrow/sparse.h"
+#include "sparrow/tensor.h"
+
+#endif

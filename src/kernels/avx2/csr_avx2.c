@@ -1,0 +1,168 @@
+/*
+ * csr_avx2.c - AVX2 + FMA CSR kernels (compiled with -mavx2 -mfma). The same plan as the
+ * AVX-512 file with 8-wide vectors: batch tiles of 32/8 columns (4/1 ymm accumulators, the
+ * 8-wide tile unrolled over four nonzeros) and a masked tail; SpMV gathers 8 columns at a time.
+ */
+#include <immintrin.h>
+
+#include "../kernel_table.h"
+
+static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int64_t k, bool wide) {
+    return wide ? (int64_t)w->col_idx[k] : (int64_t)w->col_idx16[k];
+}
+
+/* Lane mask with the first n (0..8) lanes set, for maskload/maskstore. */
+static inline __m256i lanes(int64_t n) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), iota);
+}
+
+static inline __attribute__((always_inline)) __m256 epi(__m256 v, __m256 bias, sp_act act) {
+    v = _mm256_add_ps(v, bias);
+    return act == SP_ACT_RELU ? _mm256_max_ps(v, _mm256_setzero_ps()) : v;
+}
+
+static inline __attribute__((always_inline)) __m256i load_cols8(const sp_csr *w, int64_t k,
+                                                                bool wide) {
+    if (wide) return _mm256_loadu_si256((const __m256i *)(w->col_idx + k));
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w->col_idx16 + k)));
+}
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int64_t r0,
+                                                            int64_t r1, const float *x, int64_t ldx,
+                                                            int64_t batch, float *y, int64_t ldy,
+                                                            const float *bias, sp_act act,
+                                                            bool wide) {
+    const float *val = w->val;
+    bool gather_ok = ldx == 1 && w->cols < INT32_MAX;
+    for (int64_t i = r0; i < r1; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        float *yr = y + i * ldy;
+        if (batch == 1) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            int64_t k = k0;
+            if (gather_ok) {
+                for (; k + 16 <= k1; k += 16) {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + k),
+                                         _mm256_i32gather_ps(x, load_cols8(w, k, wide), 4), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + k + 8),
+                                         _mm256_i32gather_ps(x, load_cols8(w, k + 8, wide), 4), a1);
+                }
+            }
+            float s = hsum(_mm256_add_ps(a0, a1));
+            for (; k < k1; k++) s += val[k] * x[col_at(w, k, wide) * ldx];
+            yr[0] = sp_epilogue(s, bias, i, act);
+            continue;
+        }
+        const __m256 vb = _mm256_set1_ps(bias ? bias[i] : 0.0f);
+        int64_t b = 0;
+        for (; b + 32 <= batch; b += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t k = k0; k < k1; k++) {
+                const float *xr = x + col_at(w, k, wide) * ldx + b;
+                __m256 v = _mm256_set1_ps(val[k]);
+                a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr), a0);
+                a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8), a1);
+                a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 16), a2);
+                a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 24), a3);
+            }
+            _mm256_storeu_ps(yr + b, epi(a0, vb, act));
+            _mm256_storeu_ps(yr + b + 8, epi(a1, vb, act));
+            _mm256_storeu_ps(yr + b + 16, epi(a2, vb, act));
+            _mm256_storeu_ps(yr + b + 24, epi(a3, vb, act));
+        }
+        for (; b < batch; b += 8) {
+            const int64_t nb = SP_MIN(8, batch - b);
+            const __m256i m = lanes(nb);
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int64_t k = k0;
+#define XL(kk) _mm256_maskload_ps(x + col_at(w, (kk), wide) * ldx + b, m)
+            for (; k + 4 <= k1; k += 4) {
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(val[k]), XL(k), a0);
+                a1 = _mm256_fmadd_ps(_mm256_set1_ps(val[k + 1]), XL(k + 1), a1);
+                a2 = _mm256_fmadd_ps(_mm256_set1_ps(val[k + 2]), XL(k + 2), a2);
+                a3 = _mm256_fmadd_ps(_mm256_set1_ps(val[k + 3]), XL(k + 3), a3);
+            }
+            for (; k < k1; k++) a0 = _mm256_fmadd_ps(_mm256_set1_ps(val[k]), XL(k), a0);
+#undef XL
+            __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+            _mm256_maskstore_ps(yr + b, m, epi(s, vb, act));
+        }
+    }
+}
+
+void sp_f32_spmm_csr__avx2(const sp_csr *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
+                           int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
+    if (w->col_idx16) spmm_rows(w, r0, r1, x, ldx, batch, y, ldy, bias, act, false);
+    else spmm_rows(w, r0, r1, x, ldx, batch, y, ldy, bias, act, true);
+}
+
+static inline __attribute__((always_inline)) void spmm_t_cols(const sp_csr *w, int64_t b0,
+                                                              int64_t b1, const float *dy,
+                                                              int64_t lddy, float *dx,
+                                                              int64_t lddx, bool wide) {
+    for (int64_t i = 0; i < w->rows; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        const float *g = dy + i * lddy;
+        if (b1 - b0 == 1) {
+            float gi = g[b0];
+            for (int64_t k = k0; k < k1; k++) dx[col_at(w, k, wide) * lddx + b0] += w->val[k] * gi;
+            continue;
+        }
+        for (int64_t b = b0; b < b1; b += 8) {
+            const __m256i m = lanes(SP_MIN(8, b1 - b));
+            __m256 g0 = _mm256_maskload_ps(g + b, m);
+            for (int64_t k = k0; k < k1; k++) {
+                float *d = dx + col_at(w, k, wide) * lddx + b;
+                __m256 v = _mm256_set1_ps(w->val[k]);
+                _mm256_maskstore_ps(d, m, _mm256_fmadd_ps(v, g0, _mm256_maskload_ps(d, m)));
+            }
+        }
+    }
+}
+
+void sp_f32_spmm_t_csr__avx2(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
+                             int64_t lddy, float *dx, int64_t lddx) {
+    if (w->col_idx16) spmm_t_cols(w, b0, b1, dy, lddy, dx, lddx, false);
+    else spmm_t_cols(w, b0, b1, dy, lddy, dx, lddx, true);
+}
+
+static inline __attribute__((always_inline)) void sddmm_rows(const sp_csr *w, int64_t r0,
+                                                             int64_t r1, const float *dy,
+                                                             int64_t lddy, const float *x,
+                                                             int64_t ldx, int64_t batch,
+                                                             float *dval, bool accumulate,
+                                                             bool wide) {
+    for (int64_t i = r0; i < r1; i++) {
+        const float *g = dy + i * lddy;
+        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++) {
+            const float *xr = x + col_at(w, k, wide) * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            int64_t b = 0;
+            for (; b + 16 <= batch; b += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(g + b), _mm256_loadu_ps(xr + b), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(g + b + 8), _mm256_loadu_ps(xr + b + 8), a1);
+            }
+            for (; b < batch; b += 8) {
+                const __m256i m = lanes(SP_MIN(8, batch - b));
+                a0 = _mm256_fmadd_ps(_mm256_maskload_ps(g + b, m), _mm256_maskload_ps(xr + b, m), a0);
+            }
+            float acc = hsum(_mm256_add_ps(a0, a1));
+            dval[k] = accumulate ? dval[k] + acc : acc;
+        }
+    }
+}
+
+void sp_f32_sddmm_csr__avx2(const sp_csr *w, int64_t r0, int64_t r1, const float *dy,
+                            int64_t lddy, const float *x, int64_t ldx, int64_t batch, float *dval,
+                            bool accumulate) {
+    if (w->col_idx16) sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, false);
+    else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
+}

@@ -1,0 +1,222 @@
+/*
+ * csr_avx512.c - AVX-512 CSR kernels (compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl).
+ *
+ * spmm, batch >= 2: for each output row, tiles of 64/32/16 batch columns (4/2/1 zmm
+ * accumulators) and a masked tail; each nonzero is one broadcast and one FMA per zmm over a
+ * contiguous row of X (the feature-major layout makes that row contiguous). The 16-wide tile
+ * unrolls the nonzeros 4 ways so that four independent FMA chains hide the FMA latency.
+ * spmm, batch 1 (SpMV): 16 nonzeros at a time, gather of x by column, two accumulators; its
+ * speed is set by the bytes of W streamed, which is why 16-bit column indices matter.
+ */
+#include <immintrin.h>
+
+#include "../kernel_table.h"
+
+static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int64_t k, bool wide) {
+    return wide ? (int64_t)w->col_idx[k] : (int64_t)w->col_idx16[k];
+}
+
+static inline __attribute__((always_inline)) __m512 epi(__m512 v, __m512 bias, sp_act act) {
+    v = _mm512_add_ps(v, bias);
+    return act == SP_ACT_RELU ? _mm512_max_ps(v, _mm512_setzero_ps()) : v;
+}
+
+/* 16 column indices of W starting at entry k, as int32 lanes; m selects valid lanes. */
+static inline __attribute__((always_inline)) __m512i load_cols(const sp_csr *w, int64_t k,
+                                                               __mmask16 m, bool wide) {
+    if (wide) return _mm512_maskz_loadu_epi32(m, w->col_idx + k);
+    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w->col_idx16 + k));
+}
+
+static inline __attribute__((always_inline)) float spmv_row(const sp_csr *w, int64_t k0,
+                                                            int64_t k1, const float *x,
+                                                            int64_t ldx, bool wide) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512i vld = _mm512_set1_epi32((int32_t)ldx);
+    int64_t k = k0;
+    for (; k + 32 <= k1; k += 32) {
+        __m512i c0 = load_cols(w, k, 0xFFFF, wide), c1 = load_cols(w, k + 16, 0xFFFF, wide);
+        if (ldx != 1) c0 = _mm512_mullo_epi32(c0, vld), c1 = _mm512_mullo_epi32(c1, vld);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k), _mm512_i32gather_ps(c0, x, 4), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k + 16), _mm512_i32gather_ps(c1, x, 4), a1);
+    }
+    for (; k < k1; k += 16) {
+        __mmask16 m = (k1 - k >= 16) ? 0xFFFF : (__mmask16)((1u << (k1 - k)) - 1);
+        __m512i c = load_cols(w, k, m, wide);
+        if (ldx != 1) c = _mm512_mullo_epi32(c, vld);
+        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->val + k), xv, a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int64_t r0,
+                                                            int64_t r1, const float *x, int64_t ldx,
+                                                            int64_t batch, float *y, int64_t ldy,
+                                                            const float *bias, sp_act act,
+                                                            bool wide) {
+    const float *val = w->val;
+    /* gather offsets are int32: fall back to scalar indexing if col * ldx could overflow */
+    bool gather_ok = (w->cols * ldx) < INT32_MAX;
+    for (int64_t i = r0; i < r1; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        float *yr = y + i * ldy;
+        if (batch == 1) {
+            float s;
+            if (gather_ok) {
+                s = spmv_row(w, k0, k1, x, ldx, wide);
+            } else {
+                s = 0.0f;
+                for (int64_t k = k0; k < k1; k++) s += val[k] * x[col_at(w, k, wide) * ldx];
+            }
+            yr[0] = sp_epilogue(s, bias, i, act);
+            continue;
+        }
+        const __m512 vb = _mm512_set1_ps(bias ? bias[i] : 0.0f);
+        int64_t b = 0;
+        for (; b + 64 <= batch; b += 64) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t k = k0; k < k1; k++) {
+                const float *xr = x + col_at(w, k, wide) * ldx + b;
+                __m512 v = _mm512_set1_ps(val[k]);
+                a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a0);
+                a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a1);
+                a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 32), a2);
+                a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 48), a3);
+            }
+            _mm512_storeu_ps(yr + b, epi(a0, vb, act));
+            _mm512_storeu_ps(yr + b + 16, epi(a1, vb, act));
+            _mm512_storeu_ps(yr + b + 32, epi(a2, vb, act));
+            _mm512_storeu_ps(yr + b + 48, epi(a3, vb, act));
+        }
+        for (; b + 32 <= batch; b += 32) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int64_t k = k0;
+            for (; k + 2 <= k1; k += 2) {
+                const float *xr0 = x + col_at(w, k, wide) * ldx + b;
+                const float *xr1 = x + col_at(w, k + 1, wide) * ldx + b;
+                __m512 v0 = _mm512_set1_ps(val[k]), v1 = _mm512_set1_ps(val[k + 1]);
+                a0 = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xr0), a0);
+                a1 = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xr0 + 16), a1);
+                a2 = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xr1), a2);
+                a3 = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xr1 + 16), a3);
+            }
+            if (k < k1) {
+                const float *xr = x + col_at(w, k, wide) * ldx + b;
+                __m512 v = _mm512_set1_ps(val[k]);
+                a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a0);
+                a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a1);
+            }
+            _mm512_storeu_ps(yr + b, epi(_mm512_add_ps(a0, a2), vb, act));
+            _mm512_storeu_ps(yr + b + 16, epi(_mm512_add_ps(a1, a3), vb, act));
+        }
+        for (; b < batch; b += 16) {
+            __mmask16 m = (batch - b >= 16) ? 0xFFFF : (__mmask16)((1u << (batch - b)) - 1);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int64_t k = k0;
+            for (; k + 4 <= k1; k += 4) {
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(val[k]),
+                                     _mm512_maskz_loadu_ps(m, x + col_at(w, k, wide) * ldx + b), a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(val[k + 1]),
+                                     _mm512_maskz_loadu_ps(m, x + col_at(w, k + 1, wide) * ldx + b), a1);
+                a2 = _mm512_fmadd_ps(_mm512_set1_ps(val[k + 2]),
+                                     _mm512_maskz_loadu_ps(m, x + col_at(w, k + 2, wide) * ldx + b), a2);
+                a3 = _mm512_fmadd_ps(_mm512_set1_ps(val[k + 3]),
+                                     _mm512_maskz_loadu_ps(m, x + col_at(w, k + 3, wide) * ldx + b), a3);
+            }
+            for (; k < k1; k++)
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(val[k]),
+                                     _mm512_maskz_loadu_ps(m, x + col_at(w, k, wide) * ldx + b), a0);
+            __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+            _mm512_mask_storeu_ps(yr + b, m, epi(s, vb, act));
+        }
+    }
+}
+
+void sp_f32_spmm_csr__avx512(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                             int64_t ldx, int64_t batch, float *y, int64_t ldy, const float *bias,
+                             sp_act act) {
+    if (w->col_idx16) spmm_rows(w, r0, r1, x, ldx, batch, y, ldy, bias, act, false);
+    else spmm_rows(w, r0, r1, x, ldx, batch, y, ldy, bias, act, true);
+}
+
+/* dX[:, b0:b1] += W^T dY[:, b0:b1]: each row's dY segment stays in registers while its
+ * nonzeros scatter-add into rows of dX. */
+static inline __attribute__((always_inline)) void spmm_t_cols(const sp_csr *w, int64_t b0,
+                                                              int64_t b1, const float *dy,
+                                                              int64_t lddy, float *dx,
+                                                              int64_t lddx, bool wide) {
+    for (int64_t i = 0; i < w->rows; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        const float *g = dy + i * lddy;
+        if (b1 - b0 == 1) {
+            float gi = g[b0];
+            for (int64_t k = k0; k < k1; k++) dx[col_at(w, k, wide) * lddx + b0] += w->val[k] * gi;
+            continue;
+        }
+        int64_t b = b0;
+        for (; b + 32 <= b1; b += 32) {
+            __m512 g0 = _mm512_loadu_ps(g + b), g1 = _mm512_loadu_ps(g + b + 16);
+            for (int64_t k = k0; k < k1; k++) {
+                float *d = dx + col_at(w, k, wide) * lddx + b;
+                __m512 v = _mm512_set1_ps(w->val[k]);
+                _mm512_storeu_ps(d, _mm512_fmadd_ps(v, g0, _mm512_loadu_ps(d)));
+                _mm512_storeu_ps(d + 16, _mm512_fmadd_ps(v, g1, _mm512_loadu_ps(d + 16)));
+            }
+        }
+        for (; b < b1; b += 16) {
+            __mmask16 m = (b1 - b >= 16) ? 0xFFFF : (__mmask16)((1u << (b1 - b)) - 1);
+            __m512 g0 = _mm512_maskz_loadu_ps(m, g + b);
+            for (int64_t k = k0; k < k1; k++) {
+                float *d = dx + col_at(w, k, wide) * lddx + b;
+                __m512 v = _mm512_set1_ps(w->val[k]);
+                _mm512_mask_storeu_ps(d, m, _mm512_fmadd_ps(v, g0, _mm512_maskz_loadu_ps(m, d)));
+            }
+        }
+    }
+}
+
+void sp_f32_spmm_t_csr__avx512(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
+                               int64_t lddy, float *dx, int64_t lddx) {
+    if (w->col_idx16) spmm_t_cols(w, b0, b1, dy, lddy, dx, lddx, false);
+    else spmm_t_cols(w, b0, b1, dy, lddy, dx, lddx, true);
+}
+
+/* dval[k] = dY[i, :] . X[col(k), :], batch in zmm steps with a masked tail. */
+static inline __attribute__((always_inline)) void sddmm_rows(const sp_csr *w, int64_t r0,
+                                                             int64_t r1, const float *dy,
+                                                             int64_t lddy, const float *x,
+                                                             int64_t ldx, int64_t batch,
+                                                             float *dval, bool accumulate,
+                                                             bool wide) {
+    for (int64_t i = r0; i < r1; i++) {
+        const float *g = dy + i * lddy;
+        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++) {
+            const float *xr = x + col_at(w, k, wide) * ldx;
+            float acc;
+            if (batch == 1) {
+                acc = g[0] * xr[0];
+            } else {
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+                int64_t b = 0;
+                for (; b + 32 <= batch; b += 32) {
+                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(g + b), _mm512_loadu_ps(xr + b), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(g + b + 16), _mm512_loadu_ps(xr + b + 16), a1);
+                }
+                for (; b < batch; b += 16) {
+                    __mmask16 m = (batch - b >= 16) ? 0xFFFF : (__mmask16)((1u << (batch - b)) - 1);
+                    a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, g + b), _mm512_maskz_loadu_ps(m, xr + b), a0);
+                }
+                acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+            }
+            dval[k] = accumulate ? dval[k] + acc : acc;
+        }
+    }
+}
+
+void sp_f32_sddmm_csr__avx512(const sp_csr *w, int64_t r0, int64_t r1, const float *dy,
+                              int64_t lddy, const float *x, int64_t ldx, int64_t batch,
+                              float *dval, bool accumulate) {
+    if (w->col_idx16) sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, false);
+    else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
+}

@@ -1,0 +1,85 @@
+/*
+ * dispatch.c - the variant tables of every kernel family, and the one place that picks a
+ * variant for the active ISA level (sp_isa_active, decided once per process).
+ *
+ * Adding a variant: declare it in kernel_table.h, add one line to its family's table here.
+ * Tests (tests/test_kernels_*.c) and benchmarks walk the same tables.
+ */
+#include <string.h>
+
+#include "kernel_table.h"
+
+#if defined(__x86_64__)
+#define X86(...) __VA_ARGS__,
+#else
+#define X86(...)
+#endif
+#if defined(__aarch64__)
+#define ARM(...) __VA_ARGS__,
+#else
+#define ARM(...)
+#endif
+
+static const sp_kernel csr_spmm[] = {
+    SP_KERNEL_REF(sp_f32_spmm_csr__ref),
+    SP_KERNEL(sp_f32_spmm_csr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_csr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_spmm_csr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_spmm_csr__neon, SP_ISA_NEON))
+};
+static const sp_kernel csr_spmm_t[] = {
+    SP_KERNEL_REF(sp_f32_spmm_t_csr__ref),
+    SP_KERNEL(sp_f32_spmm_t_csr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_t_csr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_spmm_t_csr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_spmm_t_csr__neon, SP_ISA_NEON))
+};
+static const sp_kernel csr_sddmm[] = {
+    SP_KERNEL_REF(sp_f32_sddmm_csr__ref),
+    SP_KERNEL(sp_f32_sddmm_csr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_sddmm_csr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_sddmm_csr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_sddmm_csr__neon, SP_ISA_NEON))
+};
+
+#define FAMILY(name, table) {name, table, (int)(sizeof table / sizeof table[0])}
+
+const sp_kernel_family sp_kernel_families[] = {
+    FAMILY("csr_spmm", csr_spmm),
+    FAMILY("csr_spmm_t", csr_spmm_t),
+    FAMILY("csr_sddmm", csr_sddmm),
+    {NULL, NULL, 0},
+};
+
+const sp_kernel_family *sp_kernel_family_get(const char *name) {
+    for (const sp_kernel_family *f = sp_kernel_families; f->name; f++)
+        if (strcmp(f->name, name) == 0) return f;
+    return NULL;
+}
+
+/* Preference order for each active level: the level itself, then what it falls back to. */
+static int rank(sp_isa want, sp_isa have) {
+    if (have == want) return 3;
+    if (want == SP_ISA_AVX512 && have == SP_ISA_AVX2) return 2;
+    if (have == SP_ISA_SCALAR) return 1;
+    return 0;
+}
+
+const sp_kernel *sp_kernel_pick(const sp_kernel_family *fam) {
+    if (!fam) return NULL;
+    sp_isa want = sp_isa_active();
+    const sp_kernel *best = NULL;
+    int best_rank = 0;
+    for (int i = 0; i < fam->count; i++) {
+        const sp_kernel *k = &fam->kernels[i];
+        if (k->is_ref || !sp_isa_supported(k->isa)) continue;
+        int r = rank(want, k->isa);
+        if (r > best_rank) best = k, best_rank = r;
+    }
+    return best;
+}
+
+const char *sp_kernel_selected(const char *family) {
+    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get(family));
+    return k ? sp_isa_name(k->isa) : NULL;
+}

@@ -1,0 +1,112 @@
+/*
+ * kernel_table.h - the kernel families and their variant tables (internal).
+ *
+ * Each family (csr_spmm, csr_spmm_t, ...) has one table listing its variants: the readable
+ * reference first (the test oracle), then portable C and the ISA versions this build compiled.
+ * The same table drives dispatch (sp_kernel_pick), the tests (every supported entry against the
+ * reference) and the benchmarks. Kernels trust their arguments: the public entry points in
+ * src/kernels/<format>_ops.c validate shapes and split the work into tasks.
+ *
+ * Work split. spmm and sddmm take a range of output rows (block rows for BSR); spmm_t takes a
+ * range of batch columns [b0, b1) over all rows, so that its scatter into dX never races and
+ * every dX element is summed in the same order for any thread count.
+ */
+#ifndef SPARROW_KERNEL_TABLE_H
+#define SPARROW_KERNEL_TABLE_H
+
+#include "sparrow/kernels.h"
+
+#include "../core/internal.h"
+
+/* y[r0:r1, :] = act(W[r0:r1, :] x + bias[r0:r1]) */
+typedef void (*sp_csr_spmm_fn)(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                               int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                               const float *bias, sp_act act);
+/* dx[:, b0:b1] += W^T dy[:, b0:b1] */
+typedef void (*sp_csr_spmm_t_fn)(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
+                                 int64_t lddy, float *dx, int64_t lddx);
+/* dval[k] (+)= dy[i, :] . x[col(k), :] for entries k of rows [r0, r1) */
+typedef void (*sp_csr_sddmm_fn)(const sp_csr *w, int64_t r0, int64_t r1, const float *dy,
+                                int64_t lddy, const float *x, int64_t ldx, int64_t batch,
+                                float *dval, bool accumulate);
+
+/* BSR: ranges are in block rows. */
+typedef void (*sp_bsr_spmm_fn)(const sp_bsr *w, int64_t br0, int64_t br1, const float *x,
+                               int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                               const float *bias, sp_act act);
+typedef void (*sp_bsr_spmm_t_fn)(const sp_bsr *w, int64_t b0, int64_t b1, const float *dy,
+                                 int64_t lddy, float *dx, int64_t lddx);
+typedef void (*sp_bsr_sddmm_fn)(const sp_bsr *w, int64_t br0, int64_t br1, const float *dy,
+                                int64_t lddy, const float *x, int64_t ldx, int64_t batch,
+                                float *dval, bool accumulate);
+
+typedef void (*sp_nm_spmm_fn)(const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
+                              int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act);
+typedef void (*sp_nm_spmm_t_fn)(const sp_nm *w, int64_t b0, int64_t b1, const float *dy,
+                                int64_t lddy, float *dx, int64_t lddx);
+typedef void (*sp_nm_sddmm_fn)(const sp_nm *w, int64_t r0, int64_t r1, const float *dy,
+                               int64_t lddy, const float *x, int64_t ldx, int64_t batch,
+                               float *dval, bool accumulate);
+
+/* One variant of a family. fn is cast back to the family's type before the call. */
+typedef struct sp_kernel {
+    const char *name;  /* "sp_f32_spmm_csr__avx512" */
+    sp_isa isa;        /* level it needs */
+    bool is_ref;       /* the readable oracle: tested against, never dispatched */
+    void (*fn)(void);
+} sp_kernel;
+
+typedef struct sp_kernel_family {
+    const char *name;          /* "csr_spmm" */
+    const sp_kernel *kernels;
+    int count;
+} sp_kernel_family;
+
+/* All families, for tests and benchmarks; NULL-terminated by name. */
+extern const sp_kernel_family sp_kernel_families[];
+const sp_kernel_family *sp_kernel_family_get(const char *name);
+/* The variant of fam that runs at the active ISA level. Never NULL for a family with a scalar
+ * entry. */
+const sp_kernel *sp_kernel_pick(const sp_kernel_family *fam);
+
+/* Applies bias and activation to one value: the epilogue every spmm variant must match. */
+static inline float sp_epilogue(float v, const float *bias, int64_t row, sp_act act) {
+    if (bias) v += bias[row];
+    if (act == SP_ACT_RELU && !(v > 0.0f)) v = 0.0f;
+    return v;
+}
+
+#define SP_KERNEL(fn_, isa_) {#fn_, isa_, false, (void (*)(void))(fn_)}
+#define SP_KERNEL_REF(fn_) {#fn_, SP_ISA_SCALAR, true, (void (*)(void))(fn_)}
+
+/* ---- variants (declared here, defined in ref/, scalar/, avx2/, avx512/, neon/) ---------- */
+
+#define SP_DECLARE_CSR(suffix)                                                                  \
+    void sp_f32_spmm_csr__##suffix(const sp_csr *, int64_t, int64_t, const float *, int64_t,   \
+                                   int64_t, float *, int64_t, const float *, sp_act);          \
+    void sp_f32_spmm_t_csr__##suffix(const sp_csr *, int64_t, int64_t, const float *, int64_t, \
+                                     float *, int64_t);                                         \
+    void sp_f32_sddmm_csr__##suffix(const sp_csr *, int64_t, int64_t, const float *, int64_t,  \
+                                    const float *, int64_t, int64_t, float *, bool);
+#define SP_DECLARE_BSR(suffix)                                                                  \
+    void sp_f32_spmm_bsr__##suffix(const sp_bsr *, int64_t, int64_t, const float *, int64_t,   \
+                                   int64_t, float *, int64_t, const float *, sp_act);          \
+    void sp_f32_spmm_t_bsr__##suffix(const sp_bsr *, int64_t, int64_t, const float *, int64_t, \
+                                     float *, int64_t);                                         \
+    void sp_f32_sddmm_bsr__##suffix(const sp_bsr *, int64_t, int64_t, const float *, int64_t,  \
+                                    const float *, int64_t, int64_t, float *, bool);
+#define SP_DECLARE_NM(suffix)                                                                   \
+    void sp_f32_spmm_nm__##suffix(const sp_nm *, int64_t, int64_t, const float *, int64_t,     \
+                                  int64_t, float *, int64_t, const float *, sp_act);           \
+    void sp_f32_spmm_t_nm__##suffix(const sp_nm *, int64_t, int64_t, const float *, int64_t,   \
+                                    float *, int64_t);                                          \
+    void sp_f32_sddmm_nm__##suffix(const sp_nm *, int64_t, int64_t, const float *, int64_t,    \
+                                   const float *, int64_t, int64_t, float *, bool);
+
+SP_DECLARE_CSR(ref)
+SP_DECLARE_CSR(scalar)
+SP_DECLARE_CSR(avx2)
+SP_DECLARE_CSR(avx512)
+SP_DECLARE_CSR(neon)
+
+#endif

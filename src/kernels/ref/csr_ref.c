@@ -1,0 +1,42 @@
+/*
+ * csr_ref.c - readable reference CSR kernels: the oracle every optimized variant is tested
+ * against. One output at a time, in index order, no tricks.
+ *
+ * Shapes: W (rows x cols) sparse; X (cols, B); Y (rows, B); dY (rows, B); dX (cols, B).
+ */
+#include "../kernel_table.h"
+
+/* Y[i, b] = act(bias[i] + sum_k W[i, col(k)] * X[col(k), b]) */
+void sp_f32_spmm_csr__ref(const sp_csr *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
+                          int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
+    for (int64_t i = r0; i < r1; i++) {
+        for (int64_t b = 0; b < batch; b++) {
+            float acc = 0.0f;
+            for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++)
+                acc += w->val[k] * x[sp_csr_col(w, k) * ldx + b];
+            y[i * ldy + b] = sp_epilogue(acc, bias, i, act);
+        }
+    }
+}
+
+/* dX[col(k), b] += W[i, col(k)] * dY[i, b] for b in [b0, b1) */
+void sp_f32_spmm_t_csr__ref(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
+                            int64_t lddy, float *dx, int64_t lddx) {
+    for (int64_t i = 0; i < w->rows; i++)
+        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++)
+            for (int64_t b = b0; b < b1; b++)
+                dx[sp_csr_col(w, k) * lddx + b] += w->val[k] * dy[i * lddy + b];
+}
+
+/* dval[k] (+)= sum_b dY[i, b] * X[col(k), b] */
+void sp_f32_sddmm_csr__ref(const sp_csr *w, int64_t r0, int64_t r1, const float *dy,
+                           int64_t lddy, const float *x, int64_t ldx, int64_t batch, float *dval,
+                           bool accumulate) {
+    for (int64_t i = r0; i < r1; i++) {
+        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < batch; b++) acc += dy[i * lddy + b] * x[sp_csr_col(w, k) * ldx + b];
+            dval[k] = accumulate ? dval[k] + acc : acc;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+/*
+ * csr_scalar.c - portable C CSR kernels, written so that a compiler vectorises the batch loop
+ * with whatever the baseline ISA offers (SSE2 on x86-64, NEON on aarch64).
+ *
+ * spmm keeps a tile of SP_TILE batch columns of one output row in a local accumulator and
+ * streams the row's nonzeros through it: each nonzero is one broadcast and SP_TILE FMAs over a
+ * contiguous row of X. Batch 1 is a dot product with four partial sums.
+ */
+#include <string.h>
+
+#include "../kernel_table.h"
+
+#define SP_TILE 32
+
+static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int64_t k, bool wide) {
+    return wide ? (int64_t)w->col_idx[k] : (int64_t)w->col_idx16[k];
+}
+
+static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int64_t r0,
+                                                            int64_t r1, const float *x, int64_t ldx,
+                                                            int64_t batch, float *y, int64_t ldy,
+                                                            const float *bias, sp_act act,
+                                                            bool wide) {
+    const float *val = w->val;
+    for (int64_t i = r0; i < r1; i++) {
+        int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        if (batch == 1) {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            int64_t k = k0;
+            for (; k + 4 <= k1; k += 4) {
+                s0 += val[k] * x[col_at(w, k, wide) * ldx];
+                s1 += val[k + 1] * x[col_at(w, k + 1, wide) * ldx];
+                s2 += val[k + 2] * x[col_at(w, k + 2, wide) * ldx];
+                s3 += val[k + 3] * x[col_at(w, k + 3, wide) * ldx];
+            }
+            for (; k < k1; k++) s0 += val[k] * x[col_at(w, k, wide) * ldx];
+            y[i * ldy] = sp_epilogue((s0 + s1) + (s2 + s3), bias, i, act);
+            continue;
+        }
+        for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
+            int64_t nb = SP_MIN(SP_TILE, batch - b0);
+            float acc[SP_TILE] = {0};
+            for (int64_t k = k0; k < k1; k++) {
+                const float *xr = x + col_at(w, k, wide) * ldx + b0;
+                float v = val[k];
+                if (nb == SP_TILE) {
+                    for (int b = 0; b < SP_TILE; b++) acc[b] += v * xr[b];
+                } else {
+                    for (int b = 0; b < nb; b++) acc[b] += v * xr[b];
+                }
+            }
+            float *yr = y + i * ldy + b0;
+            for (int b = 0; b < nb; b++) yr[b] = sp_epilogue(acc[b], bias, i, act);
+        }
+    }
+}
+
+void sp_f32_spmm_csr__scalar(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                             int64_t ldx, int64_t batch, float *y, int64_t ldy, const float *bias,
+                             sp_act act) {
+    if (w->col_idx16) spmm_rows(w, r0, r1, x, ldx, batch, y, ldy, bias, act, false);
+    else spmm_rows(w, r0, r1, x, ldx, batch, y, ldy, bias, act, true);
+}
+
+static inline __attribute__((always_inline)) void spmm_t_cols(const sp_csr *w, int64_t b0,
+                                                              int64_t b1, const float *dy,
+                                                              int64_t lddy, float *dx,
+                                                              int64_t lddx, bool wide) {
+    int64_t nb = b1 - b0;
+    for (int64_t i = 0; i < w->rows; i++) {
+        const float *g = dy + i * lddy + b0;
+        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++) {
+            float v = w->val[k];
+            float *d = dx + col_at(w, k, wide) * lddx + b0;
+            for (int64_t b = 0; b < nb; b++) d[b] += v * g[b];
+        }
+    }
+}
+
+void sp_f32_spmm_t_csr__scalar(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
+                               int64_t lddy, float *dx, int64_t lddx) {
+    if (w->col_idx16) spmm_t_cols(w, b0, b1, dy, lddy, dx, lddx, false);
+    else spmm_t_cols(w, b0, b1, dy, lddy, dx, lddx, true);
+}
+
+static inline __attribute__((always_inline)) void sddmm_rows(const sp_csr *w, int64_t r0,
+                                                             int64_t r1, const float *dy,
+                                                             int64_t lddy, const float *x,
+                                                             int64_t ldx, int64_t batch,
+                                                             float *dval, bool accumulate,
+                                                             bool wide) {
+    for (int64_t i = r0; i < r1; i++) {
+        const float *g = dy + i * lddy;
+        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++) {
+            const float *xr = x + col_at(w, k, wide) * ldx;
+            float part[8] = {0};
+            int64_t b = 0;
+            for (; b + 8 <= batch; b += 8)
+                for (int l = 0; l < 8; l++) part[l] += g[b + l] * xr[b + l];
+            for (; b < batch; b++) part[0] += g[b] * xr[b];
+            float acc = ((part[0] + part[1]) + (part[2] + part[3])) +
+                        ((part[4] + part[5]) + (part[6] + part[7]));
+            dval[k] = accumulate ? dval[k] + acc : acc;
+        }
+    }
+}
+
+void sp_f32_sddmm_csr__scalar(const sp_csr *w, int64_t r0, int64_t r1, const float *dy,
+                              int64_t lddy, const float *x, int64_t ldx, int64_t batch,
+                              float *dval, bool accumulate) {
+    if (w->col_idx16) sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, false);
+    else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
+}

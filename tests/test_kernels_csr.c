@@ -1,0 +1,236 @@
+/*
+ * test_kernels_csr.c - every CSR kernel variant in the dispatch table against the reference,
+ * over edge shapes: empty matrices, empty rows and columns (density 0), fully dense, batch sizes
+ * around every vector tile (1..65), padded leading dimensions, both index widths, with and
+ * without bias and ReLU. Then the public entry points: argument checks, and bitwise-identical
+ * results on 1 and 2 threads.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/internal.h"
+#include "kernels/ops_common.h"
+#include "test.h"
+
+static const int64_t shapes[][2] = {{0, 0}, {1, 1}, {1, 40}, {3, 5}, {17, 33}, {64, 64}, {70, 129}};
+static const int64_t batches[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100};
+static const double densities[] = {0.0, 0.07, 0.5, 1.0};
+
+static float *fill_new(int64_t n, sp_rng *r) {
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    sp_test_fill(p, n, r);
+    return p;
+}
+
+static float *abs_copy(const float *p, int64_t n) {
+    float *q = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) q[i] = fabsf(p[i]);
+    return q;
+}
+
+static sp_csr *abs_csr(const sp_csr *w) {
+    sp_csr *a = NULL;
+    if (sp_csr_new(w->rows, w->cols, w->nnz, w->col_idx ? SP_CSR_IDX32 : 0, &a) != SP_OK) return NULL;
+    memcpy(a->row_ptr, w->row_ptr, sizeof(int64_t) * (size_t)(w->rows + 1));
+    for (int64_t k = 0; k < w->nnz; k++) {
+        if (w->col_idx) a->col_idx[k] = w->col_idx[k];
+        else a->col_idx16[k] = w->col_idx16[k];
+        a->val[k] = fabsf(w->val[k]);
+    }
+    return a;
+}
+
+/* Compares got to want over a (rows, batch) block with leading dimension ld, and checks that
+ * the padding columns [batch, ld) still hold the sentinel. */
+static void compare_block(const char *what, const char *kernel, const float *got,
+                          const float *want, const float *mag, int64_t rows, int64_t batch,
+                          int64_t ld, const float *pad_before) {
+    for (int64_t i = 0; i < rows; i++) {
+        char why[200];
+        if (!sp_close(got + i * ld, want + i * ld, mag + i * ld, batch, sp_tol_for(SP_F32), why,
+                      sizeof why)) {
+            sp_test_fail(__FILE__, __LINE__, "%s %s row %lld: %s", what, kernel, (long long)i, why);
+            return;
+        }
+        for (int64_t b = batch; b < ld; b++)
+            if (memcmp(&got[i * ld + b], &pad_before[i * ld + b], sizeof(float)) != 0) {
+                sp_test_fail(__FILE__, __LINE__, "%s %s wrote padding at (%lld, %lld)", what,
+                             kernel, (long long)i, (long long)b);
+                return;
+            }
+    }
+}
+
+static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, unsigned flags,
+                     int64_t pad, uint64_t seed) {
+    sp_rng r;
+    sp_rng_init(&r, seed, 0);
+    float *dense = malloc(sizeof(float) * (size_t)(rows * cols + 1));
+    sp_test_fill_sparse(dense, rows, cols, density, &r);
+    sp_csr *w = NULL, *wa = NULL;
+    if (sp_csr_from_dense(rows, cols, dense, cols, NULL, flags, &w) != SP_OK ||
+        !(wa = abs_csr(w))) {
+        sp_test_fail(__FILE__, __LINE__, "setup failed: %s", sp_last_error());
+        free(dense), sp_csr_free(w);
+        return;
+    }
+    const int64_t ld = batch + pad;
+    float *x = fill_new(cols * ld, &r), *xa = abs_copy(x, cols * ld);
+    float *dy = fill_new(rows * ld, &r), *dya = abs_copy(dy, rows * ld);
+    float *bias = fill_new(rows, &r), *biasa = abs_copy(bias, rows);
+    float *y0 = fill_new(rows * ld, &r);   /* initial contents: padding sentinel */
+    float *dx0 = fill_new(cols * ld, &r);  /* initial dX, accumulated into */
+    float *dv0 = fill_new(w->nnz, &r);
+    const size_t cap = sizeof(float) * (size_t)(SP_MAX(SP_MAX(rows, cols) * ld, w->nnz) + 1);
+    float *want = malloc(cap), *mag = malloc(cap), *got = malloc(cap);
+    const bool use_bias = seed & 1;
+    const sp_act act = (seed & 2) ? SP_ACT_RELU : SP_ACT_NONE;
+    const bool accumulate = seed & 4;
+    char label[160];
+    snprintf(label, sizeof label, "%lldx%lld batch %lld density %.2f idx%s pad %lld",
+             (long long)rows, (long long)cols, (long long)batch, density,
+             w->col_idx16 ? "16" : "32", (long long)pad);
+
+    const sp_kernel_family *fs = sp_kernel_family_get("csr_spmm");
+    const sp_kernel_family *ft = sp_kernel_family_get("csr_spmm_t");
+    const sp_kernel_family *fd = sp_kernel_family_get("csr_sddmm");
+    const sp_csr_spmm_fn spmm_ref = (sp_csr_spmm_fn)fs->kernels[0].fn;
+    const sp_csr_spmm_t_fn spmm_t_ref = (sp_csr_spmm_t_fn)ft->kernels[0].fn;
+    const sp_csr_sddmm_fn sddmm_ref = (sp_csr_sddmm_fn)fd->kernels[0].fn;
+
+    /* spmm: mag = |W| |X| + |bias| */
+    size_t ybytes = sizeof(float) * (size_t)(rows * ld);
+    memcpy(want, y0, ybytes);
+    memcpy(mag, y0, ybytes);
+    spmm_ref(w, 0, rows, x, ld, batch, want, ld, use_bias ? bias : NULL, act);
+    spmm_ref(wa, 0, rows, xa, ld, batch, mag, ld, use_bias ? biasa : NULL, SP_ACT_NONE);
+    for (int i = 1; i < fs->count; i++) {
+        const sp_kernel *k = &fs->kernels[i];
+        if (!sp_isa_supported(k->isa)) continue;
+        memcpy(got, y0, ybytes);
+        ((sp_csr_spmm_fn)k->fn)(w, 0, rows, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
+        char what[200];
+        snprintf(what, sizeof what, "spmm %s", label);
+        compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
+    }
+
+    /* spmm_t: dX = dX0 + W^T dY, mag = |dX0| + |W|^T |dY|; in 64-column chunks as dispatched */
+    size_t xbytes = sizeof(float) * (size_t)(cols * ld);
+    memcpy(want, dx0, xbytes);
+    for (int64_t i = 0; i < cols * ld; i++) mag[i] = fabsf(dx0[i]);
+    spmm_t_ref(w, 0, batch, dy, ld, want, ld);
+    spmm_t_ref(wa, 0, batch, dya, ld, mag, ld);
+    for (int i = 1; i < ft->count; i++) {
+        const sp_kernel *k = &ft->kernels[i];
+        if (!sp_isa_supported(k->isa)) continue;
+        memcpy(got, dx0, xbytes);
+        for (int64_t b0 = 0; b0 < batch; b0 += SP_SPMM_T_COLS)
+            ((sp_csr_spmm_t_fn)k->fn)(w, b0, SP_MIN(batch, b0 + SP_SPMM_T_COLS), dy, ld, got, ld);
+        char what[200];
+        snprintf(what, sizeof what, "spmm_t %s", label);
+        compare_block(what, k->name, got, want, mag, cols, batch, ld, dx0);
+    }
+
+    /* sddmm: dval = (accumulate ? dv0 : 0) + dY X^T at W's entries */
+    if (w->nnz > 0) {
+        size_t vbytes = sizeof(float) * (size_t)w->nnz;
+        memcpy(want, dv0, vbytes);
+        for (int64_t i = 0; i < w->nnz; i++) mag[i] = accumulate ? fabsf(dv0[i]) : 0.0f;
+        sddmm_ref(w, 0, rows, dy, ld, x, ld, batch, want, accumulate);
+        sddmm_ref(w, 0, rows, dya, ld, xa, ld, batch, mag, true);
+        for (int i = 1; i < fd->count; i++) {
+            const sp_kernel *k = &fd->kernels[i];
+            if (!sp_isa_supported(k->isa)) continue;
+            memcpy(got, dv0, vbytes);
+            ((sp_csr_sddmm_fn)k->fn)(w, 0, rows, dy, ld, x, ld, batch, got, accumulate);
+            char why[200];
+            if (!sp_close(got, want, mag, w->nnz, sp_tol_for(SP_F32), why, sizeof why))
+                sp_test_fail(__FILE__, __LINE__, "sddmm %s %s: %s", label, k->name, why);
+        }
+    }
+    free(dense), free(x), free(xa), free(dy), free(dya), free(bias), free(biasa), free(y0);
+    free(dx0), free(dv0), free(want), free(mag), free(got);
+    sp_csr_free(w), sp_csr_free(wa);
+}
+
+TEST(csr_kernels_match_reference) {
+    uint64_t seed = 1;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
+            for (size_t d = 0; d < sizeof densities / sizeof densities[0]; d++) {
+                if (sp_test_failures()) return;
+                unsigned flags = (seed % 3 == 0) ? SP_CSR_IDX32 : 0;
+                csr_case(shapes[s][0], shapes[s][1], batches[b], densities[d], flags,
+                         (int64_t)(seed % 4 == 0 ? 5 : 0), seed);
+                seed++;
+            }
+}
+
+TEST(csr_kernels_long_rows) {
+    /* rows long enough for every unrolled loop and its tails: 0..40 entries beyond 512 */
+    for (int64_t extra = 0; extra < 40; extra += 13)
+        for (int64_t batch = 1; batch <= 65; batch += 16)
+            csr_case(5, 512 + extra, batch, 0.97, extra & 1 ? SP_CSR_IDX32 : 0, 0,
+                     (uint64_t)(100 + extra + batch));
+}
+
+/* The public entry points: reference results, identical bits on 1 and 2 threads. */
+TEST(csr_public_products_are_deterministic) {
+    sp_rng r;
+    sp_rng_init(&r, 9, 0);
+    const int64_t rows = 300, cols = 200, batch = 37;
+    float *dense = malloc(sizeof(float) * rows * cols);
+    sp_test_fill_sparse(dense, rows, cols, 0.2, &r);
+    sp_csr *w = NULL;
+    CHECK_OK(sp_csr_from_dense(rows, cols, dense, cols, NULL, 0, &w));
+    float *x = fill_new(cols * batch, &r), *dy = fill_new(rows * batch, &r);
+    float *y1 = malloc(sizeof(float) * rows * batch), *y2 = malloc(sizeof(float) * rows * batch);
+    float *dx1 = malloc(sizeof(float) * cols * batch), *dx2 = malloc(sizeof(float) * cols * batch);
+    float *g1 = malloc(sizeof(float) * (size_t)w->nnz), *g2 = malloc(sizeof(float) * (size_t)w->nnz);
+    float *yref = malloc(sizeof(float) * rows * batch);
+    for (int pass = 0; pass < 3; pass++) {
+        CHECK_OK(sp_csr_spmm(w, x, batch, batch, y1, batch, NULL, SP_ACT_RELU, 1));
+        CHECK_OK(sp_csr_spmm(w, x, batch, batch, y2, batch, NULL, SP_ACT_RELU, 2));
+        CHECK(!memcmp(y1, y2, sizeof(float) * rows * batch));
+        CHECK_OK(sp_csr_spmm_t(w, dy, batch, batch, dx1, batch, false, 1));
+        CHECK_OK(sp_csr_spmm_t(w, dy, batch, batch, dx2, batch, false, 2));
+        CHECK(!memcmp(dx1, dx2, sizeof(float) * cols * batch));
+        CHECK_OK(sp_csr_sddmm(w, dy, batch, x, batch, batch, g1, false, 1));
+        CHECK_OK(sp_csr_sddmm(w, dy, batch, x, batch, batch, g2, false, 2));
+        CHECK(!memcmp(g1, g2, sizeof(float) * (size_t)w->nnz));
+    }
+    /* against the reference, through the dense matrix in double */
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t b = 0; b < batch; b++) {
+            double s = 0;
+            for (int64_t j = 0; j < cols; j++) s += (double)dense[i * cols + j] * x[j * batch + b];
+            yref[i * batch + b] = s > 0 ? (float)s : 0.0f;
+        }
+    CHECK_CLOSE(y1, yref, NULL, rows * batch, ((sp_tol){1e-5, 1e-4}));
+    /* accumulate adds: dX computed twice with accumulate = 2 dX */
+    CHECK_OK(sp_csr_spmm_t(w, dy, batch, batch, dx2, batch, true, 2));
+    for (int64_t i = 0; i < cols * batch; i++) dx1[i] *= 2.0f;
+    CHECK_CLOSE(dx2, dx1, NULL, cols * batch, sp_tol_for(SP_F32));
+    free(dense), free(x), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(g1), free(g2);
+    free(yref);
+    sp_csr_free(w);
+}
+
+TEST(csr_public_products_check_arguments) {
+    float d[6] = {1, 0, 2, 0, 3, 0}, x[8] = {0}, y[8] = {0};
+    sp_csr *w = NULL;
+    CHECK_OK(sp_csr_from_dense(2, 3, d, 3, NULL, 0, &w));
+    CHECK_STATUS(sp_csr_spmm(NULL, x, 1, 1, y, 1, NULL, SP_ACT_NONE, 1), SP_EINVAL);
+    CHECK_STATUS(sp_csr_spmm(w, NULL, 1, 1, y, 1, NULL, SP_ACT_NONE, 1), SP_EINVAL);
+    CHECK_STATUS(sp_csr_spmm(w, x, 1, -1, y, 1, NULL, SP_ACT_NONE, 1), SP_EINVAL);
+    CHECK_STATUS(sp_csr_spmm(w, x, 1, 2, y, 2, NULL, SP_ACT_NONE, 1), SP_ESHAPE);
+    CHECK_STATUS(sp_csr_spmm(w, x, 2, 2, y, 1, NULL, SP_ACT_NONE, 1), SP_ESHAPE);
+    CHECK_STATUS(sp_csr_spmm(w, x, 1, 1, y, 1, NULL, (sp_act)7, 1), SP_EINVAL);
+    CHECK_STATUS(sp_csr_spmm(w, x, INT64_MAX, 1, y, 1, NULL, SP_ACT_NONE, 1), SP_EOVERFLOW);
+    CHECK_OK(sp_csr_spmm(w, x, 1, 0, y, 1, NULL, SP_ACT_NONE, 1)); /* empty batch */
+    CHECK_STATUS(sp_csr_spmm_t(w, x, 1, 1, NULL, 1, false, 1), SP_EINVAL);
+    CHECK_STATUS(sp_csr_spmm_t(w, x, 0, 1, y, 1, false, 1), SP_ESHAPE);
+    CHECK_STATUS(sp_csr_sddmm(w, x, 1, y, 1, 1, NULL, false, 1), SP_EINVAL);
+    CHECK_STATUS(sp_csr_sddmm(w, x, 1, NULL, 1, 1, y, false, 1), SP_EINVAL);
+    sp_csr_free(w);
+}
