@@ -10,6 +10,7 @@
 
 #include "core/internal.h"
 #include "kernels/ops_common.h"
+#include "sparse/csr_pairs.h"
 #include "test.h"
 
 static const int64_t shapes[][2] = {{0, 0}, {1, 1}, {1, 40}, {3, 5}, {17, 33}, {64, 64}, {70, 129}};
@@ -114,6 +115,22 @@ static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, 
         compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
     }
 
+    /* the row-pair layout of the same matrix, every variant, also from an odd row range */
+    if (sp_csr_pack_pairs(w) != SP_OK) sp_test_fail(__FILE__, __LINE__, "pack: %s", sp_last_error());
+    const sp_kernel_family *fp = sp_kernel_family_get("csr_spmm_pairs");
+    for (int i = 0; w->pairs && i < fp->count; i++) {
+        const sp_kernel *k = &fp->kernels[i];
+        if (!sp_isa_supported(k->isa)) continue;
+        memcpy(got, y0, ybytes);
+        int64_t mid = (rows / 2) & ~(int64_t)1; /* two calls split at an even row */
+        ((sp_csr_spmm_fn)k->fn)(w, 0, mid, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
+        ((sp_csr_spmm_fn)k->fn)(w, mid, rows, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
+        char what[200];
+        snprintf(what, sizeof what, "spmm pairs %s", label);
+        compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
+    }
+    sp_csr_unpack(w);
+
     /* spmm_t: dX = dX0 + W^T dY, mag = |dX0| + |W|^T |dY|; in 64-column chunks as dispatched */
     size_t xbytes = sizeof(float) * (size_t)(cols * ld);
     memcpy(want, dx0, xbytes);
@@ -189,6 +206,7 @@ TEST(csr_public_products_are_deterministic) {
     float *g1 = malloc(sizeof(float) * (size_t)w->nnz), *g2 = malloc(sizeof(float) * (size_t)w->nnz);
     float *yref = malloc(sizeof(float) * rows * batch);
     for (int pass = 0; pass < 3; pass++) {
+        if (pass == 2) CHECK_OK(sp_csr_pack_pairs(w)); /* the last pass runs the packed layout */
         CHECK_OK(sp_csr_spmm(w, x, batch, batch, y1, batch, NULL, SP_ACT_RELU, 1));
         CHECK_OK(sp_csr_spmm(w, x, batch, batch, y2, batch, NULL, SP_ACT_RELU, 2));
         CHECK(!memcmp(y1, y2, sizeof(float) * rows * batch));

@@ -32,10 +32,13 @@ sp_status sp_csr_spmm(const sp_csr *w, const float *x, int64_t ldx, int64_t batc
         (st = sp_check_dense(fn, "Y", y, w->rows, batch, ldy)) || (st = sp_check_act(fn, act)))
         return st;
     if (batch == 0 || w->rows == 0) return SP_OK;
-    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("csr_spmm"));
+    /* the row-pair layout, when packed, serves batches; SpMV streams the plain rows */
+    const bool pairs = w->pairs && batch >= 2;
+    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get(pairs ? "csr_spmm_pairs" : "csr_spmm"));
     csr_task c = {.w = w, .x = x, .ldx = ldx, .batch = batch, .y = y, .ldy = ldy, .bias = bias,
                   .act = act, .fn = k->fn};
     c.rows_per_task = sp_rows_per_task(w->rows, w->nnz * batch, TASK_WORK);
+    if (pairs) c.rows_per_task += c.rows_per_task & 1; /* tasks start on a pair */
     sp_parallel_for((w->rows + c.rows_per_task - 1) / c.rows_per_task,
                     sp_resolve_threads(nthreads), spmm_task, &c);
     return SP_OK;

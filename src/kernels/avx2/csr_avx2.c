@@ -1,11 +1,11 @@
 /*
  * csr_avx2.c - AVX2 + FMA CSR kernels (compiled with -mavx2 -mfma). The same plan as the
  * AVX-512 file with 8-wide vectors: batch tiles of 32/8 columns (4/1 ymm accumulators, the
- * 8-wide tile unrolled over four nonzeros) and a masked tail; SpMV gathers 8 columns at a time.
+ * 8-wide tile unrolled over four nonzeros) and a masked tail; SpMV is the shared row dot of csr_spmv.h.
  */
 #include <immintrin.h>
 
-#include "../kernel_table.h"
+#include "../csr_spmv.h"
 
 static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int64_t k, bool wide) {
     return wide ? (int64_t)w->col_idx[k] : (int64_t)w->col_idx16[k];
@@ -22,12 +22,6 @@ static inline __attribute__((always_inline)) __m256 epi(__m256 v, __m256 bias, s
     return act == SP_ACT_RELU ? _mm256_max_ps(v, _mm256_setzero_ps()) : v;
 }
 
-static inline __attribute__((always_inline)) __m256i load_cols8(const sp_csr *w, int64_t k,
-                                                                bool wide) {
-    if (wide) return _mm256_loadu_si256((const __m256i *)(w->col_idx + k));
-    return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w->col_idx16 + k)));
-}
-
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -41,24 +35,11 @@ static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int
                                                             const float *bias, sp_act act,
                                                             bool wide) {
     const float *val = w->val;
-    bool gather_ok = ldx == 1 && w->cols < INT32_MAX;
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         float *yr = y + i * ldy;
         if (batch == 1) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            int64_t k = k0;
-            if (gather_ok) {
-                for (; k + 16 <= k1; k += 16) {
-                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + k),
-                                         _mm256_i32gather_ps(x, load_cols8(w, k, wide), 4), a0);
-                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + k + 8),
-                                         _mm256_i32gather_ps(x, load_cols8(w, k + 8, wide), 4), a1);
-                }
-            }
-            float s = hsum(_mm256_add_ps(a0, a1));
-            for (; k < k1; k++) s += val[k] * x[col_at(w, k, wide) * ldx];
-            yr[0] = sp_epilogue(s, bias, i, act);
+            yr[0] = sp_epilogue(sp_csr_row_dot(w, k0, k1, x, ldx), bias, i, act);
             continue;
         }
         const __m256 vb = _mm256_set1_ps(bias ? bias[i] : 0.0f);
@@ -165,4 +146,47 @@ void sp_f32_sddmm_csr__avx2(const sp_csr *w, int64_t r0, int64_t r1, const float
                             bool accumulate) {
     if (w->col_idx16) sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, false);
     else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
+}
+
+/* Row pairs (w->pairs): one load of each X row segment feeds two rows. Tiles of 16 batch
+ * columns (2 ymm per row) and a masked 8-wide tail. */
+void sp_f32_spmm_csr_pairs__avx2(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                 int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                 const float *bias, sp_act act) {
+    const sp_csr_pairs *p = w->pairs;
+    for (int64_t q = r0 / 2; 2 * q < r1; q++) {
+        const int64_t e0 = p->ptr[q], e1 = p->ptr[q + 1];
+        const bool two = 2 * q + 1 < r1;
+        const __m256 vb0 = _mm256_set1_ps(bias ? bias[2 * q] : 0.0f);
+        const __m256 vb1 = _mm256_set1_ps(bias && two ? bias[2 * q + 1] : 0.0f);
+        float *y0 = y + 2 * q * ldy, *y1 = y0 + ldy;
+        int64_t b = 0;
+        for (; b + 16 <= batch; b += 16) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+            for (int64_t e = e0; e < e1; e++) {
+                const float *xr = x + (int64_t)p->col[e] * ldx + b;
+                const __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8);
+                const __m256 v = _mm256_set1_ps(p->val[2 * e]), u = _mm256_set1_ps(p->val[2 * e + 1]);
+                a0 = _mm256_fmadd_ps(v, x0, a0), c0 = _mm256_fmadd_ps(u, x0, c0);
+                a1 = _mm256_fmadd_ps(v, x1, a1), c1 = _mm256_fmadd_ps(u, x1, c1);
+            }
+            _mm256_storeu_ps(y0 + b, epi(a0, vb0, act));
+            _mm256_storeu_ps(y0 + b + 8, epi(a1, vb0, act));
+            if (two) {
+                _mm256_storeu_ps(y1 + b, epi(c0, vb1, act));
+                _mm256_storeu_ps(y1 + b + 8, epi(c1, vb1, act));
+            }
+        }
+        for (; b < batch; b += 8) {
+            const __m256i m = lanes(SP_MIN(8, batch - b));
+            __m256 a0 = _mm256_setzero_ps(), c0 = a0;
+            for (int64_t e = e0; e < e1; e++) {
+                const __m256 x0 = _mm256_maskload_ps(x + (int64_t)p->col[e] * ldx + b, m);
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(p->val[2 * e]), x0, a0);
+                c0 = _mm256_fmadd_ps(_mm256_set1_ps(p->val[2 * e + 1]), x0, c0);
+            }
+            _mm256_maskstore_ps(y0 + b, m, epi(a0, vb0, act));
+            if (two) _mm256_maskstore_ps(y1 + b, m, epi(c0, vb1, act));
+        }
+    }
 }

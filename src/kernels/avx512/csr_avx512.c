@@ -5,12 +5,11 @@
  * accumulators) and a masked tail; each nonzero is one broadcast and one FMA per zmm over a
  * contiguous row of X (the feature-major layout makes that row contiguous). The 16-wide tile
  * unrolls the nonzeros 4 ways so that four independent FMA chains hide the FMA latency.
- * spmm, batch 1 (SpMV): 16 nonzeros at a time, gather of x by column, two accumulators; its
- * speed is set by the bytes of W streamed, which is why 16-bit column indices matter.
+ * spmm, batch 1 (SpMV): the shared scalar row dot of csr_spmv.h, faster here than gathers.
  */
 #include <immintrin.h>
 
-#include "../kernel_table.h"
+#include "../csr_spmv.h"
 
 static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int64_t k, bool wide) {
     return wide ? (int64_t)w->col_idx[k] : (int64_t)w->col_idx16[k];
@@ -21,55 +20,17 @@ static inline __attribute__((always_inline)) __m512 epi(__m512 v, __m512 bias, s
     return act == SP_ACT_RELU ? _mm512_max_ps(v, _mm512_setzero_ps()) : v;
 }
 
-/* 16 column indices of W starting at entry k, as int32 lanes; m selects valid lanes. */
-static inline __attribute__((always_inline)) __m512i load_cols(const sp_csr *w, int64_t k,
-                                                               __mmask16 m, bool wide) {
-    if (wide) return _mm512_maskz_loadu_epi32(m, w->col_idx + k);
-    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w->col_idx16 + k));
-}
-
-static inline __attribute__((always_inline)) float spmv_row(const sp_csr *w, int64_t k0,
-                                                            int64_t k1, const float *x,
-                                                            int64_t ldx, bool wide) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    __m512i vld = _mm512_set1_epi32((int32_t)ldx);
-    int64_t k = k0;
-    for (; k + 32 <= k1; k += 32) {
-        __m512i c0 = load_cols(w, k, 0xFFFF, wide), c1 = load_cols(w, k + 16, 0xFFFF, wide);
-        if (ldx != 1) c0 = _mm512_mullo_epi32(c0, vld), c1 = _mm512_mullo_epi32(c1, vld);
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k), _mm512_i32gather_ps(c0, x, 4), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k + 16), _mm512_i32gather_ps(c1, x, 4), a1);
-    }
-    for (; k < k1; k += 16) {
-        __mmask16 m = (k1 - k >= 16) ? 0xFFFF : (__mmask16)((1u << (k1 - k)) - 1);
-        __m512i c = load_cols(w, k, m, wide);
-        if (ldx != 1) c = _mm512_mullo_epi32(c, vld);
-        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4);
-        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->val + k), xv, a0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-}
-
 static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int64_t r0,
                                                             int64_t r1, const float *x, int64_t ldx,
                                                             int64_t batch, float *y, int64_t ldy,
                                                             const float *bias, sp_act act,
                                                             bool wide) {
     const float *val = w->val;
-    /* gather offsets are int32: fall back to scalar indexing if col * ldx could overflow */
-    bool gather_ok = (w->cols * ldx) < INT32_MAX;
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         float *yr = y + i * ldy;
         if (batch == 1) {
-            float s;
-            if (gather_ok) {
-                s = spmv_row(w, k0, k1, x, ldx, wide);
-            } else {
-                s = 0.0f;
-                for (int64_t k = k0; k < k1; k++) s += val[k] * x[col_at(w, k, wide) * ldx];
-            }
-            yr[0] = sp_epilogue(s, bias, i, act);
+            yr[0] = sp_epilogue(sp_csr_row_dot(w, k0, k1, x, ldx), bias, i, act);
             continue;
         }
         const __m512 vb = _mm512_set1_ps(bias ? bias[i] : 0.0f);
@@ -219,4 +180,64 @@ void sp_f32_sddmm_csr__avx512(const sp_csr *w, int64_t r0, int64_t r1, const flo
                               float *dval, bool accumulate) {
     if (w->col_idx16) sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, false);
     else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
+}
+
+/* Row pairs (w->pairs): one load of each X row segment feeds the FMAs of two rows. Tiles of 64
+ * batch columns (4 zmm per row, 8 accumulators) and a masked 16-wide tail. */
+void sp_f32_spmm_csr_pairs__avx512(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                   int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                   const float *bias, sp_act act) {
+    const sp_csr_pairs *p = w->pairs;
+    for (int64_t q = r0 / 2; 2 * q < r1; q++) {
+        const int64_t e0 = p->ptr[q], e1 = p->ptr[q + 1];
+        const bool two = 2 * q + 1 < r1;
+        const __m512 vb0 = _mm512_set1_ps(bias ? bias[2 * q] : 0.0f);
+        const __m512 vb1 = _mm512_set1_ps(bias && two ? bias[2 * q + 1] : 0.0f);
+        float *y0 = y + 2 * q * ldy, *y1 = y0 + ldy;
+        int64_t b = 0;
+        for (; b + 64 <= batch; b += 64) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m512 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+            for (int64_t e = e0; e < e1; e++) {
+                const float *xr = x + (int64_t)p->col[e] * ldx + b;
+                const __m512 x0 = _mm512_loadu_ps(xr), x1 = _mm512_loadu_ps(xr + 16);
+                const __m512 x2 = _mm512_loadu_ps(xr + 32), x3 = _mm512_loadu_ps(xr + 48);
+                const __m512 v = _mm512_set1_ps(p->val[2 * e]), u = _mm512_set1_ps(p->val[2 * e + 1]);
+                a0 = _mm512_fmadd_ps(v, x0, a0), c0 = _mm512_fmadd_ps(u, x0, c0);
+                a1 = _mm512_fmadd_ps(v, x1, a1), c1 = _mm512_fmadd_ps(u, x1, c1);
+                a2 = _mm512_fmadd_ps(v, x2, a2), c2 = _mm512_fmadd_ps(u, x2, c2);
+                a3 = _mm512_fmadd_ps(v, x3, a3), c3 = _mm512_fmadd_ps(u, x3, c3);
+            }
+            _mm512_storeu_ps(y0 + b, epi(a0, vb0, act));
+            _mm512_storeu_ps(y0 + b + 16, epi(a1, vb0, act));
+            _mm512_storeu_ps(y0 + b + 32, epi(a2, vb0, act));
+            _mm512_storeu_ps(y0 + b + 48, epi(a3, vb0, act));
+            if (two) {
+                _mm512_storeu_ps(y1 + b, epi(c0, vb1, act));
+                _mm512_storeu_ps(y1 + b + 16, epi(c1, vb1, act));
+                _mm512_storeu_ps(y1 + b + 32, epi(c2, vb1, act));
+                _mm512_storeu_ps(y1 + b + 48, epi(c3, vb1, act));
+            }
+        }
+        for (; b < batch; b += 16) {
+            __mmask16 m = (batch - b >= 16) ? 0xFFFF : (__mmask16)((1u << (batch - b)) - 1);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+            int64_t e = e0;
+            for (; e + 2 <= e1; e += 2) {
+                const __m512 x0 = _mm512_maskz_loadu_ps(m, x + (int64_t)p->col[e] * ldx + b);
+                const __m512 x1 = _mm512_maskz_loadu_ps(m, x + (int64_t)p->col[e + 1] * ldx + b);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e]), x0, a0);
+                c0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 1]), x0, c0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 2]), x1, a1);
+                c1 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 3]), x1, c1);
+            }
+            if (e < e1) {
+                const __m512 x0 = _mm512_maskz_loadu_ps(m, x + (int64_t)p->col[e] * ldx + b);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e]), x0, a0);
+                c0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 1]), x0, c0);
+            }
+            _mm512_mask_storeu_ps(y0 + b, m, epi(_mm512_add_ps(a0, a1), vb0, act));
+            if (two) _mm512_mask_storeu_ps(y1 + b, m, epi(_mm512_add_ps(c0, c1), vb1, act));
+        }
+    }
 }

@@ -19,6 +19,22 @@ void sp_f32_spmm_csr__ref(const sp_csr *w, int64_t r0, int64_t r1, const float *
     }
 }
 
+/* The row-pair layout: Y[2p + r, b] = act(bias + sum_e val[2e + r] * X[col[e], b]) */
+void sp_f32_spmm_csr_pairs__ref(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                const float *bias, sp_act act) {
+    const sp_csr_pairs *p = w->pairs;
+    for (int64_t i = r0; i < r1; i++) {
+        const int64_t q = i / 2, r = i % 2;
+        for (int64_t b = 0; b < batch; b++) {
+            float acc = 0.0f;
+            for (int64_t e = p->ptr[q]; e < p->ptr[q + 1]; e++)
+                acc += p->val[2 * e + r] * x[(int64_t)p->col[e] * ldx + b];
+            y[i * ldy + b] = sp_epilogue(acc, bias, i, act);
+        }
+    }
+}
+
 /* dX[col(k), b] += W[i, col(k)] * dY[i, b] for b in [b0, b1) */
 void sp_f32_spmm_t_csr__ref(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
                             int64_t lddy, float *dx, int64_t lddx) {

@@ -4,11 +4,11 @@
  *
  * spmm keeps a tile of SP_TILE batch columns of one output row in a local accumulator and
  * streams the row's nonzeros through it: each nonzero is one broadcast and SP_TILE FMAs over a
- * contiguous row of X. Batch 1 is a dot product with four partial sums.
+ * contiguous row of X. Batch 1 is the shared row dot of csr_spmv.h.
  */
 #include <string.h>
 
-#include "../kernel_table.h"
+#include "../csr_spmv.h"
 
 #define SP_TILE 32
 
@@ -25,16 +25,7 @@ static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int
     for (int64_t i = r0; i < r1; i++) {
         int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         if (batch == 1) {
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            int64_t k = k0;
-            for (; k + 4 <= k1; k += 4) {
-                s0 += val[k] * x[col_at(w, k, wide) * ldx];
-                s1 += val[k + 1] * x[col_at(w, k + 1, wide) * ldx];
-                s2 += val[k + 2] * x[col_at(w, k + 2, wide) * ldx];
-                s3 += val[k + 3] * x[col_at(w, k + 3, wide) * ldx];
-            }
-            for (; k < k1; k++) s0 += val[k] * x[col_at(w, k, wide) * ldx];
-            y[i * ldy] = sp_epilogue((s0 + s1) + (s2 + s3), bias, i, act);
+            y[i * ldy] = sp_epilogue(sp_csr_row_dot(w, k0, k1, x, ldx), bias, i, act);
             continue;
         }
         for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
@@ -110,4 +101,30 @@ void sp_f32_sddmm_csr__scalar(const sp_csr *w, int64_t r0, int64_t r1, const flo
                               float *dval, bool accumulate) {
     if (w->col_idx16) sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, false);
     else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
+}
+
+/* Row pairs: a tile of SP_TILE batch columns for both rows; one X row segment feeds both. */
+void sp_f32_spmm_csr_pairs__scalar(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                   int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                   const float *bias, sp_act act) {
+    const sp_csr_pairs *p = w->pairs;
+    for (int64_t q = r0 / 2; 2 * q < r1; q++) {
+        const bool two = 2 * q + 1 < r1;
+        for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
+            int64_t nb = SP_MIN(SP_TILE, batch - b0);
+            float acc0[SP_TILE] = {0}, acc1[SP_TILE] = {0};
+            for (int64_t e = p->ptr[q]; e < p->ptr[q + 1]; e++) {
+                const float *xr = x + (int64_t)p->col[e] * ldx + b0;
+                const float v0 = p->val[2 * e], v1 = p->val[2 * e + 1];
+                for (int64_t b = 0; b < nb; b++) {
+                    acc0[b] += v0 * xr[b];
+                    acc1[b] += v1 * xr[b];
+                }
+            }
+            float *y0 = y + 2 * q * ldy + b0;
+            for (int64_t b = 0; b < nb; b++) y0[b] = sp_epilogue(acc0[b], bias, 2 * q, act);
+            if (two)
+                for (int64_t b = 0; b < nb; b++) y0[ldy + b] = sp_epilogue(acc1[b], bias, 2 * q + 1, act);
+        }
+    }
 }
