@@ -41,7 +41,7 @@ static bool x86_has(sp_isa isa) {
 }
 #endif
 
-bool sp_isa_supported(sp_isa isa) {
+static bool isa_probe(sp_isa isa) {
     switch (isa) {
     case SP_ISA_SCALAR: return true;
 #if defined(__x86_64__) || defined(_M_X64)
@@ -53,6 +53,20 @@ bool sp_isa_supported(sp_isa isa) {
 #endif
     default: return false;
     }
+}
+
+/* CPUID traps to the hypervisor in a VM (microseconds): probe once, answer from a table. */
+static bool isa_table[SP_ISA_NEON + 1];
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+
+static void probe_all(void) {
+    for (int i = SP_ISA_SCALAR; i <= SP_ISA_NEON; i++) isa_table[i] = isa_probe((sp_isa)i);
+}
+
+bool sp_isa_supported(sp_isa isa) {
+    if ((int)isa < SP_ISA_SCALAR || (int)isa > SP_ISA_NEON) return false;
+    pthread_once(&probe_once, probe_all);
+    return isa_table[isa];
 }
 
 const char *sp_isa_name(sp_isa isa) {

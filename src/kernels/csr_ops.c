@@ -34,7 +34,9 @@ sp_status sp_csr_spmm(const sp_csr *w, const float *x, int64_t ldx, int64_t batc
     if (batch == 0 || w->rows == 0) return SP_OK;
     /* the row-pair layout, when packed, serves batches; SpMV streams the plain rows */
     const bool pairs = w->pairs && batch >= 2;
-    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get(pairs ? "csr_spmm_pairs" : "csr_spmm"));
+    static const sp_kernel *_Atomic plain_k, *_Atomic pairs_k;
+    const sp_kernel *k = pairs ? sp_kernel_cached("csr_spmm_pairs", &pairs_k)
+                               : sp_kernel_cached("csr_spmm", &plain_k);
     csr_task c = {.w = w, .x = x, .ldx = ldx, .batch = batch, .y = y, .ldy = ldy, .bias = bias,
                   .act = act, .fn = k->fn};
     c.rows_per_task = sp_rows_per_task(w->rows, w->nnz * batch, TASK_WORK);
@@ -63,7 +65,8 @@ sp_status sp_csr_spmm_t(const sp_csr *w, const float *dy, int64_t lddy, int64_t 
         (st = sp_check_dense(fn, "dX", dx, w->cols, batch, lddx)))
         return st;
     if (batch == 0 || w->cols == 0) return SP_OK;
-    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("csr_spmm_t"));
+    static const sp_kernel *_Atomic cached;
+    const sp_kernel *k = sp_kernel_cached("csr_spmm_t", &cached);
     csr_task c = {.w = w, .dy = dy, .lddy = lddy, .batch = batch, .y = dx, .ldy = lddx,
                   .accumulate = accumulate, .fn = k->fn};
     sp_parallel_for((batch + SP_SPMM_T_COLS - 1) / SP_SPMM_T_COLS, sp_resolve_threads(nthreads),
@@ -88,7 +91,8 @@ sp_status sp_csr_sddmm(const sp_csr *w, const float *dy, int64_t lddy, const flo
         return st;
     if (!dval && w->nnz > 0) return sp_fail(SP_EINVAL, "%s: dval is NULL", fn);
     if (w->rows == 0 || w->nnz == 0) return SP_OK;
-    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("csr_sddmm"));
+    static const sp_kernel *_Atomic cached;
+    const sp_kernel *k = sp_kernel_cached("csr_sddmm", &cached);
     csr_task c = {.w = w, .dy = dy, .lddy = lddy, .x = x, .ldx = ldx, .batch = batch,
                   .dval = dval, .accumulate = accumulate, .fn = k->fn};
     c.rows_per_task = sp_rows_per_task(w->rows, w->nnz * SP_MAX(batch, 1), TASK_WORK);

@@ -5,6 +5,7 @@
  * Adding a variant: declare it in kernel_table.h, add one line to its family's table here.
  * Tests (tests/test_kernels_*.c) and benchmarks walk the same tables.
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "kernel_table.h"
@@ -84,6 +85,16 @@ const sp_kernel *sp_kernel_pick(const sp_kernel_family *fam) {
         if (r > best_rank) best = k, best_rank = r;
     }
     return best;
+}
+
+const sp_kernel *sp_kernel_cached(const char *family, const sp_kernel *_Atomic *slot) {
+    const sp_kernel *k = atomic_load_explicit(slot, memory_order_acquire);
+    if (!k) {
+        /* racing threads compute the same answer; the level is fixed per process */
+        k = sp_kernel_pick(sp_kernel_family_get(family));
+        atomic_store_explicit(slot, k, memory_order_release);
+    }
+    return k;
 }
 
 const char *sp_kernel_selected(const char *family) {

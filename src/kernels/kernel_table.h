@@ -71,6 +71,10 @@ const sp_kernel_family *sp_kernel_family_get(const char *name);
  * entry. */
 const sp_kernel *sp_kernel_pick(const sp_kernel_family *fam);
 
+/* sp_kernel_pick(sp_kernel_family_get(family)), looked up once and kept in *slot: the entry
+ * points call this on every product, and small products take well under a microsecond. */
+const sp_kernel *sp_kernel_cached(const char *family, const sp_kernel *_Atomic *slot);
+
 /* Applies bias and activation to one value: the epilogue every spmm variant must match. */
 static inline float sp_epilogue(float v, const float *bias, int64_t row, sp_act act) {
     if (bias) v += bias[row];

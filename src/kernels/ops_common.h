@@ -5,6 +5,7 @@
 #ifndef SPARROW_OPS_COMMON_H
 #define SPARROW_OPS_COMMON_H
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "kernel_table.h"
