@@ -25,7 +25,7 @@ typedef struct bench_cfg {
     int64_t rows, cols, batch, threads, br, bc, n, m, reps;
     double sparsity, min_time;
     uint64_t seed;
-    bool json;
+    bool json, no_pack;
 } bench_cfg;
 
 /* ---- formats: how to draw a matrix of each kind, build it, and run its product ------------ */
@@ -57,7 +57,7 @@ static void draw_unstructured(const bench_cfg *c, float *d, sp_rng *r) {
 static sp_status csr_build(const bench_cfg *c, const float *d, void **o) {
     sp_status st = sp_csr_from_dense(c->rows, c->cols, d, c->cols, NULL, 0, (sp_csr **)o);
     /* what an inference user does: pack for batched products when that is faster */
-    return st == SP_OK && c->batch > 1 ? sp_csr_pack(*o, NULL) : st;
+    return st == SP_OK && c->batch > 1 && !c->no_pack ? sp_csr_pack(*o, NULL) : st;
 }
 static sp_status csr_spmm(const void *o, const float *x, int64_t b, float *y, int t) {
     return sp_csr_spmm(o, x, b, b, y, b, NULL, SP_ACT_NONE, t);
@@ -125,6 +125,7 @@ static void bench_usage(FILE *f) {
             "  --reps N         timed repetitions per side (default: enough for --min-time)\n"
             "  --min-time SEC   least time per side (default 0.5)\n"
             "  --seed N         random seed (default 1)\n"
+            "  --no-pack        csr: keep the plain rows (no sp_csr_pack) for batched products\n"
             "  --json           print one JSON object instead of a table\n");
 }
 
@@ -147,6 +148,9 @@ static int parse(int argc, char **argv, bench_cfg *c) {
             return 0;
         } else if (!strcmp(a, "--json")) {
             c->json = true;
+            continue;
+        } else if (!strcmp(a, "--no-pack")) {
+            c->no_pack = true;
             continue;
         } else if (!v) {
             fprintf(stderr, "sparrow bench: %s needs a value (see --help)\n", a);

@@ -207,18 +207,18 @@ TEST(csr_pack_decides_by_density) {
     float *d = malloc(sizeof(float) * 64 * 64);
     bool packed = true;
     sp_csr *w = NULL;
-    sp_test_fill_sparse(d, 64, 64, 0.1, &r); /* few shared columns: stays plain */
+    sp_test_fill_sparse(d, 64, 64, 0.01, &r); /* segments too short: stays plain */
     CHECK_OK(sp_csr_from_dense(64, 64, d, 64, NULL, 0, &w));
     CHECK_OK(sp_csr_pack(w, &packed));
-    CHECK(!packed && w->pairs == NULL && sp_csr_packed_bytes(w) == 0);
+    CHECK(!packed && w->panels == NULL && sp_csr_packed_bytes(w) == 0);
     sp_csr_free(w);
     sp_test_fill_sparse(d, 64, 64, 0.6, &r); /* dense enough: packed */
     CHECK_OK(sp_csr_from_dense(63, 64, d, 64, NULL, 0, &w));
     CHECK_OK(sp_csr_pack(w, &packed));
-    CHECK(packed && w->pairs != NULL && sp_csr_packed_bytes(w) > 0);
+    CHECK(packed && w->panels != NULL && sp_csr_packed_bytes(w) > 0);
     CHECK_OK(sp_csr_pack(w, &packed)); /* packing again replaces the old pack */
     sp_csr_unpack(w);
-    CHECK(w->pairs == NULL);
+    CHECK(w->panels == NULL);
     sp_csr_unpack(NULL);
     CHECK_STATUS(sp_csr_pack(NULL, &packed), SP_EINVAL);
     /* allocation failure leaves the matrix unpacked and valid, nothing leaked */
@@ -229,7 +229,7 @@ TEST(csr_pack_decides_by_density) {
         sp_alloc_fail_after(0);
         if (st == SP_OK) break;
         CHECK_EQ(st, SP_ENOMEM);
-        CHECK(w->pairs == NULL && !packed);
+        CHECK(w->panels == NULL && !packed);
         CHECK_EQ(sp_alloc_live(), live);
     }
     sp_csr_free(w); /* frees the pack too */

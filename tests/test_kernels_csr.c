@@ -10,10 +10,10 @@
 
 #include "core/internal.h"
 #include "kernels/ops_common.h"
-#include "sparse/csr_pairs.h"
+#include "sparse/csr_panels.h"
 #include "test.h"
 
-static const int64_t shapes[][2] = {{0, 0}, {1, 1}, {1, 40}, {3, 5}, {17, 33}, {64, 64}, {70, 129}};
+static const int64_t shapes[][2] = {{0, 0}, {1, 1}, {1, 40}, {3, 5}, {17, 33}, {64, 64}, {70, 129}, {130, 300}};
 static const int64_t batches[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100};
 static const double densities[] = {0.0, 0.07, 0.5, 1.0};
 
@@ -115,19 +115,26 @@ static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, 
         compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
     }
 
-    /* the row-pair layout of the same matrix, every variant, also from an odd row range */
-    if (sp_csr_pack_pairs(w) != SP_OK) sp_test_fail(__FILE__, __LINE__, "pack: %s", sp_last_error());
-    const sp_kernel_family *fp = sp_kernel_family_get("csr_spmm_pairs");
-    for (int i = 0; w->pairs && i < fp->count; i++) {
-        const sp_kernel *k = &fp->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
-        memcpy(got, y0, ybytes);
-        int64_t mid = (rows / 2) & ~(int64_t)1; /* two calls split at an even row */
-        ((sp_csr_spmm_fn)k->fn)(w, 0, mid, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
-        ((sp_csr_spmm_fn)k->fn)(w, mid, rows, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
-        char what[200];
-        snprintf(what, sizeof what, "spmm pairs %s", label);
-        compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
+    /* the panelled layout of the same matrix, every variant, for narrow and full panels, and
+     * from two calls split at a block boundary */
+    const sp_kernel_family *fp = sp_kernel_family_get("csr_spmm_panels");
+    for (int32_t panel = 1; panel <= 256; panel *= 16) {
+        if (sp_csr_pack_panels(w, panel) != SP_OK) {
+            sp_test_fail(__FILE__, __LINE__, "pack: %s", sp_last_error());
+            break;
+        }
+        const int64_t RB = w->panels->block_rows;
+        for (int i = 0; i < fp->count; i++) {
+            const sp_kernel *k = &fp->kernels[i];
+            if (!sp_isa_supported(k->isa)) continue;
+            memcpy(got, y0, ybytes);
+            const int64_t mid = SP_MIN(rows, RB);
+            ((sp_csr_spmm_fn)k->fn)(w, 0, mid, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
+            ((sp_csr_spmm_fn)k->fn)(w, mid, rows, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
+            char what[200];
+            snprintf(what, sizeof what, "spmm panels(%d) %s", (int)panel, label);
+            compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
+        }
     }
     sp_csr_unpack(w);
 
@@ -195,7 +202,7 @@ TEST(csr_kernels_long_rows) {
 TEST(csr_public_products_are_deterministic) {
     sp_rng r;
     sp_rng_init(&r, 9, 0);
-    const int64_t rows = 300, cols = 200, batch = 37;
+    const int64_t rows = 300, cols = 200, batch = 70; /* >= 40: the packed pass runs panels */
     float *dense = malloc(sizeof(float) * rows * cols);
     sp_test_fill_sparse(dense, rows, cols, 0.2, &r);
     sp_csr *w = NULL;
@@ -206,7 +213,7 @@ TEST(csr_public_products_are_deterministic) {
     float *g1 = malloc(sizeof(float) * (size_t)w->nnz), *g2 = malloc(sizeof(float) * (size_t)w->nnz);
     float *yref = malloc(sizeof(float) * rows * batch);
     for (int pass = 0; pass < 3; pass++) {
-        if (pass == 2) CHECK_OK(sp_csr_pack_pairs(w)); /* the last pass runs the packed layout */
+        if (pass == 2) CHECK_OK(sp_csr_pack_panels(w, 64)); /* the last pass runs the packed layout */
         CHECK_OK(sp_csr_spmm(w, x, batch, batch, y1, batch, NULL, SP_ACT_RELU, 1));
         CHECK_OK(sp_csr_spmm(w, x, batch, batch, y2, batch, NULL, SP_ACT_RELU, 2));
         CHECK(!memcmp(y1, y2, sizeof(float) * rows * batch));

@@ -64,7 +64,7 @@ typedef struct sp_csr {
     int32_t *col_idx;     /* nnz entries, or NULL when col_idx16 is used */
     uint16_t *col_idx16;  /* nnz entries, or NULL when col_idx is used */
     float *val;           /* nnz values */
-    struct sp_csr_pairs *pairs; /* kernel layout built by sp_csr_pack, or NULL */
+    struct sp_csr_panels *panels; /* kernel layout built by sp_csr_pack, or NULL */
 } sp_csr;
 
 /* Flags for CSR constructors. */
@@ -97,13 +97,13 @@ sp_status sp_csr_to_dense(const sp_csr *w, float *dense, int64_t ld);
 /* Bytes used by the arrays (row_ptr + indices + values), the packed layout not included. */
 size_t sp_csr_bytes(const sp_csr *w);
 
-/* Packs W for batched products (batch >= 2) when that is faster for its density: rows are
- * paired and each pair stores the union of its two rows' columns with both values (0 where a
- * row has no entry), so one load of an X row feeds two rows' FMAs. Below ~40% density the zeros
- * cost more than the shared loads save, and W is left unpacked (SP_OK, *packed = false).
- * The pack holds a COPY of the values: after changing w->val or the structure, call
- * sp_csr_pack again (or sp_csr_unpack). Products with batch 1 always use the plain rows.
- * packed may be NULL. SP_ENOMEM leaves W unpacked and valid. */
+/* Packs W for batched products (batch >= 2): blocks of 128 rows walk the columns in panels
+ * of 128 or 256, so the X rows of a panel stay in L1 while the whole block uses them (plain CSR
+ * re-fetches an X row from L2 for every stored weight). Below ~2.5% density the segments get too
+ * short to pay and W is left unpacked (SP_OK, *packed = false). The pack holds a COPY of the
+ * values (5 bytes per entry with its uint8 panel offsets): after changing w->val or the
+ * structure, call sp_csr_pack again (or sp_csr_unpack). Products with batch < 40 use the plain
+ * rows, which are faster there. packed may be NULL. SP_ENOMEM leaves W unpacked and valid. */
 sp_status sp_csr_pack(sp_csr *w, bool *packed);
 /* Drops the packed layout; accepts NULL. */
 void sp_csr_unpack(sp_csr *w);

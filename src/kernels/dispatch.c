@@ -28,11 +28,11 @@ static const sp_kernel csr_spmm[] = {
     X86(SP_KERNEL(sp_f32_spmm_csr__avx512, SP_ISA_AVX512))
     ARM(SP_KERNEL(sp_f32_spmm_csr__neon, SP_ISA_NEON))
 };
-static const sp_kernel csr_spmm_pairs[] = {
-    SP_KERNEL_REF(sp_f32_spmm_csr_pairs__ref),
-    SP_KERNEL(sp_f32_spmm_csr_pairs__scalar, SP_ISA_SCALAR),
-    X86(SP_KERNEL(sp_f32_spmm_csr_pairs__avx2, SP_ISA_AVX2))
-    X86(SP_KERNEL(sp_f32_spmm_csr_pairs__avx512, SP_ISA_AVX512))
+static const sp_kernel csr_spmm_panels[] = {
+    SP_KERNEL_REF(sp_f32_spmm_csr_panels__ref),
+    SP_KERNEL(sp_f32_spmm_csr_panels__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_csr_panels__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_spmm_csr_panels__avx512, SP_ISA_AVX512))
 };
 static const sp_kernel csr_spmm_t[] = {
     SP_KERNEL_REF(sp_f32_spmm_t_csr__ref),
@@ -53,7 +53,7 @@ static const sp_kernel csr_sddmm[] = {
 
 const sp_kernel_family sp_kernel_families[] = {
     FAMILY("csr_spmm", csr_spmm),
-    FAMILY("csr_spmm_pairs", csr_spmm_pairs),
+    FAMILY("csr_spmm_panels", csr_spmm_panels),
     FAMILY("csr_spmm_t", csr_spmm_t),
     FAMILY("csr_sddmm", csr_sddmm),
     {NULL, NULL, 0},

@@ -17,13 +17,14 @@
 #include "sparrow/kernels.h"
 
 #include "../core/internal.h"
-#include "../sparse/csr_pairs.h"
+#include "../sparse/csr_panels.h"
 
 /* y[r0:r1, :] = act(W[r0:r1, :] x + bias[r0:r1]) */
 typedef void (*sp_csr_spmm_fn)(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
                                int64_t ldx, int64_t batch, float *y, int64_t ldy,
                                const float *bias, sp_act act);
-/* The same product on the row-pair layout (w->pairs, see src/sparse/csr_pairs.h); r0 is even. */
+/* The same product on the panelled layout (w->panels, src/sparse/csr_panels.h): r0 is a
+ * multiple of its block_rows, r1 one too or rows. */
 /* dx[:, b0:b1] += W^T dy[:, b0:b1] */
 typedef void (*sp_csr_spmm_t_fn)(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
                                  int64_t lddy, float *dx, int64_t lddx);
@@ -90,7 +91,7 @@ static inline float sp_epilogue(float v, const float *bias, int64_t row, sp_act 
 #define SP_DECLARE_CSR(suffix)                                                                  \
     void sp_f32_spmm_csr__##suffix(const sp_csr *, int64_t, int64_t, const float *, int64_t,   \
                                    int64_t, float *, int64_t, const float *, sp_act);          \
-    void sp_f32_spmm_csr_pairs__##suffix(const sp_csr *, int64_t, int64_t, const float *,      \
+    void sp_f32_spmm_csr_panels__##suffix(const sp_csr *, int64_t, int64_t, const float *,      \
                                          int64_t, int64_t, float *, int64_t, const float *,    \
                                          sp_act);                                               \
     void sp_f32_spmm_t_csr__##suffix(const sp_csr *, int64_t, int64_t, const float *, int64_t, \

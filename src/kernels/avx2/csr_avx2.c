@@ -148,45 +148,79 @@ void sp_f32_sddmm_csr__avx2(const sp_csr *w, int64_t r0, int64_t r1, const float
     else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
 }
 
-/* Row pairs (w->pairs): one load of each X row segment feeds two rows. Tiles of 16 batch
- * columns (2 ymm per row) and a masked 8-wide tail. */
-void sp_f32_spmm_csr_pairs__avx2(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
-                                 int64_t ldx, int64_t batch, float *y, int64_t ldy,
-                                 const float *bias, sp_act act) {
-    const sp_csr_pairs *p = w->pairs;
-    for (int64_t q = r0 / 2; 2 * q < r1; q++) {
-        const int64_t e0 = p->ptr[q], e1 = p->ptr[q + 1];
-        const bool two = 2 * q + 1 < r1;
-        const __m256 vb0 = _mm256_set1_ps(bias ? bias[2 * q] : 0.0f);
-        const __m256 vb1 = _mm256_set1_ps(bias && two ? bias[2 * q + 1] : 0.0f);
-        float *y0 = y + 2 * q * ldy, *y1 = y0 + ldy;
+/* The panelled layout (src/sparse/csr_panels.h), as in the AVX-512 file: tiles of 32 batch
+ * columns (4 ymm per row segment) and 8-wide masked tails. */
+static inline __attribute__((always_inline)) void panels_tile(
+    const sp_csr *w, int64_t blk, const float *x, int64_t ldx, int64_t b0, int64_t nb, bool full,
+    float *y, int64_t ldy, const float *bias, sp_act act) {
+    const sp_csr_panels *p = w->panels;
+    const int64_t RB = p->block_rows, P = p->panel_cols;
+    const int64_t row0 = blk * RB, rb = SP_MIN(w->rows, row0 + RB) - row0;
+    const uint32_t *seg = sp_csr_panels_seg(p, blk);
+    const uint8_t *off = p->off + p->block_start[blk];
+    const float *val = p->val + p->block_start[blk];
+    const __m256i m = lanes(nb);
+    for (int64_t r = 0; r < rb; r++) {
+        float *yr = y + (row0 + r) * ldy + b0;
+        const __m256 vb = _mm256_set1_ps(bias ? bias[row0 + r] : 0.0f);
+        if (full) {
+            for (int v = 0; v < 4; v++) _mm256_storeu_ps(yr + 8 * v, vb);
+        } else {
+            _mm256_maskstore_ps(yr, m, vb);
+        }
+    }
+    for (int64_t q = 0; q < p->npanels; q++) {
+        const float *xq = x + q * P * ldx + b0;
+        const uint32_t *sq = seg + q * rb;
+        for (int64_t r = 0; r < rb; r++) {
+            const uint32_t e0 = sq[r], e1 = sq[r + 1];
+            if (e0 == e1) continue;
+            float *yr = y + (row0 + r) * ldy + b0;
+            if (full) {
+                __m256 a0 = _mm256_loadu_ps(yr), a1 = _mm256_loadu_ps(yr + 8);
+                __m256 a2 = _mm256_loadu_ps(yr + 16), a3 = _mm256_loadu_ps(yr + 24);
+                for (uint32_t e = e0; e < e1; e++) {
+                    const float *xr = xq + (int64_t)off[e] * ldx;
+                    const __m256 v = _mm256_set1_ps(val[e]);
+                    a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr), a0);
+                    a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8), a1);
+                    a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 16), a2);
+                    a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 24), a3);
+                }
+                _mm256_storeu_ps(yr, a0);
+                _mm256_storeu_ps(yr + 8, a1);
+                _mm256_storeu_ps(yr + 16, a2);
+                _mm256_storeu_ps(yr + 24, a3);
+            } else {
+                __m256 a0 = _mm256_maskload_ps(yr, m);
+                for (uint32_t e = e0; e < e1; e++)
+                    a0 = _mm256_fmadd_ps(_mm256_set1_ps(val[e]),
+                                         _mm256_maskload_ps(xq + (int64_t)off[e] * ldx, m), a0);
+                _mm256_maskstore_ps(yr, m, a0);
+            }
+        }
+    }
+    if (act == SP_ACT_RELU) {
+        const __m256 z = _mm256_setzero_ps();
+        for (int64_t r = 0; r < rb; r++) {
+            float *yr = y + (row0 + r) * ldy + b0;
+            if (full) {
+                for (int v = 0; v < 4; v++)
+                    _mm256_storeu_ps(yr + 8 * v, _mm256_max_ps(_mm256_loadu_ps(yr + 8 * v), z));
+            } else {
+                _mm256_maskstore_ps(yr, m, _mm256_max_ps(_mm256_maskload_ps(yr, m), z));
+            }
+        }
+    }
+}
+
+void sp_f32_spmm_csr_panels__avx2(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                  int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                  const float *bias, sp_act act) {
+    const int64_t RB = w->panels->block_rows;
+    for (int64_t blk = r0 / RB; blk * RB < r1; blk++) {
         int64_t b = 0;
-        for (; b + 16 <= batch; b += 16) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
-            for (int64_t e = e0; e < e1; e++) {
-                const float *xr = x + (int64_t)p->col[e] * ldx + b;
-                const __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8);
-                const __m256 v = _mm256_set1_ps(p->val[2 * e]), u = _mm256_set1_ps(p->val[2 * e + 1]);
-                a0 = _mm256_fmadd_ps(v, x0, a0), c0 = _mm256_fmadd_ps(u, x0, c0);
-                a1 = _mm256_fmadd_ps(v, x1, a1), c1 = _mm256_fmadd_ps(u, x1, c1);
-            }
-            _mm256_storeu_ps(y0 + b, epi(a0, vb0, act));
-            _mm256_storeu_ps(y0 + b + 8, epi(a1, vb0, act));
-            if (two) {
-                _mm256_storeu_ps(y1 + b, epi(c0, vb1, act));
-                _mm256_storeu_ps(y1 + b + 8, epi(c1, vb1, act));
-            }
-        }
-        for (; b < batch; b += 8) {
-            const __m256i m = lanes(SP_MIN(8, batch - b));
-            __m256 a0 = _mm256_setzero_ps(), c0 = a0;
-            for (int64_t e = e0; e < e1; e++) {
-                const __m256 x0 = _mm256_maskload_ps(x + (int64_t)p->col[e] * ldx + b, m);
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(p->val[2 * e]), x0, a0);
-                c0 = _mm256_fmadd_ps(_mm256_set1_ps(p->val[2 * e + 1]), x0, c0);
-            }
-            _mm256_maskstore_ps(y0 + b, m, epi(a0, vb0, act));
-            if (two) _mm256_maskstore_ps(y1 + b, m, epi(c0, vb1, act));
-        }
+        for (; b + 32 <= batch; b += 32) panels_tile(w, blk, x, ldx, b, 8, true, y, ldy, bias, act);
+        for (; b < batch; b += 8) panels_tile(w, blk, x, ldx, b, SP_MIN(8, batch - b), false, y, ldy, bias, act);
     }
 }

@@ -200,62 +200,90 @@ void sp_f32_sddmm_csr__avx512(const sp_csr *w, int64_t r0, int64_t r1, const flo
     else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
 }
 
-/* Row pairs (w->pairs): one load of each X row segment feeds the FMAs of two rows. Tiles of 64
- * batch columns (4 zmm per row, 8 accumulators) and a masked 16-wide tail. */
-void sp_f32_spmm_csr_pairs__avx512(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
-                                   int64_t ldx, int64_t batch, float *y, int64_t ldy,
-                                   const float *bias, sp_act act) {
-    const sp_csr_pairs *p = w->pairs;
-    for (int64_t q = r0 / 2; 2 * q < r1; q++) {
-        const int64_t e0 = p->ptr[q], e1 = p->ptr[q + 1];
-        const bool two = 2 * q + 1 < r1;
-        const __m512 vb0 = _mm512_set1_ps(bias ? bias[2 * q] : 0.0f);
-        const __m512 vb1 = _mm512_set1_ps(bias && two ? bias[2 * q + 1] : 0.0f);
-        float *y0 = y + 2 * q * ldy, *y1 = y0 + ldy;
-        int64_t b = 0;
-        for (; b + 64 <= batch; b += 64) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            __m512 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
-            for (int64_t e = e0; e < e1; e++) {
-                const float *xr = x + (int64_t)p->col[e] * ldx + b;
-                const __m512 x0 = _mm512_loadu_ps(xr), x1 = _mm512_loadu_ps(xr + 16);
-                const __m512 x2 = _mm512_loadu_ps(xr + 32), x3 = _mm512_loadu_ps(xr + 48);
-                const __m512 v = _mm512_set1_ps(p->val[2 * e]), u = _mm512_set1_ps(p->val[2 * e + 1]);
-                a0 = _mm512_fmadd_ps(v, x0, a0), c0 = _mm512_fmadd_ps(u, x0, c0);
-                a1 = _mm512_fmadd_ps(v, x1, a1), c1 = _mm512_fmadd_ps(u, x1, c1);
-                a2 = _mm512_fmadd_ps(v, x2, a2), c2 = _mm512_fmadd_ps(u, x2, c2);
-                a3 = _mm512_fmadd_ps(v, x3, a3), c3 = _mm512_fmadd_ps(u, x3, c3);
-            }
-            _mm512_storeu_ps(y0 + b, epi(a0, vb0, act));
-            _mm512_storeu_ps(y0 + b + 16, epi(a1, vb0, act));
-            _mm512_storeu_ps(y0 + b + 32, epi(a2, vb0, act));
-            _mm512_storeu_ps(y0 + b + 48, epi(a3, vb0, act));
-            if (two) {
-                _mm512_storeu_ps(y1 + b, epi(c0, vb1, act));
-                _mm512_storeu_ps(y1 + b + 16, epi(c1, vb1, act));
-                _mm512_storeu_ps(y1 + b + 32, epi(c2, vb1, act));
-                _mm512_storeu_ps(y1 + b + 48, epi(c3, vb1, act));
+/* The panelled layout (src/sparse/csr_panels.h). Per block of rows and tile of 64 batch
+ * columns: Y starts at the bias; for each panel, each row's segment loads its 4 zmm of Y, adds
+ * val * X[col, tile] for its entries (X rows of the panel stay in L1) and stores them back; the
+ * activation runs over the block at the end. Tails use 16-wide masked tiles. */
+static inline __attribute__((always_inline)) void panels_tile(
+    const sp_csr *w, int64_t blk, const float *x, int64_t ldx, int64_t b0, __mmask16 m, bool full,
+    float *y, int64_t ldy, const float *bias, sp_act act) {
+    const sp_csr_panels *p = w->panels;
+    const int64_t RB = p->block_rows, P = p->panel_cols;
+    const int64_t row0 = blk * RB, rb = SP_MIN(w->rows, row0 + RB) - row0;
+    const uint32_t *seg = sp_csr_panels_seg(p, blk);
+    const uint8_t *off = p->off + p->block_start[blk];
+    const float *val = p->val + p->block_start[blk];
+    for (int64_t r = 0; r < rb; r++) {
+        float *yr = y + (row0 + r) * ldy + b0;
+        const __m512 vb = _mm512_set1_ps(bias ? bias[row0 + r] : 0.0f);
+        if (full) {
+            for (int v = 0; v < 4; v++) _mm512_storeu_ps(yr + 16 * v, vb);
+        } else {
+            _mm512_mask_storeu_ps(yr, m, vb);
+        }
+    }
+    for (int64_t q = 0; q < p->npanels; q++) {
+        const float *xq = x + q * P * ldx + b0;
+        const uint32_t *sq = seg + q * rb;
+        for (int64_t r = 0; r < rb; r++) {
+            const uint32_t e0 = sq[r], e1 = sq[r + 1];
+            if (e0 == e1) continue;
+            float *yr = y + (row0 + r) * ldy + b0;
+            if (full) {
+                __m512 a0 = _mm512_loadu_ps(yr), a1 = _mm512_loadu_ps(yr + 16);
+                __m512 a2 = _mm512_loadu_ps(yr + 32), a3 = _mm512_loadu_ps(yr + 48);
+                for (uint32_t e = e0; e < e1; e++) {
+                    const float *xr = xq + (int64_t)off[e] * ldx;
+                    const __m512 v = _mm512_set1_ps(val[e]);
+                    a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a0);
+                    a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a1);
+                    a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 32), a2);
+                    a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 48), a3);
+                }
+                _mm512_storeu_ps(yr, a0);
+                _mm512_storeu_ps(yr + 16, a1);
+                _mm512_storeu_ps(yr + 32, a2);
+                _mm512_storeu_ps(yr + 48, a3);
+            } else {
+                __m512 a0 = _mm512_maskz_loadu_ps(m, yr), a1 = _mm512_setzero_ps();
+                uint32_t e = e0;
+                for (; e + 2 <= e1; e += 2) {
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(val[e]),
+                                         _mm512_maskz_loadu_ps(m, xq + (int64_t)off[e] * ldx), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(val[e + 1]),
+                                         _mm512_maskz_loadu_ps(m, xq + (int64_t)off[e + 1] * ldx), a1);
+                }
+                if (e < e1)
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(val[e]),
+                                         _mm512_maskz_loadu_ps(m, xq + (int64_t)off[e] * ldx), a0);
+                _mm512_mask_storeu_ps(yr, m, _mm512_add_ps(a0, a1));
             }
         }
+    }
+    if (act == SP_ACT_RELU) {
+        const __m512 z = _mm512_setzero_ps();
+        for (int64_t r = 0; r < rb; r++) {
+            float *yr = y + (row0 + r) * ldy + b0;
+            if (full) {
+                for (int v = 0; v < 4; v++)
+                    _mm512_storeu_ps(yr + 16 * v, _mm512_max_ps(_mm512_loadu_ps(yr + 16 * v), z));
+            } else {
+                _mm512_mask_storeu_ps(yr, m, _mm512_max_ps(_mm512_maskz_loadu_ps(m, yr), z));
+            }
+        }
+    }
+}
+
+void sp_f32_spmm_csr_panels__avx512(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                    int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                    const float *bias, sp_act act) {
+    const int64_t RB = w->panels->block_rows;
+    for (int64_t blk = r0 / RB; blk * RB < r1; blk++) {
+        int64_t b = 0;
+        for (; b + 64 <= batch; b += 64) panels_tile(w, blk, x, ldx, b, 0xFFFF, true, y, ldy, bias, act);
         for (; b < batch; b += 16) {
             __mmask16 m = (batch - b >= 16) ? 0xFFFF : (__mmask16)((1u << (batch - b)) - 1);
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
-            int64_t e = e0;
-            for (; e + 2 <= e1; e += 2) {
-                const __m512 x0 = _mm512_maskz_loadu_ps(m, x + (int64_t)p->col[e] * ldx + b);
-                const __m512 x1 = _mm512_maskz_loadu_ps(m, x + (int64_t)p->col[e + 1] * ldx + b);
-                a0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e]), x0, a0);
-                c0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 1]), x0, c0);
-                a1 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 2]), x1, a1);
-                c1 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 3]), x1, c1);
-            }
-            if (e < e1) {
-                const __m512 x0 = _mm512_maskz_loadu_ps(m, x + (int64_t)p->col[e] * ldx + b);
-                a0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e]), x0, a0);
-                c0 = _mm512_fmadd_ps(_mm512_set1_ps(p->val[2 * e + 1]), x0, c0);
-            }
-            _mm512_mask_storeu_ps(y0 + b, m, epi(_mm512_add_ps(a0, a1), vb0, act));
-            if (two) _mm512_mask_storeu_ps(y1 + b, m, epi(_mm512_add_ps(c0, c1), vb1, act));
+            panels_tile(w, blk, x, ldx, b, m, false, y, ldy, bias, act);
         }
     }
 }

@@ -19,19 +19,28 @@ void sp_f32_spmm_csr__ref(const sp_csr *w, int64_t r0, int64_t r1, const float *
     }
 }
 
-/* The row-pair layout: Y[2p + r, b] = act(bias + sum_e val[2e + r] * X[col[e], b]) */
-void sp_f32_spmm_csr_pairs__ref(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
-                                int64_t ldx, int64_t batch, float *y, int64_t ldy,
-                                const float *bias, sp_act act) {
-    const sp_csr_pairs *p = w->pairs;
-    for (int64_t i = r0; i < r1; i++) {
-        const int64_t q = i / 2, r = i % 2;
-        for (int64_t b = 0; b < batch; b++) {
-            float acc = 0.0f;
-            for (int64_t e = p->ptr[q]; e < p->ptr[q + 1]; e++)
-                acc += p->val[2 * e + r] * x[(int64_t)p->col[e] * ldx + b];
-            y[i * ldy + b] = sp_epilogue(acc, bias, i, act);
-        }
+/* The panelled layout: Y = bias, then Y[row, b] += val[e] * X[panel * P + off[e], b] segment
+ * by segment, then the activation. */
+void sp_f32_spmm_csr_panels__ref(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                 int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                 const float *bias, sp_act act) {
+    const sp_csr_panels *p = w->panels;
+    const int64_t RB = p->block_rows, P = p->panel_cols;
+    for (int64_t blk = r0 / RB; blk * RB < r1; blk++) {
+        const int64_t row0 = blk * RB, rb = SP_MIN(w->rows, row0 + RB) - row0;
+        const uint32_t *seg = sp_csr_panels_seg(p, blk);
+        const uint8_t *off = p->off + p->block_start[blk];
+        const float *val = p->val + p->block_start[blk];
+        for (int64_t r = 0; r < rb; r++)
+            for (int64_t b = 0; b < batch; b++) y[(row0 + r) * ldy + b] = bias ? bias[row0 + r] : 0.0f;
+        for (int64_t q = 0; q < p->npanels; q++)
+            for (int64_t r = 0; r < rb; r++)
+                for (uint32_t e = seg[q * rb + r]; e < seg[q * rb + r + 1]; e++)
+                    for (int64_t b = 0; b < batch; b++)
+                        y[(row0 + r) * ldy + b] += val[e] * x[(q * P + off[e]) * ldx + b];
+        for (int64_t r = 0; r < rb; r++)
+            for (int64_t b = 0; b < batch; b++)
+                y[(row0 + r) * ldy + b] = sp_epilogue(y[(row0 + r) * ldy + b], NULL, 0, act);
     }
 }
 

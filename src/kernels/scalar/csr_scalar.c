@@ -103,28 +103,44 @@ void sp_f32_sddmm_csr__scalar(const sp_csr *w, int64_t r0, int64_t r1, const flo
     else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
 }
 
-/* Row pairs: a tile of SP_TILE batch columns for both rows; one X row segment feeds both. */
-void sp_f32_spmm_csr_pairs__scalar(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
-                                   int64_t ldx, int64_t batch, float *y, int64_t ldy,
-                                   const float *bias, sp_act act) {
-    const sp_csr_pairs *p = w->pairs;
-    for (int64_t q = r0 / 2; 2 * q < r1; q++) {
-        const bool two = 2 * q + 1 < r1;
+/* The panelled layout (src/sparse/csr_panels.h): per block and tile of SP_TILE batch columns,
+ * Y starts at the bias, each row segment adds into it panel after panel, then the activation. */
+void sp_f32_spmm_csr_panels__scalar(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
+                                    int64_t ldx, int64_t batch, float *y, int64_t ldy,
+                                    const float *bias, sp_act act) {
+    const sp_csr_panels *p = w->panels;
+    const int64_t RB = p->block_rows, P = p->panel_cols;
+    for (int64_t blk = r0 / RB; blk * RB < r1; blk++) {
+        const int64_t row0 = blk * RB, rb = SP_MIN(w->rows, row0 + RB) - row0;
+        const uint32_t *seg = sp_csr_panels_seg(p, blk);
+        const uint8_t *off = p->off + p->block_start[blk];
+        const float *val = p->val + p->block_start[blk];
         for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
-            int64_t nb = SP_MIN(SP_TILE, batch - b0);
-            float acc0[SP_TILE] = {0}, acc1[SP_TILE] = {0};
-            for (int64_t e = p->ptr[q]; e < p->ptr[q + 1]; e++) {
-                const float *xr = x + (int64_t)p->col[e] * ldx + b0;
-                const float v0 = p->val[2 * e], v1 = p->val[2 * e + 1];
-                for (int64_t b = 0; b < nb; b++) {
-                    acc0[b] += v0 * xr[b];
-                    acc1[b] += v1 * xr[b];
+            const int64_t nb = SP_MIN(SP_TILE, batch - b0);
+            for (int64_t r = 0; r < rb; r++)
+                for (int64_t b = 0; b < nb; b++) y[(row0 + r) * ldy + b0 + b] = bias ? bias[row0 + r] : 0.0f;
+            for (int64_t q = 0; q < p->npanels; q++) {
+                const float *xq = x + q * P * ldx + b0;
+                for (int64_t r = 0; r < rb; r++) {
+                    const uint32_t e0 = seg[q * rb + r], e1 = seg[q * rb + r + 1];
+                    if (e0 == e1) continue;
+                    float *yr = y + (row0 + r) * ldy + b0;
+                    float acc[SP_TILE];
+                    for (int64_t b = 0; b < nb; b++) acc[b] = yr[b];
+                    for (uint32_t e = e0; e < e1; e++) {
+                        const float *xr = xq + (int64_t)off[e] * ldx;
+                        const float v = val[e];
+                        for (int64_t b = 0; b < nb; b++) acc[b] += v * xr[b];
+                    }
+                    for (int64_t b = 0; b < nb; b++) yr[b] = acc[b];
                 }
             }
-            float *y0 = y + 2 * q * ldy + b0;
-            for (int64_t b = 0; b < nb; b++) y0[b] = sp_epilogue(acc0[b], bias, 2 * q, act);
-            if (two)
-                for (int64_t b = 0; b < nb; b++) y0[ldy + b] = sp_epilogue(acc1[b], bias, 2 * q + 1, act);
+            if (act != SP_ACT_NONE)
+                for (int64_t r = 0; r < rb; r++)
+                    for (int64_t b = 0; b < nb; b++) {
+                        float *v = &y[(row0 + r) * ldy + b0 + b];
+                        *v = sp_epilogue(*v, NULL, 0, act);
+                    }
         }
     }
 }
