@@ -24,9 +24,22 @@ typedef struct sp_csr_panels {
     float *val;           /* nnz: values in layout order (a copy of w->val) */
 } sp_csr_panels;
 
-/* Segment bounds of block b: rb * npanels + 1 entries. */
-static inline const uint32_t *sp_csr_panels_seg(const sp_csr_panels *p, int64_t b) {
-    return p->seg + b * ((int64_t)p->block_rows * p->npanels + 1);
+/* One row block as the kernels walk it: rows [row0, row0 + rb); row r's entries in panel q are
+ * [seg[q * rb + r], seg[q * rb + r + 1]) of off and val. */
+typedef struct sp_panel_block {
+    int64_t row0, rb;
+    const uint32_t *seg;
+    const uint8_t *off;
+    const float *val;
+} sp_panel_block;
+
+static inline sp_panel_block sp_csr_panels_block(const sp_csr *w, int64_t blk) {
+    const sp_csr_panels *p = w->panels;
+    const int64_t row0 = blk * p->block_rows;
+    sp_panel_block b = {row0, (w->rows < row0 + p->block_rows ? w->rows : row0 + p->block_rows) - row0,
+                        p->seg + blk * ((int64_t)p->block_rows * p->npanels + 1),
+                        p->off + p->block_start[blk], p->val + p->block_start[blk]};
+    return b;
 }
 
 /* Builds w->panels with panel width panel_cols (1..256) whatever the density: sp_csr_pack

@@ -154,11 +154,12 @@ static inline __attribute__((always_inline)) void panels_tile(
     const sp_csr *w, int64_t blk, const float *x, int64_t ldx, int64_t b0, int64_t nb, bool full,
     float *y, int64_t ldy, const float *bias, sp_act act) {
     const sp_csr_panels *p = w->panels;
-    const int64_t RB = p->block_rows, P = p->panel_cols;
-    const int64_t row0 = blk * RB, rb = SP_MIN(w->rows, row0 + RB) - row0;
-    const uint32_t *seg = sp_csr_panels_seg(p, blk);
-    const uint8_t *off = p->off + p->block_start[blk];
-    const float *val = p->val + p->block_start[blk];
+    const int64_t P = p->panel_cols;
+    const sp_panel_block k = sp_csr_panels_block(w, blk);
+    const int64_t row0 = k.row0, rb = k.rb;
+    const uint32_t *seg = k.seg;
+    const uint8_t *off = k.off;
+    const float *val = k.val;
     const __m256i m = lanes(nb);
     for (int64_t r = 0; r < rb; r++) {
         float *yr = y + (row0 + r) * ldy + b0;

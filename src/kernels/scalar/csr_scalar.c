@@ -111,10 +111,11 @@ void sp_f32_spmm_csr_panels__scalar(const sp_csr *w, int64_t r0, int64_t r1, con
     const sp_csr_panels *p = w->panels;
     const int64_t RB = p->block_rows, P = p->panel_cols;
     for (int64_t blk = r0 / RB; blk * RB < r1; blk++) {
-        const int64_t row0 = blk * RB, rb = SP_MIN(w->rows, row0 + RB) - row0;
-        const uint32_t *seg = sp_csr_panels_seg(p, blk);
-        const uint8_t *off = p->off + p->block_start[blk];
-        const float *val = p->val + p->block_start[blk];
+        const sp_panel_block k = sp_csr_panels_block(w, blk);
+        const int64_t row0 = k.row0, rb = k.rb;
+        const uint32_t *seg = k.seg;
+        const uint8_t *off = k.off;
+        const float *val = k.val;
         for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
             const int64_t nb = SP_MIN(SP_TILE, batch - b0);
             for (int64_t r = 0; r < rb; r++)
