@@ -50,13 +50,24 @@ test-noblas: deps
 	@$(CMAKE) --build build-noblas -j $(JOBS)
 	@./build-noblas/sparrow_tests
 
+# qemu-user runs the aarch64 binaries; the cross libc and libgomp live under the prefix.
+QEMU_ARM := QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64
+# The toolchain file counts only when build-arm is first configured (CMake warns otherwise).
+ARM_TOOLCHAIN := $(if $(wildcard build-arm/CMakeCache.txt),,\
+                   -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake)
+
 test-arm:
 	@$(DEPS) arm
-	@$(CMAKE) -S . -B build-arm -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-	    -DSPARROW_BLAS=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@$(CMAKE) -S . -B build-arm $(ARM_TOOLCHAIN) -DSPARROW_BLAS=OFF -DCMAKE_BUILD_TYPE=Release \
+	    >/dev/null
 	@$(CMAKE) --build build-arm -j $(JOBS)
-	@echo "== suite on aarch64 under qemu-user"
-	@QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64 ./build-arm/sparrow_tests
+	@$(QEMU_ARM) ./build-arm/sparrow info
+	@echo "== suite on aarch64 under qemu-user (isa: neon)"
+	@t0=$$(date +%s); $(QEMU_ARM) ./build-arm/sparrow_tests && \
+	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
+	@echo "== suite on aarch64 under qemu-user with SPARROW_ISA=scalar"
+	@t0=$$(date +%s); SPARROW_ISA=scalar $(QEMU_ARM) ./build-arm/sparrow_tests && \
+	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
 
 bench: build
 	@$(DEPS) bench
