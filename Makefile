@@ -5,7 +5,8 @@
 #   make bench      the kernel benchmark sweep with its peers; writes docs/BENCHMARKS.md
 #   make run        the main job end to end (for now: the kernel benchmark summary)
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
-#   make test-arm   cross-compile for aarch64 and run the suite under qemu-user
+#   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
+#                   SPARROW_ISA=scalar, and under ASan+UBSan
 #   make test-noblas  build without BLAS or OpenMP (libc + libm only) and run the suite
 
 PREFIX ?= /usr/local
@@ -55,6 +56,8 @@ QEMU_ARM := QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64
 # The toolchain file counts only when build-arm is first configured (CMake warns otherwise).
 ARM_TOOLCHAIN := $(if $(wildcard build-arm/CMakeCache.txt),,\
                    -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake)
+ARM_ASAN_TOOLCHAIN := $(if $(wildcard build-arm-asan/CMakeCache.txt),,\
+                        -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake)
 
 test-arm:
 	@$(DEPS) arm
@@ -68,6 +71,13 @@ test-arm:
 	@echo "== suite on aarch64 under qemu-user with SPARROW_ISA=scalar"
 	@t0=$$(date +%s); SPARROW_ISA=scalar $(QEMU_ARM) ./build-arm/sparrow_tests && \
 	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
+	@$(CMAKE) -S . -B build-arm-asan $(ARM_ASAN_TOOLCHAIN) -DSPARROW_BLAS=OFF \
+	    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARROW_SANITIZE=ON -DSPARROW_BUILD_CLI=OFF >/dev/null
+	@$(CMAKE) --build build-arm-asan -j $(JOBS)
+	@echo "== suite on aarch64 under qemu-user with ASan+UBSan (no LeakSanitizer under qemu)"
+	@t0=$$(date +%s); ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1 $(QEMU_ARM) ./build-arm-asan/sparrow_tests && \
+	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
 
 bench: build
 	@$(DEPS) bench
@@ -80,4 +90,4 @@ install: build
 	@$(CMAKE) --install build --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-noblas build-arm
+	rm -rf build build-asan build-noblas build-arm build-arm-asan
