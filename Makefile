@@ -46,9 +46,18 @@ test-asan: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    ./build-asan/sparrow_tests
 
+# The build itself fails if a binary needs more than libc and libm (cmake/check_deps.cmake);
+# ldd shows the whole closure once more for the log.
+NOBLAS_BINS := build-noblas/sparrow_tests build-noblas/sparrow build-noblas/libsparrow.so
+
 test-noblas: deps
 	@$(CMAKE) -S . -B build-noblas -DSPARROW_BLAS=OFF -DSPARROW_OPENMP=OFF >/dev/null
 	@$(CMAKE) --build build-noblas -j $(JOBS)
+	@echo "== libraries of the libc + libm build"
+	@ldd $(NOBLAS_BINS)
+	@if ldd $(NOBLAS_BINS) | grep -Ei '^[[:space:]]+[^[:space:]]*(blas|lapack|gomp|libomp|iomp)'; \
+	then echo "test-noblas: OpenBLAS or an OpenMP runtime is linked" >&2; exit 1; fi
+	@echo "== suite without BLAS and OpenMP"
 	@./build-noblas/sparrow_tests
 
 # qemu-user runs the aarch64 binaries; the cross libc and libgomp live under the prefix.
