@@ -8,6 +8,8 @@
 #   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
 #                   SPARROW_ISA=scalar, and under ASan+UBSan
 #   make test-noblas  build without BLAS or OpenMP (libc + libm only) and run the suite
+#   make test-install install into a temporary prefix; build and run a consumer through
+#                   find_package(sparrow) and pkg-config (shared and static)
 
 PREFIX ?= /usr/local
 JOBS ?= 2
@@ -15,8 +17,8 @@ CMAKE ?= cmake
 DEPS := scripts/install-deps.sh
 export MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test test-plain test-scalar test-asan test-noblas test-arm bench run \
-        install clean
+.PHONY: all deps build test test-plain test-scalar test-asan test-noblas test-arm test-install \
+        bench run install clean
 
 all: build
 
@@ -87,6 +89,10 @@ test-arm:
 	@t0=$$(date +%s); ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1 $(QEMU_ARM) ./build-arm-asan/sparrow_tests && \
 	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
+
+test-install: build
+	@echo "== install into a temporary prefix, then consumers through CMake and pkg-config"
+	@tests/install_check.sh build
 
 bench: build
 	@$(DEPS) bench
