@@ -5,8 +5,11 @@
 #   make bench      the kernel benchmark sweep with its peers; writes docs/BENCHMARKS.md
 #   make run        the main job end to end (for now: the kernel benchmark summary)
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
-#   make test-arm   cross-compile for aarch64 and run the suite under qemu-user
+#   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
+#                   SPARROW_ISA=scalar, and under ASan+UBSan
 #   make test-noblas  build without BLAS or OpenMP (libc + libm only) and run the suite
+#   make test-install install into a temporary prefix; build and run a consumer through
+#                   find_package(sparrow) and pkg-config (shared and static)
 
 PREFIX ?= /usr/local
 JOBS ?= 2
@@ -14,8 +17,8 @@ CMAKE ?= cmake
 DEPS := scripts/install-deps.sh
 export MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test test-plain test-scalar test-asan test-noblas test-arm bench run \
-        install clean
+.PHONY: all deps build test test-plain test-scalar test-asan test-noblas test-arm test-install \
+        bench run install clean
 
 all: build
 
@@ -45,18 +48,51 @@ test-asan: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    ./build-asan/sparrow_tests
 
+# The build itself fails if a binary needs more than libc and libm (cmake/check_deps.cmake);
+# ldd shows the whole closure once more for the log.
+NOBLAS_BINS := build-noblas/sparrow_tests build-noblas/sparrow build-noblas/libsparrow.so
+
 test-noblas: deps
 	@$(CMAKE) -S . -B build-noblas -DSPARROW_BLAS=OFF -DSPARROW_OPENMP=OFF >/dev/null
 	@$(CMAKE) --build build-noblas -j $(JOBS)
+	@echo "== libraries of the libc + libm build"
+	@ldd $(NOBLAS_BINS)
+	@if ldd $(NOBLAS_BINS) | grep -Ei '^[[:space:]]+[^[:space:]]*(blas|lapack|gomp|libomp|iomp)'; \
+	then echo "test-noblas: OpenBLAS or an OpenMP runtime is linked" >&2; exit 1; fi
+	@echo "== suite without BLAS and OpenMP"
 	@./build-noblas/sparrow_tests
+
+# qemu-user runs the aarch64 binaries; the cross libc and libgomp live under the prefix.
+QEMU_ARM := QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64
+# The toolchain file counts only when build-arm is first configured (CMake warns otherwise).
+ARM_TOOLCHAIN := $(if $(wildcard build-arm/CMakeCache.txt),,\
+                   -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake)
+ARM_ASAN_TOOLCHAIN := $(if $(wildcard build-arm-asan/CMakeCache.txt),,\
+                        -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake)
 
 test-arm:
 	@$(DEPS) arm
-	@$(CMAKE) -S . -B build-arm -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-	    -DSPARROW_BLAS=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@$(CMAKE) -S . -B build-arm $(ARM_TOOLCHAIN) -DSPARROW_BLAS=OFF -DCMAKE_BUILD_TYPE=Release \
+	    >/dev/null
 	@$(CMAKE) --build build-arm -j $(JOBS)
-	@echo "== suite on aarch64 under qemu-user"
-	@QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64 ./build-arm/sparrow_tests
+	@$(QEMU_ARM) ./build-arm/sparrow info
+	@echo "== suite on aarch64 under qemu-user (isa: neon)"
+	@t0=$$(date +%s); $(QEMU_ARM) ./build-arm/sparrow_tests && \
+	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
+	@echo "== suite on aarch64 under qemu-user with SPARROW_ISA=scalar"
+	@t0=$$(date +%s); SPARROW_ISA=scalar $(QEMU_ARM) ./build-arm/sparrow_tests && \
+	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
+	@$(CMAKE) -S . -B build-arm-asan $(ARM_ASAN_TOOLCHAIN) -DSPARROW_BLAS=OFF \
+	    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARROW_SANITIZE=ON -DSPARROW_BUILD_CLI=OFF >/dev/null
+	@$(CMAKE) --build build-arm-asan -j $(JOBS)
+	@echo "== suite on aarch64 under qemu-user with ASan+UBSan (no LeakSanitizer under qemu)"
+	@t0=$$(date +%s); ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1 $(QEMU_ARM) ./build-arm-asan/sparrow_tests && \
+	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
+
+test-install: build
+	@echo "== install into a temporary prefix, then consumers through CMake and pkg-config"
+	@tests/install_check.sh build
 
 bench: build
 	@$(DEPS) bench
@@ -69,4 +105,4 @@ install: build
 	@$(CMAKE) --install build --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-noblas build-arm
+	rm -rf build build-asan build-noblas build-arm build-arm-asan

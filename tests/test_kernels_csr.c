@@ -198,6 +198,37 @@ TEST(csr_kernels_long_rows) {
                      (uint64_t)(100 + extra + batch));
 }
 
+/* Dispatch runs the active level's own variant whenever the table has one; on aarch64 every
+ * CSR family has a NEON variant and NEON is the best level, so the suite there exercises it. */
+TEST(csr_dispatch_picks_active_isa) {
+    static const char *fams[] = {"csr_spmm", "csr_spmm_t", "csr_sddmm"};
+    const sp_isa active = sp_isa_active();
+#if defined(__aarch64__)
+    CHECK(sp_isa_best() == SP_ISA_NEON);
+#endif
+    for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
+        const sp_kernel_family *fam = sp_kernel_family_get(fams[f]);
+        CHECK_MSG(fam != NULL, "no family %s", fams[f]);
+        if (!fam) continue;
+        bool has_active = false, has_neon = false;
+        for (int i = 0; i < fam->count; i++) {
+            if (fam->kernels[i].is_ref) continue;
+            has_active |= fam->kernels[i].isa == active;
+            has_neon |= fam->kernels[i].isa == SP_ISA_NEON;
+        }
+#if defined(__aarch64__)
+        CHECK_MSG(has_neon, "%s has no NEON variant", fams[f]);
+#else
+        CHECK_MSG(!has_neon, "%s lists a NEON variant off aarch64", fams[f]);
+#endif
+        const sp_kernel *k = sp_kernel_pick(fam);
+        CHECK_MSG(k && !k->is_ref, "%s picked no optimized variant", fams[f]);
+        if (k && has_active)
+            CHECK_MSG(k->isa == active, "%s picked %s at level %s", fams[f], k->name,
+                      sp_isa_name(active));
+    }
+}
+
 /* The public entry points: reference results, identical bits on 1 and 2 threads. */
 TEST(csr_public_products_are_deterministic) {
     sp_rng r;
