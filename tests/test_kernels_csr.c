@@ -290,3 +290,42 @@ TEST(csr_public_products_check_arguments) {
     CHECK_STATUS(sp_csr_sddmm(w, x, 1, NULL, 1, 1, y, false, 1), SP_EINVAL);
     sp_csr_free(w);
 }
+
+/* ReLU maps NaN (and anything not > 0) to +0.0 in every variant, as sp_epilogue does; the
+ * tolerance helper cannot see that, so compare bits. */
+TEST(csr_relu_maps_nan_to_positive_zero_in_every_variant) {
+    const int64_t rows = 3, cols = 3;
+    float dense[9] = {1, 1, 1, -1, 0, 0, 0, 0, 0};
+    const int64_t widths[] = {1, 16, 64, 70};
+    for (size_t bi = 0; bi < sizeof widths / sizeof widths[0]; bi++) {
+        const int64_t batch = widths[bi];
+        float *x = calloc((size_t)(cols * batch), sizeof(float));
+        float *y = malloc(sizeof(float) * (size_t)(rows * batch));
+        for (int64_t b = 0; b < batch; b++) x[b] = NAN, x[batch + b] = 2.0f;
+        sp_csr *w = NULL;
+        CHECK_OK(sp_csr_from_dense(rows, cols, dense, cols, NULL, 0, &w));
+        const char *fams[] = {"csr_spmm", "csr_spmm_panels"};
+        for (int f = 0; f < 2; f++) {
+            if (f == 1) CHECK_OK(sp_csr_pack_panels(w, 2));
+            const sp_kernel_family *fam = sp_kernel_family_get(fams[f]);
+            for (int i = 0; i < fam->count; i++) {
+                if (!sp_isa_supported(fam->kernels[i].isa)) continue;
+                memset(y, 0xFF, sizeof(float) * (size_t)(rows * batch));
+                ((sp_csr_spmm_fn)fam->kernels[i].fn)(w, 0, rows, x, batch, batch, y, batch, NULL,
+                                                     SP_ACT_RELU);
+                for (int64_t k = 0; k < rows * batch; k++) {
+                    uint32_t bits;
+                    memcpy(&bits, &y[k], sizeof bits);
+                    /* row 0 and 1 see the NaN, row 2 is empty: all must be +0.0 */
+                    if (bits != 0) {
+                        sp_test_fail(__FILE__, __LINE__, "%s batch %lld: y[%lld] bits %08x",
+                                     fam->kernels[i].name, (long long)batch, (long long)k, bits);
+                        break;
+                    }
+                }
+            }
+        }
+        sp_csr_free(w);
+        free(x), free(y);
+    }
+}
