@@ -165,12 +165,12 @@ TEST(csr_constructor_arguments) {
 }
 
 /* Every public constructor, failing each allocation in turn: SP_ENOMEM, nothing leaked. */
-TEST(csr_and_mask_survive_allocation_failure) {
+TEST(csr_mask_tensor_survive_allocation_failure) {
     float d[12] = {1, 0, 2, 0, 0, 3, 4, 0, 0, 0, 5, 6};
     int64_t rp[4] = {0, 2, 3, 6};
     int32_t ci[6] = {0, 2, 1, 0, 2, 3};
     float v[6] = {1, 2, 3, 4, 5, 6};
-    for (int which = 0; which < 4; which++) {
+    for (int which = 0; which < 6; which++) {
         bool finished = false;
         for (int64_t n = 1; n < 50 && !finished; n++) {
             int64_t live = sp_alloc_live();
@@ -183,6 +183,15 @@ TEST(csr_and_mask_survive_allocation_failure) {
             case 1: st = sp_csr_from_dense(3, 4, d, 4, NULL, 0, &w); break;
             case 2: st = sp_csr_from_arrays(3, 4, 6, rp, ci, v, SP_CSR_IDX32, &w); break;
             case 3: st = sp_mask_from_dense(3, 4, d, 4, &m); break;
+            case 4: st = sp_mask_new(3, 4, &m); break;
+            case 5: {
+                int64_t shape[2] = {3, 4};
+                sp_tensor *t = NULL;
+                st = sp_tensor_new(SP_F32, 2, shape, &t);
+                CHECK(st == SP_OK || t == NULL);
+                sp_tensor_free(t);
+                break;
+            }
             }
             sp_alloc_fail_after(0);
             if (st == SP_OK) {
