@@ -343,6 +343,11 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "sparrow bench: unknown benchmark '%s' (spmm)\n", argv[1]);
         return 2;
     }
+    /* Two thread pools share this process: OpenMP's (sparrow) and OpenBLAS's. An idle OpenMP
+     * worker spins by default and would steal a core from OpenBLAS while it runs, so idle
+     * workers sleep instead (this only slows sparrow: waking them costs microseconds).
+     * Set before the first parallel region; a user's own setting wins. */
+    setenv("OMP_WAIT_POLICY", "passive", 0);
     bench_cfg c;
     int rc = parse(argc - 2, argv + 2, &c);
     if (rc >= 0) return rc;
