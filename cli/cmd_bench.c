@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -334,6 +335,22 @@ done:
     return rc;
 }
 
+/* Two thread pools share this process: OpenMP's (sparrow) and OpenBLAS's. An idle OpenMP
+ * worker spins by default and would steal a core from OpenBLAS while it runs, so idle workers
+ * must sleep instead (that only slows sparrow: waking them costs microseconds). libgomp reads
+ * OMP_WAIT_POLICY before main, so the benchmark re-executes itself once with it set; a user's
+ * own setting wins. */
+static void ensure_passive_openmp(char **argv_full) {
+#if defined(_OPENMP)
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv_full);
+    /* exec failed (no /proc): go on with spinning workers */
+#else
+    (void)argv_full;
+#endif
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         bench_usage(argc < 2 ? stderr : stdout);
@@ -343,14 +360,10 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "sparrow bench: unknown benchmark '%s' (spmm)\n", argv[1]);
         return 2;
     }
-    /* Two thread pools share this process: OpenMP's (sparrow) and OpenBLAS's. An idle OpenMP
-     * worker spins by default and would steal a core from OpenBLAS while it runs, so idle
-     * workers sleep instead (this only slows sparrow: waking them costs microseconds).
-     * Set before the first parallel region; a user's own setting wins. */
-    setenv("OMP_WAIT_POLICY", "passive", 0);
     bench_cfg c;
     int rc = parse(argc - 2, argv + 2, &c);
     if (rc >= 0) return rc;
+    ensure_passive_openmp(argv - 1);
     const char *warn = sp_isa_env_warning();
     if (warn) fprintf(stderr, "sparrow: warning: %s\n", warn);
     return run_spmm(&c);
