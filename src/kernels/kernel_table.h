@@ -8,7 +8,7 @@
  * src/kernels/<format>_ops.c validate shapes and split the work into tasks.
  *
  * Work split. spmm and sddmm take a range of output rows (block rows for BSR); spmm_t takes a
- * range of batch columns [b0, b1) over all rows, so that its scatter into dX never races and
+ * range of batch columns [b0, b1) over all rows (chunks of SP_SPMM_T_COLS), so that its scatter into dX never races and
  * every dX element is summed in the same order for any thread count.
  */
 #ifndef SPARROW_KERNEL_TABLE_H

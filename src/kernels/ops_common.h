@@ -52,7 +52,8 @@ static inline void sp_zero_dense(float *p, int64_t rows, int64_t batch, int64_t 
     for (int64_t i = 0; i < rows; i++) memset(p + i * ld, 0, (size_t)batch * sizeof(float));
 }
 
-/* spmm_t splits the batch into column chunks of this many (a multiple of every vector width). */
-#define SP_SPMM_T_COLS 64
+/* spmm_t splits the batch into column chunks of this many (a multiple of every vector width;
+ * 32 gives two threads work from batch 64 on). */
+#define SP_SPMM_T_COLS 32
 
 #endif
