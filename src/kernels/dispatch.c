@@ -42,12 +42,28 @@ static const sp_kernel csr_sddmm[] = {
     ARM(SP_KERNEL(sp_f32_sddmm_csr__neon, SP_ISA_NEON))
 };
 
+static const sp_kernel nm_spmm[] = {
+    SP_KERNEL_REF(sp_f32_spmm_nm__ref),
+    SP_KERNEL(sp_f32_spmm_nm__scalar, SP_ISA_SCALAR),
+};
+static const sp_kernel nm_spmm_t[] = {
+    SP_KERNEL_REF(sp_f32_spmm_t_nm__ref),
+    SP_KERNEL(sp_f32_spmm_t_nm__scalar, SP_ISA_SCALAR),
+};
+static const sp_kernel nm_sddmm[] = {
+    SP_KERNEL_REF(sp_f32_sddmm_nm__ref),
+    SP_KERNEL(sp_f32_sddmm_nm__scalar, SP_ISA_SCALAR),
+};
+
 #define FAMILY(name, table) {name, table, (int)(sizeof table / sizeof table[0])}
 
 const sp_kernel_family sp_kernel_families[] = {
     FAMILY("csr_spmm", csr_spmm),
     FAMILY("csr_spmm_t", csr_spmm_t),
     FAMILY("csr_sddmm", csr_sddmm),
+    FAMILY("nm_spmm", nm_spmm),
+    FAMILY("nm_spmm_t", nm_spmm_t),
+    FAMILY("nm_sddmm", nm_sddmm),
     {NULL, NULL, 0},
 };
 
