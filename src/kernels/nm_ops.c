@@ -7,7 +7,10 @@
  */
 #include "ops_common.h"
 
-#define TASK_WORK (1 << 24) /* multiply-adds per task (spmm, sddmm) */
+#ifndef NM_TASK_WORK
+#define NM_TASK_WORK (1 << 24)
+#endif
+#define TASK_WORK NM_TASK_WORK /* multiply-adds per task (spmm, sddmm) */
 
 typedef struct nm_task {
     const sp_nm *w;
