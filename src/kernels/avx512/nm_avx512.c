@@ -54,14 +54,24 @@ AI void store_q(float *p, int q, __m512 v, const int NV, const bool MASKED, __mm
     else _mm512_storeu_ps(p + 16 * q, v);
 }
 
+/* Copies rows [c0, c1) of a (cols, ld) matrix, batch columns [b, b + 16 NV) (the last vector
+ * masked by tail), into p with rows 16 NV floats apart; masked-off lanes become 0. */
+AI void pack_panel(float *p, const float *a, int64_t ld, int64_t c0, int64_t c1, int64_t b,
+                   const int NV, const bool MASKED, __mmask16 tail) {
+    for (int64_t c = c0; c < c1; c++)
+        for (int q = 0; q < NV; q++)
+            _mm512_store_ps(p + (c - c0) * 16 * NV + 16 * q, load_q(a + c * ld + b, q, NV, MASKED, tail));
+}
+
 /* ---- spmm ---------------------------------------------------------------------------------- */
 
-/* Slot t of group g of a row (val, idx at the row's first slot) into R x NV accumulators. */
+/* Slot of value vt and offset off in group g, into row r's NV accumulators; its X row is row
+ * (g - g0) m + off of the packed panel. */
 #define FMA_SLOT(r, vt, off, g)                                                                 \
     do {                                                                                        \
-        const float *xr_ = x + ((g) * M + (int64_t)(off)) * ldx + b;                            \
+        const float *xr_ = xp + (((g) - g0) * M + (int64_t)(off)) * (16 * NV);                 \
         _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++)                                    \
-            acc[r][q] = _mm512_fmadd_ps(vt, load_q(xr_, q, NV, MASKED, tail), acc[r][q]);       \
+            acc[r][q] = _mm512_fmadd_ps(vt, _mm512_load_ps(xr_ + 16 * q), acc[r][q]);           \
     } while (0)
 
 /* Rows [i, i + R) over groups [g0, g1) for batch columns [b, b + 16 NV). Accumulators start at
@@ -72,8 +82,8 @@ AI void store_q(float *p, int q, __m512 v, const int NV, const bool MASKED, __mm
  * 8 slots of a row at a time, their values in one ymm load and spread to every lane by
  * vpermps, their offsets in one 64-bit load and picked out by shifts. */
 AI void spmm_block(const sp_nm *w, int64_t S, int64_t i, const int R, int64_t g0, int64_t g1,
-                   int64_t gn, const int64_t N, const int64_t M, const bool CHUNKED, const float *x,
-                   int64_t ldx, int64_t b, const int NV, const bool MASKED, __mmask16 tail,
+                   int64_t gn, const int64_t N, const int64_t M, const bool CHUNKED,
+                   const float *xp, int64_t b, const int NV, const bool MASKED, __mmask16 tail,
                    float *y, int64_t ldy, bool first, bool last, const float *bias, sp_act act) {
     __m512 acc[8][4];
     for (int r = 0; r < R; r++)
@@ -127,40 +137,53 @@ AI void spmm_block(const sp_nm *w, int64_t S, int64_t i, const int R, int64_t g0
 }
 #undef FMA_SLOT
 
-/* One batch tile over rows [r0, r1): panel by panel, R rows at a time. Each (pattern, tile
- * width) pair is its own function (below), which keeps every accumulator in a register. */
+/* One panel (groups [g0, g1)) of one batch tile over rows [r0, r1), R rows at a time; gn ends
+ * the next panel, whose slots are prefetched when `far`. */
 #define NOINLINE static __attribute__((noinline))
-AI void spmm_tile(const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_t ldx, int64_t b,
-                  const int NV, const bool MASKED, __mmask16 tail, float *y, int64_t ldy,
-                  const float *bias, sp_act act, const int64_t N, const int64_t M) {
-    const bool CHUNKED = __builtin_constant_p(N) && 8 % N == 0;
+AI void spmm_panel(const sp_nm *w, int64_t r0, int64_t r1, int64_t g0, int64_t g1, int64_t gn,
+                   const float *x, int64_t ldx, int64_t b, const int NV, const bool MASKED,
+                   __mmask16 tail, float *y, int64_t ldy, const float *bias, sp_act act,
+                   const int64_t N, const int64_t M, const bool CHUNKED) {
     const int R = NV >= 3 ? 4 : 8; /* R * NV <= 16 accumulators of the 32 zmm */
     const int64_t S = w->groups * N;
-    const int64_t pg = sp_nm_panel_groups((int32_t)M, 64 * NV);
-    int64_t g0 = 0;
-    do { /* at least one pass, so that cols == 0 still writes act(bias) */
-        const int64_t g1 = SP_MIN(w->groups, g0 + pg);
-        const bool first = g0 == 0, last = g1 == w->groups;
-        const int64_t gn = SP_MIN(w->groups, g1 + pg); /* the next panel, prefetched */
-        int64_t i = r0;
-        for (; i + R <= r1; i += R)
-            spmm_block(w, S, i, R, g0, g1, gn, N, M, CHUNKED, x, ldx, b, NV, MASKED, tail, y, ldy,
-                       first, last, bias, act);
-        for (; i < r1; i++)
-            spmm_block(w, S, i, 1, g0, g1, gn, N, M, CHUNKED, x, ldx, b, NV, MASKED, tail, y, ldy,
-                       first, last, bias, act);
-        g0 = g1;
-    } while (g0 < w->groups);
+    const bool first = g0 == 0, last = g1 == w->groups;
+    /* Pack the panel of X: rows 16 NV floats apart, 64-byte aligned, the batch tail zeroed.
+     * Whatever ldx is, the panel then fills L1 evenly (a stride of 1 KiB would crowd it into a
+     * quarter of the sets) and no load splits a cache line. */
+    float xp[SP_NM_PANEL_BYTES / sizeof(float)] __attribute__((aligned(64)));
+    pack_panel(xp, x, ldx, g0 * M, SP_MIN(w->cols, g1 * M), b, NV, MASKED, tail);
+    int64_t i = r0;
+    for (; i + R <= r1; i += R)
+        spmm_block(w, S, i, R, g0, g1, gn, N, M, CHUNKED, xp, b, NV, MASKED, tail, y, ldy,
+                   first, last, bias, act);
+    for (; i < r1; i++)
+        spmm_block(w, S, i, 1, g0, g1, gn, N, M, CHUNKED, xp, b, NV, MASKED, tail, y, ldy,
+                   first, last, bias, act);
 }
 
-/* Batch 1: y[i] = sum over slots of val * x[col]. 16 slots = G = 16 / n whole groups at a time;
- * lane l holds slot l of the chunk, whose column is (l / n) * m + offset, plus the chunk's
- * first column. */
+/* Batch 1, x contiguous: y[i] = sum over slots of val * x[col]. A chunk of L = G n slots
+ * (G = 16 / n whole groups) reads the `span` = G m columns that follow; those x values are in
+ * up to four registers, and one or two vpermt2ps pick each slot's x by its column inside the
+ * chunk, so no gather is needed. Other cases (strided x, span > 64) gather. The stream of W
+ * (5 bytes a slot, read in order) sets the speed. */
+AI __m512 pick_x(const float *xc, int64_t avail, int64_t span, __m512i col) {
+    const __m512 x0 = _mm512_maskz_loadu_ps(lanes(avail), xc);
+    if (span <= 16) return _mm512_permutexvar_ps(col, x0);
+    const __m512 x1 = _mm512_maskz_loadu_ps(lanes(avail - 16), xc + 16);
+    const __m512 lo = _mm512_permutex2var_ps(x0, col, x1);
+    if (span <= 32) return lo;
+    const __m512 x2 = _mm512_maskz_loadu_ps(lanes(avail - 32), xc + 32);
+    const __m512 x3 = _mm512_maskz_loadu_ps(lanes(avail - 48), xc + 48);
+    const __m512 hi = _mm512_permutex2var_ps(x2, col, x3);
+    return _mm512_mask_blend_ps(_mm512_cmpge_epi32_mask(col, _mm512_set1_epi32(32)), lo, hi);
+}
+
 AI void spmv_rows(const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_t ldx, float *y,
                   int64_t ldy, const float *bias, sp_act act, const int64_t N, const int64_t M) {
-    const int64_t S = w->groups * N;
-    const bool gather_ok = N <= 16 && w->cols * ldx < INT32_MAX;
-    const int64_t G = gather_ok ? 16 / N : 1, L = G * N;
+    const int64_t S = w->groups * N, cols = w->cols;
+    const int64_t G = N <= 16 ? 16 / N : 1, L = G * N, span = G * M;
+    const bool permute = N <= 16 && ldx == 1 && span <= 64;
+    const bool gather = !permute && N <= 16 && cols * ldx < INT32_MAX;
     int32_t base_l[16];
     for (int l = 0; l < 16; l++) base_l[l] = (int32_t)((l / N) * M);
     const __m512i base = _mm512_loadu_si512(base_l);
@@ -169,31 +192,34 @@ AI void spmv_rows(const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_
         const float *val = w->val + i * S;
         const uint8_t *idx = w->idx + i * S;
         float s;
-        if (gather_ok) {
+        if (permute) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+            const __mmask16 m = lanes(L);
             int64_t k = 0, c0 = 0;
-            for (; k + 2 * L <= S; k += 2 * L, c0 += 2 * G * M) {
-                const __mmask16 m = lanes(L);
-                __m512i c = _mm512_add_epi32(_mm512_add_epi32(base, _mm512_set1_epi32((int32_t)c0)),
-                                             _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, idx + k)));
-                __m512i d = _mm512_add_epi32(
-                    _mm512_add_epi32(base, _mm512_set1_epi32((int32_t)(c0 + G * M))),
-                    _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, idx + k + L)));
-                if (ldx != 1) c = _mm512_mullo_epi32(c, vld), d = _mm512_mullo_epi32(d, vld);
-                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, val + k),
-                                     _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4), a0);
+            for (; k + 2 * L <= S; k += 2 * L, c0 += 2 * span) {
+                __m512i c = _mm512_add_epi32(base, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, idx + k)));
+                __m512i d = _mm512_add_epi32(base, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, idx + k + L)));
+                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, val + k), pick_x(x + c0, cols - c0, span, c), a0);
                 a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, val + k + L),
-                                     _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, d, x, 4), a1);
+                                     pick_x(x + c0 + span, cols - c0 - span, span, d), a1);
             }
-            for (; k < S; k += L, c0 += G * M) {
-                const __mmask16 m = lanes(SP_MIN(L, S - k));
-                __m512i c = _mm512_add_epi32(_mm512_add_epi32(base, _mm512_set1_epi32((int32_t)c0)),
-                                             _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, idx + k)));
-                if (ldx != 1) c = _mm512_mullo_epi32(c, vld);
-                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, val + k),
-                                     _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4), a0);
+            for (; k < S; k += L, c0 += span) {
+                const __mmask16 mk = lanes(SP_MIN(L, S - k));
+                __m512i c = _mm512_add_epi32(base, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, idx + k)));
+                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, val + k), pick_x(x + c0, cols - c0, span, c), a0);
             }
             s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        } else if (gather) {
+            __m512 a0 = _mm512_setzero_ps();
+            for (int64_t k = 0, c0 = 0; k < S; k += L, c0 += span) {
+                const __mmask16 mk = lanes(SP_MIN(L, S - k));
+                __m512i c = _mm512_add_epi32(_mm512_add_epi32(base, _mm512_set1_epi32((int32_t)c0)),
+                                             _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, idx + k)));
+                c = _mm512_mullo_epi32(c, vld);
+                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, val + k),
+                                     _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, c, x, 4), a0);
+            }
+            s = _mm512_reduce_add_ps(a0);
         } else {
             float p[4] = {0, 0, 0, 0};
             for (int64_t g = 0; g < w->groups; g++)
@@ -205,25 +231,35 @@ AI void spmv_rows(const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_
     }
 }
 
-/* spmm_rows_<n>_<m> (nm for run-time n and m): every batch tile of rows [r0, r1). */
-#define SPMM_TILE_PARAMS                                                                        \
-    const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_t ldx, int64_t b,             \
-        __mmask16 tail, float *y, int64_t ldy, const float *bias, sp_act act
-#define DEFINE_SPMM(suffix, N, M)                                                               \
-    NOINLINE void spmm_full_##suffix(SPMM_TILE_PARAMS) {                                        \
-        spmm_tile(w, r0, r1, x, ldx, b, 4, false, tail, y, ldy, bias, act, N, M);               \
+/* spmm_rows_<n>_<m> (nm: run-time n and m). Panels outermost, then batch tiles, then row
+ * blocks: a panel's slots come from memory once (prefetched during the first tile) and are
+ * reread from L2 by the other tiles. One function per tile width keeps the accumulators in
+ * registers. */
+#define SPMM_PANEL_PARAMS                                                                       \
+    const sp_nm *w, int64_t r0, int64_t r1, int64_t g0, int64_t g1, int64_t gn, const float *x, \
+        int64_t ldx, int64_t b, __mmask16 tail, float *y, int64_t ldy, const float *bias,       \
+        sp_act act
+#define SPMM_PANEL_ARGS w, r0, r1, g0, g1, gn, x, ldx, b, tail, y, ldy, bias, act
+#define DEFINE_SPMM(suffix, N, M, CHUNKED)                                                      \
+    NOINLINE void spmm_full_##suffix(SPMM_PANEL_PARAMS) {                                       \
+        spmm_panel(w, r0, r1, g0, g1, gn, x, ldx, b, 4, false, tail, y, ldy, bias, act, N, M,   \
+                   CHUNKED);                                                                    \
     }                                                                                           \
-    NOINLINE void spmm_tail1_##suffix(SPMM_TILE_PARAMS) {                                       \
-        spmm_tile(w, r0, r1, x, ldx, b, 1, true, tail, y, ldy, bias, act, N, M);                \
+    NOINLINE void spmm_tail1_##suffix(SPMM_PANEL_PARAMS) {                                      \
+        spmm_panel(w, r0, r1, g0, g1, gn, x, ldx, b, 1, true, tail, y, ldy, bias, act, N, M,    \
+                   CHUNKED);                                                                    \
     }                                                                                           \
-    NOINLINE void spmm_tail2_##suffix(SPMM_TILE_PARAMS) {                                       \
-        spmm_tile(w, r0, r1, x, ldx, b, 2, true, tail, y, ldy, bias, act, N, M);                \
+    NOINLINE void spmm_tail2_##suffix(SPMM_PANEL_PARAMS) {                                      \
+        spmm_panel(w, r0, r1, g0, g1, gn, x, ldx, b, 2, true, tail, y, ldy, bias, act, N, M,    \
+                   CHUNKED);                                                                    \
     }                                                                                           \
-    NOINLINE void spmm_tail3_##suffix(SPMM_TILE_PARAMS) {                                       \
-        spmm_tile(w, r0, r1, x, ldx, b, 3, true, tail, y, ldy, bias, act, N, M);                \
+    NOINLINE void spmm_tail3_##suffix(SPMM_PANEL_PARAMS) {                                      \
+        spmm_panel(w, r0, r1, g0, g1, gn, x, ldx, b, 3, true, tail, y, ldy, bias, act, N, M,    \
+                   CHUNKED);                                                                    \
     }                                                                                           \
-    NOINLINE void spmm_tail4_##suffix(SPMM_TILE_PARAMS) {                                       \
-        spmm_tile(w, r0, r1, x, ldx, b, 4, true, tail, y, ldy, bias, act, N, M);                \
+    NOINLINE void spmm_tail4_##suffix(SPMM_PANEL_PARAMS) {                                      \
+        spmm_panel(w, r0, r1, g0, g1, gn, x, ldx, b, 4, true, tail, y, ldy, bias, act, N, M,    \
+                   CHUNKED);                                                                    \
     }                                                                                           \
     NOINLINE void spmm_rows_##suffix(const sp_nm *w, int64_t r0, int64_t r1, const float *x,     \
                                      int64_t ldx, int64_t batch, float *y, int64_t ldy,          \
@@ -232,23 +268,29 @@ AI void spmv_rows(const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_
             spmv_rows(w, r0, r1, x, ldx, y, ldy, bias, act, N, M);                              \
             return;                                                                             \
         }                                                                                       \
-        int64_t b = 0;                                                                          \
-        for (; b + 64 <= batch; b += 64)                                                        \
-            spmm_full_##suffix(w, r0, r1, x, ldx, b, 0xFFFF, y, ldy, bias, act);                \
-        if (b < batch) {                                                                        \
-            const int64_t rest = batch - b, nv = (rest + 15) / 16;                              \
-            const __mmask16 tail = lanes(rest - 16 * (nv - 1));                                 \
-            void (*tile)(SPMM_TILE_PARAMS) = nv == 1   ? spmm_tail1_##suffix                    \
+        const int64_t full = batch / 64 * 64, rest = batch - full, nv = (rest + 15) / 16;       \
+        const __mmask16 tail = lanes(rest - 16 * (nv - 1));                                     \
+        void (*tail_fn)(SPMM_PANEL_PARAMS) = nv == 1   ? spmm_tail1_##suffix                    \
                                              : nv == 2 ? spmm_tail2_##suffix                    \
                                              : nv == 3 ? spmm_tail3_##suffix                    \
                                                        : spmm_tail4_##suffix;                   \
-            tile(w, r0, r1, x, ldx, b, tail, y, ldy, bias, act);                                \
-        }                                                                                       \
+        const int64_t pg = sp_nm_panel_groups((int32_t)(M), 64 * (full ? 4 : nv));              \
+        int64_t g0 = 0;                                                                         \
+        do { /* at least one pass, so that cols == 0 still writes act(bias) */                  \
+            const int64_t g1 = SP_MIN(w->groups, g0 + pg), gn = SP_MIN(w->groups, g1 + pg);     \
+            for (int64_t b = 0; b < full; b += 64)                                              \
+                spmm_full_##suffix(w, r0, r1, g0, g1, b == 0 ? gn : g1, x, ldx, b, 0xFFFF, y,   \
+                                   ldy, bias, act);                                             \
+            if (rest)                                                                           \
+                tail_fn(w, r0, r1, g0, g1, full == 0 ? gn : g1, x, ldx, full, tail, y, ldy,     \
+                        bias, act);                                                             \
+            g0 = g1;                                                                            \
+        } while (g0 < w->groups);                                                               \
     }
-DEFINE_SPMM(2_4, 2, 4)
-DEFINE_SPMM(1_4, 1, 4)
-DEFINE_SPMM(2_8, 2, 8)
-DEFINE_SPMM(nm, (int64_t)w->n, (int64_t)w->m)
+DEFINE_SPMM(2_4, 2, 4, true)
+DEFINE_SPMM(1_4, 1, 4, true)
+DEFINE_SPMM(2_8, 2, 8, true)
+DEFINE_SPMM(nm, (int64_t)w->n, (int64_t)w->m, false)
 
 void sp_f32_spmm_nm__avx512(const sp_nm *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
                             int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
@@ -260,35 +302,58 @@ void sp_f32_spmm_nm__avx512(const sp_nm *w, int64_t r0, int64_t r1, const float 
 
 /* ---- spmm_t -------------------------------------------------------------------------------- */
 
-/* dX[:, b:b+16NV] += W^T dY[:, b:b+16NV], panel by panel of dX, rows in order. */
+/* dX[:, b:b+16NV] += W^T dY[:, b:b+16NV], panel by panel of dX: the panel is copied into an
+ * aligned buffer (so that every update is a whole, unmasked, L1-resident vector), every row
+ * adds its dY tile into the panel rows its slots name, rows in order (the reference order of
+ * every sum), and the panel is written back. */
 AI void spmm_t_tile(const sp_nm *w, int64_t b, const int NV, const bool MASKED, __mmask16 tail,
                     const float *dy, int64_t lddy, float *dx, int64_t lddx, const int64_t N,
                     const int64_t M) {
     const int64_t S = w->groups * N;
     const int64_t pg = sp_nm_panel_groups((int32_t)M, 64 * NV);
+    float dp[SP_NM_PANEL_BYTES / sizeof(float)] __attribute__((aligned(64)));
     for (int64_t g0 = 0; g0 < w->groups; g0 += pg) {
         const int64_t g1 = SP_MIN(w->groups, g0 + pg);
+        const int64_t c0 = g0 * M, c1 = SP_MIN(w->cols, g1 * M);
+        pack_panel(dp, dx, lddx, c0, c1, b, NV, MASKED, tail);
         for (int64_t i = 0; i < w->rows; i++) {
             __m512 gv[4];
             for (int q = 0; q < NV; q++) gv[q] = load_q(dy + i * lddy + b, q, NV, MASKED, tail);
             const float *val = w->val + i * S;
             const uint8_t *idx = w->idx + i * S;
+            sp_nm_prefetch(w, i + 1, SP_MIN(i + 2, w->rows), g0, g1, false);
             for (int64_t g = g0; g < g1; g++) {
-                float *dg = dx + g * M * lddx + b;
+                float *dg = dp + (g - g0) * M * 16 * NV;
                 for (int64_t t = 0; t < N; t++) {
                     const __m512 vt = _mm512_set1_ps(val[g * N + t]);
-                    float *d = dg + (int64_t)idx[g * N + t] * lddx;
+                    float *d = dg + (int64_t)idx[g * N + t] * 16 * NV;
                     for (int q = 0; q < NV; q++)
-                        store_q(d, q, _mm512_fmadd_ps(vt, gv[q], load_q(d, q, NV, MASKED, tail)),
-                                NV, MASKED, tail);
+                        _mm512_store_ps(d + 16 * q,
+                                        _mm512_fmadd_ps(vt, gv[q], _mm512_load_ps(d + 16 * q)));
                 }
             }
         }
+        for (int64_t c = c0; c < c1; c++)
+            for (int q = 0; q < NV; q++)
+                store_q(dx + c * lddx + b, q, _mm512_load_ps(dp + (c - c0) * 16 * NV + 16 * q), NV,
+                        MASKED, tail);
     }
 }
 
 AI void spmm_t_cols(const sp_nm *w, int64_t b0, int64_t b1, const float *dy, int64_t lddy,
                     float *dx, int64_t lddx, const int64_t N, const int64_t M) {
+    if (b1 - b0 == 1) { /* one column: scalar updates, in reference order */
+        const int64_t S = w->groups * N;
+        for (int64_t i = 0; i < w->rows; i++) {
+            const float gi = dy[i * lddy + b0];
+            const float *val = w->val + i * S;
+            const uint8_t *idx = w->idx + i * S;
+            for (int64_t g = 0; g < w->groups; g++)
+                for (int64_t t = 0; t < N; t++)
+                    dx[(g * M + idx[g * N + t]) * lddx + b0] += val[g * N + t] * gi;
+        }
+        return;
+    }
     int64_t b = b0;
     for (; b + 64 <= b1; b += 64) spmm_t_tile(w, b, 4, false, 0xFFFF, dy, lddy, dx, lddx, N, M);
     if (b < b1) {
@@ -330,38 +395,53 @@ AI __m512 hsum16(const __m512 *a) {
 }
 
 /* dval[i, k] (+)= dY[i, b:b+16NV] . X[col(k), b:b+16NV] for rows [r0, r1) and every slot; `add`
- * says whether dval already holds a partial sum (an earlier batch tile, or accumulate). */
+ * says whether dval already holds a partial sum (an earlier batch tile, or accumulate). The
+ * panel of X is packed as in spmm; each row's dY tile stays in registers while 16 slots at a
+ * time take their dot products, reduced together by hsum16 into one vector store. */
 AI void sddmm_tile(const sp_nm *w, int64_t r0, int64_t r1, const float *dy, int64_t lddy,
                    const float *x, int64_t ldx, int64_t b, const int NV, const bool MASKED,
                    __mmask16 tail, float *dval, bool add, const int64_t N, const int64_t M) {
     const int64_t S = w->groups * N;
     const int64_t pg = sp_nm_panel_groups((int32_t)M, 64 * NV);
+    float xp[SP_NM_PANEL_BYTES / sizeof(float)] __attribute__((aligned(64)));
     for (int64_t g0 = 0; g0 < w->groups; g0 += pg) {
         const int64_t g1 = SP_MIN(w->groups, g0 + pg);
-        const int64_t k1 = g1 * N;
+        pack_panel(xp, x, ldx, g0 * M, SP_MIN(w->cols, g1 * M), b, NV, MASKED, tail);
+        const int64_t k0 = g0 * N, k1 = g1 * N;
         for (int64_t i = r0; i < r1; i++) {
             __m512 gv[4];
             for (int q = 0; q < NV; q++) gv[q] = load_q(dy + i * lddy + b, q, NV, MASKED, tail);
             const uint8_t *idx = w->idx + i * S;
             float *dv = dval + i * S;
+            sp_nm_prefetch(w, i + 1, SP_MIN(i + 2, r1), g0, g1, false);
             int64_t g = g0, t = 0; /* slot k is slot t of group g */
-            for (int64_t k = g0 * N; k < k1; k += 16) {
-                const int64_t cnt = SP_MIN(16, k1 - k);
+#define DOT(l)                                                                                  \
+    do {                                                                                        \
+        const float *xr = xp + ((g - g0) * M + idx[k + (l)]) * 16 * NV;                         \
+        a[l] = _mm512_mul_ps(gv[0], _mm512_load_ps(xr));                                        \
+        for (int q = 1; q < NV; q++) a[l] = _mm512_fmadd_ps(gv[q], _mm512_load_ps(xr + 16 * q), a[l]); \
+        if (++t == N) t = 0, g++;                                                               \
+    } while (0)
+            int64_t k = k0;
+            for (; k + 16 <= k1; k += 16) {
                 __m512 a[16];
-                for (int l = 0; l < 16; l++) {
-                    a[l] = _mm512_setzero_ps();
-                    if (l < cnt) {
-                        const float *xr = x + (g * M + idx[k + l]) * ldx + b;
-                        for (int q = 0; q < NV; q++)
-                            a[l] = _mm512_fmadd_ps(gv[q], load_q(xr, q, NV, MASKED, tail), a[l]);
-                        if (++t == N) t = 0, g++;
-                    }
-                }
-                const __mmask16 m = lanes(cnt);
-                __m512 s = hsum16(a);
-                if (add) s = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dv + k), s);
-                _mm512_mask_storeu_ps(dv + k, m, s);
+#pragma GCC unroll 16
+                for (int l = 0; l < 16; l++) DOT(l);
+                __m512 sum = hsum16(a);
+                if (add) sum = _mm512_add_ps(_mm512_loadu_ps(dv + k), sum);
+                _mm512_storeu_ps(dv + k, sum);
             }
+            if (k < k1) {
+                const int64_t cnt = k1 - k;
+                __m512 a[16];
+                for (int l = 0; l < 16; l++) a[l] = _mm512_setzero_ps();
+                for (int l = 0; l < cnt; l++) DOT(l);
+                const __mmask16 mk = lanes(cnt);
+                __m512 sum = hsum16(a);
+                if (add) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dv + k), sum);
+                _mm512_mask_storeu_ps(dv + k, mk, sum);
+            }
+#undef DOT
         }
     }
 }
@@ -369,10 +449,17 @@ AI void sddmm_tile(const sp_nm *w, int64_t r0, int64_t r1, const float *dy, int6
 AI void sddmm_rows(const sp_nm *w, int64_t r0, int64_t r1, const float *dy, int64_t lddy,
                    const float *x, int64_t ldx, int64_t batch, float *dval, bool accumulate,
                    const int64_t N, const int64_t M) {
-    if (batch == 0) { /* the sum over no batch columns is 0 */
-        if (!accumulate) {
-            const int64_t S = w->groups * N;
-            for (int64_t k = r0 * S; k < r1 * S; k++) dval[k] = 0.0f;
+    const int64_t S = w->groups * N;
+    if (batch <= 1) { /* one product per slot (or none: the sum over no columns is 0) */
+        for (int64_t i = r0; i < r1; i++) {
+            const float gi = batch ? dy[i * lddy] : 0.0f;
+            const uint8_t *idx = w->idx + i * S;
+            float *dv = dval + i * S;
+            for (int64_t g = 0; g < w->groups; g++)
+                for (int64_t t = 0; t < N; t++) {
+                    const float p = batch ? gi * x[(g * M + idx[g * N + t]) * ldx] : 0.0f;
+                    dv[g * N + t] = accumulate ? dv[g * N + t] + p : p;
+                }
         }
         return;
     }
