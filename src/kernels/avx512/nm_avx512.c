@@ -42,7 +42,10 @@
     default: body(4); break;                                                                    \
     }
 
-AI __mmask16 lanes(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+/* Mask of the first n lanes (none for n <= 0, all for n >= 16). */
+AI __mmask16 lanes(int64_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
 
 /* Vector q of a tile at p: masked by `tail` when it is the last of a masked tile. */
 AI __m512 load_q(const float *p, int q, const int NV, const bool MASKED, __mmask16 tail) {
