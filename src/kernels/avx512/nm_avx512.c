@@ -2,19 +2,23 @@
  * nm_avx512.c - AVX-512 N:M kernels (compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl).
  *
  * spmm, batch >= 2. Every row has the same number of slots, so the kernel runs a block of R
- * rows at once over a column panel (nm_tile.h): R x NV zmm accumulators (batch tile of 16 NV
- * columns, NV <= 4), and each slot is one broadcast of its value plus NV FMAs whose second
- * operand is a row of X loaded straight from L1, picked by the slot's uint8 offset. The panel
- * of X (m * groups rows of the tile) stays in L1 while all rows of the range stream through it;
- * the partial sums wait in Y between panels. n and m are constants in the 2:4, 1:4 and 2:8
- * paths, so the slot loop is fully unrolled; other patterns run the same code with run-time n
- * and m. The last batch tile is masked, so any batch runs without a scalar tail.
- * spmm, batch 1 (SpMV): 16 slots at a time (16 / n whole groups), offsets widened from bytes
- * and gathered from x; the stream of W (5 bytes a slot) sets the speed.
- * spmm_t: panels of dX kept in L1; each row's dY tile is held in registers and added into the
- * rows of dX its slots name, rows in order, so sums run in the reference order.
- * sddmm: per row, the dY tile in registers; 16 slots' dot products at a time, then one
- * transpose-and-add tree turns 16 accumulators into 16 sums stored with one vector store.
+ * rows at once (R x NV zmm accumulators for a batch tile of 16 NV columns, NV <= 4) over a
+ * column panel (nm_tile.h); each slot is one broadcast of its value and NV FMAs whose other
+ * operand is the row of X its uint8 offset names. The panel of X is first copied into an
+ * aligned buffer that stays in L1 while every row of the range streams through it; partial
+ * sums wait in Y between panels. Panels are the outer loop and batch tiles the inner one, so
+ * W comes from memory once. Loads bound the loop (one zmm of X per FMA already takes L1's 64
+ * bytes a cycle), so the 2:4, 1:4 and 2:8 paths also take values and offsets 8 slots at a
+ * time (one ymm and one 64-bit load) instead of one broadcast and one byte per slot; other
+ * patterns run the same code with run-time n and m. The last batch tile is masked, so any
+ * batch runs without a scalar tail.
+ * spmm, batch 1 (SpMV): 16 slots at a time; their x values come from the registers holding the
+ * columns the 16 slots span, picked by vpermt2ps (gather for strided x); the stream of W (5
+ * bytes a slot, in order) sets the speed.
+ * spmm_t: the panel of dX is copied to an aligned L1 buffer; each row's dY tile is held in
+ * registers and added into the panel rows its slots name, rows in order (the reference order).
+ * sddmm: per row, the dY tile in registers; 16 slots' dot products at a time against the packed
+ * panel of X, then one transpose-and-add tree turns 16 accumulators into 16 sums.
  */
 #include <immintrin.h>
 #include <string.h>
