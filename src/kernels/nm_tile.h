@@ -23,6 +23,9 @@
 #ifndef SP_NM_PANEL_BYTES
 #define SP_NM_PANEL_BYTES 24576
 #endif
+/* The kernels pack a panel into a stack buffer of this size, and a panel holds at least one
+ * group: m = 32 rows of the widest tile (64 floats). */
+_Static_assert(SP_NM_PANEL_BYTES >= 32 * 64 * 4, "SP_NM_PANEL_BYTES below one 32-column group");
 
 /* Groups per panel when each row of X in the panel takes row_bytes (at least one group). */
 static inline int64_t sp_nm_panel_groups(int32_t m, int64_t row_bytes) {
