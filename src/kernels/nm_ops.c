@@ -1,16 +1,21 @@
 /*
  * nm_ops.c - public N:M products: check arguments, pick the variant, split into tasks.
  *
- * Tasks are larger than CSR's: an N:M kernel tiles the columns so that a panel of X stays in
- * L1 while every row of its task streams through it, and the panel is loaded once per task,
- * so a task should hold enough rows to reuse it. The split depends only on the problem size.
+ * Tasks are larger than CSR's: an N:M kernel copies each panel of X (nm_tile.h) once per task
+ * and then streams every row of the task through it, so a task holds at least TASK_ROWS rows
+ * (fewer only to keep 8 tasks for load balance), and more when rows are short. The split
+ * depends only on the problem size, and rows are independent, so it never changes a result.
  */
 #include "ops_common.h"
 
-#ifndef NM_TASK_WORK
-#define NM_TASK_WORK (1 << 24)
-#endif
-#define TASK_WORK NM_TASK_WORK /* multiply-adds per task (spmm, sddmm) */
+#define TASK_WORK (1 << 24) /* multiply-adds per task (spmm, sddmm) */
+#define TASK_ROWS 128       /* rows per task at least, when there are 8 such tasks */
+
+static int64_t nm_rows_per_task(int64_t rows, int64_t work) {
+    int64_t r = sp_rows_per_task(rows, work, TASK_WORK);
+    int64_t floor_rows = SP_MIN(TASK_ROWS, (rows + 7) / 8);
+    return SP_MAX(r, floor_rows);
+}
 
 typedef struct nm_task {
     const sp_nm *w;
@@ -45,7 +50,7 @@ sp_status sp_nm_spmm(const sp_nm *w, const float *x, int64_t ldx, int64_t batch,
     const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("nm_spmm"));
     nm_task c = {.w = w, .x = x, .ldx = ldx, .batch = batch, .y = y, .ldy = ldy, .bias = bias,
                  .act = act, .fn = k->fn};
-    c.rows_per_task = sp_rows_per_task(w->rows, nm_slots(w) * batch, TASK_WORK);
+    c.rows_per_task = nm_rows_per_task(w->rows, nm_slots(w) * batch);
     sp_parallel_for((w->rows + c.rows_per_task - 1) / c.rows_per_task,
                     sp_resolve_threads(nthreads), spmm_task, &c);
     return SP_OK;
@@ -99,7 +104,7 @@ sp_status sp_nm_sddmm(const sp_nm *w, const float *dy, int64_t lddy, const float
     const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("nm_sddmm"));
     nm_task c = {.w = w, .dy = dy, .lddy = lddy, .x = x, .ldx = ldx, .batch = batch,
                  .dval = dval, .accumulate = accumulate, .fn = k->fn};
-    c.rows_per_task = sp_rows_per_task(w->rows, slots * SP_MAX(batch, 1), TASK_WORK);
+    c.rows_per_task = nm_rows_per_task(w->rows, slots * SP_MAX(batch, 1));
     sp_parallel_for((w->rows + c.rows_per_task - 1) / c.rows_per_task,
                     sp_resolve_threads(nthreads), sddmm_task, &c);
     return SP_OK;
