@@ -193,7 +193,8 @@ TEST(nm_kernels_cross_panels) {
 TEST(nm_public_products_are_deterministic) {
     sp_rng r;
     sp_rng_init(&r, 11, 0);
-    const int64_t rows = 700, cols = 258, batch = 70;
+    /* 700 rows of 514 slots at batch 70: two row tasks (nm_ops.c), two batch chunks for spmm_t */
+    const int64_t rows = 700, cols = 1026, batch = 70;
     float *dense = malloc(sizeof(float) * rows * cols);
     sp_test_fill_nm(dense, rows, cols, cols, 2, 4, SP_NM_FILL_SOME, &r);
     sp_nm *w = NULL;
