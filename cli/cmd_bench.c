@@ -67,8 +67,43 @@ static int64_t csr_stored(const void *o) { return ((const sp_csr *)o)->nnz; }
 static size_t csr_bytes(const void *o) { return sp_csr_bytes(o) + sp_csr_packed_bytes(o); }
 static void csr_release(void *o) { sp_csr_free(o); }
 
+/* N:M: in every group of m columns, n distinct random positions hold random nonzero values
+ * (a partial last group draws from its own columns). --sparsity does not apply: it is 1 - n/m. */
+static void draw_nm(const bench_cfg *c, float *d, sp_rng *r) {
+    for (int64_t i = 0; i < c->rows; i++) {
+        float *row = d + i * c->cols;
+        memset(row, 0, sizeof(float) * (size_t)c->cols);
+        for (int64_t j0 = 0; j0 < c->cols; j0 += c->m) {
+            int64_t width = c->cols - j0 < c->m ? c->cols - j0 : c->m;
+            int perm[32];
+            for (int o = 0; o < width; o++) perm[o] = o;
+            for (int64_t s = 0; s < c->n && s < width; s++) { /* partial Fisher-Yates */
+                int64_t t = s + (int64_t)sp_rng_below(r, (uint64_t)(width - s));
+                int tmp = perm[s];
+                perm[s] = perm[t], perm[t] = tmp;
+                row[j0 + perm[s]] = draw_value(r);
+            }
+        }
+    }
+}
+
+static sp_status nm_build(const bench_cfg *c, const float *d, void **o) {
+    return sp_nm_from_dense(c->rows, c->cols, d, c->cols, NULL, (int32_t)c->n, (int32_t)c->m,
+                            (sp_nm **)o);
+}
+static sp_status nm_spmm(const void *o, const float *x, int64_t b, float *y, int t) {
+    return sp_nm_spmm(o, x, b, b, y, b, NULL, SP_ACT_NONE, t);
+}
+static int64_t nm_stored(const void *o) {
+    const sp_nm *w = o;
+    return w->rows * w->groups * w->n;
+}
+static size_t nm_bytes(const void *o) { return sp_nm_bytes(o); }
+static void nm_release(void *o) { sp_nm_free(o); }
+
 static const fmt formats[] = {
     {"csr", draw_unstructured, csr_build, csr_spmm, csr_stored, csr_bytes, csr_release},
+    {"nm", draw_nm, nm_build, nm_spmm, nm_stored, nm_bytes, nm_release},
 };
 
 /* ---- timing -------------------------------------------------------------------------------- */
@@ -121,7 +156,8 @@ static void bench_usage(FILE *f) {
             "  --batch B        columns of X, 1 = SpMV (default 64)\n"
             "  --sparsity S     fraction of zero weights in [0, 1) (default 0.9; for nm it is\n"
             "                   1 - N/M)\n"
-            "  --format F       csr (default)\n"
+            "  --format F       csr (default), nm\n"
+            "  --nm N:M         pattern for --format nm, 1 <= N <= M <= 32 (default 2:4)\n"
             "  --threads T      threads for both sides (default 1)\n"
             "  --reps N         timed repetitions per side (default: enough for --min-time)\n"
             "  --min-time SEC   least time per side (default 0.5)\n"
@@ -169,7 +205,10 @@ static int parse(int argc, char **argv, bench_cfg *c) {
             c->seed = (uint64_t)s;
         } else if (!strcmp(a, "--format")) {
             if (!find_format(v)) {
-                fprintf(stderr, "sparrow bench: unknown format '%s' (csr)\n", v);
+                fprintf(stderr, "sparrow bench: unknown format '%s' (", v);
+                for (size_t k = 0; k < sizeof formats / sizeof formats[0]; k++)
+                    fprintf(stderr, "%s%s", k ? ", " : "", formats[k].name);
+                fprintf(stderr, ")\n");
                 return 2;
             }
             c->format = v;
@@ -299,6 +338,10 @@ static int run_spmm(const bench_cfg *c) {
     double gflops = 2.0 * (double)nnz_true * (double)c->batch / (sparse_ms * 1e6);
     double moved = (double)f->bytes(obj) + 4.0 * (double)(c->cols + c->rows) * (double)c->batch;
     double gbps = moved / (sparse_ms * 1e6);
+    char family[32];
+    snprintf(family, sizeof family, "%s_spmm", c->format);
+    const char *isa = sp_kernel_selected(family);
+    if (!isa) isa = sp_isa_name(sp_isa_active());
     char shape[32] = "";
     if (!strcmp(c->format, "bsr")) snprintf(shape, sizeof shape, "%lldx%lld", (long long)c->br, (long long)c->bc);
     if (!strcmp(c->format, "nm")) snprintf(shape, sizeof shape, "%lld:%lld", (long long)c->n, (long long)c->m);
@@ -313,12 +356,11 @@ static int run_spmm(const bench_cfg *c) {
                sparsity, (long long)c->threads, sparse_ms, dense_ms, dense_ms / sparse_ms,
                max_abs, worst_ratio, worst_ratio <= 1.0 ? "true" : "false", gflops, gbps,
                (long long)nnz_true, (long long)stored, f->bytes(obj), wbytes,
-               sp_kernel_selected("csr_spmm"), sp_gemm_backend(), reps);
+               isa, sp_gemm_backend(), reps);
     } else {
         printf("%s%s%s %lldx%lld batch %lld sparsity %.3f threads %lld (isa %s, dense %s)\n",
                c->format, shape[0] ? " " : "", shape, (long long)c->rows, (long long)c->cols,
-               (long long)c->batch, sparsity, (long long)c->threads,
-               sp_isa_name(sp_isa_active()), sp_gemm_backend());
+               (long long)c->batch, sparsity, (long long)c->threads, isa, sp_gemm_backend());
         printf("  sparse %9.4f ms  %7.2f GFLOP/s on nonzeros  %6.2f GB/s  %zu bytes\n", sparse_ms,
                gflops, gbps, f->bytes(obj));
         printf("  dense  %9.4f ms  %7.2f GFLOP/s  %zu bytes\n", dense_ms,

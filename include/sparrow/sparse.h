@@ -144,7 +144,9 @@ size_t sp_bsr_bytes(const sp_bsr *w);
  * (2:4, 1:4, 2:8, ...). Each row has groups = ceil(cols / m) groups and each group stores
  * exactly n (value, offset) slots: val[(i*groups + g)*n + s] and idx[...] = column - g*m, in
  * [0, m), strictly increasing within a group. A group with fewer nonzeros stores explicit
- * zeros. The uint8 offset is the compact metadata: 1 byte per kept weight instead of 4. */
+ * zeros. The uint8 offset is the compact metadata: 1 byte per kept weight instead of 4.
+ * A partial last group (cols % m != 0) must not point at columns >= cols, so it can hold n
+ * distinct offsets only if cols % m >= n: other shapes are refused with SP_ESHAPE. */
 typedef struct sp_nm {
     int64_t rows, cols;
     int32_t n, m;            /* 1 <= n <= m <= 32 */
@@ -153,15 +155,24 @@ typedef struct sp_nm {
     uint8_t *idx;            /* rows * groups * n */
 } sp_nm;
 
+/* Allocates an N:M matrix; val and idx are uninitialised, to be filled by the caller and
+ * checked with sp_nm_validate. Returns owned *out. SP_EINVAL (negative shape, n or m out of
+ * range), SP_ESHAPE (last group narrower than n), SP_EOVERFLOW, SP_ENOMEM. */
 sp_status sp_nm_new(int64_t rows, int64_t cols, int32_t n, int32_t m, sp_nm **out);
+/* Accepts NULL and half-built matrices. */
 void sp_nm_free(sp_nm *w);
+/* Checks every invariant; SP_EFORMAT (SP_EINVAL for sizes) naming the first violation. */
 sp_status sp_nm_validate(const sp_nm *w);
 /* N:M of a dense matrix. mask == NULL: the dense matrix must already be N:M (SP_EFORMAT naming
  * the first group with more than n nonzeros otherwise). With a mask, keeps the masked entries,
- * which must themselves be N:M. To *choose* N:M entries by magnitude, use the pruning API. */
+ * which must themselves be N:M. Groups with fewer kept entries are padded with explicit zeros
+ * at their lowest free offsets. Borrows dense and mask; returns owned *out. To *choose* N:M
+ * entries by magnitude, use the pruning API. */
 sp_status sp_nm_from_dense(int64_t rows, int64_t cols, const float *dense, int64_t ld,
                            const sp_mask *mask, int32_t n, int32_t m, sp_nm **out);
+/* Writes W into dense (rows x cols, leading dim ld), zeros elsewhere. */
 sp_status sp_nm_to_dense(const sp_nm *w, float *dense, int64_t ld);
+/* Bytes used by the arrays (values + offsets, padding slots included). */
 size_t sp_nm_bytes(const sp_nm *w);
 
 #ifdef __cplusplus
