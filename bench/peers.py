@@ -11,14 +11,15 @@ Timing: warm-up, then alternating blocks of the peers (3 rounds, so that machine
 both), median per peer, at least --min-time of timed runs each and at least 5 runs. Each case
 records "other_load" (cores that other processes kept busy meanwhile) and "cpu_pressure" (share
 of the time some task waited for a CPU); a contended case (pressure above 10%) runs again,
---retries times at most, keeping the least contended run, as bench/sweep.sh does.
+--retries times at most and within the run's retry budget (BENCH_RETRY_BUDGET seconds), keeping
+the least contended run, as bench/sweep.sh does.
 
 Appends JSON lines to --out: first one {"kind": "env", ...} (versions, OpenBLAS core, the check
 that torch runs its sparse kernel), then one {"kind": "result", ...} per peer and case.
 
 Run with /usr/bin/python3 (Debian's numpy/scipy/torch) and OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE
-unset, as bench/run.sh does. Needs only the standard library to start: a missing peer is
-reported in the env line and skipped.
+unset, as bench/run.sh does. Needs numpy; a missing torch or scipy is reported in the env
+line and skipped.
 """
 import argparse
 import ctypes
@@ -174,6 +175,32 @@ def contended(c, threads):
     return c["other_load"] > NCORES - threads + 0.25
 
 
+def _ledger():
+    path, budget = os.environ.get("BENCH_RETRY_LEDGER"), os.environ.get("BENCH_RETRY_BUDGET")
+    spent = 0.0
+    if path:
+        try:
+            with open(path) as f:
+                spent = float(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pass
+    return path, float(budget) if budget else None, spent
+
+
+def retry_allowed():
+    """Retries share one time budget across the run (BENCH_RETRY_BUDGET seconds, spent so far
+    in the file BENCH_RETRY_LEDGER, which bench/sweep.sh updates too)."""
+    _, budget, spent = _ledger()
+    return budget is None or spent < budget
+
+
+def retry_spend(seconds):
+    path, _, spent = _ledger()
+    if path:
+        with open(path, "w") as f:
+            f.write("%.2f\n" % (spent + seconds))
+
+
 def calmer(a, b):
     return (a["cpu_pressure"] or 0, a["other_load"]) < (b["cpu_pressure"] or 0, b["other_load"])
 
@@ -269,21 +296,26 @@ def main():
                         torch.set_num_threads(threads)
                     # on a shared machine a contended case runs again (--retries), and the
                     # least contended run is kept
-                    best = None
+                    best, t_case = None, time.perf_counter()
                     for attempt in range(1, a.retries + 2):
+                        t_run = time.perf_counter()
                         res = measured(lambda: time_blocks(fns, a.min_time))
+                        if attempt > 1:
+                            retry_spend(time.perf_counter() - t_run + a.retry_pause)
                         if best is None or calmer(res[1], best[1]):
                             best = res
-                        if not contended(best[1], threads) or attempt > a.retries:
+                        if (not contended(best[1], threads) or attempt > a.retries
+                                or not retry_allowed()):
                             break
                         time.sleep(a.retry_pause)
                     times, cont = best
+                    wall = round(time.perf_counter() - t_case, 2)
                     for peer, (sec, reps) in times.items():
                         rec = {"kind": "result", "peer": peer, "format": "csr", "rows": rows,
                                "cols": cols, "batch": batch, "threads": threads,
                                "req_sparsity": sp, "sparsity": round(1 - nnz / (rows * cols), 4),
                                "nnz": nnz, "ms": round(sec * 1e3, 6), "reps": reps,
-                               "call": calls[peer], "attempts": attempt}
+                               "call": calls[peer], "attempts": attempt, "wall_s": wall}
                         rec.update(cont)
                         if ref is not None:
                             y = fns[peer]()

@@ -5,7 +5,8 @@
 # value), "other_load" (cores that other processes kept busy during the case), "cpu_pressure"
 # (share of the time some task waited for a CPU), "steal" and "attempts"; a case that fails is
 # kept as a line with "error" and "rc". A contended case (CPU pressure above 10%) is retried up
-# to BENCH_RETRIES (2) times and the least contended run is kept.
+# to BENCH_RETRIES (2) times, within the run's retry budget, and the least contended run is kept;
+# "wall_s" is the time the case took, attempts included.
 #
 #   bench/sweep.sh                      the whole grid
 #   bench/sweep.sh --shape 4096x4096    one shape (bench/run.sh interleaves shapes with peers)
@@ -20,6 +21,21 @@ cd "$(dirname "$0")/.."
 BIN=${SPARROW_BIN:-./build/sparrow}
 RETRIES=${BENCH_RETRIES:-2}
 RETRY_PAUSE=${BENCH_RETRY_PAUSE:-1}
+# Retries share one time budget across a run: BENCH_RETRY_BUDGET seconds, the time spent so far
+# kept in the file BENCH_RETRY_LEDGER (bench/run.sh sets both; bench/peers.py spends from it too).
+LEDGER=${BENCH_RETRY_LEDGER:-}
+BUDGET=${BENCH_RETRY_BUDGET:-}
+retry_allowed() {
+  [ -n "$LEDGER" ] && [ -n "$BUDGET" ] || return 0
+  awk -v b="$BUDGET" '{ s = $1 } END { exit !(s + 0 < b) }' "$LEDGER" 2>/dev/null ||
+    [ ! -s "$LEDGER" ]
+}
+retry_spend() {
+  [ -n "$LEDGER" ] || return 0
+  local s
+  s=$(cat "$LEDGER" 2>/dev/null || echo 0)
+  awk -v s="${s:-0}" -v d="$1" 'BEGIN { printf "%.2f\n", s + d }' >"$LEDGER"
+}
 OUT=bench/out/sparrow.jsonl
 only_shapes=()
 while [ $# -gt 0 ]; do
@@ -98,6 +114,7 @@ measure() {
   p1=$(cpu_stall)
   read -r b1 s1 <<<"$(cpu_busy)"
   read -r wall usr sys <"$tf"
+  mwall=$wall
   line=$(head -1 "$of")
   err=$(head -1 "$ef")
   read -r other steal pressure <<<"$(awk -v b0="$b0" -v b1="$b1" -v s0="$s0" -v s1="$s1" \
@@ -123,20 +140,23 @@ run_case() { # fmt variant extra rows cols batch threads sparsity|""
   # shellcheck disable=SC2206
   [ -n "$extra" ] && args+=($extra)
   local line rc err other steal pressure attempt=0 best="" best_rc=0 best_err=""
-  local best_other="" best_steal="" best_pressure=""
+  local best_other="" best_steal="" best_pressure="" total=0 mwall
   local TIMEFORMAT='%3R %3U %3S'
   # On a shared machine, a contended case is run again (BENCH_RETRIES times at most, after a
   # pause) and the least contended run is kept.
   while :; do
     attempt=$((attempt + 1))
     measure "${args[@]}"
+    total=$(awk -v a="$total" -v b="$mwall" 'BEGIN { print a + b }')
+    [ "$attempt" -gt 1 ] && retry_spend "$(awk -v a="$mwall" -v b="$RETRY_PAUSE" 'BEGIN { print a + b }')"
     if [[ $line == "{"*"}" ]]; then
       if [ -z "$best" ] || awk -v a="$pressure" -v b="$best_pressure" -v c="$other" \
           -v d="$best_other" 'BEGIN { exit !(a < b || (a == b && c < d)) }'; then
         best=$line best_other=$other best_steal=$steal best_pressure=$pressure best_rc=$rc
         best_err=$err
       fi
-      if contended "$best_other" "$best_pressure" "$threads" && [ "$attempt" -le "$RETRIES" ]; then
+      if contended "$best_other" "$best_pressure" "$threads" && [ "$attempt" -le "$RETRIES" ] &&
+          retry_allowed; then
         sleep "$RETRY_PAUSE"
         continue
       fi
@@ -146,7 +166,7 @@ run_case() { # fmt variant extra rows cols batch threads sparsity|""
   local req=${sp:-null}
   if [ -n "$best" ]; then
     # rc 3 = outside tolerance: the object says so (within_tol false); keep it
-    echo "${best%\}},\"req_sparsity\":$req,\"other_load\":$best_other,\"cpu_pressure\":$best_pressure,\"steal\":$best_steal,\"attempts\":$attempt}" >>"$OUT"
+    echo "${best%\}},\"req_sparsity\":$req,\"other_load\":$best_other,\"cpu_pressure\":$best_pressure,\"steal\":$best_steal,\"attempts\":$attempt,\"wall_s\":$total}" >>"$OUT"
     local spd=${best#*\"speedup\":} mark=""
     contended "$best_other" "$best_pressure" "$threads" &&
       mark="  (contended: tasks waited for a CPU ${best_pressure/-1/?} of the time; other processes used $best_other cores)"
