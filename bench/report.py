@@ -186,11 +186,12 @@ class Data:
 
 
 def break_even(points, top):
-    """points: [(sparsity, speedup)] ascending. The sparsity where sparse starts to beat dense."""
+    """points: [(sparsity, speedup)] ascending. The sparsity where sparse starts to beat dense,
+    whether the speedup dips below 1 again further up, and the indices of the points used."""
     if not points:
-        return "—", False
+        return "—", False, []
     if points[0][1] >= 1.0:
-        return "< %g" % points[0][0], any(s < 1.0 for _, s in points)
+        return "< %g" % points[0][0], any(s < 1.0 for _, s in points), [0]
     for i in range(1, len(points)):
         (s0, v0), (s1, v1) = points[i - 1], points[i]
         if v1 >= 1.0:
@@ -198,8 +199,8 @@ def break_even(points, top):
             t = (0 - math.log(v0)) / (math.log(v1) - math.log(v0)) if v1 != v0 else 1.0
             x = s0 + t * (s1 - s0)
             wobble = any(v < 1.0 for _, v in points[i:])
-            return "%.2f" % x, wobble
-    return "none up to %g" % top, False
+            return "%.2f" % x, wobble, [i - 1, i]
+    return "none up to %g" % top, False, [len(points) - 1]
 
 
 def main():
@@ -270,13 +271,23 @@ def main():
         loads = [r["other_load"] for r in D.sparrow + D.peers if r.get("other_load") is not None]
         w("| timing | median per side; at least %s s of timed runs per side and case (and >= 6 "
           "runs sparrow, >= 5 peers) |" % run.get("min_time"))
-        w("| sweep time | %d min %02d s |" % divmod(int(run.get("seconds", 0)), 60))
+        mins, secs = divmod(int(run.get("seconds", 0)), 60)
+        by = run.get("seconds_by_shape") or {}
+        w("| sweep time | %d min %02d s%s%s |" % (
+            mins, secs, (" (sparrow + peers: " + ", ".join(
+                "%s %d + %d s" % (k, v[0], v[1]) for k, v in by.items()) + ")") if by else "",
+            "; retries of contended cases %.0f s of a %s s budget" % (
+                float(run["retry_spent"]), run.get("retry_budget")) if "retry_spent" in run
+            else ""))
+        w("| threading environment | %s |" % (
+            "`%s`" % run["omp_env"] if run.get("omp_env") else
+            "defaults (no OMP_\\*, GOMP_\\* or OPENBLAS_\\* variables set)"))
         if loads:
             cs = sum(1 for r in D.sparrow if contended(r))
             cp = sum(1 for r in D.peers if contended(r))
             w("| contention | other processes kept median %.2f, max %.2f of the %d cores busy "
               "during the cases; a contended case (some task waiting for a CPU > 10%% of the "
-              "time) was run again up to twice; %d of %d sparrow and %d of %d peer results "
+              "time) was run again up to twice within the retry budget; %d of %d sparrow and %d of %d peer results "
               "stayed contended: marked † |" % (
                   statistics.median(loads), max(loads), NCORES, cs, len(D.sparrow), cp,
                   len([p for p in D.peers if p.get("ms")])))
@@ -388,8 +399,8 @@ def main():
     w("The sparsity from which sparrow beats dense OpenBLAS (speedup >= 1), per format, shape, "
       "batch and threads: interpolated (linearly in log speedup) between the two swept "
       "sparsities around the crossing; \"< 0.5\" if it already wins at the lowest swept "
-      "sparsity, \"none up to 0.99\" if it never does. N:M has a fixed sparsity (1 - N/M): see "
-      "its speedup table.")
+      "sparsity, \"none up to 0.99\" if it never does (†: a point it rests on was measured "
+      "under CPU contention). N:M has a fixed sparsity (1 - N/M): see its speedup table.")
     w("")
     footnote = False
     for lab in D.labels:
@@ -413,9 +424,10 @@ def main():
                         cells.append("—")
                         continue
                     any_ = True
-                    txt, wob = break_even(pts, sps[-1])
+                    txt, wob, used = break_even(pts, sps[-1])
                     footnote |= wob
-                    cells.append(txt + (" *" if wob else ""))
+                    busy = any(contended(D.sp(lab, shp, b, t, sps[i])) for i in used)
+                    cells.append(txt + (" *" if wob else "") + ("†" if busy else ""))
                 if any_:
                     w("| %s | %s |" % (shp, " | ".join(cells)))
             w("")
@@ -590,7 +602,12 @@ def main():
         "CPU pressure is run again, up to twice, and the least contended run is kept. 2-thread "
         "cases suffer most: with one core taken, their two threads share one core and every "
         "barrier waits for a descheduled thread (OpenMP in sparrow and torch, pthreads in "
-        "OpenBLAS), which can cost 10x or more. Cells marked † stayed contended.",
+        "OpenBLAS). With libgomp's default spin-waiting, a 2-thread sparrow call then often "
+        "takes a whole scheduler tick or two (4 or 8 ms here, instead of ~1 ms at 768x3072 "
+        "batch 128, or 0.05 ms at batch 1): a spinning thread that loses its core waits for the "
+        "next tick, while a sleeping one is woken at once. `OMP_WAIT_POLICY=PASSIVE` avoids the "
+        "collapse but adds ~50 µs to every call on this VM; the sweep keeps the defaults a user "
+        "gets (recorded above). Cells marked † stayed contended: read them as noise.",
     ]
     for n in notes:
         w("- " + n)

@@ -35,6 +35,10 @@ PY=/usr/bin/python3 # Debian's numpy/scipy/torch, whatever python3 comes first o
 out=bench/out
 mkdir -p "$out"
 rm -f "$out"/sparrow.jsonl "$out"/peers.jsonl "$out"/formats.jsonl "$out"/run.json
+# Contended cases are retried within one time budget for the whole run (seconds).
+export BENCH_RETRY_LEDGER=$out/retry_seconds
+export BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-$RETRY_BUDGET}
+echo 0 >"$BENCH_RETRY_LEDGER"
 start=$(date +%s)
 start_iso=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 read -r load_start _ </proc/loadavg
@@ -47,8 +51,11 @@ if ! $PY -c 'import numpy' 2>/dev/null; then
   peers=no
 fi
 env_flag=()
+phases=()
 for shape in $SHAPES; do
+  t0=$(date +%s)
   bench/sweep.sh --shape "$shape"
+  t1=$(date +%s)
   if [ $peers = yes ]; then
     # shellcheck disable=SC2046,SC2086
     if ! $PY bench/peers.py --shapes "$shape" --sparsities $SPARSITIES \
@@ -58,15 +65,21 @@ for shape in $SHAPES; do
     fi
     env_flag=(--no-env)
   fi
+  t2=$(date +%s)
+  phases+=("\"$shape\":[$((t1 - t0)),$((t2 - t1))]")
+  echo "bench: $shape took $((t1 - t0)) s (sparrow) + $((t2 - t1)) s (peers)"
 done
 
 read -r load_end _ </proc/loadavg
 end=$(date +%s)
 list() { printf '"%s",' "$@" | sed 's/,$//'; }
 # shellcheck disable=SC2086
-printf '{"quick":%s,"start":"%s","seconds":%d,"min_time":%s,"shapes":[%s],"sparsities":[%s],"batches":[%s],"threads":[%s],"load_start":%s,"load_end":%s,"peers":"%s"}\n' \
+printf '{"quick":%s,"start":"%s","seconds":%d,"min_time":%s,"shapes":[%s],"sparsities":[%s],"batches":[%s],"threads":[%s],"load_start":%s,"load_end":%s,"peers":"%s","seconds_by_shape":{%s},"retry_budget":%s,"retry_spent":%s,"omp_env":"%s"}\n' \
   "$([ "${BENCH_QUICK:-0}" = 1 ] && echo true || echo false)" "$start_iso" $((end - start)) \
   "$MIN_TIME" "$(list $SHAPES)" "$(list $SPARSITIES)" "$(list $BATCHES)" "$(list $THREADS)" \
-  "$load_start" "$load_end" "$peers" >"$out/run.json"
+  "$load_start" "$load_end" "$peers" "$(IFS=,; echo "${phases[*]}")" "$BENCH_RETRY_BUDGET" \
+  "$(cat "$BENCH_RETRY_LEDGER")" \
+  "$(env | grep -E '^(OMP_|GOMP_|OPENBLAS_)' | sort | tr '\n' ' ' | sed 's/ $//; s/"/\\"/g')" \
+  >"$out/run.json"
 echo "bench: sweep took $((end - start)) s"
 $PY bench/report.py
