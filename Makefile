@@ -3,6 +3,7 @@
 #   make            build build/sparrow (CLI), build/libsparrow.a and build/libsparrow.so
 #   make test       the suite: plain, with SPARROW_ISA=scalar, and under ASan+UBSan
 #   make bench      the kernel benchmark sweep with its peers; writes docs/BENCHMARKS.md
+#                   (BENCH_QUICK=1 make bench: a small grid, a few minutes)
 #   make run        the main job end to end (for now: the kernel benchmark summary)
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
 #   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
