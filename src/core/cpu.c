@@ -39,16 +39,6 @@ static bool x86_has(sp_isa isa) {
     }
     return false;
 }
-
-/* CPUID traps to the hypervisor in a VM (microseconds each), and every kernel call asks which
- * levels are usable: probe once per process. */
-static bool x86_avx2, x86_avx512;
-static pthread_once_t x86_once = PTHREAD_ONCE_INIT;
-
-static void x86_probe(void) {
-    x86_avx2 = x86_has(SP_ISA_AVX2);
-    x86_avx512 = x86_has(SP_ISA_AVX512);
-}
 #endif
 
 static bool isa_probe(sp_isa isa) {
@@ -56,9 +46,7 @@ static bool isa_probe(sp_isa isa) {
     case SP_ISA_SCALAR: return true;
 #if defined(__x86_64__) || defined(_M_X64)
     case SP_ISA_AVX2:
-    case SP_ISA_AVX512:
-        pthread_once(&x86_once, x86_probe);
-        return isa == SP_ISA_AVX2 ? x86_avx2 : x86_avx512;
+    case SP_ISA_AVX512: return x86_has(isa);
 #endif
 #if defined(__aarch64__)
     case SP_ISA_NEON: return true;
