@@ -42,12 +42,28 @@ static const sp_kernel csr_sddmm[] = {
     ARM(SP_KERNEL(sp_f32_sddmm_csr__neon, SP_ISA_NEON))
 };
 
+static const sp_kernel bsr_spmm[] = {
+    SP_KERNEL_REF(sp_f32_spmm_bsr__ref),
+    SP_KERNEL(sp_f32_spmm_bsr__scalar, SP_ISA_SCALAR),
+};
+static const sp_kernel bsr_spmm_t[] = {
+    SP_KERNEL_REF(sp_f32_spmm_t_bsr__ref),
+    SP_KERNEL(sp_f32_spmm_t_bsr__scalar, SP_ISA_SCALAR),
+};
+static const sp_kernel bsr_sddmm[] = {
+    SP_KERNEL_REF(sp_f32_sddmm_bsr__ref),
+    SP_KERNEL(sp_f32_sddmm_bsr__scalar, SP_ISA_SCALAR),
+};
+
 #define FAMILY(name, table) {name, table, (int)(sizeof table / sizeof table[0])}
 
 const sp_kernel_family sp_kernel_families[] = {
     FAMILY("csr_spmm", csr_spmm),
     FAMILY("csr_spmm_t", csr_spmm_t),
     FAMILY("csr_sddmm", csr_sddmm),
+    FAMILY("bsr_spmm", bsr_spmm),
+    FAMILY("bsr_spmm_t", bsr_spmm_t),
+    FAMILY("bsr_sddmm", bsr_sddmm),
     {NULL, NULL, 0},
 };
 
