@@ -64,8 +64,35 @@ static int64_t csr_stored(const void *o) { return ((const sp_csr *)o)->nnz; }
 static size_t csr_bytes(const void *o) { return sp_csr_bytes(o); }
 static void csr_release(void *o) { sp_csr_free(o); }
 
+/* Block-sparse: each (br x bc) block kept with probability 1 - sparsity, dense inside. */
+static void draw_blocks(const bench_cfg *c, float *d, sp_rng *r) {
+    memset(d, 0, (size_t)(c->rows * c->cols) * sizeof(float));
+    for (int64_t i0 = 0; i0 < c->rows; i0 += c->br)
+        for (int64_t j0 = 0; j0 < c->cols; j0 += c->bc) {
+            if (!(sp_rng_uniform(r) >= c->sparsity)) continue;
+            for (int64_t i = i0; i < i0 + c->br && i < c->rows; i++)
+                for (int64_t j = j0; j < j0 + c->bc && j < c->cols; j++)
+                    d[i * c->cols + j] = draw_value(r);
+        }
+}
+
+static sp_status bsr_build(const bench_cfg *c, const float *d, void **o) {
+    return sp_bsr_from_dense(c->rows, c->cols, d, c->cols, NULL, (int32_t)c->br, (int32_t)c->bc,
+                             (sp_bsr **)o);
+}
+static sp_status bsr_spmm(const void *o, const float *x, int64_t b, float *y, int t) {
+    return sp_bsr_spmm(o, x, b, b, y, b, NULL, SP_ACT_NONE, t);
+}
+static int64_t bsr_stored(const void *o) {
+    const sp_bsr *w = o;
+    return w->nblocks * w->br * w->bc;
+}
+static size_t bsr_bytes(const void *o) { return sp_bsr_bytes(o); }
+static void bsr_release(void *o) { sp_bsr_free(o); }
+
 static const fmt formats[] = {
     {"csr", draw_unstructured, csr_build, csr_spmm, csr_stored, csr_bytes, csr_release},
+    {"bsr", draw_blocks, bsr_build, bsr_spmm, bsr_stored, bsr_bytes, bsr_release},
 };
 
 /* ---- timing -------------------------------------------------------------------------------- */
@@ -118,7 +145,8 @@ static void bench_usage(FILE *f) {
             "  --batch B        columns of X, 1 = SpMV (default 64)\n"
             "  --sparsity S     fraction of zero weights in [0, 1) (default 0.9; for nm it is\n"
             "                   1 - N/M)\n"
-            "  --format F       csr (default)\n"
+            "  --format F       csr (default) or bsr\n"
+            "  --block RxC      block shape for bsr, each side in [1, 64] (default 4x4)\n"
             "  --threads T      threads for both sides (default 1)\n"
             "  --reps N         timed repetitions per side (default: enough for --min-time)\n"
             "  --min-time SEC   least time per side (default 0.5)\n"
@@ -162,7 +190,7 @@ static int parse(int argc, char **argv, bench_cfg *c) {
             c->seed = (uint64_t)s;
         } else if (!strcmp(a, "--format")) {
             if (!find_format(v)) {
-                fprintf(stderr, "sparrow bench: unknown format '%s' (csr)\n", v);
+                fprintf(stderr, "sparrow bench: unknown format '%s' (csr, bsr)\n", v);
                 return 2;
             }
             c->format = v;
@@ -292,7 +320,8 @@ static int run_spmm(const bench_cfg *c) {
     double gflops = 2.0 * (double)stored * (double)c->batch / (sparse_ms * 1e6);
     double moved = (double)f->bytes(obj) + 4.0 * (double)(c->cols + c->rows) * (double)c->batch;
     double gbps = moved / (sparse_ms * 1e6);
-    char shape[32] = "";
+    char shape[32] = "", family[32];
+    snprintf(family, sizeof family, "%s_spmm", c->format);
     if (!strcmp(c->format, "bsr")) snprintf(shape, sizeof shape, "%lldx%lld", (long long)c->br, (long long)c->bc);
     if (!strcmp(c->format, "nm")) snprintf(shape, sizeof shape, "%lld:%lld", (long long)c->n, (long long)c->m);
     if (c->json) {
@@ -306,12 +335,12 @@ static int run_spmm(const bench_cfg *c) {
                sparsity, (long long)c->threads, sparse_ms, dense_ms, dense_ms / sparse_ms,
                max_abs, worst_ratio, worst_ratio <= 1.0 ? "true" : "false", gflops, gbps,
                (long long)nnz_true, (long long)stored, f->bytes(obj), wbytes,
-               sp_kernel_selected("csr_spmm"), sp_gemm_backend(), reps);
+               sp_kernel_selected(family), sp_gemm_backend(), reps);
     } else {
         printf("%s%s%s %lldx%lld batch %lld sparsity %.3f threads %lld (isa %s, dense %s)\n",
                c->format, shape[0] ? " " : "", shape, (long long)c->rows, (long long)c->cols,
                (long long)c->batch, sparsity, (long long)c->threads,
-               sp_isa_name(sp_isa_active()), sp_gemm_backend());
+               sp_kernel_selected(family), sp_gemm_backend());
         printf("  sparse %9.4f ms  %7.2f GFLOP/s on nonzeros  %6.2f GB/s  %zu bytes\n", sparse_ms,
                gflops, gbps, f->bytes(obj));
         printf("  dense  %9.4f ms  %7.2f GFLOP/s  %zu bytes\n", dense_ms,
