@@ -45,14 +45,17 @@ static const sp_kernel csr_sddmm[] = {
 static const sp_kernel bsr_spmm[] = {
     SP_KERNEL_REF(sp_f32_spmm_bsr__ref),
     SP_KERNEL(sp_f32_spmm_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_bsr__avx512, SP_ISA_AVX512))
 };
 static const sp_kernel bsr_spmm_t[] = {
     SP_KERNEL_REF(sp_f32_spmm_t_bsr__ref),
     SP_KERNEL(sp_f32_spmm_t_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_t_bsr__avx512, SP_ISA_AVX512))
 };
 static const sp_kernel bsr_sddmm[] = {
     SP_KERNEL_REF(sp_f32_sddmm_bsr__ref),
     SP_KERNEL(sp_f32_sddmm_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_sddmm_bsr__avx512, SP_ISA_AVX512))
 };
 
 #define FAMILY(name, table) {name, table, (int)(sizeof table / sizeof table[0])}
