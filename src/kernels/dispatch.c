@@ -45,17 +45,23 @@ static const sp_kernel csr_sddmm[] = {
 static const sp_kernel bsr_spmm[] = {
     SP_KERNEL_REF(sp_f32_spmm_bsr__ref),
     SP_KERNEL(sp_f32_spmm_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_bsr__avx2, SP_ISA_AVX2))
     X86(SP_KERNEL(sp_f32_spmm_bsr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_spmm_bsr__neon, SP_ISA_NEON))
 };
 static const sp_kernel bsr_spmm_t[] = {
     SP_KERNEL_REF(sp_f32_spmm_t_bsr__ref),
     SP_KERNEL(sp_f32_spmm_t_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_t_bsr__avx2, SP_ISA_AVX2))
     X86(SP_KERNEL(sp_f32_spmm_t_bsr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_spmm_t_bsr__neon, SP_ISA_NEON))
 };
 static const sp_kernel bsr_sddmm[] = {
     SP_KERNEL_REF(sp_f32_sddmm_bsr__ref),
     SP_KERNEL(sp_f32_sddmm_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_sddmm_bsr__avx2, SP_ISA_AVX2))
     X86(SP_KERNEL(sp_f32_sddmm_bsr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_sddmm_bsr__neon, SP_ISA_NEON))
 };
 
 #define FAMILY(name, table) {name, table, (int)(sizeof table / sizeof table[0])}
