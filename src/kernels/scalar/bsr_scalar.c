@@ -3,8 +3,10 @@
  * with whatever the baseline ISA offers (SSE2 on x86-64, NEON on aarch64).
  *
  * spmm keeps a (SP_ROWS x SP_TILE) tile of outputs (up to four rows of a block row, SP_TILE
- * batch columns) in a local accumulator; each row of X a block touches is loaded once and
- * reused by the rows of the tile, which is the point of blocks over CSR. Batch 1 dots each
+ * batch columns: 8 accumulator vectors, which fit the 16 registers of SSE2) in a local array
+ * whose row count is a compile-time constant, so that it lives in registers; each row of X a
+ * block touches is loaded once and reused by the rows of the tile, which is the point of
+ * blocks over CSR. Batch 1 dots each
  * block row with the block's slice of x, read once per block. Edge blocks are clipped to the
  * matrix: X and dY are never read, nor Y and dX written, outside it.
  */
@@ -12,7 +14,7 @@
 
 #include "../kernel_table.h"
 
-#define SP_TILE 16
+#define SP_TILE 8
 #define SP_ROWS 4
 
 /* Rows of block row I inside the matrix. */
@@ -42,39 +44,56 @@ static void spmv_block_row(const sp_bsr *w, int64_t I, const float *x, int64_t l
     for (int64_t r = 0; r < rv; r++) y[(I * br + r) * ldy] = sp_epilogue(acc[r], bias, I * br + r, act);
 }
 
-static void spmm_block_row(const sp_bsr *w, int64_t I, const float *x, int64_t ldx,
-                           int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
-    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = rows_in(w, I);
-    const int64_t k0 = w->row_ptr[I], k1 = w->row_ptr[I + 1];
-    for (int64_t r0 = 0; r0 < rv; r0 += SP_ROWS) {
-        const int64_t nr = SP_MIN(SP_ROWS, rv - r0);
-        for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
-            const int64_t nb = SP_MIN(SP_TILE, batch - b0);
-            float acc[SP_ROWS][SP_TILE] = {{0}};
-            for (int64_t k = k0; k < k1; k++) {
-                const int64_t J = w->col_idx[k], cv = cols_in(w, J);
-                const float *v = w->val + k * bs + r0 * bc;
-                const float *xj = x + J * bc * ldx + b0;
-                for (int64_t c = 0; c < cv; c++) {
-                    const float *xr = xj + c * ldx;
-                    if (nb == SP_TILE) {
-                        for (int64_t r = 0; r < nr; r++) {
-                            const float wv = v[r * bc + c];
-                            for (int b = 0; b < SP_TILE; b++) acc[r][b] += wv * xr[b];
-                        }
-                    } else {
-                        for (int64_t r = 0; r < nr; r++) {
-                            const float wv = v[r * bc + c];
-                            for (int64_t b = 0; b < nb; b++) acc[r][b] += wv * xr[b];
-                        }
-                    }
+/* Rows [r0, r0 + R) of block row I (R a constant after inlining, so that the R x SP_TILE tile
+ * stays in registers), batch columns [b0, b0 + nb). */
+static inline __attribute__((always_inline)) void spmm_tile(const sp_bsr *w, int64_t I,
+                                                            int64_t r0, const int R, int64_t b0,
+                                                            int64_t nb, const float *x,
+                                                            int64_t ldx, float *y, int64_t ldy,
+                                                            const float *bias, sp_act act) {
+    const int64_t br = w->br, bc = w->bc, bs = br * bc;
+    float acc[SP_ROWS][SP_TILE] = {{0}};
+    for (int64_t k = w->row_ptr[I]; k < w->row_ptr[I + 1]; k++) {
+        const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+        const float *v = w->val + k * bs + r0 * bc;
+        const float *xj = x + J * bc * ldx + b0;
+        for (int64_t c = 0; c < cv; c++) {
+            const float *xr = xj + c * ldx;
+            if (nb == SP_TILE) {
+                for (int r = 0; r < R; r++) {
+                    const float wv = v[r * bc + c];
+#pragma GCC unroll 1 /* keep it a loop for the loop vectoriser (SLP does worse here) */
+                    for (int b = 0; b < SP_TILE; b++) acc[r][b] += wv * xr[b];
+                }
+            } else {
+                for (int r = 0; r < R; r++) {
+                    const float wv = v[r * bc + c];
+                    for (int64_t b = 0; b < nb; b++) acc[r][b] += wv * xr[b];
                 }
             }
-            for (int64_t r = 0; r < nr; r++) {
-                const int64_t i = I * br + r0 + r;
-                float *yr = y + i * ldy + b0;
-                for (int64_t b = 0; b < nb; b++) yr[b] = sp_epilogue(acc[r][b], bias, i, act);
-            }
+        }
+    }
+    const int64_t rv = rows_in(w, I) - r0;
+    for (int r = 0; r < R && r < rv; r++) {
+        const int64_t i = I * br + r0 + r;
+        float *yr = y + i * ldy + b0;
+        for (int64_t b = 0; b < nb; b++) yr[b] = sp_epilogue(acc[r][b], bias, i, act);
+    }
+}
+
+static void spmm_block_row(const sp_bsr *w, int64_t I, const float *x, int64_t ldx,
+                           int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
+    const int64_t br = w->br, rv = rows_in(w, I);
+    for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
+        const int64_t nb = SP_MIN(SP_TILE, batch - b0);
+        int64_t r0 = 0;
+        for (; r0 + SP_ROWS <= br && r0 < rv; r0 += SP_ROWS)
+            spmm_tile(w, I, r0, SP_ROWS, b0, nb, x, ldx, y, ldy, bias, act);
+        if (r0 >= rv) continue;
+        switch (br - r0) { /* the block's last rows: never read weights past the block */
+        case 1: spmm_tile(w, I, r0, 1, b0, nb, x, ldx, y, ldy, bias, act); break;
+        case 2: spmm_tile(w, I, r0, 2, b0, nb, x, ldx, y, ldy, bias, act); break;
+        default: spmm_tile(w, I, r0, 3, b0, nb, x, ldx, y, ldy, bias, act); break;
         }
     }
 }
@@ -109,6 +128,7 @@ void sp_f32_spmm_t_bsr__scalar(const sp_bsr *w, int64_t b0, int64_t b1, const fl
                         const float wv = v[r * bc + c];
                         const float *gr = g + r * lddy;
                         if (nb == SP_TILE) {
+#pragma GCC unroll 1 /* keep it a loop for the loop vectoriser */
                             for (int b = 0; b < SP_TILE; b++) acc[b] += wv * gr[b];
                         } else {
                             for (int64_t b = 0; b < nb; b++) acc[b] += wv * gr[b];
