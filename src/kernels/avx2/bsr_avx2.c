@@ -62,22 +62,31 @@ AI void store_v(float *p, __m256 v, const bool masked, __m256i m) {
 #define SETS_C(R, NV, BC) ((BC) > 1 && (R) * (NV) < 8 ? ((R) * (NV) >= 4 || (BC) < 4 ? 2 : 4) : 1)
 #define SETS_K(R, NV, BC) ((R) * (NV) * SETS_C(R, NV, BC) < 8 ? 2 : 1)
 
-/* acc[set0 + c % S][r][v] += W[r, c] * X[c, 8 v ...] for the cn columns of one block. */
-AI void block_fma(__m256 acc[8][8][4], int set0, const int S, const float *wv, int64_t bc,
-                  const float *xb, int64_t ldx, int64_t cn, const int R, const int NV,
-                  const bool MASK, __m256i m) {
-#pragma GCC unroll 16
-    for (int64_t c = 0; c < cn; c++) {
-        const int q = set0 + (S > 1 ? (int)(c % S) : 0);
-        __m256 xv[4];
+/* acc[q][r][v] += W[r, c] * X[c, 8 v ...] for column c of one block. */
+AI void col_fma(__m256 acc[8][8][4], int q, const float *wv, int64_t bc, const float *xb,
+                int64_t ldx, int64_t c, const int R, const int NV, const bool MASK, __m256i m) {
+    __m256 xv[4];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) xv[v] = load_v(xb + c * ldx + 8 * v, MASK && v == NV - 1, m);
+    for (int v = 0; v < NV; v++) xv[v] = load_v(xb + c * ldx + 8 * v, MASK && v == NV - 1, m);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const __m256 wr = _mm256_broadcast_ss(wv + r * bc + c);
+    for (int r = 0; r < R; r++) {
+        const __m256 wr = _mm256_broadcast_ss(wv + r * bc + c);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[q][r][v] = _mm256_fmadd_ps(wr, xv[v], acc[q][r][v]);
-        }
+        for (int v = 0; v < NV; v++) acc[q][r][v] = _mm256_fmadd_ps(wr, xv[v], acc[q][r][v]);
+    }
+}
+
+/* One whole block of compile-time width BC, columns taking turns over S accumulator sets from
+ * set0 (fully unrolled), or, with BC == 0, cn columns of run-time count into set0 (a loop). */
+AI void block_fma(__m256 acc[8][8][4], int set0, const int S, const float *wv, int64_t bc,
+                  const float *xb, int64_t ldx, const int BC, int64_t cn, const int R,
+                  const int NV, const bool MASK, __m256i m) {
+    if (BC > 0) {
+#pragma GCC unroll 16
+        for (int c = 0; c < BC; c++) col_fma(acc, set0 + c % S, wv, bc, xb, ldx, c, R, NV, MASK, m);
+    } else {
+#pragma GCC unroll 1
+        for (int64_t c = 0; c < cn; c++) col_fma(acc, set0, wv, bc, xb, ldx, c, R, NV, MASK, m);
     }
 }
 
@@ -101,17 +110,17 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
     int64_t k = blk.k0;
     if (KS == 2)
         for (; k + 2 <= blk.kf; k += 2) {
-            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, bc, R,
-                      NV, MASK, m);
+            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, BC, bc,
+                      R, NV, MASK, m);
             block_fma(acc, S, S, val + (k + 1) * bs, bc, xb + (int64_t)cidx[k + 1] * bc * ldx,
-                      ldx, bc, R, NV, MASK, m);
+                      ldx, BC, bc, R, NV, MASK, m);
         }
     for (; k < blk.kf; k++)
-        block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, bc, R, NV,
-                  MASK, m);
-    if (blk.kf < blk.k1) /* the edge block: a run-time column count, so one accumulator set */
+        block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, BC, bc, R,
+                  NV, MASK, m);
+    if (blk.kf < blk.k1) /* the edge block: a run-time column count */
         block_fma(acc, 0, 1, val + blk.kf * bs, bc, xb + (int64_t)cidx[blk.kf] * bc * ldx, ldx,
-                  blk.cv_last, R, NV, MASK, m);
+                  0, blk.cv_last, R, NV, MASK, m);
     const int64_t i0 = I * w->br + r0, rv = w->rows - i0;
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
@@ -129,14 +138,20 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
 }
 
 /* Rows [r0, r0 + R) of block row I over the whole batch: full tiles of 8 NV columns, then one
- * masked tile of 1..NV vectors. */
+ * masked tile of 1..NV vectors (or, with !WIDE_TAIL, masked tiles of one vector: less code for
+ * the generic shapes). */
 AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
-                   const int NV, const float *x, int64_t ldx, int64_t batch, float *y,
-                   int64_t ldy, const float *bias, sp_act act) {
+                   const int NV, const bool WIDE_TAIL, const float *x, int64_t ldx,
+                   int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
     const __m256i all = _mm256_set1_epi32(-1);
     int64_t b = 0;
     for (; b + 8 * NV <= batch; b += 8 * NV)
         spmm_tile(w, I, blk, r0, R, BC, NV, false, all, x, ldx, b, y, ldy, bias, act);
+    if (!WIDE_TAIL) {
+        for (; b < batch; b += 8)
+            spmm_tile(w, I, blk, r0, R, BC, 1, true, lanes(batch - b), x, ldx, b, y, ldy, bias, act);
+        return;
+    }
     const int64_t rem = batch - b;
     if (rem <= 0) return;
     const __m256i m = lanes(rem - 8 * ((rem - 1) / 8));
@@ -161,7 +176,7 @@ AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const i
     const brow blk = brow_of(w, I);
     const int64_t rv = rows_in(w, I);
     for (int64_t r0 = 0; r0 < rv; r0 += R)
-        spmm_chunk(w, I, blk, r0, R, BC, NV, x, ldx, batch, y, ldy, bias, act);
+        spmm_chunk(w, I, blk, r0, R, BC, NV, true, x, ldx, batch, y, ldy, bias, act);
 }
 
 /* Any block shape: chunks of 4 rows, then the block's last 1..3 rows. */
@@ -172,12 +187,12 @@ static void spmm_brow_generic(const sp_bsr *w, int64_t I, const float *x, int64_
     const int64_t rv = rows_in(w, I), br = w->br;
     int64_t r0 = 0;
     for (; r0 + 4 <= br && r0 < rv; r0 += 4)
-        spmm_chunk(w, I, blk, r0, 4, 0, 2, x, ldx, batch, y, ldy, bias, act);
+        spmm_chunk(w, I, blk, r0, 4, 0, 2, false, x, ldx, batch, y, ldy, bias, act);
     if (r0 >= rv) return;
     switch (br - r0) {
-    case 1: spmm_chunk(w, I, blk, r0, 1, 0, 2, x, ldx, batch, y, ldy, bias, act); break;
-    case 2: spmm_chunk(w, I, blk, r0, 2, 0, 2, x, ldx, batch, y, ldy, bias, act); break;
-    default: spmm_chunk(w, I, blk, r0, 3, 0, 2, x, ldx, batch, y, ldy, bias, act); break;
+    case 1: spmm_chunk(w, I, blk, r0, 1, 0, 2, false, x, ldx, batch, y, ldy, bias, act); break;
+    case 2: spmm_chunk(w, I, blk, r0, 2, 0, 2, false, x, ldx, batch, y, ldy, bias, act); break;
+    default: spmm_chunk(w, I, blk, r0, 3, 0, 2, false, x, ldx, batch, y, ldy, bias, act); break;
     }
 }
 
@@ -261,6 +276,18 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     for (int64_t r = 0; r < rv; r++) y[(I * br + r) * ldy] = sp_epilogue(out[r], bias, I * br + r, act);
 }
 
+/* One function per specialised shape, so that each stays small enough to compile quickly. */
+#define SPMM_SHAPE(name_, R_, BC_, NV_)                                                          \
+    static __attribute__((noinline)) void name_(const sp_bsr *w, int64_t I, const float *x,      \
+                                                int64_t ldx, int64_t batch, float *y,            \
+                                                int64_t ldy, const float *bias, sp_act act) {    \
+        spmm_brow(w, I, R_, BC_, NV_, x, ldx, batch, y, ldy, bias, act);                          \
+    }
+SPMM_SHAPE(spmm_1x4, 1, 4, 4)
+SPMM_SHAPE(spmm_4x1, 4, 1, 2)
+SPMM_SHAPE(spmm_4x4, 4, 4, 2)
+SPMM_SHAPE(spmm_8x1, 8, 1, 1) /* 8x1 and 16x1 */
+
 void sp_f32_spmm_bsr__avx2(const sp_bsr *w, int64_t br0, int64_t br1, const float *x,
                            int64_t ldx, int64_t batch, float *y, int64_t ldy, const float *bias,
                            sp_act act) {
@@ -271,11 +298,11 @@ void sp_f32_spmm_bsr__avx2(const sp_bsr *w, int64_t br0, int64_t br1, const floa
             continue;
         }
         switch (shape) {
-        case 104: spmm_brow(w, I, 1, 4, 4, x, ldx, batch, y, ldy, bias, act); break;
-        case 401: spmm_brow(w, I, 4, 1, 2, x, ldx, batch, y, ldy, bias, act); break;
-        case 404: spmm_brow(w, I, 4, 4, 2, x, ldx, batch, y, ldy, bias, act); break;
-        case 801: spmm_brow(w, I, 8, 1, 1, x, ldx, batch, y, ldy, bias, act); break;
-        case 1601: spmm_brow(w, I, 8, 1, 1, x, ldx, batch, y, ldy, bias, act); break;
+        case 104: spmm_1x4(w, I, x, ldx, batch, y, ldy, bias, act); break;
+        case 401: spmm_4x1(w, I, x, ldx, batch, y, ldy, bias, act); break;
+        case 404: spmm_4x4(w, I, x, ldx, batch, y, ldy, bias, act); break;
+        case 801:
+        case 1601: spmm_8x1(w, I, x, ldx, batch, y, ldy, bias, act); break;
         default: spmm_brow_generic(w, I, x, ldx, batch, y, ldy, bias, act); break;
         }
     }
@@ -283,23 +310,32 @@ void sp_f32_spmm_bsr__avx2(const sp_bsr *w, int64_t br0, int64_t br1, const floa
 
 /* ---- spmm_t -------------------------------------------------------------------------------- */
 
-/* dX[J*bc + c, b ...] += sum_r W[r, c] g[r] for the cn columns of one block. */
-AI void t_block(const __m256 g[8][4], const float *wv, int64_t bc, float *db, int64_t lddx,
-                int64_t cn, const int R, const int NV, const bool MASK, __m256i m) {
-#pragma GCC unroll 16
-    for (int64_t c = 0; c < cn; c++) {
-        float *d = db + c * lddx;
-        __m256 a[4];
+/* dX[J*bc + c, b ...] += sum_r W[r, c] g[r] for column c of one block. */
+AI void t_col(const __m256 g[8][4], const float *wv, int64_t bc, float *db, int64_t lddx,
+              int64_t c, const int R, const int NV, const bool MASK, __m256i m) {
+    float *d = db + c * lddx;
+    __m256 a[4];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) a[v] = load_v(d + 8 * v, MASK && v == NV - 1, m);
+    for (int v = 0; v < NV; v++) a[v] = load_v(d + 8 * v, MASK && v == NV - 1, m);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const __m256 wr = _mm256_broadcast_ss(wv + r * bc + c);
+    for (int r = 0; r < R; r++) {
+        const __m256 wr = _mm256_broadcast_ss(wv + r * bc + c);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(wr, g[r][v], a[v]);
-        }
+        for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(wr, g[r][v], a[v]);
+    }
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) store_v(d + 8 * v, a[v], MASK && v == NV - 1, m);
+    for (int v = 0; v < NV; v++) store_v(d + 8 * v, a[v], MASK && v == NV - 1, m);
+}
+
+/* A whole block of compile-time width BC (unrolled), or cn columns of run-time count. */
+AI void t_block(const __m256 g[8][4], const float *wv, int64_t bc, float *db, int64_t lddx,
+                const int BC, int64_t cn, const int R, const int NV, const bool MASK, __m256i m) {
+    if (BC > 0) {
+#pragma GCC unroll 16
+        for (int c = 0; c < BC; c++) t_col(g, wv, bc, db, lddx, c, R, NV, MASK, m);
+    } else {
+#pragma GCC unroll 1
+        for (int64_t c = 0; c < cn; c++) t_col(g, wv, bc, db, lddx, c, R, NV, MASK, m);
     }
 }
 
@@ -322,10 +358,10 @@ AI void spmm_t_tile(const sp_bsr *w, int64_t I, int64_t r0, int64_t nr, const in
     const float *val = w->val + r0 * bc;
     float *dxb = dx + b;
     for (int64_t k = blk.k0; k < blk.kf; k++)
-        t_block(g, val + k * bs, bc, dxb + (int64_t)w->col_idx[k] * bc * lddx, lddx, bc, R, NV,
-                MASK, m);
+        t_block(g, val + k * bs, bc, dxb + (int64_t)w->col_idx[k] * bc * lddx, lddx, BC, bc, R,
+                NV, MASK, m);
     if (blk.kf < blk.k1)
-        t_block(g, val + blk.kf * bs, bc, dxb + (int64_t)w->col_idx[blk.kf] * bc * lddx, lddx,
+        t_block(g, val + blk.kf * bs, bc, dxb + (int64_t)w->col_idx[blk.kf] * bc * lddx, lddx, 0,
                 blk.cv_last, R, NV, MASK, m);
 }
 
@@ -367,14 +403,25 @@ static void spmm_t_generic(const sp_bsr *w, int64_t b0, int64_t b1, const float 
     }
 }
 
+#define SPMM_T_SHAPE(name_, R_, BC_, NV_)                                                        \
+    static __attribute__((noinline)) void name_(const sp_bsr *w, int64_t b0, int64_t b1,         \
+                                                const float *dy, int64_t lddy, float *dx,        \
+                                                int64_t lddx) {                                  \
+        spmm_t_shape(w, R_, BC_, NV_, b0, b1, dy, lddy, dx, lddx);                                \
+    }
+SPMM_T_SHAPE(spmm_t_1x4, 1, 4, 4)
+SPMM_T_SHAPE(spmm_t_4x1, 4, 1, 2)
+SPMM_T_SHAPE(spmm_t_4x4, 4, 4, 2)
+SPMM_T_SHAPE(spmm_t_8x1, 8, 1, 1) /* 8x1 and 16x1 */
+
 void sp_f32_spmm_t_bsr__avx2(const sp_bsr *w, int64_t b0, int64_t b1, const float *dy,
                              int64_t lddy, float *dx, int64_t lddx) {
     switch (w->br * 100 + w->bc) {
-    case 104: spmm_t_shape(w, 1, 4, 4, b0, b1, dy, lddy, dx, lddx); break;
-    case 401: spmm_t_shape(w, 4, 1, 2, b0, b1, dy, lddy, dx, lddx); break;
-    case 404: spmm_t_shape(w, 4, 4, 2, b0, b1, dy, lddy, dx, lddx); break;
-    case 801: spmm_t_shape(w, 8, 1, 1, b0, b1, dy, lddy, dx, lddx); break;
-    case 1601: spmm_t_shape(w, 8, 1, 1, b0, b1, dy, lddy, dx, lddx); break;
+    case 104: spmm_t_1x4(w, b0, b1, dy, lddy, dx, lddx); break;
+    case 401: spmm_t_4x1(w, b0, b1, dy, lddy, dx, lddx); break;
+    case 404: spmm_t_4x4(w, b0, b1, dy, lddy, dx, lddx); break;
+    case 801:
+    case 1601: spmm_t_8x1(w, b0, b1, dy, lddy, dx, lddx); break;
     default: spmm_t_generic(w, b0, b1, dy, lddy, dx, lddx); break;
     }
 }
@@ -481,15 +528,28 @@ AI void sddmm_shape(const sp_bsr *w, int64_t br0, int64_t br1, const int R0, con
     }
 }
 
+#define SDDMM_SHAPE(name_, R0_, R_, C_)                                                          \
+    static __attribute__((noinline)) void name_(const sp_bsr *w, int64_t br0, int64_t br1,       \
+                                                const float *dy, int64_t lddy, const float *x,   \
+                                                int64_t ldx, int64_t batch, float *dval,         \
+                                                bool accumulate) {                               \
+        sddmm_shape(w, br0, br1, R0_, R_, C_, dy, lddy, x, ldx, batch, dval, accumulate);        \
+    }
+SDDMM_SHAPE(sddmm_1x4, 1, 1, 4)
+SDDMM_SHAPE(sddmm_4x1, 4, 4, 1)
+SDDMM_SHAPE(sddmm_4x4, 4, 2, 4)
+SDDMM_SHAPE(sddmm_8x1, 8, 8, 1)
+SDDMM_SHAPE(sddmm_16x1, 16, 8, 1)
+
 void sp_f32_sddmm_bsr__avx2(const sp_bsr *w, int64_t br0, int64_t br1, const float *dy,
                             int64_t lddy, const float *x, int64_t ldx, int64_t batch,
                             float *dval, bool accumulate) {
     switch (w->br * 100 + w->bc) {
-    case 104: sddmm_shape(w, br0, br1, 1, 1, 4, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 401: sddmm_shape(w, br0, br1, 4, 4, 1, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 404: sddmm_shape(w, br0, br1, 4, 2, 4, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 801: sddmm_shape(w, br0, br1, 8, 8, 1, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 1601: sddmm_shape(w, br0, br1, 16, 8, 1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 104: sddmm_1x4(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 401: sddmm_4x1(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 404: sddmm_4x4(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 801: sddmm_8x1(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 1601: sddmm_16x1(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
     default: break;
     }
     const int64_t bs = (int64_t)w->br * w->bc;

@@ -64,25 +64,34 @@ AI __m512 epi(__m512 v, __m512 bias, sp_act act) {
 #define SETS_C(R, NV, BC) ((BC) > 1 && (R) * (NV) < 8 ? ((R) * (NV) >= 4 || (BC) < 4 ? 2 : 4) : 1)
 #define SETS_K(R, NV, BC) ((R) * (NV) * SETS_C(R, NV, BC) < 8 ? 2 : 1)
 
-/* acc[set0 + c % S][r][v] += W[r, c] * X[c, 16 v ...] for the cn columns of one block: wv
- * points at the block's row r0, xb at X[first column of the block, b]. */
+/* acc[q][r][v] += W[r, c] * X[c, 16 v ...] for column c of one block: wv points at the
+ * block's row r0, xb at X[first column of the block, b]. */
+AI void col_fma(__m512 acc[8][16][4], int q, const float *wv, int64_t bc, const float *xb,
+                int64_t ldx, int64_t c, const int R, const int NV, const bool MASK, __mmask16 m) {
+    __m512 xv[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        xv[v] = (MASK && v == NV - 1) ? _mm512_maskz_loadu_ps(m, xb + c * ldx + 16 * v)
+                                      : _mm512_loadu_ps(xb + c * ldx + 16 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        const __m512 wr = _mm512_set1_ps(wv[r * bc + c]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[q][r][v] = _mm512_fmadd_ps(wr, xv[v], acc[q][r][v]);
+    }
+}
+
+/* One whole block of compile-time width BC, columns taking turns over S accumulator sets from
+ * set0 (fully unrolled), or, with BC == 0, cn columns of run-time count into set0 (a loop). */
 AI void block_fma(__m512 acc[8][16][4], int set0, const int S, const float *wv, int64_t bc,
-                  const float *xb, int64_t ldx, int64_t cn, const int R, const int NV,
-                  const bool MASK, __mmask16 m) {
+                  const float *xb, int64_t ldx, const int BC, int64_t cn, const int R,
+                  const int NV, const bool MASK, __mmask16 m) {
+    if (BC > 0) {
 #pragma GCC unroll 16
-    for (int64_t c = 0; c < cn; c++) {
-        const int q = set0 + (S > 1 ? (int)(c % S) : 0);
-        __m512 xv[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            xv[v] = (MASK && v == NV - 1) ? _mm512_maskz_loadu_ps(m, xb + c * ldx + 16 * v)
-                                          : _mm512_loadu_ps(xb + c * ldx + 16 * v);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; r++) {
-            const __m512 wr = _mm512_set1_ps(wv[r * bc + c]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[q][r][v] = _mm512_fmadd_ps(wr, xv[v], acc[q][r][v]);
-        }
+        for (int c = 0; c < BC; c++) col_fma(acc, set0 + c % S, wv, bc, xb, ldx, c, R, NV, MASK, m);
+    } else {
+#pragma GCC unroll 1
+        for (int64_t c = 0; c < cn; c++) col_fma(acc, set0, wv, bc, xb, ldx, c, R, NV, MASK, m);
     }
 }
 
@@ -106,17 +115,17 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
     int64_t k = blk.k0;
     if (KS == 2)
         for (; k + 2 <= blk.kf; k += 2) {
-            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, bc, R,
-                      NV, MASK, m);
+            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, BC, bc,
+                      R, NV, MASK, m);
             block_fma(acc, S, S, val + (k + 1) * bs, bc, xb + (int64_t)cidx[k + 1] * bc * ldx,
-                      ldx, bc, R, NV, MASK, m);
+                      ldx, BC, bc, R, NV, MASK, m);
         }
     for (; k < blk.kf; k++)
-        block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, bc, R, NV,
-                  MASK, m);
-    if (blk.kf < blk.k1) /* the edge block: a run-time column count, so one accumulator set */
+        block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, BC, bc, R,
+                  NV, MASK, m);
+    if (blk.kf < blk.k1) /* the edge block: a run-time column count */
         block_fma(acc, 0, 1, val + blk.kf * bs, bc, xb + (int64_t)cidx[blk.kf] * bc * ldx, ldx,
-                  blk.cv_last, R, NV, MASK, m);
+                  0, blk.cv_last, R, NV, MASK, m);
     const int64_t i0 = I * w->br + r0, rv = w->rows - i0;
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) {
@@ -136,13 +145,19 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
 }
 
 /* Rows [r0, r0 + R) of block row I over the whole batch: full tiles of 16 NV columns, then one
- * masked tile of 1..NV vectors. */
+ * masked tile of 1..NV vectors (or, with !WIDE_TAIL, masked tiles of one vector: less code for
+ * the generic shapes). */
 AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
-                   const int NV, const float *x, int64_t ldx, int64_t batch, float *y,
-                   int64_t ldy, const float *bias, sp_act act) {
+                   const int NV, const bool WIDE_TAIL, const float *x, int64_t ldx,
+                   int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
     int64_t b = 0;
     for (; b + 16 * NV <= batch; b += 16 * NV)
         spmm_tile(w, I, blk, r0, R, BC, NV, false, 0xFFFF, x, ldx, b, y, ldy, bias, act);
+    if (!WIDE_TAIL) {
+        for (; b < batch; b += 16)
+            spmm_tile(w, I, blk, r0, R, BC, 1, true, lanes(batch - b), x, ldx, b, y, ldy, bias, act);
+        return;
+    }
     const int64_t rem = batch - b;
     if (rem <= 0) return;
     const __mmask16 m = lanes(rem - 16 * ((rem - 1) / 16));
@@ -167,7 +182,7 @@ AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const i
     const brow blk = brow_of(w, I);
     const int64_t rv = rows_in(w, I);
     for (int64_t r0 = 0; r0 < rv; r0 += R)
-        spmm_chunk(w, I, blk, r0, R, BC, NV, x, ldx, batch, y, ldy, bias, act);
+        spmm_chunk(w, I, blk, r0, R, BC, NV, true, x, ldx, batch, y, ldy, bias, act);
 }
 
 /* Any block shape: chunks of 4 rows, then the block's last 1..3 rows. */
@@ -178,12 +193,12 @@ static void spmm_brow_generic(const sp_bsr *w, int64_t I, const float *x, int64_
     const int64_t rv = rows_in(w, I), br = w->br;
     int64_t r0 = 0;
     for (; r0 + 4 <= br && r0 < rv; r0 += 4)
-        spmm_chunk(w, I, blk, r0, 4, 0, 4, x, ldx, batch, y, ldy, bias, act);
+        spmm_chunk(w, I, blk, r0, 4, 0, 4, false, x, ldx, batch, y, ldy, bias, act);
     if (r0 >= rv) return;
     switch (br - r0) {
-    case 1: spmm_chunk(w, I, blk, r0, 1, 0, 4, x, ldx, batch, y, ldy, bias, act); break;
-    case 2: spmm_chunk(w, I, blk, r0, 2, 0, 4, x, ldx, batch, y, ldy, bias, act); break;
-    default: spmm_chunk(w, I, blk, r0, 3, 0, 4, x, ldx, batch, y, ldy, bias, act); break;
+    case 1: spmm_chunk(w, I, blk, r0, 1, 0, 4, false, x, ldx, batch, y, ldy, bias, act); break;
+    case 2: spmm_chunk(w, I, blk, r0, 2, 0, 4, false, x, ldx, batch, y, ldy, bias, act); break;
+    default: spmm_chunk(w, I, blk, r0, 3, 0, 4, false, x, ldx, batch, y, ldy, bias, act); break;
     }
 }
 
@@ -343,6 +358,19 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     for (int64_t r = 0; r < rv; r++) y[(I * br + r) * ldy] = sp_epilogue(out[r], bias, I * br + r, act);
 }
 
+/* One function per specialised shape, so that each stays small enough to compile quickly. */
+#define SPMM_SHAPE(name_, R_, BC_, NV_)                                                          \
+    static __attribute__((noinline)) void name_(const sp_bsr *w, int64_t I, const float *x,      \
+                                                int64_t ldx, int64_t batch, float *y,            \
+                                                int64_t ldy, const float *bias, sp_act act) {    \
+        spmm_brow(w, I, R_, BC_, NV_, x, ldx, batch, y, ldy, bias, act);                          \
+    }
+SPMM_SHAPE(spmm_1x4, 1, 4, 4)
+SPMM_SHAPE(spmm_4x1, 4, 1, 4)  /* also 8x1 at batch >= 48: two 4-row chunks of 64 columns */
+SPMM_SHAPE(spmm_4x4, 4, 4, 4)
+SPMM_SHAPE(spmm_8x1, 8, 1, 1)  /* 8x1 at small batch: one 8-row tile */
+SPMM_SHAPE(spmm_16x1, 16, 1, 1)
+
 void sp_f32_spmm_bsr__avx512(const sp_bsr *w, int64_t br0, int64_t br1, const float *x,
                              int64_t ldx, int64_t batch, float *y, int64_t ldy, const float *bias,
                              sp_act act) {
@@ -353,14 +381,14 @@ void sp_f32_spmm_bsr__avx512(const sp_bsr *w, int64_t br0, int64_t br1, const fl
             continue;
         }
         switch (shape) {
-        case 104: spmm_brow(w, I, 1, 4, 4, x, ldx, batch, y, ldy, bias, act); break;
-        case 401: spmm_brow(w, I, 4, 1, 4, x, ldx, batch, y, ldy, bias, act); break;
-        case 404: spmm_brow(w, I, 4, 4, 4, x, ldx, batch, y, ldy, bias, act); break;
-        case 801: /* two 4-row chunks of 64 columns, or one 8-row tile at small batch */
-            if (batch >= 48) spmm_brow(w, I, 4, 1, 4, x, ldx, batch, y, ldy, bias, act);
-            else spmm_brow(w, I, 8, 1, 1, x, ldx, batch, y, ldy, bias, act);
+        case 104: spmm_1x4(w, I, x, ldx, batch, y, ldy, bias, act); break;
+        case 401: spmm_4x1(w, I, x, ldx, batch, y, ldy, bias, act); break;
+        case 404: spmm_4x4(w, I, x, ldx, batch, y, ldy, bias, act); break;
+        case 801:
+            if (batch >= 48) spmm_4x1(w, I, x, ldx, batch, y, ldy, bias, act);
+            else spmm_8x1(w, I, x, ldx, batch, y, ldy, bias, act);
             break;
-        case 1601: spmm_brow(w, I, 16, 1, 1, x, ldx, batch, y, ldy, bias, act); break;
+        case 1601: spmm_16x1(w, I, x, ldx, batch, y, ldy, bias, act); break;
         default: spmm_brow_generic(w, I, x, ldx, batch, y, ldy, bias, act); break;
         }
     }
@@ -368,29 +396,38 @@ void sp_f32_spmm_bsr__avx512(const sp_bsr *w, int64_t br0, int64_t br1, const fl
 
 /* ---- spmm_t -------------------------------------------------------------------------------- */
 
-/* dX[J*bc + c, b ...] += sum_r W[r, c] g[r] for the cn columns of one block: each dX row
- * segment is read and written once. */
+/* dX[J*bc + c, b ...] += sum_r W[r, c] g[r] for column c of one block: the dX row segment is
+ * read and written once. */
+AI void t_col(const __m512 g[16][4], const float *wv, int64_t bc, float *db, int64_t lddx,
+              int64_t c, const int R, const int NV, const bool MASK, __mmask16 m) {
+    float *d = db + c * lddx;
+    __m512 a[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        a[v] = (MASK && v == NV - 1) ? _mm512_maskz_loadu_ps(m, d + 16 * v) : _mm512_loadu_ps(d + 16 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        const __m512 wr = _mm512_set1_ps(wv[r * bc + c]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(wr, g[r][v], a[v]);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        if (MASK && v == NV - 1) _mm512_mask_storeu_ps(d + 16 * v, m, a[v]);
+        else _mm512_storeu_ps(d + 16 * v, a[v]);
+    }
+}
+
+/* A whole block of compile-time width BC (unrolled), or cn columns of run-time count. */
 AI void t_block(const __m512 g[16][4], const float *wv, int64_t bc, float *db, int64_t lddx,
-                int64_t cn, const int R, const int NV, const bool MASK, __mmask16 m) {
+                const int BC, int64_t cn, const int R, const int NV, const bool MASK,
+                __mmask16 m) {
+    if (BC > 0) {
 #pragma GCC unroll 16
-    for (int64_t c = 0; c < cn; c++) {
-        float *d = db + c * lddx;
-        __m512 a[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            a[v] = (MASK && v == NV - 1) ? _mm512_maskz_loadu_ps(m, d + 16 * v)
-                                         : _mm512_loadu_ps(d + 16 * v);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; r++) {
-            const __m512 wr = _mm512_set1_ps(wv[r * bc + c]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(wr, g[r][v], a[v]);
-        }
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            if (MASK && v == NV - 1) _mm512_mask_storeu_ps(d + 16 * v, m, a[v]);
-            else _mm512_storeu_ps(d + 16 * v, a[v]);
-        }
+        for (int c = 0; c < BC; c++) t_col(g, wv, bc, db, lddx, c, R, NV, MASK, m);
+    } else {
+#pragma GCC unroll 1
+        for (int64_t c = 0; c < cn; c++) t_col(g, wv, bc, db, lddx, c, R, NV, MASK, m);
     }
 }
 
@@ -413,10 +450,10 @@ AI void spmm_t_tile(const sp_bsr *w, int64_t I, int64_t r0, int64_t nr, const in
     const float *val = w->val + r0 * bc;
     float *dxb = dx + b;
     for (int64_t k = blk.k0; k < blk.kf; k++)
-        t_block(g, val + k * bs, bc, dxb + (int64_t)w->col_idx[k] * bc * lddx, lddx, bc, R, NV,
-                MASK, m);
+        t_block(g, val + k * bs, bc, dxb + (int64_t)w->col_idx[k] * bc * lddx, lddx, BC, bc, R,
+                NV, MASK, m);
     if (blk.kf < blk.k1)
-        t_block(g, val + blk.kf * bs, bc, dxb + (int64_t)w->col_idx[blk.kf] * bc * lddx, lddx,
+        t_block(g, val + blk.kf * bs, bc, dxb + (int64_t)w->col_idx[blk.kf] * bc * lddx, lddx, 0,
                 blk.cv_last, R, NV, MASK, m);
 }
 
@@ -457,14 +494,26 @@ static void spmm_t_generic(const sp_bsr *w, int64_t b0, int64_t b1, const float 
     }
 }
 
+#define SPMM_T_SHAPE(name_, R_, BC_, NV_)                                                        \
+    static __attribute__((noinline)) void name_(const sp_bsr *w, int64_t b0, int64_t b1,         \
+                                                const float *dy, int64_t lddy, float *dx,        \
+                                                int64_t lddx) {                                  \
+        spmm_t_shape(w, R_, BC_, NV_, b0, b1, dy, lddy, dx, lddx);                                \
+    }
+SPMM_T_SHAPE(spmm_t_1x4, 1, 4, 4)
+SPMM_T_SHAPE(spmm_t_4x1, 4, 1, 4)
+SPMM_T_SHAPE(spmm_t_4x4, 4, 4, 4)
+SPMM_T_SHAPE(spmm_t_8x1, 8, 1, 2)
+SPMM_T_SHAPE(spmm_t_16x1, 16, 1, 1)
+
 void sp_f32_spmm_t_bsr__avx512(const sp_bsr *w, int64_t b0, int64_t b1, const float *dy,
                                int64_t lddy, float *dx, int64_t lddx) {
     switch (w->br * 100 + w->bc) {
-    case 104: spmm_t_shape(w, 1, 4, 4, b0, b1, dy, lddy, dx, lddx); break;
-    case 401: spmm_t_shape(w, 4, 1, 4, b0, b1, dy, lddy, dx, lddx); break;
-    case 404: spmm_t_shape(w, 4, 4, 4, b0, b1, dy, lddy, dx, lddx); break;
-    case 801: spmm_t_shape(w, 8, 1, 2, b0, b1, dy, lddy, dx, lddx); break;
-    case 1601: spmm_t_shape(w, 16, 1, 1, b0, b1, dy, lddy, dx, lddx); break;
+    case 104: spmm_t_1x4(w, b0, b1, dy, lddy, dx, lddx); break;
+    case 401: spmm_t_4x1(w, b0, b1, dy, lddy, dx, lddx); break;
+    case 404: spmm_t_4x4(w, b0, b1, dy, lddy, dx, lddx); break;
+    case 801: spmm_t_8x1(w, b0, b1, dy, lddy, dx, lddx); break;
+    case 1601: spmm_t_16x1(w, b0, b1, dy, lddy, dx, lddx); break;
     default: spmm_t_generic(w, b0, b1, dy, lddy, dx, lddx); break;
     }
 }
@@ -575,15 +624,28 @@ AI void sddmm_shape(const sp_bsr *w, int64_t br0, int64_t br1, const int R, cons
     }
 }
 
+#define SDDMM_SHAPE(name_, R_, C_)                                                               \
+    static __attribute__((noinline)) void name_(const sp_bsr *w, int64_t br0, int64_t br1,       \
+                                                const float *dy, int64_t lddy, const float *x,   \
+                                                int64_t ldx, int64_t batch, float *dval,         \
+                                                bool accumulate) {                               \
+        sddmm_shape(w, br0, br1, R_, C_, dy, lddy, x, ldx, batch, dval, accumulate);             \
+    }
+SDDMM_SHAPE(sddmm_1x4, 1, 4)
+SDDMM_SHAPE(sddmm_4x1, 4, 1)
+SDDMM_SHAPE(sddmm_4x4, 4, 4)
+SDDMM_SHAPE(sddmm_8x1, 8, 1)
+SDDMM_SHAPE(sddmm_16x1, 16, 1)
+
 void sp_f32_sddmm_bsr__avx512(const sp_bsr *w, int64_t br0, int64_t br1, const float *dy,
                               int64_t lddy, const float *x, int64_t ldx, int64_t batch,
                               float *dval, bool accumulate) {
     switch (w->br * 100 + w->bc) {
-    case 104: sddmm_shape(w, br0, br1, 1, 4, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 401: sddmm_shape(w, br0, br1, 4, 1, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 404: sddmm_shape(w, br0, br1, 4, 4, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 801: sddmm_shape(w, br0, br1, 8, 1, dy, lddy, x, ldx, batch, dval, accumulate); return;
-    case 1601: sddmm_shape(w, br0, br1, 16, 1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 104: sddmm_1x4(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 401: sddmm_4x1(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 404: sddmm_4x4(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 801: sddmm_8x1(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
+    case 1601: sddmm_16x1(w, br0, br1, dy, lddy, x, ldx, batch, dval, accumulate); return;
     default: break;
     }
     const int64_t bs = (int64_t)w->br * w->bc;

@@ -50,21 +50,31 @@ AI float32x4_t epi(float32x4_t v, float32x4_t bias, sp_act act) {
 #define SETS_C(R, NV, BC) ((BC) > 1 && (R) * (NV) < 8 ? ((R) * (NV) >= 4 || (BC) < 4 ? 2 : 4) : 1)
 #define SETS_K(R, NV, BC) ((R) * (NV) * SETS_C(R, NV, BC) < 8 ? 2 : 1)
 
-/* acc[set0 + c % S][r][v] += W[r, c] * X[c, 4 v ...] for the cn columns of one block. */
+/* acc[q][r][v] += W[r, c] * X[c, 4 v ...] for column c of one block. */
+AI void col_fma(float32x4_t acc[8][16][4], int q, const float *wv, int64_t bc, const float *xb,
+                int64_t ldx, int64_t c, const int R, const int NV) {
+    float32x4_t xv[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) xv[v] = vld1q_f32(xb + c * ldx + 4 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        const float wr = wv[r * bc + c];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[q][r][v] = vfmaq_n_f32(acc[q][r][v], xv[v], wr);
+    }
+}
+
+/* One whole block of compile-time width BC, columns taking turns over S accumulator sets from
+ * set0 (fully unrolled), or, with BC == 0, cn columns of run-time count into set0 (a loop). */
 AI void block_fma(float32x4_t acc[8][16][4], int set0, const int S, const float *wv, int64_t bc,
-                  const float *xb, int64_t ldx, int64_t cn, const int R, const int NV) {
+                  const float *xb, int64_t ldx, const int BC, int64_t cn, const int R,
+                  const int NV) {
+    if (BC > 0) {
 #pragma GCC unroll 16
-    for (int64_t c = 0; c < cn; c++) {
-        const int q = set0 + (S > 1 ? (int)(c % S) : 0);
-        float32x4_t xv[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) xv[v] = vld1q_f32(xb + c * ldx + 4 * v);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; r++) {
-            const float wr = wv[r * bc + c];
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[q][r][v] = vfmaq_n_f32(acc[q][r][v], xv[v], wr);
-        }
+        for (int c = 0; c < BC; c++) col_fma(acc, set0 + c % S, wv, bc, xb, ldx, c, R, NV);
+    } else {
+#pragma GCC unroll 1
+        for (int64_t c = 0; c < cn; c++) col_fma(acc, set0, wv, bc, xb, ldx, c, R, NV);
     }
 }
 
@@ -118,16 +128,18 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
             block_fma4(acc, 0, val + k * bs, xb + (int64_t)cidx[k] * 4 * ldx, ldx, R, NV);
     } else {
         for (; k + 2 <= blk.kf && KS == 2; k += 2) {
-            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, bc, R, NV);
-            block_fma(acc, S, S, val + (k + 1) * bs, bc, xb + (int64_t)cidx[k + 1] * bc * ldx, ldx,
-                      bc, R, NV);
+            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, BC, bc,
+                      R, NV);
+            block_fma(acc, S, S, val + (k + 1) * bs, bc, xb + (int64_t)cidx[k + 1] * bc * ldx,
+                      ldx, BC, bc, R, NV);
         }
         for (; k < blk.kf; k++)
-            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, bc, R, NV);
+            block_fma(acc, 0, S, val + k * bs, bc, xb + (int64_t)cidx[k] * bc * ldx, ldx, BC, bc,
+                      R, NV);
     }
-    if (blk.kf < blk.k1) /* the edge block: a run-time column count, so one accumulator set */
+    if (blk.kf < blk.k1) /* the edge block: a run-time column count */
         block_fma(acc, 0, 1, val + blk.kf * bs, bc, xb + (int64_t)cidx[blk.kf] * bc * ldx, ldx,
-                  blk.cv_last, R, NV);
+                  0, blk.cv_last, R, NV);
     const int64_t i0 = I * w->br + r0, rv = w->rows - i0;
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) {
@@ -261,6 +273,19 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     for (int64_t r = 0; r < rv; r++) y[(I * br + r) * ldy] = sp_epilogue(out[r], bias, I * br + r, act);
 }
 
+/* One function per specialised shape, so that each stays small enough to compile quickly. */
+#define SPMM_SHAPE(name_, R_, BC_, NV_)                                                          \
+    static __attribute__((noinline)) void name_(const sp_bsr *w, int64_t I, const float *x,      \
+                                                int64_t ldx, int64_t batch, float *y,            \
+                                                int64_t ldy, const float *bias, sp_act act) {    \
+        spmm_brow(w, I, R_, BC_, NV_, x, ldx, batch, y, ldy, bias, act);                          \
+    }
+SPMM_SHAPE(spmm_1x4, 1, 4, 4)
+SPMM_SHAPE(spmm_4x1, 4, 1, 4)
+SPMM_SHAPE(spmm_4x4, 4, 4, 4)
+SPMM_SHAPE(spmm_8x1, 8, 1, 2)
+SPMM_SHAPE(spmm_16x1, 16, 1, 1)
+
 void sp_f32_spmm_bsr__neon(const sp_bsr *w, int64_t br0, int64_t br1, const float *x,
                            int64_t ldx, int64_t batch, float *y, int64_t ldy, const float *bias,
                            sp_act act) {
@@ -272,11 +297,11 @@ void sp_f32_spmm_bsr__neon(const sp_bsr *w, int64_t br0, int64_t br1, const floa
             continue;
         }
         switch (shape) {
-        case 104: spmm_brow(w, I, 1, 4, 4, x, ldx, b4, y, ldy, bias, act); break;
-        case 401: spmm_brow(w, I, 4, 1, 4, x, ldx, b4, y, ldy, bias, act); break;
-        case 404: spmm_brow(w, I, 4, 4, 4, x, ldx, b4, y, ldy, bias, act); break;
-        case 801: spmm_brow(w, I, 8, 1, 2, x, ldx, b4, y, ldy, bias, act); break;
-        case 1601: spmm_brow(w, I, 16, 1, 1, x, ldx, b4, y, ldy, bias, act); break;
+        case 104: spmm_1x4(w, I, x, ldx, b4, y, ldy, bias, act); break;
+        case 401: spmm_4x1(w, I, x, ldx, b4, y, ldy, bias, act); break;
+        case 404: spmm_4x4(w, I, x, ldx, b4, y, ldy, bias, act); break;
+        case 801: spmm_8x1(w, I, x, ldx, b4, y, ldy, bias, act); break;
+        case 1601: spmm_16x1(w, I, x, ldx, b4, y, ldy, bias, act); break;
         default: spmm_brow_generic(w, I, x, ldx, b4, y, ldy, bias, act); break;
         }
         if (b4 < batch) spmm_tail(w, I, b4, x, ldx, batch, y, ldy, bias, act);
@@ -285,23 +310,32 @@ void sp_f32_spmm_bsr__neon(const sp_bsr *w, int64_t br0, int64_t br1, const floa
 
 /* ---- spmm_t -------------------------------------------------------------------------------- */
 
-/* dX[J*bc + c, b ...] += sum_r W[r, c] g[r] for the cn columns of one block. */
+/* dX[J*bc + c, b ...] += sum_r W[r, c] g[r] for column c of one block. */
+AI void t_col(const float32x4_t g[16][4], const float *wv, int64_t bc, float *db, int64_t lddx,
+              int64_t c, const int R, const int NV) {
+    float *d = db + c * lddx;
+    float32x4_t a[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) a[v] = vld1q_f32(d + 4 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        const float wr = wv[r * bc + c];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) a[v] = vfmaq_n_f32(a[v], g[r][v], wr);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) vst1q_f32(d + 4 * v, a[v]);
+}
+
+/* A whole block of compile-time width BC (unrolled), or cn columns of run-time count. */
 AI void t_block(const float32x4_t g[16][4], const float *wv, int64_t bc, float *db, int64_t lddx,
-                int64_t cn, const int R, const int NV) {
+                const int BC, int64_t cn, const int R, const int NV) {
+    if (BC > 0) {
 #pragma GCC unroll 16
-    for (int64_t c = 0; c < cn; c++) {
-        float *d = db + c * lddx;
-        float32x4_t a[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) a[v] = vld1q_f32(d + 4 * v);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; r++) {
-            const float wr = wv[r * bc + c];
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) a[v] = vfmaq_n_f32(a[v], g[r][v], wr);
-        }
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) vst1q_f32(d + 4 * v, a[v]);
+        for (int c = 0; c < BC; c++) t_col(g, wv, bc, db, lddx, c, R, NV);
+    } else {
+#pragma GCC unroll 1
+        for (int64_t c = 0; c < cn; c++) t_col(g, wv, bc, db, lddx, c, R, NV);
     }
 }
 
@@ -323,9 +357,9 @@ AI void spmm_t_tile(const sp_bsr *w, int64_t I, int64_t r0, int64_t nr, const in
     const float *val = w->val + r0 * bc;
     float *dxb = dx + b;
     for (int64_t k = blk.k0; k < blk.kf; k++)
-        t_block(g, val + k * bs, bc, dxb + (int64_t)w->col_idx[k] * bc * lddx, lddx, bc, R, NV);
+        t_block(g, val + k * bs, bc, dxb + (int64_t)w->col_idx[k] * bc * lddx, lddx, BC, bc, R, NV);
     if (blk.kf < blk.k1)
-        t_block(g, val + blk.kf * bs, bc, dxb + (int64_t)w->col_idx[blk.kf] * bc * lddx, lddx,
+        t_block(g, val + blk.kf * bs, bc, dxb + (int64_t)w->col_idx[blk.kf] * bc * lddx, lddx, 0,
                 blk.cv_last, R, NV);
 }
 
