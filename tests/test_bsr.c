@@ -10,7 +10,8 @@
 
 static const int32_t block_shapes[][2] = {{1, 1}, {1, 4}, {4, 1},  {4, 4}, {8, 1},  {16, 1},
                                           {3, 5}, {5, 3}, {64, 1}, {1, 64}, {2, 7}, {64, 64}};
-static const int64_t mat_shapes[][2] = {{0, 0}, {0, 5}, {5, 0}, {1, 1}, {13, 70}, {16, 16}, {33, 17}, {70, 130}};
+static const int64_t mat_shapes[][2] = {{0, 0},   {0, 5},   {5, 0},   {1, 1},
+                                        {13, 70}, {16, 16}, {33, 17}, {70, 130}};
 
 /* Blocks of (rows x cols) tiled by br x bc that hold a nonzero of d (leading dim ld). */
 static int64_t count_blocks(const float *d, int64_t rows, int64_t cols, int64_t ld, int64_t br,

@@ -215,29 +215,34 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
         for (; k + 4 <= k1; k += 4)
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++)
-                a[u] = _mm_fmadd_ps(_mm_load_ps(w->val + (k + u) * 4),
+                a[u] = _mm_fmadd_ps(_mm_loadu_ps(w->val + (k + u) * 4),
                                     _mm_set1_ps(x[(int64_t)w->col_idx[k + u] * ldx]), a[u]);
         for (; k < k1; k++)
-            a[0] = _mm_fmadd_ps(_mm_load_ps(w->val + k * 4), _mm_set1_ps(x[(int64_t)w->col_idx[k] * ldx]), a[0]);
+            a[0] = _mm_fmadd_ps(_mm_loadu_ps(w->val + k * 4),
+                                _mm_set1_ps(x[(int64_t)w->col_idx[k] * ldx]), a[0]);
         float o[4];
         _mm_storeu_ps(o, _mm_add_ps(_mm_add_ps(a[0], a[1]), _mm_add_ps(a[2], a[3])));
-        for (int64_t r = 0; r < rv; r++) y[(I * 4 + r) * ldy] = sp_epilogue(o[r], bias, I * 4 + r, act);
+        for (int64_t r = 0; r < rv; r++)
+            y[(I * 4 + r) * ldy] = sp_epilogue(o[r], bias, I * 4 + r, act);
         return;
     }
     if (bc == 1 && br == 8) {
         /* 8x1: one ymm FMA per block, four chains */
-        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                       _mm256_setzero_ps()};
         int64_t k = k0;
         for (; k + 4 <= k1; k += 4)
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++)
-                a[u] = _mm256_fmadd_ps(_mm256_load_ps(w->val + (k + u) * 8),
+                a[u] = _mm256_fmadd_ps(_mm256_loadu_ps(w->val + (k + u) * 8),
                                        _mm256_set1_ps(x[(int64_t)w->col_idx[k + u] * ldx]), a[u]);
         for (; k < k1; k++)
-            a[0] = _mm256_fmadd_ps(_mm256_load_ps(w->val + k * 8), _mm256_set1_ps(x[(int64_t)w->col_idx[k] * ldx]), a[0]);
+            a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w->val + k * 8),
+                                   _mm256_set1_ps(x[(int64_t)w->col_idx[k] * ldx]), a[0]);
         float o[8];
         _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
-        for (int64_t r = 0; r < rv; r++) y[(I * 8 + r) * ldy] = sp_epilogue(o[r], bias, I * 8 + r, act);
+        for (int64_t r = 0; r < rv; r++)
+            y[(I * 8 + r) * ldy] = sp_epilogue(o[r], bias, I * 8 + r, act);
         return;
     }
     if (bc == 1) {
@@ -250,12 +255,14 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
             for (; k + 4 <= k1; k += 4)
 #pragma GCC unroll 4
                 for (int u = 0; u < 4; u++)
-                    a[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->val + (k + u) * bs + r0),
-                                           _mm512_set1_ps(x[(int64_t)w->col_idx[k + u] * ldx]), a[u]);
+                    a[u] = _mm512_fmadd_ps(
+                        _mm512_maskz_loadu_ps(m, w->val + (k + u) * bs + r0),
+                        _mm512_set1_ps(x[(int64_t)w->col_idx[k + u] * ldx]), a[u]);
             for (; k < k1; k++)
                 a[0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w->val + k * bs + r0),
                                        _mm512_set1_ps(x[(int64_t)w->col_idx[k] * ldx]), a[0]);
-            _mm512_storeu_ps(out + r0 % 64, _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+            _mm512_storeu_ps(out + r0 % 64,
+                             _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
             for (int64_t r = r0; r < SP_MIN(rv, r0 + 16); r++)
                 y[(I * br + r) * ldy] = sp_epilogue(out[r % 64], bias, I * br + r, act);
         }
@@ -283,7 +290,8 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
             }
             __m128 s0 = _mm_setzero_ps(), s1 = s0;
             for (; k < blk.kf; k++)
-                s0 = _mm_fmadd_ps(_mm_loadu_ps(w->val + k * 4), _mm_loadu_ps(x + (int64_t)ci[k] * 4), s0);
+                s0 = _mm_fmadd_ps(_mm_loadu_ps(w->val + k * 4),
+                                  _mm_loadu_ps(x + (int64_t)ci[k] * 4), s0);
             if (blk.kf < blk.k1) {
                 const __mmask8 m = (__mmask8)lanes(blk.cv_last);
                 s1 = _mm_mul_ps(_mm_loadu_ps(w->val + blk.kf * 4),
@@ -295,21 +303,23 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
             return;
         }
         for (; k + 2 <= blk.kf; k += 2) {
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k * 16),
-                                 _mm512_broadcast_f32x4(_mm_loadu_ps(x + (int64_t)ci[k] * 4)), a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + (k + 1) * 16),
-                                 _mm512_broadcast_f32x4(_mm_loadu_ps(x + (int64_t)ci[k + 1] * 4)), a1);
+            const __m128 x0 = _mm_loadu_ps(x + (int64_t)ci[k] * 4);
+            const __m128 x1 = _mm_loadu_ps(x + (int64_t)ci[k + 1] * 4);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k * 16), _mm512_broadcast_f32x4(x0), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + (k + 1) * 16), _mm512_broadcast_f32x4(x1),
+                                 a1);
         }
         for (; k < blk.k1; k++) {
             const __mmask8 m = (__mmask8)lanes(k < blk.kf ? 4 : blk.cv_last);
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k * 16),
-                                 _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(m, x + (int64_t)ci[k] * 4)), a0);
+            const __m128 x0 = _mm_maskz_loadu_ps(m, x + (int64_t)ci[k] * 4);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w->val + k * 16), _mm512_broadcast_f32x4(x0), a0);
         }
         float o[16];
         _mm512_storeu_ps(o, _mm512_add_ps(a0, a1));
-        for (int64_t r = 0; r < rv; r++)
-            y[(I * br + r) * ldy] = sp_epilogue((o[4 * r] + o[4 * r + 1]) + (o[4 * r + 2] + o[4 * r + 3]),
-                                                bias, I * br + r, act);
+        for (int64_t r = 0; r < rv; r++) {
+            const float s = (o[4 * r] + o[4 * r + 1]) + (o[4 * r + 2] + o[4 * r + 3]);
+            y[(I * br + r) * ldy] = sp_epilogue(s, bias, I * br + r, act);
+        }
         return;
     }
     if (ldx == 1 && bs <= 16) {
@@ -321,18 +331,20 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
         __m512 a0 = _mm512_setzero_ps(), a1 = a0;
         int64_t k = k0;
         for (; k + 2 <= k1; k += 2) {
-            const float *x0 = x + (int64_t)w->col_idx[k] * bc, *x1 = x + (int64_t)w->col_idx[k + 1] * bc;
-            const __mmask16 m0 = lanes(cols_in(w, w->col_idx[k])), m1 = lanes(cols_in(w, w->col_idx[k + 1]));
+            const float *x0 = x + (int64_t)w->col_idx[k] * bc;
+            const float *x1 = x + (int64_t)w->col_idx[k + 1] * bc;
+            const __mmask16 m0 = lanes(cols_in(w, w->col_idx[k]));
+            const __mmask16 m1 = lanes(cols_in(w, w->col_idx[k + 1]));
             a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mw, w->val + k * bs),
                                  _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(m0, x0)), a0);
             a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mw, w->val + (k + 1) * bs),
                                  _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(m1, x1)), a1);
         }
         if (k < k1) {
-            const __mmask16 m0 = lanes(cols_in(w, w->col_idx[k]));
+            const __m512 xv = _mm512_maskz_loadu_ps(lanes(cols_in(w, w->col_idx[k])),
+                                                    x + (int64_t)w->col_idx[k] * bc);
             a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mw, w->val + k * bs),
-                                 _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(m0, x + (int64_t)w->col_idx[k] * bc)),
-                                 a0);
+                                 _mm512_permutexvar_ps(idx, xv), a0);
         }
         _mm512_storeu_ps(out, _mm512_add_ps(a0, a1));
         for (int64_t r = 0; r < rv; r++) {

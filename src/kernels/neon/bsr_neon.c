@@ -238,7 +238,8 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
             for (; k + 4 <= blk.kf; k += 4)
 #pragma GCC unroll 4
                 for (int u = 0; u < 4; u++)
-                    a[u] = vfmaq_f32(a[u], vld1q_f32(w->val + (k + u) * 4), vld1q_f32(x + (int64_t)ci[k + u] * 4));
+                    a[u] = vfmaq_f32(a[u], vld1q_f32(w->val + (k + u) * 4),
+                                     vld1q_f32(x + (int64_t)ci[k + u] * 4));
         } else {
             for (; k < blk.kf; k++) {
                 const float32x4_t xv = vld1q_f32(x + (int64_t)ci[k] * 4);
