@@ -67,6 +67,32 @@ static int64_t csr_stored(const void *o) { return ((const sp_csr *)o)->nnz; }
 static size_t csr_bytes(const void *o) { return sp_csr_bytes(o) + sp_csr_packed_bytes(o); }
 static void csr_release(void *o) { sp_csr_free(o); }
 
+/* Block-sparse: each (br x bc) block kept with probability 1 - sparsity, dense inside. */
+static void draw_blocks(const bench_cfg *c, float *d, sp_rng *r) {
+    memset(d, 0, (size_t)(c->rows * c->cols) * sizeof(float));
+    for (int64_t i0 = 0; i0 < c->rows; i0 += c->br)
+        for (int64_t j0 = 0; j0 < c->cols; j0 += c->bc) {
+            if (!(sp_rng_uniform(r) >= c->sparsity)) continue;
+            for (int64_t i = i0; i < i0 + c->br && i < c->rows; i++)
+                for (int64_t j = j0; j < j0 + c->bc && j < c->cols; j++)
+                    d[i * c->cols + j] = draw_value(r);
+        }
+}
+
+static sp_status bsr_build(const bench_cfg *c, const float *d, void **o) {
+    return sp_bsr_from_dense(c->rows, c->cols, d, c->cols, NULL, (int32_t)c->br, (int32_t)c->bc,
+                             (sp_bsr **)o);
+}
+static sp_status bsr_spmm(const void *o, const float *x, int64_t b, float *y, int t) {
+    return sp_bsr_spmm(o, x, b, b, y, b, NULL, SP_ACT_NONE, t);
+}
+static int64_t bsr_stored(const void *o) {
+    const sp_bsr *w = o;
+    return w->nblocks * w->br * w->bc;
+}
+static size_t bsr_bytes(const void *o) { return sp_bsr_bytes(o); }
+static void bsr_release(void *o) { sp_bsr_free(o); }
+
 /* N:M: in every group of m columns, n distinct random positions hold random nonzero values
  * (a partial last group draws from its own columns). --sparsity does not apply: it is 1 - n/m. */
 static void draw_nm(const bench_cfg *c, float *d, sp_rng *r) {
@@ -103,6 +129,7 @@ static void nm_release(void *o) { sp_nm_free(o); }
 
 static const fmt formats[] = {
     {"csr", draw_unstructured, csr_build, csr_spmm, csr_stored, csr_bytes, csr_release},
+    {"bsr", draw_blocks, bsr_build, bsr_spmm, bsr_stored, bsr_bytes, bsr_release},
     {"nm", draw_nm, nm_build, nm_spmm, nm_stored, nm_bytes, nm_release},
 };
 
@@ -156,7 +183,8 @@ static void bench_usage(FILE *f) {
             "  --batch B        columns of X, 1 = SpMV (default 64)\n"
             "  --sparsity S     fraction of zero weights in [0, 1) (default 0.9; for nm it is\n"
             "                   1 - N/M)\n"
-            "  --format F       csr (default), nm\n"
+            "  --format F       csr (default), bsr or nm\n"
+            "  --block RxC      block shape for bsr, each side in [1, 64] (default 4x4)\n"
             "  --nm N:M         pattern for --format nm, 1 <= N <= M <= 32 (default 2:4)\n"
             "  --threads T      threads for both sides (default 1)\n"
             "  --reps N         timed repetitions per side (default: enough for --min-time)\n"

@@ -127,15 +127,25 @@ typedef struct sp_bsr {
     float *val;              /* nblocks * br * bc */
 } sp_bsr;
 
+/* Allocates a BSR with room for nblocks blocks; row_ptr and val are zero-filled, col_idx is
+ * uninitialised, to be filled by the caller and checked with sp_bsr_validate. Returns owned
+ * *out. SP_EINVAL (negative size, block shape outside [1, 64], nblocks > brows*bcols),
+ * SP_EOVERFLOW, SP_ENOMEM. */
 sp_status sp_bsr_new(int64_t rows, int64_t cols, int32_t br, int32_t bc, int64_t nblocks,
                      sp_bsr **out);
+/* Frees w and its arrays; accepts NULL and half-built matrices. */
 void sp_bsr_free(sp_bsr *w);
+/* Checks every invariant (sizes, block shape, brows/bcols, row_ptr, sorted in-range block
+ * columns, zero padding); SP_EFORMAT (or SP_EINVAL for sizes) naming the first violation. */
 sp_status sp_bsr_validate(const sp_bsr *w);
 /* BSR of a dense matrix: a block is stored when any entry in it is nonzero (mask == NULL) or
- * when any of its mask bits is set (entries outside the mask are stored as 0). */
+ * when any of its mask bits is set (entries outside the mask are stored as 0). Borrows dense and
+ * mask; returns owned *out. */
 sp_status sp_bsr_from_dense(int64_t rows, int64_t cols, const float *dense, int64_t ld,
                             const sp_mask *mask, int32_t br, int32_t bc, sp_bsr **out);
+/* Writes W into dense (rows x cols, leading dim ld), zeros elsewhere. */
 sp_status sp_bsr_to_dense(const sp_bsr *w, float *dense, int64_t ld);
+/* Bytes used by the arrays (row_ptr + block columns + values, padding included). */
 size_t sp_bsr_bytes(const sp_bsr *w);
 
 /* ---- N:M semi-structured ------------------------------------------------------------------- */

@@ -49,6 +49,27 @@ static const sp_kernel csr_sddmm[] = {
     ARM(SP_KERNEL(sp_f32_sddmm_csr__neon, SP_ISA_NEON))
 };
 
+static const sp_kernel bsr_spmm[] = {
+    SP_KERNEL_REF(sp_f32_spmm_bsr__ref),
+    SP_KERNEL(sp_f32_spmm_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_bsr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_spmm_bsr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_spmm_bsr__neon, SP_ISA_NEON))
+};
+static const sp_kernel bsr_spmm_t[] = {
+    SP_KERNEL_REF(sp_f32_spmm_t_bsr__ref),
+    SP_KERNEL(sp_f32_spmm_t_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_t_bsr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_spmm_t_bsr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_spmm_t_bsr__neon, SP_ISA_NEON))
+};
+static const sp_kernel bsr_sddmm[] = {
+    SP_KERNEL_REF(sp_f32_sddmm_bsr__ref),
+    SP_KERNEL(sp_f32_sddmm_bsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_sddmm_bsr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_sddmm_bsr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_sddmm_bsr__neon, SP_ISA_NEON))
+};
 static const sp_kernel nm_spmm[] = {
     SP_KERNEL_REF(sp_f32_spmm_nm__ref),
     SP_KERNEL(sp_f32_spmm_nm__scalar, SP_ISA_SCALAR),
@@ -78,6 +99,9 @@ const sp_kernel_family sp_kernel_families[] = {
     FAMILY("csr_spmm_panels", csr_spmm_panels),
     FAMILY("csr_spmm_t", csr_spmm_t),
     FAMILY("csr_sddmm", csr_sddmm),
+    FAMILY("bsr_spmm", bsr_spmm),
+    FAMILY("bsr_spmm_t", bsr_spmm_t),
+    FAMILY("bsr_sddmm", bsr_sddmm),
     FAMILY("nm_spmm", nm_spmm),
     FAMILY("nm_spmm_t", nm_spmm_t),
     FAMILY("nm_sddmm", nm_sddmm),
