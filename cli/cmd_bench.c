@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cli.h"
 
@@ -139,6 +138,20 @@ static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Two thread pools share this process: OpenMP's (sparrow) and OpenBLAS's. After a call each
+ * pool's idle workers spin for a while (libgomp ~300k spins, OpenBLAS up to 2^28 cycles, about
+ * 70 ms) before they sleep, and a spinning pool steals the core the other pool's next run needs
+ * (measured at 2 threads: 3072x768 batch 128 took 8.0 ms instead of 0.5 when run right after
+ * OpenBLAS). So the benchmark pauses between the blocks of one side and the other until the
+ * idle side sleeps; within a block each side keeps its own default, warm behaviour. */
+#define QUIESCE_MS 150
+#define SP_MIN_D(a, b) ((a) < (b) ? (a) : (b))
+
+static void quiesce(void) {
+    struct timespec t = {0, QUIESCE_MS * 1000000L};
+    nanosleep(&t, NULL);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -323,19 +336,22 @@ static int run_spmm(const bench_cfg *c) {
     }
 
     /* time: alternating blocks of dense and sparse runs */
-    double t0 = now_s();
-    dense_run(&dc);
-    double td = now_s() - t0;
-    t0 = now_s();
-    f->spmm(obj, x, c->batch, ys, (int)c->threads);
-    double tsp = now_s() - t0;
+    /* calibrate: the slower side's best of three runs sets how many runs fit in min_time */
+    double td = 1e9, tsp = 1e9, t0;
+    for (int k = 0; k < 3; k++) {
+        t0 = now_s();
+        dense_run(&dc);
+        td = SP_MIN_D(td, now_s() - t0);
+        t0 = now_s();
+        f->spmm(obj, x, c->batch, ys, (int)c->threads);
+        tsp = SP_MIN_D(tsp, now_s() - t0);
+    }
     int reps = (int)c->reps;
     if (reps <= 0) {
         double one = td > tsp ? td : tsp;
-        reps = one > 0 ? (int)(c->min_time / (one > 1e-7 ? one : 1e-7)) : 100;
-        if (reps < 6) reps = 6;
+        reps = (int)(c->min_time / (one > 1e-7 ? one : 1e-7));
+        if (reps < 10) reps = 10;
         if (reps > 3000) reps = 3000;
-        /* the faster side gets at least as many runs as min_time allows for it */
     }
     double *tds = malloc(sizeof(double) * (size_t)reps), *tss = malloc(sizeof(double) * (size_t)reps);
     if (!tds || !tss) {
@@ -343,15 +359,17 @@ static int run_spmm(const bench_cfg *c) {
         rc = fail("allocating timers", SP_ENOMEM);
         goto done;
     }
-    const int rounds = 3;
+    const int rounds = 5;
     int nd = 0, ns = 0;
     for (int round = 0; round < rounds; round++) {
         int share = (reps * (round + 1)) / rounds - (reps * round) / rounds;
+        quiesce();
         for (int k = 0; k < share; k++) {
             t0 = now_s();
             dense_run(&dc);
             tds[nd++] = now_s() - t0;
         }
+        quiesce();
         for (int k = 0; k < share; k++) {
             t0 = now_s();
             f->spmm(obj, x, c->batch, ys, (int)c->threads);
@@ -405,22 +423,6 @@ done:
     return rc;
 }
 
-/* Two thread pools share this process: OpenMP's (sparrow) and OpenBLAS's. An idle OpenMP
- * worker spins by default and would steal a core from OpenBLAS while it runs, so idle workers
- * must sleep instead (that only slows sparrow: waking them costs microseconds). libgomp reads
- * OMP_WAIT_POLICY before main, so the benchmark re-executes itself once with it set; a user's
- * own setting wins. */
-static void ensure_passive_openmp(char **argv_full) {
-#if defined(_OPENMP)
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv_full);
-    /* exec failed (no /proc): go on with spinning workers */
-#else
-    (void)argv_full;
-#endif
-}
-
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         bench_usage(argc < 2 ? stderr : stdout);
@@ -433,7 +435,6 @@ int cmd_bench(int argc, char **argv) {
     bench_cfg c;
     int rc = parse(argc - 2, argv + 2, &c);
     if (rc >= 0) return rc;
-    ensure_passive_openmp(argv - 1);
     const char *warn = sp_isa_env_warning();
     if (warn) fprintf(stderr, "sparrow: warning: %s\n", warn);
     return run_spmm(&c);
