@@ -142,14 +142,15 @@ static double now_s(void) {
 
 /* Two thread pools share this process: OpenMP's (sparrow) and OpenBLAS's. After a call each
  * pool's idle workers spin for a while (libgomp ~300k spins, OpenBLAS up to 2^28 cycles, about
- * 70 ms) before they sleep, and a spinning pool steals the core the other pool's next run needs
+ * 70 ms here) before they sleep, and a spinning pool steals the core the other pool's next run needs
  * (measured at 2 threads: 3072x768 batch 128 took 8.0 ms instead of 0.5 when run right after
  * OpenBLAS). So the benchmark pauses between the blocks of one side and the other until the
  * idle side sleeps; within a block each side keeps its own default, warm behaviour. */
-#define QUIESCE_MS 150
+#define QUIESCE_MS 100
 #define SP_MIN_D(a, b) ((a) < (b) ? (a) : (b))
 
-static void quiesce(void) {
+static void quiesce(int64_t threads) {
+    if (threads < 2) return; /* one thread: neither side has a pool of workers */
     struct timespec t = {0, QUIESCE_MS * 1000000L};
     nanosleep(&t, NULL);
 }
@@ -359,17 +360,17 @@ static int run_spmm(const bench_cfg *c) {
         rc = fail("allocating timers", SP_ENOMEM);
         goto done;
     }
-    const int rounds = 5;
+    const int rounds = c->threads > 1 ? 3 : 5;
     int nd = 0, ns = 0;
     for (int round = 0; round < rounds; round++) {
         int share = (reps * (round + 1)) / rounds - (reps * round) / rounds;
-        quiesce();
+        quiesce(c->threads);
         for (int k = 0; k < share; k++) {
             t0 = now_s();
             dense_run(&dc);
             tds[nd++] = now_s() - t0;
         }
-        quiesce();
+        quiesce(c->threads);
         for (int k = 0; k < share; k++) {
             t0 = now_s();
             f->spmm(obj, x, c->batch, ys, (int)c->threads);
