@@ -223,8 +223,21 @@ static inline __attribute__((always_inline)) void panels_tile(
             _mm512_mask_storeu_ps(yr, m, vb);
         }
     }
+    /* A leading dimension other than 64 floats maps the panel's X rows onto few L1 sets (at
+     * ldx 256 every fourth row shares its sets: 512 lines into 128 ways), so full tiles copy
+     * the panel into a contiguous buffer first (measured below in docs/BENCHMARKS.md). */
+    float buf[256 * 64] __attribute__((aligned(64)));
+    const bool copy = full && ldx != 64;
+    const int64_t ldp = copy ? 64 : ldx;
     for (int64_t q = 0; q < p->npanels; q++) {
         const float *xq = x + q * P * ldx + b0;
+        if (copy) {
+            const int64_t n = SP_MIN(P, w->cols - q * P);
+            for (int64_t j = 0; j < n; j++)
+                for (int v = 0; v < 4; v++)
+                    _mm512_store_ps(buf + j * 64 + 16 * v, _mm512_loadu_ps(xq + j * ldx + 16 * v));
+            xq = buf;
+        }
         const uint32_t *sq = seg + q * rb;
         for (int64_t r = 0; r < rb; r++) {
             const uint32_t e0 = sq[r], e1 = sq[r + 1];
@@ -234,7 +247,7 @@ static inline __attribute__((always_inline)) void panels_tile(
                 __m512 a0 = _mm512_loadu_ps(yr), a1 = _mm512_loadu_ps(yr + 16);
                 __m512 a2 = _mm512_loadu_ps(yr + 32), a3 = _mm512_loadu_ps(yr + 48);
                 for (uint32_t e = e0; e < e1; e++) {
-                    const float *xr = xq + (int64_t)off[e] * ldx;
+                    const float *xr = xq + (int64_t)off[e] * ldp;
                     const __m512 v = _mm512_set1_ps(val[e]);
                     a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a0);
                     a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a1);
