@@ -5,11 +5,13 @@
 
 #define TASK_WORK 32768     /* multiply-adds per task */
 #define PANELS_MIN_BATCH 40 /* see sp_csr_spmm */
+#define PANELS_TILE 64      /* batch columns per panels task */
 
 typedef struct csr_task {
     const sp_csr *w;
     const float *x, *dy;
     int64_t ldx, lddy, batch, rows_per_task;
+    int64_t row_tasks; /* panels: tasks per batch tile */
     float *y, *dval;
     int64_t ldy;
     const float *bias;
@@ -22,6 +24,18 @@ static void spmm_task(void *vctx, int64_t t) {
     const csr_task *c = vctx;
     int64_t r0 = t * c->rows_per_task, r1 = SP_MIN(c->w->rows, r0 + c->rows_per_task);
     ((sp_csr_spmm_fn)c->fn)(c->w, r0, r1, c->x, c->ldx, c->batch, c->y, c->ldy, c->bias, c->act);
+}
+
+/* Panels: task t is row block t % row_tasks of batch tile t / row_tasks. Consecutive tasks share
+ * a tile, so that tile of X (cols x 64) is reused from L2 by every row block instead of all of
+ * X being streamed once per block (768x3072 at batch 256: 3 MiB of X per block). */
+static void spmm_panels_task(void *vctx, int64_t t) {
+    const csr_task *c = vctx;
+    const int64_t tile = t / c->row_tasks, blk = t % c->row_tasks;
+    const int64_t b0 = tile * PANELS_TILE, nb = SP_MIN(PANELS_TILE, c->batch - b0);
+    const int64_t r0 = blk * c->rows_per_task, r1 = SP_MIN(c->w->rows, r0 + c->rows_per_task);
+    ((sp_csr_spmm_fn)c->fn)(c->w, r0, r1, c->x + b0, c->ldx, nb, c->y + b0, c->ldy, c->bias,
+                            c->act);
 }
 
 sp_status sp_csr_spmm(const sp_csr *w, const float *x, int64_t ldx, int64_t batch, float *y,
@@ -43,8 +57,14 @@ sp_status sp_csr_spmm(const sp_csr *w, const float *x, int64_t ldx, int64_t batc
                                 : sp_kernel_cached("csr_spmm", &plain_k);
     csr_task c = {.w = w, .x = x, .ldx = ldx, .batch = batch, .y = y, .ldy = ldy, .bias = bias,
                   .act = act, .fn = k->fn};
+    if (panels) {
+        c.rows_per_task = w->panels->block_rows; /* a task is one row block of one batch tile */
+        c.row_tasks = (w->rows + c.rows_per_task - 1) / c.rows_per_task;
+        sp_parallel_for(c.row_tasks * ((batch + PANELS_TILE - 1) / PANELS_TILE),
+                        sp_resolve_threads(nthreads), spmm_panels_task, &c);
+        return SP_OK;
+    }
     c.rows_per_task = sp_rows_per_task(w->rows, w->nnz * batch, TASK_WORK);
-    if (panels) c.rows_per_task = w->panels->block_rows; /* a task is one row block */
     sp_parallel_for((w->rows + c.rows_per_task - 1) / c.rows_per_task,
                     sp_resolve_threads(nthreads), spmm_task, &c);
     return SP_OK;
