@@ -90,5 +90,16 @@ bool sp_close(const float *got, const float *want, const float *mag, int64_t n, 
 void sp_test_fill(float *p, int64_t n, sp_rng *r);
 /* Dense (rows x cols) with each entry kept with probability density, else 0. */
 void sp_test_fill_sparse(float *p, int64_t rows, int64_t cols, double density, sp_rng *r);
+/* malloc'ed n floats filled by sp_test_fill (free with free). */
+float *sp_test_fill_new(int64_t n, sp_rng *r);
+/* malloc'ed copy of p[0..n) with absolute values: the input of a magnitude run. */
+float *sp_test_abs_copy(const float *p, int64_t n);
+
+/* Compares got to want over a (rows, batch) block with leading dimension ld within the f32
+ * tolerance (magnitudes in mag), and checks that the padding columns [batch, ld) still hold
+ * what pad_before holds there, bit for bit. Reports the first mismatch as a failure. */
+void sp_test_compare_block(const char *what, const char *kernel, const float *got,
+                           const float *want, const float *mag, int64_t rows, int64_t batch,
+                           int64_t ld, const float *pad_before);
 
 #endif

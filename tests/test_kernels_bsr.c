@@ -28,17 +28,6 @@ static const double densities[] = {0.0, 0.3, 1.0, 0.6};
 static const int32_t main_blocks[][2] = {{1, 4}, {4, 1}, {4, 4}, {8, 1}, {16, 1}};
 static const int32_t odd_blocks[][2] = {{1, 1}, {3, 5}, {5, 3}, {64, 1}, {1, 64}, {2, 8}, {8, 8}, {64, 64}};
 
-static float *fill_new(int64_t n, sp_rng *r) {
-    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    sp_test_fill(p, n, r);
-    return p;
-}
-
-static float *abs_copy(const float *p, int64_t n) {
-    float *q = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) q[i] = fabsf(p[i]);
-    return q;
-}
 
 /* A (rows x cols) dense matrix in which each (br x bc) block is nonzero with probability
  * density, with random values inside. */
@@ -69,10 +58,10 @@ static sp_bsr *abs_bsr(const sp_bsr *w) {
 /* An input operand (rows, ld) with NaN in its unused columns [batch, ld) and in GUARD extra
  * rows, and its absolute value (for magnitudes). */
 static float *input_new(int64_t rows, int64_t batch, int64_t ld, sp_rng *r, float **abs_out) {
-    float *p = fill_new((rows + GUARD) * ld, r);
+    float *p = sp_test_fill_new((rows + GUARD) * ld, r);
     for (int64_t i = 0; i < rows + GUARD; i++)
         for (int64_t b = (i < rows ? batch : 0); b < ld; b++) p[i * ld + b] = NAN;
-    *abs_out = abs_copy(p, rows * ld);
+    *abs_out = sp_test_abs_copy(p, rows * ld);
     return p;
 }
 
@@ -112,10 +101,10 @@ static void bsr_case(int64_t rows, int64_t cols, int32_t br, int32_t bc, int64_t
     const int64_t ld = batch + pad, nval = w->nblocks * br * bc;
     float *xa, *dya;
     float *x = input_new(cols, batch, ld, &r, &xa), *dy = input_new(rows, batch, ld, &r, &dya);
-    float *bias = fill_new(rows, &r), *biasa = abs_copy(bias, rows);
-    float *y0 = fill_new((rows + GUARD) * ld, &r);  /* initial Y: sentinels outside */
-    float *dx0 = fill_new((cols + GUARD) * ld, &r); /* initial dX, accumulated into */
-    float *dv0 = fill_new(nval + GUARD, &r);
+    float *bias = sp_test_fill_new(rows, &r), *biasa = sp_test_abs_copy(bias, rows);
+    float *y0 = sp_test_fill_new((rows + GUARD) * ld, &r);  /* initial Y: sentinels outside */
+    float *dx0 = sp_test_fill_new((cols + GUARD) * ld, &r); /* initial dX, accumulated into */
+    float *dv0 = sp_test_fill_new(nval + GUARD, &r);
     const size_t cap = sizeof(float) * (size_t)(SP_MAX((SP_MAX(rows, cols) + GUARD) * ld, nval + GUARD));
     float *want = malloc(cap), *mag = malloc(cap), *got = malloc(cap);
     const bool use_bias = seed & 1;
@@ -254,8 +243,8 @@ TEST(bsr_public_products_are_deterministic) {
             return;
         }
         const int64_t nval = w->nblocks * w->br * w->bc;
-        float *x = fill_new(cols * batch, &r), *dy = fill_new(rows * batch, &r);
-        float *bias = fill_new(rows, &r);
+        float *x = sp_test_fill_new(cols * batch, &r), *dy = sp_test_fill_new(rows * batch, &r);
+        float *bias = sp_test_fill_new(rows, &r);
         float *y1 = malloc(sizeof(float) * rows * batch), *y2 = malloc(sizeof(float) * rows * batch);
         float *dx1 = malloc(sizeof(float) * cols * batch), *dx2 = malloc(sizeof(float) * cols * batch);
         float *g1 = malloc(sizeof(float) * (size_t)nval), *g2 = malloc(sizeof(float) * (size_t)nval);

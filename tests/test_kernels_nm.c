@@ -18,17 +18,6 @@ static const int32_t patterns[][2] = {{2, 4}, {1, 4}, {2, 8}, {1, 1}, {3, 7}, {4
 static const int64_t batches[] = {1,  2,  3,  4,  5,  7,  8,  9,  15, 16, 17, 31,
                                   32, 33, 47, 48, 49, 63, 64, 65, 100, 129};
 
-static float *fill_new(int64_t n, sp_rng *r) {
-    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    sp_test_fill(p, n, r);
-    return p;
-}
-
-static float *abs_copy(const float *p, int64_t n) {
-    float *q = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) q[i] = fabsf(p[i]);
-    return q;
-}
 
 /* Same pattern as w, values |w|: the magnitude matrix for tolerances. */
 static sp_nm *abs_nm(const sp_nm *w) {
@@ -39,26 +28,6 @@ static sp_nm *abs_nm(const sp_nm *w) {
     return a;
 }
 
-/* Compares got to want over a (rows, batch) block with leading dimension ld, and checks that
- * the padding columns [batch, ld) still hold the sentinel. */
-static void compare_block(const char *what, const char *kernel, const float *got,
-                          const float *want, const float *mag, int64_t rows, int64_t batch,
-                          int64_t ld, const float *pad_before) {
-    for (int64_t i = 0; i < rows; i++) {
-        char why[200];
-        if (!sp_close(got + i * ld, want + i * ld, mag + i * ld, batch, sp_tol_for(SP_F32), why,
-                      sizeof why)) {
-            sp_test_fail(__FILE__, __LINE__, "%s %s row %lld: %s", what, kernel, (long long)i, why);
-            return;
-        }
-        for (int64_t b = batch; b < ld; b++)
-            if (memcmp(&got[i * ld + b], &pad_before[i * ld + b], sizeof(float)) != 0) {
-                sp_test_fail(__FILE__, __LINE__, "%s %s wrote padding at (%lld, %lld)", what,
-                             kernel, (long long)i, (long long)b);
-                return;
-            }
-    }
-}
 
 static void nm_case(int64_t rows, int64_t cols, int32_t n, int32_t m, int64_t batch, int kind,
                     int64_t pad, uint64_t seed) {
@@ -74,12 +43,12 @@ static void nm_case(int64_t rows, int64_t cols, int32_t n, int32_t m, int64_t ba
     }
     const int64_t slots = rows * w->groups * n;
     const int64_t ld = batch + pad;
-    float *x = fill_new(cols * ld, &r), *xa = abs_copy(x, cols * ld);
-    float *dy = fill_new(rows * ld, &r), *dya = abs_copy(dy, rows * ld);
-    float *bias = fill_new(rows, &r), *biasa = abs_copy(bias, rows);
-    float *y0 = fill_new(rows * ld, &r);   /* initial contents: padding sentinel */
-    float *dx0 = fill_new(cols * ld, &r);  /* initial dX, accumulated into */
-    float *dv0 = fill_new(slots, &r);
+    float *x = sp_test_fill_new(cols * ld, &r), *xa = sp_test_abs_copy(x, cols * ld);
+    float *dy = sp_test_fill_new(rows * ld, &r), *dya = sp_test_abs_copy(dy, rows * ld);
+    float *bias = sp_test_fill_new(rows, &r), *biasa = sp_test_abs_copy(bias, rows);
+    float *y0 = sp_test_fill_new(rows * ld, &r);   /* initial contents: padding sentinel */
+    float *dx0 = sp_test_fill_new(cols * ld, &r);  /* initial dX, accumulated into */
+    float *dv0 = sp_test_fill_new(slots, &r);
     const size_t cap = sizeof(float) * (size_t)(SP_MAX(SP_MAX(rows, cols) * ld, slots) + 1);
     float *want = malloc(cap), *mag = malloc(cap), *got = malloc(cap);
     const bool use_bias = seed & 1;
@@ -111,7 +80,7 @@ static void nm_case(int64_t rows, int64_t cols, int32_t n, int32_t m, int64_t ba
         ((sp_nm_spmm_fn)k->fn)(w, split, rows, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
         char what[200];
         snprintf(what, sizeof what, "spmm %s", label);
-        compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
+        sp_test_compare_block(what, k->name, got, want, mag, rows, batch, ld, y0);
     }
 
     /* spmm_t: dX = dX0 + W^T dY, mag = |dX0| + |W|^T |dY|; in 64-column chunks as dispatched */
@@ -128,7 +97,7 @@ static void nm_case(int64_t rows, int64_t cols, int32_t n, int32_t m, int64_t ba
             ((sp_nm_spmm_t_fn)k->fn)(w, b0, SP_MIN(batch, b0 + SP_SPMM_T_COLS), dy, ld, got, ld);
         char what[200];
         snprintf(what, sizeof what, "spmm_t %s", label);
-        compare_block(what, k->name, got, want, mag, cols, batch, ld, dx0);
+        sp_test_compare_block(what, k->name, got, want, mag, cols, batch, ld, dx0);
     }
 
     /* sddmm: dval = (accumulate ? dv0 : 0) + dY X^T at every slot, padding included */
@@ -200,7 +169,7 @@ TEST(nm_public_products_are_deterministic) {
     sp_nm *w = NULL;
     CHECK_OK(sp_nm_from_dense(rows, cols, dense, cols, NULL, 2, 4, &w));
     const int64_t slots = rows * w->groups * w->n;
-    float *x = fill_new(cols * batch, &r), *dy = fill_new(rows * batch, &r);
+    float *x = sp_test_fill_new(cols * batch, &r), *dy = sp_test_fill_new(rows * batch, &r);
     float *y1 = malloc(sizeof(float) * rows * batch), *y2 = malloc(sizeof(float) * rows * batch);
     float *dx1 = malloc(sizeof(float) * cols * batch), *dx2 = malloc(sizeof(float) * cols * batch);
     float *g1 = malloc(sizeof(float) * (size_t)slots), *g2 = malloc(sizeof(float) * (size_t)slots);

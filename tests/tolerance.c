@@ -3,6 +3,7 @@
  * comparison itself.
  */
 #include <math.h>
+#include <stdlib.h>
 
 #include "test.h"
 
@@ -42,6 +43,37 @@ void sp_test_fill_sparse(float *p, int64_t rows, int64_t cols, double density, s
         float v = 2.0f * sp_rng_uniform(r) - 1.0f;
         if (v == 0.0f) v = 0.5f;
         p[i] = sp_rng_uniform(r) < density ? v : 0.0f;
+    }
+}
+
+float *sp_test_fill_new(int64_t n, sp_rng *r) {
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    sp_test_fill(p, n, r);
+    return p;
+}
+
+float *sp_test_abs_copy(const float *p, int64_t n) {
+    float *q = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) q[i] = fabsf(p[i]);
+    return q;
+}
+
+void sp_test_compare_block(const char *what, const char *kernel, const float *got,
+                           const float *want, const float *mag, int64_t rows, int64_t batch,
+                           int64_t ld, const float *pad_before) {
+    for (int64_t i = 0; i < rows; i++) {
+        char why[200];
+        if (!sp_close(got + i * ld, want + i * ld, mag + i * ld, batch, sp_tol_for(SP_F32), why,
+                      sizeof why)) {
+            sp_test_fail(__FILE__, __LINE__, "%s %s row %lld: %s", what, kernel, (long long)i, why);
+            return;
+        }
+        for (int64_t b = batch; b < ld; b++)
+            if (memcmp(&got[i * ld + b], &pad_before[i * ld + b], sizeof(float)) != 0) {
+                sp_test_fail(__FILE__, __LINE__, "%s %s wrote padding at (%lld, %lld)", what,
+                             kernel, (long long)i, (long long)b);
+                return;
+            }
     }
 }
 
