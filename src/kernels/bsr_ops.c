@@ -45,7 +45,8 @@ sp_status sp_bsr_spmm(const sp_bsr *w, const float *x, int64_t ldx, int64_t batc
         (st = sp_check_dense(fn, "Y", y, w->rows, batch, ldy)) || (st = sp_check_act(fn, act)))
         return st;
     if (batch == 0 || w->rows == 0) return SP_OK;
-    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("bsr_spmm"));
+    static const sp_kernel *_Atomic cached;
+    const sp_kernel *k = sp_kernel_cached("bsr_spmm", &cached);
     bsr_task c = {.w = w, .x = x, .ldx = ldx, .batch = batch, .y = y, .ldy = ldy, .bias = bias,
                   .act = act, .fn = k->fn};
     c.rows_per_task = sp_rows_per_task(w->brows, bsr_work(w, batch), TASK_WORK);
@@ -56,11 +57,8 @@ sp_status sp_bsr_spmm(const sp_bsr *w, const float *x, int64_t ldx, int64_t batc
 
 static void spmm_t_task(void *vctx, int64_t t) {
     const bsr_task *c = vctx;
-    int64_t b0 = t * SP_SPMM_T_COLS, b1 = SP_MIN(c->batch, b0 + SP_SPMM_T_COLS);
-    if (!c->accumulate) {
-        for (int64_t j = 0; j < c->w->cols; j++)
-            memset(c->y + j * c->ldy + b0, 0, (size_t)(b1 - b0) * sizeof(float));
-    }
+    int64_t b0, b1;
+    sp_spmm_t_chunk(t, c->batch, c->w->cols, c->y, c->ldy, c->accumulate, &b0, &b1);
     ((sp_bsr_spmm_t_fn)c->fn)(c->w, b0, b1, c->dy, c->lddy, c->y, c->ldy);
 }
 
@@ -73,7 +71,8 @@ sp_status sp_bsr_spmm_t(const sp_bsr *w, const float *dy, int64_t lddy, int64_t 
         (st = sp_check_dense(fn, "dX", dx, w->cols, batch, lddx)))
         return st;
     if (batch == 0 || w->cols == 0) return SP_OK;
-    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("bsr_spmm_t"));
+    static const sp_kernel *_Atomic cached;
+    const sp_kernel *k = sp_kernel_cached("bsr_spmm_t", &cached);
     bsr_task c = {.w = w, .dy = dy, .lddy = lddy, .batch = batch, .y = dx, .ldy = lddx,
                   .accumulate = accumulate, .fn = k->fn};
     sp_parallel_for((batch + SP_SPMM_T_COLS - 1) / SP_SPMM_T_COLS, sp_resolve_threads(nthreads),
@@ -98,7 +97,8 @@ sp_status sp_bsr_sddmm(const sp_bsr *w, const float *dy, int64_t lddy, const flo
         return st;
     if (!dval && w->nblocks > 0) return sp_fail(SP_EINVAL, "%s: dval is NULL", fn);
     if (w->rows == 0 || w->nblocks == 0) return SP_OK;
-    const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get("bsr_sddmm"));
+    static const sp_kernel *_Atomic cached;
+    const sp_kernel *k = sp_kernel_cached("bsr_sddmm", &cached);
     bsr_task c = {.w = w, .dy = dy, .lddy = lddy, .x = x, .ldx = ldx, .batch = batch,
                   .dval = dval, .accumulate = accumulate, .fn = k->fn};
     c.rows_per_task = sp_rows_per_task(w->brows, bsr_work(w, batch), TASK_WORK);

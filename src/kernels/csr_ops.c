@@ -72,11 +72,8 @@ sp_status sp_csr_spmm(const sp_csr *w, const float *x, int64_t ldx, int64_t batc
 
 static void spmm_t_task(void *vctx, int64_t t) {
     const csr_task *c = vctx;
-    int64_t b0 = t * SP_SPMM_T_COLS, b1 = SP_MIN(c->batch, b0 + SP_SPMM_T_COLS);
-    if (!c->accumulate) {
-        for (int64_t j = 0; j < c->w->cols; j++)
-            memset(c->y + j * c->ldy + b0, 0, (size_t)(b1 - b0) * sizeof(float));
-    }
+    int64_t b0, b1;
+    sp_spmm_t_chunk(t, c->batch, c->w->cols, c->y, c->ldy, c->accumulate, &b0, &b1);
     ((sp_csr_spmm_t_fn)c->fn)(c->w, b0, b1, c->dy, c->lddy, c->y, c->ldy);
 }
 

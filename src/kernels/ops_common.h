@@ -56,4 +56,15 @@ static inline void sp_zero_dense(float *p, int64_t rows, int64_t batch, int64_t 
  * 32 gives two threads work from batch 64 on). */
 #define SP_SPMM_T_COLS 32
 
+/* The batch columns [*b0, *b1) of spmm_t task t; zeroes them in dX (cols rows) unless the
+ * product accumulates. Every format's spmm_t task starts with this. */
+static inline void sp_spmm_t_chunk(int64_t t, int64_t batch, int64_t cols, float *dx, int64_t lddx,
+                                   bool accumulate, int64_t *b0, int64_t *b1) {
+    *b0 = t * SP_SPMM_T_COLS;
+    *b1 = SP_MIN(batch, *b0 + SP_SPMM_T_COLS);
+    if (!accumulate)
+        for (int64_t j = 0; j < cols; j++)
+            memset(dx + j * lddx + *b0, 0, (size_t)(*b1 - *b0) * sizeof(float));
+}
+
 #endif
