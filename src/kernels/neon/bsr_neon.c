@@ -14,6 +14,7 @@
 #include <arm_neon.h>
 
 #include "../kernel_table.h"
+#include "relu_neon.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -41,7 +42,7 @@ AI brow brow_of(const sp_bsr *w, int64_t I) {
 
 AI float32x4_t epi(float32x4_t v, float32x4_t bias, sp_act act) {
     v = vaddq_f32(v, bias);
-    return act == SP_ACT_RELU ? vmaxq_f32(v, vdupq_n_f32(0.0f)) : v;
+    return act == SP_ACT_RELU ? sp_relu_f32x4(v) : v;
 }
 
 /* ---- spmm ---------------------------------------------------------------------------------- */

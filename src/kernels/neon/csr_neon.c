@@ -20,6 +20,7 @@
 #include <arm_neon.h>
 
 #include "../kernel_table.h"
+#include "relu_neon.h"
 
 static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int64_t k, bool wide) {
     return wide ? (int64_t)w->col_idx[k] : (int64_t)w->col_idx16[k];
@@ -29,11 +30,7 @@ static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int
 static inline __attribute__((always_inline)) float32x4_t epi(float32x4_t v, float32x4_t vb,
                                                              bool has_bias, sp_act act) {
     if (has_bias) v = vaddq_f32(v, vb);
-    if (act == SP_ACT_RELU) {
-        uint32x4_t pos = vcgtq_f32(v, vdupq_n_f32(0.0f)); /* false for NaN, -0 and +0 */
-        v = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), pos));
-    }
-    return v;
+    return act == SP_ACT_RELU ? sp_relu_f32x4(v) : v;
 }
 
 /* y[i] = W[i, :] . x for one row, x with stride ldx: four partial sums in one register. */

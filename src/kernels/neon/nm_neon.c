@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../kernel_table.h"
+#include "relu_neon.h"
 #include "../nm_tile.h"
 
 #define AI static inline __attribute__((always_inline))
@@ -131,7 +132,7 @@ AI void spmm_block(const sp_nm *w, int64_t S, int64_t i, const int R, int64_t g0
             float32x4_t o = acc[r][q];
             if (last) {
                 o = vaddq_f32(o, vb);
-                if (act == SP_ACT_RELU) o = vmaxq_f32(o, vdupq_n_f32(0.0f));
+                if (act == SP_ACT_RELU) o = sp_relu_f32x4(o);
             }
             store_q(y + (i + r) * ldy + b, q, o, NV, PARTIAL, rem);
         }
