@@ -11,7 +11,7 @@
  */
 #include <immintrin.h>
 
-#include "../kernel_table.h"
+#include "../bsr_geom.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -19,28 +19,6 @@
 AI __m256i lanes(int64_t n) {
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)SP_MIN(n, 8)), iota);
-}
-
-AI int64_t rows_in(const sp_bsr *w, int64_t I) {
-    return SP_MIN((int64_t)w->br, w->rows - I * w->br);
-}
-AI int64_t cols_in(const sp_bsr *w, int64_t J) {
-    return SP_MIN((int64_t)w->bc, w->cols - J * w->bc);
-}
-
-/* The blocks of block row I: [k0, kf) are whole, and if kf < k1 the last one is an edge block
- * with only cv_last columns inside the matrix. */
-typedef struct brow {
-    int64_t k0, kf, k1, cv_last;
-} brow;
-
-AI brow brow_of(const sp_bsr *w, int64_t I) {
-    brow b = {w->row_ptr[I], w->row_ptr[I + 1], w->row_ptr[I + 1], w->bc};
-    if (b.k1 > b.k0) {
-        int64_t cv = cols_in(w, w->col_idx[b.k1 - 1]);
-        if (cv < w->bc) b.kf = b.k1 - 1, b.cv_last = cv;
-    }
-    return b;
 }
 
 AI __m256 epi(__m256 v, __m256 bias, sp_act act) {
@@ -92,7 +70,7 @@ AI void block_fma(__m256 acc[8][8][4], int set0, const int S, const float *wv, i
 
 /* Y[I*br + r0 + r, b + ...] for r < R (rows inside the matrix only), 8 NV batch columns (the
  * last vector masked by m when MASK). BC > 0: the block width as a compile-time constant. */
-AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
+AI void spmm_tile(const sp_bsr *w, int64_t I, sp_bsr_brow blk, int64_t r0, const int R, const int BC,
                   const int NV, const bool MASK, __m256i m, const float *x, int64_t ldx,
                   int64_t b, float *y, int64_t ldy, const float *bias, sp_act act) {
     const int S = SETS_C(R, NV, BC), KS = SETS_K(R, NV, BC);
@@ -140,7 +118,7 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
 /* Rows [r0, r0 + R) of block row I over the whole batch: full tiles of 8 NV columns, then one
  * masked tile of 1..NV vectors (or, with !WIDE_TAIL, masked tiles of one vector: less code for
  * the generic shapes). */
-AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
+AI void spmm_chunk(const sp_bsr *w, int64_t I, sp_bsr_brow blk, int64_t r0, const int R, const int BC,
                    const int NV, const bool WIDE_TAIL, const float *x, int64_t ldx,
                    int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
     const __m256i all = _mm256_set1_epi32(-1);
@@ -173,8 +151,8 @@ AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R
 AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const int NV,
                   const float *x, int64_t ldx, int64_t batch, float *y, int64_t ldy,
                   const float *bias, sp_act act) {
-    const brow blk = brow_of(w, I);
-    const int64_t rv = rows_in(w, I);
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+    const int64_t rv = sp_bsr_rows_in(w, I);
     for (int64_t r0 = 0; r0 < rv; r0 += R)
         spmm_chunk(w, I, blk, r0, R, BC, NV, true, x, ldx, batch, y, ldy, bias, act);
 }
@@ -183,8 +161,8 @@ AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const i
 static void spmm_brow_generic(const sp_bsr *w, int64_t I, const float *x, int64_t ldx,
                               int64_t batch, float *y, int64_t ldy, const float *bias,
                               sp_act act) {
-    const brow blk = brow_of(w, I);
-    const int64_t rv = rows_in(w, I), br = w->br;
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+    const int64_t rv = sp_bsr_rows_in(w, I), br = w->br;
     int64_t r0 = 0;
     for (; r0 + 4 <= br && r0 < rv; r0 += 4)
         spmm_chunk(w, I, blk, r0, 4, 0, 2, false, x, ldx, batch, y, ldy, bias, act);
@@ -206,7 +184,7 @@ static inline float hsum(__m256 v) {
 /* Batch 1. */
 static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, float *y,
                       int64_t ldy, const float *bias, sp_act act) {
-    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = rows_in(w, I);
+    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = sp_bsr_rows_in(w, I);
     const int64_t k0 = w->row_ptr[I], k1 = w->row_ptr[I + 1];
     const int32_t *ci = w->col_idx;
     if (bc == 1 && (br == 4 || br == 8)) {
@@ -231,7 +209,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     }
     if (ldx == 1 && bc == 4 && (br == 1 || br == 4)) {
         /* 1x4: two blocks per ymm; 4x4: rows (0,1) and (2,3) against x[j0 .. j0+4) twice */
-        const brow blk = brow_of(w, I);
+        const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         int64_t k = blk.k0;
         if (br == 1) {
@@ -253,7 +231,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
         for (int64_t r = 0; r < rv; r++) {
             float s = br == 1 ? hsum(a0) : (o[4 * r] + o[4 * r + 1]) + (o[4 * r + 2] + o[4 * r + 3]);
             for (int64_t kk = k; kk < blk.k1; kk++) { /* leftover and edge blocks */
-                const int64_t J = ci[kk], cv = cols_in(w, J);
+                const int64_t J = ci[kk], cv = sp_bsr_cols_in(w, J);
                 for (int64_t c = 0; c < cv; c++) s += w->val[kk * bs + r * 4 + c] * x[J * 4 + c];
             }
             y[(I * br + r) * ldy] = sp_epilogue(s, bias, I * br + r, act);
@@ -264,7 +242,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     float out[64], xs[64];
     for (int64_t r = 0; r < rv; r++) out[r] = 0.0f;
     for (int64_t k = k0; k < k1; k++) {
-        const int64_t J = ci[k], cv = cols_in(w, J);
+        const int64_t J = ci[k], cv = sp_bsr_cols_in(w, J);
         for (int64_t c = 0; c < cv; c++) xs[c] = x[(J * bc + c) * ldx];
         const float *v = w->val + k * bs;
         for (int64_t r = 0; r < rv; r++) {
@@ -354,7 +332,7 @@ AI void spmm_t_tile(const sp_bsr *w, int64_t I, int64_t r0, int64_t nr, const in
             if (r < nr)
                 g[r][v] = load_v(dy + (I * w->br + r0 + r) * lddy + b + 8 * v, MASK && v == NV - 1, m);
         }
-    const brow blk = brow_of(w, I);
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
     const float *val = w->val + r0 * bc;
     float *dxb = dx + b;
     for (int64_t k = blk.k0; k < blk.kf; k++)
@@ -373,13 +351,13 @@ AI void spmm_t_chunk(const sp_bsr *w, int64_t r0, const int R, const int BC, con
     int64_t b = b0;
     for (; b + 8 * NV <= b1; b += 8 * NV)
         for (int64_t I = 0; I < w->brows; I++) {
-            const int64_t nr = rows_in(w, I) - r0;
+            const int64_t nr = sp_bsr_rows_in(w, I) - r0;
             if (nr > 0) spmm_t_tile(w, I, r0, nr, R, BC, NV, false, all, b, dy, lddy, dx, lddx);
         }
     for (; b < b1; b += 8) {
         const __m256i m = lanes(b1 - b);
         for (int64_t I = 0; I < w->brows; I++) {
-            const int64_t nr = rows_in(w, I) - r0;
+            const int64_t nr = sp_bsr_rows_in(w, I) - r0;
             if (nr > 0) spmm_t_tile(w, I, r0, nr, R, BC, 1, true, m, b, dy, lddy, dx, lddx);
         }
     }
@@ -481,7 +459,7 @@ static void sddmm_block_generic(const sp_bsr *w, int64_t I, int64_t k, const flo
                                 int64_t lddy, const float *x, int64_t ldx, int64_t batch,
                                 float *dv, bool accumulate) {
     const int64_t br = w->br, bc = w->bc, J = w->col_idx[k];
-    const int64_t rv = rows_in(w, I), cv = cols_in(w, J);
+    const int64_t rv = sp_bsr_rows_in(w, I), cv = sp_bsr_cols_in(w, J);
     for (int64_t r = 0; r < br; r++) {
         float *d = dv + r * bc;
         int64_t c0 = 0;
@@ -513,8 +491,8 @@ AI void sddmm_shape(const sp_bsr *w, int64_t br0, int64_t br1, const int R0, con
                     int64_t batch, float *dval, bool accumulate) {
     const int64_t bs = (int64_t)R0 * C;
     for (int64_t I = br0; I < br1; I++) {
-        const brow blk = brow_of(w, I);
-        const bool full_rows = rows_in(w, I) == R0;
+        const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+        const bool full_rows = sp_bsr_rows_in(w, I) == R0;
         for (int64_t k = blk.k0; k < blk.k1; k++) {
             if (!full_rows || k >= blk.kf) {
                 sddmm_block_generic(w, I, k, dy, lddy, x, ldx, batch, dval + k * bs, accumulate);

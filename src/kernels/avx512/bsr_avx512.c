@@ -22,34 +22,12 @@
  */
 #include <immintrin.h>
 
-#include "../kernel_table.h"
+#include "../bsr_geom.h"
 
 #define AI static inline __attribute__((always_inline))
 
 /* The first n lanes (n >= 16: all). */
 AI __mmask16 lanes(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
-
-AI int64_t rows_in(const sp_bsr *w, int64_t I) {
-    return SP_MIN((int64_t)w->br, w->rows - I * w->br);
-}
-AI int64_t cols_in(const sp_bsr *w, int64_t J) {
-    return SP_MIN((int64_t)w->bc, w->cols - J * w->bc);
-}
-
-/* The blocks of block row I: [k0, kf) are whole, and if kf < k1 the last one is an edge block
- * with only cv_last columns inside the matrix. */
-typedef struct brow {
-    int64_t k0, kf, k1, cv_last;
-} brow;
-
-AI brow brow_of(const sp_bsr *w, int64_t I) {
-    brow b = {w->row_ptr[I], w->row_ptr[I + 1], w->row_ptr[I + 1], w->bc};
-    if (b.k1 > b.k0) {
-        int64_t cv = cols_in(w, w->col_idx[b.k1 - 1]);
-        if (cv < w->bc) b.kf = b.k1 - 1, b.cv_last = cv;
-    }
-    return b;
-}
 
 AI __m512 epi(__m512 v, __m512 bias, sp_act act) {
     v = _mm512_add_ps(v, bias);
@@ -97,7 +75,7 @@ AI void block_fma(__m512 acc[8][16][4], int set0, const int S, const float *wv, 
 
 /* Y[I*br + r0 + r, b + ...] for r < R (rows inside the matrix only), 16 NV batch columns (the
  * last vector masked by m when MASK). BC > 0: the block width as a compile-time constant. */
-AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
+AI void spmm_tile(const sp_bsr *w, int64_t I, sp_bsr_brow blk, int64_t r0, const int R, const int BC,
                   const int NV, const bool MASK, __mmask16 m, const float *x, int64_t ldx,
                   int64_t b, float *y, int64_t ldy, const float *bias, sp_act act) {
     const int S = SETS_C(R, NV, BC), KS = SETS_K(R, NV, BC);
@@ -147,7 +125,7 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
 /* Rows [r0, r0 + R) of block row I over the whole batch: full tiles of 16 NV columns, then one
  * masked tile of 1..NV vectors (or, with !WIDE_TAIL, masked tiles of one vector: less code for
  * the generic shapes). */
-AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
+AI void spmm_chunk(const sp_bsr *w, int64_t I, sp_bsr_brow blk, int64_t r0, const int R, const int BC,
                    const int NV, const bool WIDE_TAIL, const float *x, int64_t ldx,
                    int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
     int64_t b = 0;
@@ -179,8 +157,8 @@ AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R
 AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const int NV,
                   const float *x, int64_t ldx, int64_t batch, float *y, int64_t ldy,
                   const float *bias, sp_act act) {
-    const brow blk = brow_of(w, I);
-    const int64_t rv = rows_in(w, I);
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+    const int64_t rv = sp_bsr_rows_in(w, I);
     for (int64_t r0 = 0; r0 < rv; r0 += R)
         spmm_chunk(w, I, blk, r0, R, BC, NV, true, x, ldx, batch, y, ldy, bias, act);
 }
@@ -189,8 +167,8 @@ AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const i
 static void spmm_brow_generic(const sp_bsr *w, int64_t I, const float *x, int64_t ldx,
                               int64_t batch, float *y, int64_t ldy, const float *bias,
                               sp_act act) {
-    const brow blk = brow_of(w, I);
-    const int64_t rv = rows_in(w, I), br = w->br;
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+    const int64_t rv = sp_bsr_rows_in(w, I), br = w->br;
     int64_t r0 = 0;
     for (; r0 + 4 <= br && r0 < rv; r0 += 4)
         spmm_chunk(w, I, blk, r0, 4, 0, 4, false, x, ldx, batch, y, ldy, bias, act);
@@ -205,7 +183,7 @@ static void spmm_brow_generic(const sp_bsr *w, int64_t I, const float *x, int64_
 /* Batch 1. */
 static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, float *y,
                       int64_t ldy, const float *bias, sp_act act) {
-    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = rows_in(w, I);
+    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = sp_bsr_rows_in(w, I);
     const int64_t k0 = w->row_ptr[I], k1 = w->row_ptr[I + 1];
     float out[64];
     if (bc == 1 && br == 4) {
@@ -271,7 +249,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     if (ldx == 1 && bc == 4 && (br == 1 || br == 4)) {
         /* 1x4: four blocks per zmm; 4x4: one block per zmm, x[j0 .. j0+4) in every 128-bit lane.
          * Lane r*4 + c of a 4x4 block holds W[r, c] * x[c]. */
-        const brow blk = brow_of(w, I);
+        const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
         const int32_t *ci = w->col_idx;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0;
         int64_t k = blk.k0;
@@ -333,15 +311,15 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
         for (; k + 2 <= k1; k += 2) {
             const float *x0 = x + (int64_t)w->col_idx[k] * bc;
             const float *x1 = x + (int64_t)w->col_idx[k + 1] * bc;
-            const __mmask16 m0 = lanes(cols_in(w, w->col_idx[k]));
-            const __mmask16 m1 = lanes(cols_in(w, w->col_idx[k + 1]));
+            const __mmask16 m0 = lanes(sp_bsr_cols_in(w, w->col_idx[k]));
+            const __mmask16 m1 = lanes(sp_bsr_cols_in(w, w->col_idx[k + 1]));
             a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mw, w->val + k * bs),
                                  _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(m0, x0)), a0);
             a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mw, w->val + (k + 1) * bs),
                                  _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(m1, x1)), a1);
         }
         if (k < k1) {
-            const __m512 xv = _mm512_maskz_loadu_ps(lanes(cols_in(w, w->col_idx[k])),
+            const __m512 xv = _mm512_maskz_loadu_ps(lanes(sp_bsr_cols_in(w, w->col_idx[k])),
                                                     x + (int64_t)w->col_idx[k] * bc);
             a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mw, w->val + k * bs),
                                  _mm512_permutexvar_ps(idx, xv), a0);
@@ -358,7 +336,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     float xs[64];
     for (int64_t r = 0; r < rv; r++) out[r] = 0.0f;
     for (int64_t k = k0; k < k1; k++) {
-        const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+        const int64_t J = w->col_idx[k], cv = sp_bsr_cols_in(w, J);
         for (int64_t c = 0; c < cv; c++) xs[c] = x[(J * bc + c) * ldx];
         const float *v = w->val + k * bs;
         for (int64_t r = 0; r < rv; r++) {
@@ -458,7 +436,7 @@ AI void spmm_t_tile(const sp_bsr *w, int64_t I, int64_t r0, int64_t nr, const in
             g[r][v] = _mm512_setzero_ps();
             if (r < nr) g[r][v] = _mm512_maskz_loadu_ps(mv, dy + (I * w->br + r0 + r) * lddy + b + 16 * v);
         }
-    const brow blk = brow_of(w, I);
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
     const float *val = w->val + r0 * bc;
     float *dxb = dx + b;
     for (int64_t k = blk.k0; k < blk.kf; k++)
@@ -476,13 +454,13 @@ AI void spmm_t_chunk(const sp_bsr *w, int64_t r0, const int R, const int BC, con
     int64_t b = b0;
     for (; b + 16 * NV <= b1; b += 16 * NV)
         for (int64_t I = 0; I < w->brows; I++) {
-            const int64_t nr = rows_in(w, I) - r0;
+            const int64_t nr = sp_bsr_rows_in(w, I) - r0;
             if (nr > 0) spmm_t_tile(w, I, r0, nr, R, BC, NV, false, 0xFFFF, b, dy, lddy, dx, lddx);
         }
     for (; b < b1; b += 16) {
         const __mmask16 m = lanes(b1 - b);
         for (int64_t I = 0; I < w->brows; I++) {
-            const int64_t nr = rows_in(w, I) - r0;
+            const int64_t nr = sp_bsr_rows_in(w, I) - r0;
             if (nr > 0) spmm_t_tile(w, I, r0, nr, R, BC, 1, true, m, b, dy, lddy, dx, lddx);
         }
     }
@@ -591,7 +569,7 @@ static void sddmm_block_generic(const sp_bsr *w, int64_t I, int64_t k, const flo
                                 int64_t lddy, const float *x, int64_t ldx, int64_t batch,
                                 float *dv, bool accumulate) {
     const int64_t br = w->br, bc = w->bc, J = w->col_idx[k];
-    const int64_t rv = rows_in(w, I), cv = cols_in(w, J);
+    const int64_t rv = sp_bsr_rows_in(w, I), cv = sp_bsr_cols_in(w, J);
     for (int64_t r = 0; r < br; r++) {
         float *d = dv + r * bc;
         int64_t c0 = 0;
@@ -622,8 +600,8 @@ AI void sddmm_shape(const sp_bsr *w, int64_t br0, int64_t br1, const int R, cons
                     float *dval, bool accumulate) {
     const int64_t bs = (int64_t)R * C;
     for (int64_t I = br0; I < br1; I++) {
-        const brow blk = brow_of(w, I);
-        const bool full_rows = rows_in(w, I) == R;
+        const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+        const bool full_rows = sp_bsr_rows_in(w, I) == R;
         const float *g = dy + I * R * lddy;
         for (int64_t k = blk.k0; k < blk.k1; k++) {
             if (!full_rows || k >= blk.kf) {

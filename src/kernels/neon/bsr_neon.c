@@ -13,32 +13,10 @@
  */
 #include <arm_neon.h>
 
-#include "../kernel_table.h"
+#include "../bsr_geom.h"
 #include "relu_neon.h"
 
 #define AI static inline __attribute__((always_inline))
-
-AI int64_t rows_in(const sp_bsr *w, int64_t I) {
-    return SP_MIN((int64_t)w->br, w->rows - I * w->br);
-}
-AI int64_t cols_in(const sp_bsr *w, int64_t J) {
-    return SP_MIN((int64_t)w->bc, w->cols - J * w->bc);
-}
-
-/* The blocks of block row I: [k0, kf) are whole, and if kf < k1 the last one is an edge block
- * with only cv_last columns inside the matrix. */
-typedef struct brow {
-    int64_t k0, kf, k1, cv_last;
-} brow;
-
-AI brow brow_of(const sp_bsr *w, int64_t I) {
-    brow b = {w->row_ptr[I], w->row_ptr[I + 1], w->row_ptr[I + 1], w->bc};
-    if (b.k1 > b.k0) {
-        int64_t cv = cols_in(w, w->col_idx[b.k1 - 1]);
-        if (cv < w->bc) b.kf = b.k1 - 1, b.cv_last = cv;
-    }
-    return b;
-}
 
 AI float32x4_t epi(float32x4_t v, float32x4_t bias, sp_act act) {
     v = vaddq_f32(v, bias);
@@ -104,7 +82,7 @@ AI void block_fma4(float32x4_t acc[8][16][4], int set0, const float *wv, const f
 
 /* Y[I*br + r0 + r, b .. b + 4 NV) for r < R (rows inside the matrix only). BC > 0: the block
  * width as a compile-time constant. */
-AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
+AI void spmm_tile(const sp_bsr *w, int64_t I, sp_bsr_brow blk, int64_t r0, const int R, const int BC,
                   const int NV, const float *x, int64_t ldx, int64_t b, float *y, int64_t ldy,
                   const float *bias, sp_act act) {
     const int S = SETS_C(R, NV, BC), KS = SETS_K(R, NV, BC);
@@ -160,12 +138,12 @@ AI void spmm_tile(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R,
 /* Batch columns [b0, batch), fewer than 4 NV of them, one at a time: the scalar tail. */
 static void spmm_tail(const sp_bsr *w, int64_t I, int64_t b0, const float *x, int64_t ldx,
                       int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
-    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = rows_in(w, I);
+    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = sp_bsr_rows_in(w, I);
     for (int64_t r = 0; r < rv; r++)
         for (int64_t b = b0; b < batch; b++) {
             float acc = 0.0f;
             for (int64_t k = w->row_ptr[I]; k < w->row_ptr[I + 1]; k++) {
-                const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+                const int64_t J = w->col_idx[k], cv = sp_bsr_cols_in(w, J);
                 const float *v = w->val + k * bs + r * bc, *xj = x + J * bc * ldx + b;
                 for (int64_t c = 0; c < cv; c++) acc += v[c] * xj[c * ldx];
             }
@@ -174,7 +152,7 @@ static void spmm_tail(const sp_bsr *w, int64_t I, int64_t b0, const float *x, in
 }
 
 /* Rows [r0, r0 + R) of block row I: tiles of 4 NV columns, then of 4 columns. */
-AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R, const int BC,
+AI void spmm_chunk(const sp_bsr *w, int64_t I, sp_bsr_brow blk, int64_t r0, const int R, const int BC,
                    const int NV, const float *x, int64_t ldx, int64_t batch, float *y,
                    int64_t ldy, const float *bias, sp_act act) {
     int64_t b = 0;
@@ -187,8 +165,8 @@ AI void spmm_chunk(const sp_bsr *w, int64_t I, brow blk, int64_t r0, const int R
 AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const int NV,
                   const float *x, int64_t ldx, int64_t batch, float *y, int64_t ldy,
                   const float *bias, sp_act act) {
-    const brow blk = brow_of(w, I);
-    const int64_t rv = rows_in(w, I);
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+    const int64_t rv = sp_bsr_rows_in(w, I);
     for (int64_t r0 = 0; r0 < rv; r0 += R)
         spmm_chunk(w, I, blk, r0, R, BC, NV, x, ldx, batch, y, ldy, bias, act);
 }
@@ -197,8 +175,8 @@ AI void spmm_brow(const sp_bsr *w, int64_t I, const int R, const int BC, const i
 static void spmm_brow_generic(const sp_bsr *w, int64_t I, const float *x, int64_t ldx,
                               int64_t batch, float *y, int64_t ldy, const float *bias,
                               sp_act act) {
-    const brow blk = brow_of(w, I);
-    const int64_t rv = rows_in(w, I), br = w->br;
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+    const int64_t rv = sp_bsr_rows_in(w, I), br = w->br;
     int64_t r0 = 0;
     for (; r0 + 4 <= br && r0 < rv; r0 += 4)
         spmm_chunk(w, I, blk, r0, 4, 0, 4, x, ldx, batch, y, ldy, bias, act);
@@ -213,7 +191,7 @@ static void spmm_brow_generic(const sp_bsr *w, int64_t I, const float *x, int64_
 /* Batch 1. */
 static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, float *y,
                       int64_t ldy, const float *bias, sp_act act) {
-    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = rows_in(w, I);
+    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = sp_bsr_rows_in(w, I);
     const int64_t k0 = w->row_ptr[I], k1 = w->row_ptr[I + 1];
     const int32_t *ci = w->col_idx;
     if (bc == 1 && br == 4) {
@@ -232,7 +210,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     }
     if (ldx == 1 && bc == 4 && (br == 1 || br == 4)) {
         /* 1x4 and 4x4: each block row of a block against x[j0 .. j0+4) */
-        const brow blk = brow_of(w, I);
+        const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
         float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
         int64_t k = blk.k0;
         if (br == 1) {
@@ -252,7 +230,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
             float s = br == 1 ? vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])))
                               : vaddvq_f32(a[r]);
             for (int64_t kk = k; kk < blk.k1; kk++) { /* leftover and edge blocks */
-                const int64_t J = ci[kk], cv = cols_in(w, J);
+                const int64_t J = ci[kk], cv = sp_bsr_cols_in(w, J);
                 for (int64_t c = 0; c < cv; c++) s += w->val[kk * bs + r * 4 + c] * x[J * 4 + c];
             }
             y[(I * br + r) * ldy] = sp_epilogue(s, bias, I * br + r, act);
@@ -263,7 +241,7 @@ static void spmv_brow(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, f
     float out[64], xs[64];
     for (int64_t r = 0; r < rv; r++) out[r] = 0.0f;
     for (int64_t k = k0; k < k1; k++) {
-        const int64_t J = ci[k], cv = cols_in(w, J);
+        const int64_t J = ci[k], cv = sp_bsr_cols_in(w, J);
         for (int64_t c = 0; c < cv; c++) xs[c] = x[(J * bc + c) * ldx];
         const float *v = w->val + k * bs;
         for (int64_t r = 0; r < rv; r++) {
@@ -355,7 +333,7 @@ AI void spmm_t_tile(const sp_bsr *w, int64_t I, int64_t r0, int64_t nr, const in
             g[r][v] = vdupq_n_f32(0.0f);
             if (r < nr) g[r][v] = vld1q_f32(dy + (I * w->br + r0 + r) * lddy + b + 4 * v);
         }
-    const brow blk = brow_of(w, I);
+    const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
     const float *val = w->val + r0 * bc;
     float *dxb = dx + b;
     for (int64_t k = blk.k0; k < blk.kf; k++)
@@ -372,12 +350,12 @@ AI void spmm_t_chunk(const sp_bsr *w, int64_t r0, const int R, const int BC, con
     int64_t b = b0;
     for (; b + 4 * NV <= b1; b += 4 * NV)
         for (int64_t I = 0; I < w->brows; I++) {
-            const int64_t nr = rows_in(w, I) - r0;
+            const int64_t nr = sp_bsr_rows_in(w, I) - r0;
             if (nr > 0) spmm_t_tile(w, I, r0, nr, R, BC, NV, b, dy, lddy, dx, lddx);
         }
     for (; b + 4 <= b1; b += 4)
         for (int64_t I = 0; I < w->brows; I++) {
-            const int64_t nr = rows_in(w, I) - r0;
+            const int64_t nr = sp_bsr_rows_in(w, I) - r0;
             if (nr > 0) spmm_t_tile(w, I, r0, nr, R, BC, 1, b, dy, lddy, dx, lddx);
         }
 }
@@ -415,9 +393,9 @@ void sp_f32_spmm_t_bsr__neon(const sp_bsr *w, int64_t b0, int64_t b1, const floa
     /* the scalar tail: the last (b1 - b0) % 4 columns */
     const int64_t br = w->br, bc = w->bc, bs = br * bc;
     for (int64_t I = 0; I < w->brows; I++) {
-        const int64_t rv = rows_in(w, I);
+        const int64_t rv = sp_bsr_rows_in(w, I);
         for (int64_t k = w->row_ptr[I]; k < w->row_ptr[I + 1]; k++) {
-            const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+            const int64_t J = w->col_idx[k], cv = sp_bsr_cols_in(w, J);
             for (int64_t c = 0; c < cv; c++)
                 for (int64_t b = b4; b < b1; b++) {
                     float a = dx[(J * bc + c) * lddx + b];
@@ -465,7 +443,7 @@ static void sddmm_block_generic(const sp_bsr *w, int64_t I, int64_t k, const flo
                                 int64_t lddy, const float *x, int64_t ldx, int64_t batch,
                                 float *dv, bool accumulate) {
     const int64_t br = w->br, bc = w->bc, J = w->col_idx[k];
-    const int64_t rv = rows_in(w, I), cv = cols_in(w, J);
+    const int64_t rv = sp_bsr_rows_in(w, I), cv = sp_bsr_cols_in(w, J);
     for (int64_t r = 0; r < br; r++) {
         float *d = dv + r * bc;
         int64_t c0 = 0;
@@ -496,8 +474,8 @@ AI void sddmm_shape(const sp_bsr *w, int64_t br0, int64_t br1, const int R, cons
                     float *dval, bool accumulate) {
     const int64_t bs = (int64_t)R * C;
     for (int64_t I = br0; I < br1; I++) {
-        const brow blk = brow_of(w, I);
-        const bool full_rows = rows_in(w, I) == R;
+        const sp_bsr_brow blk = sp_bsr_brow_of(w, I);
+        const bool full_rows = sp_bsr_rows_in(w, I) == R;
         const float *g = dy + I * R * lddy;
         for (int64_t k = blk.k0; k < blk.k1; k++) {
             if (!full_rows || k >= blk.kf) {

@@ -12,26 +12,17 @@
  */
 #include <string.h>
 
-#include "../kernel_table.h"
+#include "../bsr_geom.h"
 
 #define SP_TILE 8
 #define SP_ROWS 4
 
-/* Rows of block row I inside the matrix. */
-static inline int64_t rows_in(const sp_bsr *w, int64_t I) {
-    return SP_MIN((int64_t)w->br, w->rows - I * w->br);
-}
-/* Columns of block column J inside the matrix. */
-static inline int64_t cols_in(const sp_bsr *w, int64_t J) {
-    return SP_MIN((int64_t)w->bc, w->cols - J * w->bc);
-}
-
 static void spmv_block_row(const sp_bsr *w, int64_t I, const float *x, int64_t ldx, float *y,
                            int64_t ldy, const float *bias, sp_act act) {
-    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = rows_in(w, I);
+    const int64_t br = w->br, bc = w->bc, bs = br * bc, rv = sp_bsr_rows_in(w, I);
     float acc[64] = {0}, xs[64];
     for (int64_t k = w->row_ptr[I]; k < w->row_ptr[I + 1]; k++) {
-        const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+        const int64_t J = w->col_idx[k], cv = sp_bsr_cols_in(w, J);
         const float *xj = x + J * bc * ldx;
         for (int64_t c = 0; c < cv; c++) xs[c] = xj[c * ldx];
         const float *v = w->val + k * bs;
@@ -54,7 +45,7 @@ static inline __attribute__((always_inline)) void spmm_tile(const sp_bsr *w, int
     const int64_t br = w->br, bc = w->bc, bs = br * bc;
     float acc[SP_ROWS][SP_TILE] = {{0}};
     for (int64_t k = w->row_ptr[I]; k < w->row_ptr[I + 1]; k++) {
-        const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+        const int64_t J = w->col_idx[k], cv = sp_bsr_cols_in(w, J);
         const float *v = w->val + k * bs + r0 * bc;
         const float *xj = x + J * bc * ldx + b0;
         for (int64_t c = 0; c < cv; c++) {
@@ -73,7 +64,7 @@ static inline __attribute__((always_inline)) void spmm_tile(const sp_bsr *w, int
             }
         }
     }
-    const int64_t rv = rows_in(w, I) - r0;
+    const int64_t rv = sp_bsr_rows_in(w, I) - r0;
     for (int r = 0; r < R && r < rv; r++) {
         const int64_t i = I * br + r0 + r;
         float *yr = y + i * ldy + b0;
@@ -83,7 +74,7 @@ static inline __attribute__((always_inline)) void spmm_tile(const sp_bsr *w, int
 
 static void spmm_block_row(const sp_bsr *w, int64_t I, const float *x, int64_t ldx,
                            int64_t batch, float *y, int64_t ldy, const float *bias, sp_act act) {
-    const int64_t br = w->br, rv = rows_in(w, I);
+    const int64_t br = w->br, rv = sp_bsr_rows_in(w, I);
     for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
         const int64_t nb = SP_MIN(SP_TILE, batch - b0);
         int64_t r0 = 0;
@@ -115,10 +106,10 @@ void sp_f32_spmm_t_bsr__scalar(const sp_bsr *w, int64_t b0, int64_t b1, const fl
     for (int64_t t0 = b0; t0 < b1; t0 += SP_TILE) {
         const int64_t nb = SP_MIN(SP_TILE, b1 - t0);
         for (int64_t I = 0; I < w->brows; I++) {
-            const int64_t rv = rows_in(w, I);
+            const int64_t rv = sp_bsr_rows_in(w, I);
             const float *g = dy + I * br * lddy + t0;
             for (int64_t k = w->row_ptr[I]; k < w->row_ptr[I + 1]; k++) {
-                const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+                const int64_t J = w->col_idx[k], cv = sp_bsr_cols_in(w, J);
                 const float *v = w->val + k * bs;
                 for (int64_t c = 0; c < cv; c++) {
                     float *d = dx + (J * bc + c) * lddx + t0;
@@ -147,9 +138,9 @@ void sp_f32_sddmm_bsr__scalar(const sp_bsr *w, int64_t br0, int64_t br1, const f
                               float *dval, bool accumulate) {
     const int64_t br = w->br, bc = w->bc, bs = br * bc;
     for (int64_t I = br0; I < br1; I++) {
-        const int64_t rv = rows_in(w, I);
+        const int64_t rv = sp_bsr_rows_in(w, I);
         for (int64_t k = w->row_ptr[I]; k < w->row_ptr[I + 1]; k++) {
-            const int64_t J = w->col_idx[k], cv = cols_in(w, J);
+            const int64_t J = w->col_idx[k], cv = sp_bsr_cols_in(w, J);
             float *dv = dval + k * bs;
             for (int64_t r = 0; r < br; r++) {
                 for (int64_t c = 0; c < bc; c++) {
