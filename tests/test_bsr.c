@@ -264,6 +264,7 @@ TEST(bsr_survives_allocation_failure) {
             sp_alloc_fail_after(0);
             if (st == SP_OK) {
                 finished = true; /* n passed the number of allocations made */
+                CHECK_MSG(n > 1, "constructor %d succeeded at the first injected failure", which);
                 if (which > 0) CHECK_OK(sp_bsr_validate(w));
             } else {
                 CHECK_MSG(st == SP_ENOMEM, "constructor %d, failure %lld: %s", which,

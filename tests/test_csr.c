@@ -196,6 +196,7 @@ TEST(csr_mask_tensor_survive_allocation_failure) {
             sp_alloc_fail_after(0);
             if (st == SP_OK) {
                 finished = true; /* n passed the number of allocations made */
+                CHECK_MSG(n > 1, "constructor %d succeeded at the first injected failure", which);
             } else {
                 CHECK_MSG(st == SP_ENOMEM, "constructor %d, failure %lld: %s", which,
                           (long long)n, sp_status_name(st));
@@ -231,7 +232,8 @@ TEST(csr_pack_decides_by_density) {
     sp_csr_unpack(NULL);
     CHECK_STATUS(sp_csr_pack(NULL, &packed), SP_EINVAL);
     /* allocation failure leaves the matrix unpacked and valid, nothing leaked */
-    for (int64_t n = 1; n < 6; n++) {
+    int64_t n = 1;
+    for (; n < 50; n++) { /* every allocation of the pack fails once, then it succeeds */
         int64_t live = sp_alloc_live();
         sp_alloc_fail_after(n);
         sp_status st = sp_csr_pack(w, &packed);
@@ -241,6 +243,7 @@ TEST(csr_pack_decides_by_density) {
         CHECK(w->panels == NULL && !packed);
         CHECK_EQ(sp_alloc_live(), live);
     }
+    CHECK(n > 1 && n < 50 && packed && w->panels != NULL);
     sp_csr_free(w); /* frees the pack too */
     free(d);
 }
