@@ -19,12 +19,12 @@
 #include "../core/internal.h"
 #include "../sparse/csr_panels.h"
 
-/* y[r0:r1, :] = act(W[r0:r1, :] x + bias[r0:r1]) */
+/* y[r0:r1, :] = act(W[r0:r1, :] x + bias[r0:r1]). The csr_spmm_panels family has the same type
+ * and runs the panelled layout (w->panels, src/sparse/csr_panels.h): there r0 is a multiple of
+ * its block_rows and r1 one too, or rows. */
 typedef void (*sp_csr_spmm_fn)(const sp_csr *w, int64_t r0, int64_t r1, const float *x,
                                int64_t ldx, int64_t batch, float *y, int64_t ldy,
                                const float *bias, sp_act act);
-/* The same product on the panelled layout (w->panels, src/sparse/csr_panels.h): r0 is a
- * multiple of its block_rows, r1 one too or rows. */
 /* dx[:, b0:b1] += W^T dy[:, b0:b1] */
 typedef void (*sp_csr_spmm_t_fn)(const sp_csr *w, int64_t b0, int64_t b1, const float *dy,
                                  int64_t lddy, float *dx, int64_t lddx);
