@@ -8,7 +8,7 @@
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
 #   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
 #                   SPARROW_ISA=scalar, and under ASan+UBSan
-#   make test-noblas  build without BLAS or OpenMP (libc + libm only) and run the suite
+#   make test-noblas  build without BLAS, OpenMP or zlib (libc + libm only) and run the suite
 #   make test-install install into a temporary prefix; build and run a consumer through
 #                   find_package(sparrow) and pkg-config (shared and static)
 
@@ -54,7 +54,8 @@ test-asan: deps
 NOBLAS_BINS := build-noblas/sparrow_tests build-noblas/sparrow build-noblas/libsparrow.so
 
 test-noblas: deps
-	@$(CMAKE) -S . -B build-noblas -DSPARROW_BLAS=OFF -DSPARROW_OPENMP=OFF >/dev/null
+	@$(CMAKE) -S . -B build-noblas -DSPARROW_BLAS=OFF -DSPARROW_OPENMP=OFF -DSPARROW_ZLIB=OFF \
+	    >/dev/null
 	@$(CMAKE) --build build-noblas -j $(JOBS)
 	@echo "== libraries of the libc + libm build"
 	@ldd $(NOBLAS_BINS)
@@ -73,7 +74,7 @@ ARM_ASAN_TOOLCHAIN := $(if $(wildcard build-arm-asan/CMakeCache.txt),,\
 
 test-arm:
 	@$(DEPS) arm
-	@$(CMAKE) -S . -B build-arm $(ARM_TOOLCHAIN) -DSPARROW_BLAS=OFF -DCMAKE_BUILD_TYPE=Release \
+	@$(CMAKE) -S . -B build-arm $(ARM_TOOLCHAIN) -DSPARROW_BLAS=OFF -DSPARROW_ZLIB=OFF -DCMAKE_BUILD_TYPE=Release \
 	    >/dev/null
 	@$(CMAKE) --build build-arm -j $(JOBS)
 	@$(QEMU_ARM) ./build-arm/sparrow info
@@ -83,7 +84,7 @@ test-arm:
 	@echo "== suite on aarch64 under qemu-user with SPARROW_ISA=scalar"
 	@t0=$$(date +%s); SPARROW_ISA=scalar $(QEMU_ARM) ./build-arm/sparrow_tests && \
 	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
-	@$(CMAKE) -S . -B build-arm-asan $(ARM_ASAN_TOOLCHAIN) -DSPARROW_BLAS=OFF \
+	@$(CMAKE) -S . -B build-arm-asan $(ARM_ASAN_TOOLCHAIN) -DSPARROW_BLAS=OFF -DSPARROW_ZLIB=OFF \
 	    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARROW_SANITIZE=ON -DSPARROW_BUILD_CLI=OFF >/dev/null
 	@$(CMAKE) --build build-arm-asan -j $(JOBS)
 	@echo "== suite on aarch64 under qemu-user with ASan+UBSan (no LeakSanitizer under qemu)"
