@@ -1,0 +1,107 @@
+/*
+ * sparrow/nn.h - models: layers stacked from a readable config, forward and backward passes.
+ *
+ * A model is built from a config text (docs/CONFIG.md) or a built-in spec, for a given input
+ * shape and number of classes, then run on feature-major batches (features, B):
+ *
+ *     char *cfg = NULL;
+ *     sp_model *m = NULL;
+ *     sp_shape in = {1, 28, 28};
+ *     if (sp_model_spec_config("lenet300", &cfg) != SP_OK) ...     // or read a config file
+ *     if (sp_model_new(cfg, in, 10, 42, &m) != SP_OK) ...           // seed 42
+ *     const float *logits;                                          // (10, B)
+ *     sp_model_forward(m, x, B, true, &logits);
+ *     ... dlogits from a loss (sparrow/train.h) ...
+ *     sp_model_zero_grad(m);
+ *     sp_model_backward(m, dlogits, NULL);  // fills sp_model_grads(m)
+ *     sp_free(cfg); sp_model_free(m);
+ *
+ * Parameters, gradients and non-trained state (BatchNorm running statistics) each live in one
+ * flat arena, so an optimizer is one loop over sp_model_params / sp_model_grads.
+ */
+#ifndef SPARROW_NN_H
+#define SPARROW_NN_H
+
+#include "sparrow/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Per-sample shape: channels, height, width. A flat vector is (n, 1, 1); a sequence of T
+ * tokens of width d is (d, 1, T). */
+typedef struct sp_shape {
+    int64_t c, h, w;
+} sp_shape;
+
+typedef struct sp_model sp_model;
+
+/* Config text of a built-in spec: "mlp:H1,H2,..." (Flatten, Linear+ReLU per hidden size, Linear
+ * to the classes), "lenet300" (= mlp:300,100), "lenet5" (the classic 6/16-filter LeNet-5 with
+ * ReLU and max pooling), "mobilenet" (a small depthwise-separable CNN), "transformer" (a small
+ * decoder-only transformer over image rows as tokens). Returns owned *text (sp_free).
+ * SP_EINVAL naming the spec if unknown or malformed. */
+sp_status sp_model_spec_config(const char *spec, char **text);
+
+/* Builds a model from config text for inputs of shape `in` and `classes` outputs (the token
+ * `classes` in the config stands for it). seed fixes the initial parameters and any random
+ * sparse pattern. Borrows text; returns owned *out. SP_EINVAL/SP_ESHAPE naming the config line
+ * for unknown layers, bad options or impossible shapes; SP_ENOMEM. */
+sp_status sp_model_new(const char *text, sp_shape in, int64_t classes, uint64_t seed,
+                       sp_model **out);
+/* Accepts NULL. */
+void sp_model_free(sp_model *m);
+
+/* Runs the model on x (features, batch), feature-major, leading dimension batch. train selects
+ * batch statistics and active dropout. *y points at the output (out features, batch), owned by
+ * the model and valid until the next call. Activations are kept for sp_model_backward. */
+sp_status sp_model_forward(sp_model *m, const float *x, int64_t batch, bool train,
+                           const float **y);
+/* Back-propagates dy (out features, batch) through the last forward pass, ADDING into the
+ * parameter gradients (call sp_model_zero_grad first). dx (in features, batch), if not NULL,
+ * gets the gradient with respect to the input. SP_EINVAL if no forward came first. */
+sp_status sp_model_backward(sp_model *m, const float *dy, float *dx);
+/* Zeroes the gradient arena. */
+void sp_model_zero_grad(sp_model *m);
+
+/* Threads for later passes (<= 0: all); results are bitwise identical for any count. */
+void sp_model_set_threads(sp_model *m, int nthreads);
+/* Training step number: with the seed it fixes the random streams of stochastic layers
+ * (Dropout), so that a resumed run draws the same numbers. */
+void sp_model_set_step(sp_model *m, int64_t step);
+
+/* The arenas (nparams floats each for params and grads; nbuffers for state). */
+int64_t sp_model_nparams(const sp_model *m);
+float *sp_model_params(sp_model *m);
+float *sp_model_grads(sp_model *m);
+int64_t sp_model_nbuffers(const sp_model *m);
+float *sp_model_buffers(sp_model *m);
+
+/* Shapes, seed and the normalized config (an "input C H W" line, then one line per layer):
+ * sp_model_new(config, in, classes, seed) rebuilds the same model. */
+sp_shape sp_model_in(const sp_model *m);
+sp_shape sp_model_out(const sp_model *m);
+int64_t sp_model_classes(const sp_model *m);
+uint64_t sp_model_seed(const sp_model *m);
+const char *sp_model_config(const sp_model *m);
+
+/* One row of a model summary. */
+typedef struct sp_layer_info {
+    const char *name;   /* "2.linear" */
+    const char *kind;   /* "linear" */
+    sp_shape in, out;
+    int64_t nparam;     /* trained floats */
+    int64_t nnz;        /* nonzero parameters */
+    int64_t param_offset; /* where its parameters start in the arena */
+} sp_layer_info;
+/* Number of layers (nested ones included, depth-first). */
+int sp_model_nlayers(const sp_model *m);
+/* Summary of layer i; SP_EINVAL if out of range. */
+sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info);
+/* Nonzero parameters over the whole model. */
+int64_t sp_model_nnz(const sp_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

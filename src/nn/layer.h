@@ -1,0 +1,130 @@
+/*
+ * layer.h - the contract between the model container and its layers (internal; not installed).
+ *
+ * A layer maps a batch of per-sample tensors of shape in = (c, h, w) to out = (c', h', w').
+ * Activations are feature-major with the batch innermost: element (c, y, x) of sample b sits at
+ * ((c * h + y) * w + x) * B + b, so a batch is a (c*h*w, B) row-major matrix and a dense layer
+ * is one GEMM Y = W X. Sequences use the same layout with (c, h, w) = (d_model, 1, T): token t of
+ * sequence b is column t * B + b, and a per-token layer (Linear, LayerNorm) sees a
+ * (d_model, T*B) matrix.
+ *
+ * Each layer kind is a struct whose first member is sp_layer, plus a vtable:
+ *
+ *   forward(l, run, x, y)              y = f(x) for run->batch samples; caches what backward needs
+ *   backward(l, run, x, y, dy, dx)     dx = (df/dx)^T dy (dx == NULL: not needed, skip it) and
+ *                                      ACCUMULATES parameter gradients into l->grad
+ *   init_params(l, rng)                writes the initial parameters into l->param
+ *   reserve(l, batch)                  (optional) sizes per-batch caches for up to `batch`
+ *   bind(l)                            (optional) called once l->param/grad/buffer are set
+ *   free(l)                            frees the layer's own memory (not the arena views)
+ *   describe(l, buf, n)                the config line that re-creates the layer
+ *
+ * Parameters live in the model's flat arenas: l->param and l->grad point at l->nparam floats
+ * inside them, l->buffer at l->nbuffer floats of non-trained state (BatchNorm running
+ * statistics), so that saving, zeroing gradients and optimizer steps are single loops.
+ */
+#ifndef SPARROW_NN_LAYER_H
+#define SPARROW_NN_LAYER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sparrow/nn.h"
+
+typedef struct sp_layer sp_layer;
+
+/* What one forward/backward pass is about. */
+typedef struct sp_run {
+    int64_t batch;     /* B: samples in this pass (<= the reserved capacity) */
+    bool train;        /* training mode (BatchNorm batch statistics, Dropout active) */
+    int nthreads;      /* threads for kernels and GEMM; results do not depend on it */
+    uint64_t seed;     /* with step and the layer index: the stream of stochastic layers */
+    int64_t step;
+} sp_run;
+
+typedef struct sp_layer_vt {
+    const char *kind;
+    sp_status (*forward)(sp_layer *l, const sp_run *run, const float *x, float *y);
+    sp_status (*backward)(sp_layer *l, const sp_run *run, const float *x, const float *y,
+                          const float *dy, float *dx);
+    void (*init_params)(sp_layer *l, sp_rng *rng);
+    sp_status (*reserve)(sp_layer *l, int64_t batch);
+    sp_status (*bind)(sp_layer *l);
+    void (*free)(sp_layer *l);
+    int (*describe)(const sp_layer *l, char *buf, size_t n);
+} sp_layer_vt;
+
+struct sp_layer {
+    const sp_layer_vt *vt;
+    sp_shape in, out;      /* per-sample shapes */
+    int64_t nparam;        /* floats of trained parameters */
+    int64_t nbuffer;       /* floats of non-trained state, saved with the model */
+    float *param, *grad;   /* views into the model's arenas (NULL while nparam == 0) */
+    float *buffer;
+    int index;             /* position in a depth-first walk of the model, from 0 */
+    char name[16];         /* "3.linear" */
+};
+
+/* Options of one config line: kind and key=value pairs, with typed getters that report unknown
+ * or malformed options naming the line. */
+#define SP_ARGS_MAX 16
+typedef struct sp_args {
+    const char *kind;
+    int line;              /* 1-based line in the config, for messages */
+    int n;
+    const char *key[SP_ARGS_MAX];
+    const char *val[SP_ARGS_MAX];
+    bool used[SP_ARGS_MAX];
+} sp_args;
+
+/* Integer option `key` in [lo, hi], or def when absent. */
+sp_status sp_args_int(sp_args *a, const char *key, int64_t def, int64_t lo, int64_t hi,
+                      int64_t *out);
+/* Number option in [lo, hi]. */
+sp_status sp_args_num(sp_args *a, const char *key, double def, double lo, double hi, double *out);
+/* String option (borrowed from the config text), or def. */
+sp_status sp_args_str(sp_args *a, const char *key, const char *def, const char **out);
+/* "AxB" or a single "A" (then both): kernel sizes, strides, block shapes. */
+sp_status sp_args_pair(sp_args *a, const char *key, int64_t def, int64_t lo, int64_t hi,
+                       int64_t *first, int64_t *second);
+/* SP_EINVAL naming the first option that no getter asked for. */
+sp_status sp_args_finish(const sp_args *a);
+
+/* What a layer constructor gets besides its options. */
+typedef struct sp_build {
+    sp_rng rng;            /* structure randomness (a sparse layer's random pattern) */
+    int index;             /* the layer's index in the model */
+} sp_build;
+
+/* A layer constructor: validates its options against the input shape and returns owned *out
+ * with vt, in, out, nparam and nbuffer set. */
+typedef sp_status (*sp_layer_create_fn)(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+
+/* The table of layer kinds (registry.c). NULL if kind is unknown. */
+sp_layer_create_fn sp_layer_find(const char *kind);
+/* Comma-separated list of the kinds, for error messages. */
+const char *sp_layer_kinds(void);
+
+/* Allocates a zeroed layer struct of `size` bytes (its first member an sp_layer). */
+void *sp_layer_alloc(size_t size, const sp_layer_vt *vt, sp_shape in);
+/* Frees a layer through its vtable; accepts NULL. */
+void sp_layer_free(sp_layer *l);
+
+/* Features per sample. */
+static inline int64_t sp_shape_numel(sp_shape s) { return s.c * s.h * s.w; }
+
+/* Checks a forward/backward output for NaN/Inf: SP_EINVAL naming the layer and what. */
+sp_status sp_check_finite(const sp_layer *l, const char *what, const float *v, int64_t n);
+
+/* Layer constructors (one file each in src/nn/). */
+sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_flatten_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_relu_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_gelu_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_silu_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_tanh_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_sigmoid_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_softmax_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_dropout_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+
+#endif

@@ -1,0 +1,380 @@
+/*
+ * linear.c - the fully connected layer y = W x + b, forward and backward, with the weight
+ * stored dense, dense with a fixed mask, or sparse (CSR, BSR, N:M) on the kernels of
+ * sparrow/kernels.h, so that a sparse layer trains through SpMM / transposed SpMM / SDDMM and
+ * never through a dense copy.
+ *
+ * Shapes: the layer acts on the channel axis. Input (in, h, w) per sample is an (in, cols)
+ * matrix with cols = h * w * B (one column per token for sequences, per sample for vectors):
+ *     forward   Y (out, cols) = W (out, in) X (in, cols) + b
+ *     backward  dW += dY X^T (dense: GEMM; sparse: SDDMM at the stored entries only)
+ *               db += rowsum(dY)
+ *               dX  = W^T dY
+ * Parameters in the arena: the weight values first (out*in dense, nnz sparse, in the format's
+ * own value order), then the bias (out).
+ *
+ * Config: linear out=N [bias=0|1] [format=dense|mask|csr|bsr|nm] [density=D] [block=RxC]
+ *         [nm=N:M]. mask/csr/bsr keep a random pattern of the given density (each row keeps
+ *         round(density * in) entries, at least one; bsr per block row), nm keeps N random
+ *         entries of every M. Initialization is PyTorch's default for Linear,
+ *         U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, with fan_in the row's actual
+ *         number of stored weights.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "layer.h"
+#include "sparrow/kernels.h"
+#include "sparrow/sparse.h"
+#include "sparrow/tensor.h"
+
+#include "../core/internal.h"
+
+typedef enum lin_format { LIN_DENSE, LIN_MASK, LIN_CSR, LIN_BSR, LIN_NM } lin_format;
+static const char *const format_names[] = {"dense", "mask", "csr", "bsr", "nm"};
+
+typedef struct linear_layer {
+    sp_layer base;
+    int64_t in, out;
+    bool bias;
+    lin_format format;
+    double density;
+    int64_t br, bc;        /* bsr block */
+    int64_t nm_n, nm_m;    /* nm pattern */
+    int64_t nw;            /* weight floats in the arena */
+    sp_mask *mask;         /* LIN_MASK */
+    sp_csr *csr;           /* LIN_CSR: val aliases the arena */
+    sp_bsr *bsr;
+    sp_nm *nm;
+} linear_layer;
+
+static int64_t cols_of(const sp_layer *l, int64_t batch) { return l->in.h * l->in.w * batch; }
+
+/* ---- forward / backward --------------------------------------------------------------------- */
+
+static sp_status linear_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
+    linear_layer *L = (linear_layer *)l;
+    const int64_t cols = cols_of(l, run->batch);
+    const float *w = l->param, *b = L->bias ? l->param + L->nw : NULL;
+    switch (L->format) {
+    case LIN_DENSE:
+    case LIN_MASK:
+        /* Y = b 1^T, then Y += W X */
+        for (int64_t i = 0; i < L->out; i++) {
+            float bi = b ? b[i] : 0.0f;
+            float *yi = y + i * cols;
+            for (int64_t j = 0; j < cols; j++) yi[j] = bi;
+        }
+        return sp_sgemm(false, false, L->out, cols, L->in, 1.0f, w, L->in, x, cols, 1.0f, y, cols,
+                        run->nthreads);
+    case LIN_CSR:
+        return sp_csr_spmm(L->csr, x, cols, cols, y, cols, b, SP_ACT_NONE, run->nthreads);
+    case LIN_BSR:
+        return sp_bsr_spmm(L->bsr, x, cols, cols, y, cols, b, SP_ACT_NONE, run->nthreads);
+    case LIN_NM:
+        return sp_nm_spmm(L->nm, x, cols, cols, y, cols, b, SP_ACT_NONE, run->nthreads);
+    }
+    return SP_EINVAL;
+}
+
+static sp_status linear_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
+                                 const float *dy, float *dx) {
+    linear_layer *L = (linear_layer *)l;
+    const int64_t cols = cols_of(l, run->batch);
+    float *dw = l->grad, *db = L->bias ? l->grad + L->nw : NULL;
+    sp_status st = SP_OK;
+    if (db)
+        for (int64_t i = 0; i < L->out; i++) {
+            const float *r = dy + i * cols;
+            float s = 0.0f;
+            for (int64_t j = 0; j < cols; j++) s += r[j];
+            db[i] += s;
+        }
+    switch (L->format) {
+    case LIN_DENSE:
+    case LIN_MASK:
+        st = sp_sgemm(false, true, L->out, L->in, cols, 1.0f, dy, cols, x, cols, 1.0f, dw, L->in,
+                      run->nthreads);
+        if (st == SP_OK && L->mask) sp_mask_apply(L->mask, dw, L->in);
+        if (st == SP_OK && dx)
+            st = sp_sgemm(true, false, L->in, cols, L->out, 1.0f, l->param, L->in, dy, cols, 0.0f,
+                          dx, cols, run->nthreads);
+        return st;
+    case LIN_CSR:
+        st = sp_csr_sddmm(L->csr, dy, cols, x, cols, cols, dw, true, run->nthreads);
+        if (st == SP_OK && dx)
+            st = sp_csr_spmm_t(L->csr, dy, cols, cols, dx, cols, false, run->nthreads);
+        return st;
+    case LIN_BSR:
+        st = sp_bsr_sddmm(L->bsr, dy, cols, x, cols, cols, dw, true, run->nthreads);
+        if (st == SP_OK && dx)
+            st = sp_bsr_spmm_t(L->bsr, dy, cols, cols, dx, cols, false, run->nthreads);
+        return st;
+    case LIN_NM:
+        st = sp_nm_sddmm(L->nm, dy, cols, x, cols, cols, dw, true, run->nthreads);
+        if (st == SP_OK && dx)
+            st = sp_nm_spmm_t(L->nm, dy, cols, cols, dx, cols, false, run->nthreads);
+        return st;
+    }
+    return SP_EINVAL;
+}
+
+/* ---- initialization ------------------------------------------------------------------------- */
+
+static float uniform(sp_rng *r, float bound) { return (2.0f * sp_rng_uniform(r) - 1.0f) * bound; }
+
+static void linear_init(sp_layer *l, sp_rng *rng) {
+    linear_layer *L = (linear_layer *)l;
+    float *w = l->param, *b = L->bias ? l->param + L->nw : NULL;
+    for (int64_t i = 0; i < L->out; i++) {
+        int64_t fan_in = L->in;
+        switch (L->format) {
+        case LIN_DENSE: break;
+        case LIN_MASK: {
+            fan_in = 0;
+            for (int64_t j = 0; j < L->in; j++) fan_in += sp_mask_get(L->mask, i, j);
+            float bound = 1.0f / sqrtf((float)SP_MAX(fan_in, 1));
+            for (int64_t j = 0; j < L->in; j++)
+                w[i * L->in + j] = sp_mask_get(L->mask, i, j) ? uniform(rng, bound) : 0.0f;
+            break;
+        }
+        case LIN_CSR: {
+            int64_t k0 = L->csr->row_ptr[i], k1 = L->csr->row_ptr[i + 1];
+            fan_in = k1 - k0;
+            float bound = 1.0f / sqrtf((float)SP_MAX(fan_in, 1));
+            for (int64_t k = k0; k < k1; k++) w[k] = uniform(rng, bound);
+            break;
+        }
+        case LIN_BSR: {
+            const sp_bsr *B = L->bsr;
+            int64_t I = i / B->br, r = i % B->br;
+            fan_in = 0;
+            for (int64_t k = B->row_ptr[I]; k < B->row_ptr[I + 1]; k++)
+                fan_in += SP_MIN(B->bc, B->cols - (int64_t)B->col_idx[k] * B->bc);
+            float bound = 1.0f / sqrtf((float)SP_MAX(fan_in, 1));
+            for (int64_t k = B->row_ptr[I]; k < B->row_ptr[I + 1]; k++)
+                for (int64_t c = 0; c < B->bc; c++) {
+                    int64_t j = (int64_t)B->col_idx[k] * B->bc + c;
+                    w[k * B->br * B->bc + r * B->bc + c] = j < B->cols ? uniform(rng, bound) : 0.0f;
+                }
+            break;
+        }
+        case LIN_NM: {
+            const sp_nm *N = L->nm;
+            fan_in = N->groups * N->n;
+            float bound = 1.0f / sqrtf((float)fan_in);
+            for (int64_t s = 0; s < N->groups * N->n; s++)
+                w[i * N->groups * N->n + s] = uniform(rng, bound);
+            break;
+        }
+        }
+        if (L->format == LIN_DENSE) {
+            float bound = 1.0f / sqrtf((float)fan_in);
+            for (int64_t j = 0; j < L->in; j++) w[i * L->in + j] = uniform(rng, bound);
+        }
+        if (b) b[i] = uniform(rng, 1.0f / sqrtf((float)SP_MAX(fan_in, 1)));
+    }
+}
+
+/* The sparse structures keep their values in the arena: swap their own array for the view. */
+static sp_status linear_bind(sp_layer *l) {
+    linear_layer *L = (linear_layer *)l;
+    if (L->csr) {
+        sp_free(L->csr->val);
+        L->csr->val = l->param;
+    } else if (L->bsr) {
+        sp_free(L->bsr->val);
+        L->bsr->val = l->param;
+    } else if (L->nm) {
+        sp_free(L->nm->val);
+        L->nm->val = l->param;
+    }
+    return SP_OK;
+}
+
+static void linear_free(sp_layer *l) {
+    linear_layer *L = (linear_layer *)l;
+    /* values that alias the arena are not ours to free */
+    if (L->csr && L->csr->val == l->param) L->csr->val = NULL;
+    if (L->bsr && L->bsr->val == l->param) L->bsr->val = NULL;
+    if (L->nm && L->nm->val == l->param) L->nm->val = NULL;
+    sp_mask_free(L->mask);
+    sp_csr_free(L->csr);
+    sp_bsr_free(L->bsr);
+    sp_nm_free(L->nm);
+}
+
+static int linear_describe(const sp_layer *l, char *buf, size_t n) {
+    const linear_layer *L = (const linear_layer *)l;
+    int len = snprintf(buf, n, "linear out=%lld", (long long)L->out);
+    if (!L->bias) len += snprintf(buf + len, n - (size_t)len, " bias=0");
+    if (L->format != LIN_DENSE)
+        len += snprintf(buf + len, n - (size_t)len, " format=%s", format_names[L->format]);
+    if (L->format == LIN_MASK || L->format == LIN_CSR || L->format == LIN_BSR)
+        len += snprintf(buf + len, n - (size_t)len, " density=%.9g", L->density);
+    if (L->format == LIN_BSR)
+        len += snprintf(buf + len, n - (size_t)len, " block=%lldx%lld", (long long)L->br,
+                        (long long)L->bc);
+    if (L->format == LIN_NM)
+        len += snprintf(buf + len, n - (size_t)len, " nm=%lld:%lld", (long long)L->nm_n,
+                        (long long)L->nm_m);
+    return len;
+}
+
+static const sp_layer_vt linear_vt = {
+    .kind = "linear",
+    .forward = linear_forward,
+    .backward = linear_backward,
+    .init_params = linear_init,
+    .bind = linear_bind,
+    .free = linear_free,
+    .describe = linear_describe,
+};
+
+/* ---- construction --------------------------------------------------------------------------- */
+
+/* Sets k distinct random bits among positions [0, n) of row i of mask, by a partial
+ * Fisher-Yates shuffle of scratch (n entries). */
+static void pick_row(sp_mask *m, int64_t i, int64_t n, int64_t k, int64_t stride, int64_t *scratch,
+                     sp_rng *rng) {
+    for (int64_t j = 0; j < n; j++) scratch[j] = j;
+    for (int64_t j = 0; j < k; j++) {
+        int64_t r = j + (int64_t)sp_rng_below(rng, (uint64_t)(n - j));
+        int64_t t = scratch[j];
+        scratch[j] = scratch[r];
+        scratch[r] = t;
+        sp_mask_set(m, i, scratch[j] * stride, true);
+    }
+}
+
+static sp_status build_pattern(linear_layer *L, sp_build *b) {
+    const int64_t out = L->out, in = L->in;
+    sp_status st = SP_ENOMEM;
+    sp_mask *m = NULL;
+    float *zeros = NULL;
+    int64_t *scratch = NULL;
+    st = sp_mask_new(out, in, &m);
+    if (st != SP_OK) return st;
+    st = SP_ENOMEM;
+    scratch = sp_alloc(sizeof(int64_t) * (size_t)(in + 1));
+    if (!scratch) goto done;
+    if (L->format == LIN_BSR) {
+        int64_t brows = (out + L->br - 1) / L->br, bcols = (in + L->bc - 1) / L->bc;
+        int64_t k = SP_MAX(1, (int64_t)llround(L->density * (double)bcols));
+        sp_mask *bm = NULL;
+        st = sp_mask_new(brows, bcols * L->bc, &bm);
+        if (st != SP_OK) goto done;
+        for (int64_t I = 0; I < brows; I++) pick_row(bm, I, bcols, k, L->bc, scratch, &b->rng);
+        for (int64_t i = 0; i < out; i++)
+            for (int64_t j = 0; j < in; j++)
+                if (sp_mask_get(bm, i / L->br, (j / L->bc) * L->bc)) sp_mask_set(m, i, j, true);
+        sp_mask_free(bm);
+    } else if (L->format == LIN_NM) {
+        for (int64_t i = 0; i < out; i++)
+            for (int64_t g = 0; g * L->nm_m < in; g++) {
+                int64_t width = SP_MIN(L->nm_m, in - g * L->nm_m);
+                int64_t keep = SP_MIN(L->nm_n, width);
+                for (int64_t j = 0; j < width; j++) scratch[j] = j;
+                for (int64_t j = 0; j < keep; j++) {
+                    int64_t r = j + (int64_t)sp_rng_below(&b->rng, (uint64_t)(width - j));
+                    int64_t t = scratch[j];
+                    scratch[j] = scratch[r];
+                    scratch[r] = t;
+                    sp_mask_set(m, i, g * L->nm_m + scratch[j], true);
+                }
+            }
+    } else {
+        int64_t k = SP_MAX(1, (int64_t)llround(L->density * (double)in));
+        for (int64_t i = 0; i < out; i++) pick_row(m, i, in, k, 1, scratch, &b->rng);
+    }
+    if (L->format == LIN_MASK) {
+        L->mask = m;
+        m = NULL;
+        L->nw = out * in;
+        st = SP_OK;
+        goto done;
+    }
+    st = SP_ENOMEM;
+    zeros = sp_calloc((size_t)out * (size_t)in, sizeof(float));
+    if (!zeros) goto done;
+    switch (L->format) {
+    case LIN_CSR:
+        st = sp_csr_from_dense(out, in, zeros, in, m, 0, &L->csr);
+        if (st == SP_OK) L->nw = L->csr->nnz;
+        break;
+    case LIN_BSR:
+        st = sp_bsr_from_dense(out, in, zeros, in, m, (int32_t)L->br, (int32_t)L->bc, &L->bsr);
+        if (st == SP_OK) L->nw = L->bsr->nblocks * L->br * L->bc;
+        break;
+    case LIN_NM:
+        st = sp_nm_from_dense(out, in, zeros, in, m, (int32_t)L->nm_n, (int32_t)L->nm_m, &L->nm);
+        if (st == SP_OK) L->nw = out * L->nm->groups * L->nm_n;
+        break;
+    default: st = SP_EINVAL;
+    }
+done:
+    sp_free(zeros);
+    sp_free(scratch);
+    sp_mask_free(m);
+    return st;
+}
+
+sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out) {
+    int64_t nout, bias;
+    const char *fmt;
+    double density;
+    int64_t br, bc;
+    const char *nm;
+    sp_status st;
+    if ((st = sp_args_int(a, "out", -1, 1, 1 << 24, &nout)) != SP_OK) return st;
+    if (nout < 0) return sp_fail(SP_EINVAL, "config line %d (linear): out=N is required", a->line);
+    if ((st = sp_args_int(a, "bias", 1, 0, 1, &bias)) != SP_OK) return st;
+    if ((st = sp_args_str(a, "format", "dense", &fmt)) != SP_OK) return st;
+    if ((st = sp_args_num(a, "density", 1.0, 1e-9, 1.0, &density)) != SP_OK) return st;
+    if ((st = sp_args_pair(a, "block", 4, 1, 64, &br, &bc)) != SP_OK) return st;
+    if ((st = sp_args_str(a, "nm", "2:4", &nm)) != SP_OK) return st;
+    int f = -1;
+    for (int i = 0; i < 5; i++)
+        if (strcmp(fmt, format_names[i]) == 0) f = i;
+    if (f < 0)
+        return sp_fail(SP_EINVAL, "config line %d (linear): format=%s is not one of "
+                       "dense, mask, csr, bsr, nm", a->line, fmt);
+    int nn = 0, mm = 0, used = 0;
+    if (sscanf(nm, "%d:%d%n", &nn, &mm, &used) != 2 || nm[used] || nn < 1 || mm < nn || mm > 32)
+        return sp_fail(SP_EINVAL, "config line %d (linear): nm=%s is not N:M with "
+                       "1 <= N <= M <= 32", a->line, nm);
+    int64_t wcount;
+    if (!sp_mul_i64(nout, in.c, &wcount) || wcount > ((int64_t)1 << 31))
+        return sp_fail(SP_ESHAPE, "config line %d (linear): weight %lld x %lld is too large",
+                       a->line, (long long)nout, (long long)in.c);
+    linear_layer *L = sp_layer_alloc(sizeof *L, &linear_vt, in);
+    if (!L) return SP_ENOMEM;
+    L->in = in.c;
+    L->out = nout;
+    L->bias = bias != 0;
+    L->format = (lin_format)f;
+    L->density = density;
+    L->br = br;
+    L->bc = bc;
+    L->nm_n = nn;
+    L->nm_m = mm;
+    L->nw = nout * in.c;
+    L->base.out = (sp_shape){nout, in.h, in.w};
+    if (L->format != LIN_DENSE) {
+        if (L->format == LIN_NM && in.c % mm != 0 && in.c % mm < nn) {
+            sp_layer_free(&L->base);
+            return sp_fail(SP_ESHAPE, "config line %d (linear): %lld inputs end in a group of "
+                           "%lld, narrower than N=%d of nm=%s", a->line, (long long)in.c,
+                           (long long)(in.c % mm), nn, nm);
+        }
+        st = build_pattern(L, b);
+        if (st != SP_OK) {
+            sp_layer_free(&L->base);
+            return st;
+        }
+    }
+    L->base.nparam = L->nw + (L->bias ? nout : 0);
+    *out = &L->base;
+    return SP_OK;
+}

@@ -1,0 +1,636 @@
+/*
+ * model.c - the model container: parses a config into a sequence of layers (with nested
+ * residual blocks), lays out the parameter, gradient and state arenas, keeps the activations
+ * of the last forward pass and runs backward through them.
+ *
+ * Config grammar (docs/CONFIG.md): one layer per line, "kind key=value ...", '#' starts a
+ * comment, an optional first line "input C H W", and "residual {" ... "}" for y = x + f(x).
+ * The value "classes" stands for the number of classes the model is built for.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layer.h"
+
+#include "../core/internal.h"
+
+#define MAX_DEPTH 8
+#define MAX_LAYERS 4096
+
+/* A sequence of layers with the activations of its last forward pass:
+ * act[i] is layer i's output (numel(out_i), batch), dact[i] the gradient with respect to it. */
+typedef struct sp_seq {
+    int n;
+    sp_layer **layers;
+    float **act, **dact;
+} sp_seq;
+
+/* y = x + f(x) where f is a nested sequence with out shape == in shape. */
+typedef struct residual_layer {
+    sp_layer base;
+    sp_seq body;
+} residual_layer;
+
+struct sp_model {
+    sp_seq root;
+    sp_shape in, out;
+    int64_t classes;
+    uint64_t seed;
+    int nthreads;
+    int64_t step;
+    int64_t cap;           /* batch capacity of the activation buffers */
+    int64_t batch;         /* batch of the last forward pass, 0 if none */
+    const float *x;        /* input of the last forward pass (borrowed) */
+    int nlayers;
+    sp_layer **flat;       /* depth-first list of every layer */
+    int64_t nparams, nbuffers;
+    float *params, *grads, *buffers;
+    char *config;
+};
+
+/* ---- sequences ------------------------------------------------------------------------------ */
+
+static void seq_free_buffers(sp_seq *s) {
+    for (int i = 0; i < s->n; i++) {
+        if (s->act) sp_free(s->act[i]);
+        if (s->dact) sp_free(s->dact[i]);
+    }
+    sp_free(s->act);
+    sp_free(s->dact);
+    s->act = s->dact = NULL;
+}
+
+static void seq_deinit(sp_seq *s) {
+    seq_free_buffers(s);
+    for (int i = 0; i < s->n; i++) sp_layer_free(s->layers[i]);
+    sp_free(s->layers);
+    memset(s, 0, sizeof *s);
+}
+
+static sp_status seq_push(sp_seq *s, sp_layer *l) {
+    sp_layer **p = sp_alloc(sizeof *p * (size_t)(s->n + 1));
+    if (!p) return SP_ENOMEM;
+    if (s->n) memcpy(p, s->layers, sizeof *p * (size_t)s->n);
+    sp_free(s->layers);
+    s->layers = p;
+    s->layers[s->n++] = l;
+    return SP_OK;
+}
+
+static sp_status seq_reserve(sp_seq *s, int64_t batch) {
+    seq_free_buffers(s);
+    if (s->n == 0) return SP_OK;
+    s->act = sp_calloc((size_t)s->n, sizeof *s->act);
+    s->dact = sp_calloc((size_t)s->n, sizeof *s->dact);
+    if (!s->act || !s->dact) return SP_ENOMEM;
+    for (int i = 0; i < s->n; i++) {
+        sp_layer *l = s->layers[i];
+        int64_t count;
+        size_t bytes;
+        if (!sp_mul_i64(sp_shape_numel(l->out), batch, &count) ||
+            !sp_bytes(count, sizeof(float), &bytes))
+            return sp_fail(SP_EOVERFLOW, "model: activations of %s overflow at batch %lld",
+                           l->name, (long long)batch);
+        s->act[i] = sp_alloc(bytes);
+        s->dact[i] = sp_alloc(bytes);
+        if (!s->act[i] || !s->dact[i]) return SP_ENOMEM;
+        if (l->vt->reserve) {
+            sp_status st = l->vt->reserve(l, batch);
+            if (st != SP_OK) return st;
+        }
+    }
+    return SP_OK;
+}
+
+static sp_status seq_forward(sp_seq *s, const sp_run *run, const float *x) {
+    for (int i = 0; i < s->n; i++) {
+        sp_layer *l = s->layers[i];
+        sp_status st = l->vt->forward(l, run, i ? s->act[i - 1] : x, s->act[i]);
+        if (st != SP_OK) return st;
+    }
+    return SP_OK;
+}
+
+/* dy is the gradient of the last output; dx (may be NULL) receives the input gradient. */
+static sp_status seq_backward(sp_seq *s, const sp_run *run, const float *x, const float *dy,
+                              float *dx) {
+    for (int i = s->n - 1; i >= 0; i--) {
+        sp_layer *l = s->layers[i];
+        const float *xi = i ? s->act[i - 1] : x;
+        const float *dyi = i == s->n - 1 ? dy : s->dact[i];
+        float *dxi = i ? s->dact[i - 1] : dx;
+        sp_status st = l->vt->backward(l, run, xi, s->act[i], dyi, dxi);
+        if (st != SP_OK) return st;
+    }
+    return SP_OK;
+}
+
+/* ---- residual ------------------------------------------------------------------------------- */
+
+static sp_status residual_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
+    residual_layer *r = (residual_layer *)l;
+    int64_t n = sp_shape_numel(l->in) * run->batch;
+    if (r->body.n == 0) {
+        for (int64_t i = 0; i < n; i++) y[i] = 2.0f * x[i];
+        return SP_OK;
+    }
+    sp_status st = seq_forward(&r->body, run, x);
+    if (st != SP_OK) return st;
+    const float *f = r->body.act[r->body.n - 1];
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] + f[i];
+    return SP_OK;
+}
+
+static sp_status residual_backward(sp_layer *l, const sp_run *run, const float *x,
+                                   const float *y, const float *dy, float *dx) {
+    residual_layer *r = (residual_layer *)l;
+    int64_t n = sp_shape_numel(l->in) * run->batch;
+    if (r->body.n == 0) {
+        if (dx)
+            for (int64_t i = 0; i < n; i++) dx[i] = 2.0f * dy[i];
+        return SP_OK;
+    }
+    /* dx = dy + J_f^T dy. The body always needs its own input gradient here, so it writes into
+     * dx (or a scratch when the caller does not want dx: the first layer of a model). */
+    float *tmp = NULL;
+    float *d = dx;
+    if (!d) {
+        d = tmp = sp_alloc(sizeof(float) * (size_t)n);
+        if (!tmp) return SP_ENOMEM;
+    }
+    sp_status st = seq_backward(&r->body, run, x, dy, d);
+    if (st == SP_OK && dx)
+        for (int64_t i = 0; i < n; i++) dx[i] += dy[i];
+    sp_free(tmp);
+    return st;
+}
+
+static sp_status residual_reserve(sp_layer *l, int64_t batch) {
+    return seq_reserve(&((residual_layer *)l)->body, batch);
+}
+
+static void residual_free(sp_layer *l) { seq_deinit(&((residual_layer *)l)->body); }
+
+static int residual_describe(const sp_layer *l, char *buf, size_t n) {
+    return snprintf(buf, n, "residual {");
+}
+
+static const sp_layer_vt residual_vt = {
+    .kind = "residual",
+    .forward = residual_forward,
+    .backward = residual_backward,
+    .reserve = residual_reserve,
+    .free = residual_free,
+    .describe = residual_describe,
+};
+
+/* ---- parsing -------------------------------------------------------------------------------- */
+
+typedef struct parser {
+    char *text;            /* mutable copy; args point into it */
+    char *cur;
+    int line;
+    int64_t classes;
+    char classes_str[24];
+    int next_index;
+    uint64_t seed;
+} parser;
+
+/* Next non-empty line, comments stripped, split in place into tokens. Returns the token count
+ * (0 at the end of the text), -1 on too many tokens. */
+static int next_line(parser *p, char **tok, int maxtok) {
+    while (*p->cur) {
+        char *line = p->cur;
+        char *end = strchr(line, '\n');
+        if (end) {
+            *end = '\0';
+            p->cur = end + 1;
+        } else {
+            p->cur = line + strlen(line);
+        }
+        p->line++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        int n = 0;
+        char *s = line;
+        for (;;) {
+            while (*s && isspace((unsigned char)*s)) s++;
+            if (!*s) break;
+            if (n == maxtok) return -1;
+            tok[n++] = s;
+            while (*s && !isspace((unsigned char)*s)) s++;
+            if (*s) *s++ = '\0';
+        }
+        if (n) return n;
+    }
+    return 0;
+}
+
+static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_shape *out);
+
+static sp_status make_residual(parser *p, sp_shape in, int depth, sp_layer **out) {
+    residual_layer *r = sp_layer_alloc(sizeof *r, &residual_vt, in);
+    if (!r) return SP_ENOMEM;
+    int open_line = p->line;
+    sp_shape body_out;
+    sp_status st = parse_seq(p, in, depth + 1, &r->body, &body_out);
+    if (st != SP_OK) goto fail;
+    if (body_out.c != in.c || body_out.h != in.h || body_out.w != in.w) {
+        st = sp_fail(SP_ESHAPE,
+                     "config line %d: residual block maps (%lld,%lld,%lld) to (%lld,%lld,%lld); "
+                     "y = x + f(x) needs the same shape",
+                     open_line, (long long)in.c, (long long)in.h, (long long)in.w,
+                     (long long)body_out.c, (long long)body_out.h, (long long)body_out.w);
+        goto fail;
+    }
+    r->base.out = in;
+    *out = &r->base;
+    return SP_OK;
+fail:
+    sp_layer_free(&r->base);
+    return st;
+}
+
+static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_shape *out) {
+    char *tok[SP_ARGS_MAX + 2];
+    sp_shape cur = in;
+    for (;;) {
+        int nt = next_line(p, tok, SP_ARGS_MAX + 2);
+        if (nt < 0)
+            return sp_fail(SP_EINVAL, "config line %d: more than %d options", p->line,
+                           SP_ARGS_MAX);
+        if (nt == 0) {
+            if (depth > 0)
+                return sp_fail(SP_EINVAL, "config: a residual block is not closed by '}'");
+            break;
+        }
+        if (strcmp(tok[0], "}") == 0) {
+            if (nt > 1 || depth == 0)
+                return sp_fail(SP_EINVAL, "config line %d: unexpected '}'", p->line);
+            break;
+        }
+        if (strcmp(tok[0], "input") == 0)
+            return sp_fail(SP_EINVAL, "config line %d: 'input' may only be the first line",
+                           p->line);
+        if (p->next_index >= MAX_LAYERS)
+            return sp_fail(SP_EINVAL, "config line %d: more than %d layers", p->line,
+                           MAX_LAYERS);
+        sp_layer *l = NULL;
+        sp_status st;
+        int index = p->next_index++;
+        if (strcmp(tok[0], "residual") == 0) {
+            if (nt != 2 || strcmp(tok[1], "{") != 0)
+                return sp_fail(SP_EINVAL, "config line %d: write 'residual {'", p->line);
+            if (depth + 1 >= MAX_DEPTH)
+                return sp_fail(SP_EINVAL, "config line %d: residual blocks nested deeper than %d",
+                               p->line, MAX_DEPTH);
+            st = make_residual(p, cur, depth, &l);
+        } else {
+            sp_layer_create_fn create = sp_layer_find(tok[0]);
+            if (!create)
+                return sp_fail(SP_EINVAL, "config line %d: unknown layer '%s' (known: %s)",
+                               p->line, tok[0], sp_layer_kinds());
+            sp_args a = {.kind = tok[0], .line = p->line};
+            for (int i = 1; i < nt; i++) {
+                char *eq = strchr(tok[i], '=');
+                if (!eq || eq == tok[i])
+                    return sp_fail(SP_EINVAL, "config line %d (%s): '%s' is not key=value",
+                                   p->line, tok[0], tok[i]);
+                *eq = '\0';
+                for (int j = 0; j < a.n; j++)
+                    if (strcmp(a.key[j], tok[i]) == 0)
+                        return sp_fail(SP_EINVAL, "config line %d (%s): option '%s' given twice",
+                                       p->line, tok[0], tok[i]);
+                a.key[a.n] = tok[i];
+                a.val[a.n] = strcmp(eq + 1, "classes") == 0 ? p->classes_str : eq + 1;
+                a.n++;
+            }
+            sp_build b = {.index = index};
+            sp_rng_init(&b.rng, p->seed, 0x5eed0000u + (uint64_t)index);
+            st = create(&a, cur, &b, &l);
+            if (st == SP_OK) {
+                st = sp_args_finish(&a);
+                if (st != SP_OK) sp_layer_free(l);
+            }
+        }
+        if (st != SP_OK) return st;
+        l->index = index;
+        snprintf(l->name, sizeof l->name, "%d.%s", index, l->vt->kind);
+        if (l->out.c <= 0 || l->out.h <= 0 || l->out.w <= 0) {
+            st = sp_fail(SP_ESHAPE, "config line %d (%s): output shape (%lld,%lld,%lld) is empty",
+                         p->line, l->vt->kind, (long long)l->out.c, (long long)l->out.h,
+                         (long long)l->out.w);
+            sp_layer_free(l);
+            return st;
+        }
+        st = seq_push(seq, l);
+        if (st != SP_OK) {
+            sp_layer_free(l);
+            return st;
+        }
+        cur = l->out;
+    }
+    *out = cur;
+    return SP_OK;
+}
+
+/* Reads an optional "input C H W" first line, checks that it has as many features as *inp and
+ * makes it the model's input shape. The line is peeked
+ * from a copy, so that any other first line is left for parse_seq. */
+static sp_status parse_input_line(parser *p, sp_shape *inp) {
+    sp_shape in = *inp;
+    char *s = p->cur;
+    int line = p->line;
+    while (*s) {
+        char *end = strchr(s, '\n');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        line++;
+        char copy[256];
+        size_t n = len < sizeof copy - 1 ? len : sizeof copy - 1;
+        memcpy(copy, s, n);
+        copy[n] = '\0';
+        char *hash = strchr(copy, '#');
+        if (hash) *hash = '\0';
+        char *tok[5], *save = NULL;
+        int nt = 0;
+        for (char *t = strtok_r(copy, " \t\r\v\f", &save); t;
+             t = strtok_r(NULL, " \t\r\v\f", &save)) {
+            if (nt == 5) break;
+            tok[nt++] = t;
+        }
+        if (nt == 0) {
+            s = end ? end + 1 : s + len;
+            continue;
+        }
+        if (strcmp(tok[0], "input") != 0) return SP_OK;
+        int64_t d[3] = {1, 1, 1};
+        if (nt < 2 || nt > 4)
+            return sp_fail(SP_EINVAL, "config line %d: write 'input C [H W]'", line);
+        for (int i = 1; i < nt; i++) {
+            char *e;
+            long long v = strtoll(tok[i], &e, 10);
+            if (*e || v < 1 || v > (1 << 24))
+                return sp_fail(SP_EINVAL, "config line %d: input size '%s' is not in [1, 2^24]",
+                               line, tok[i]);
+            d[i - 1] = v;
+        }
+        if (d[0] * d[1] * d[2] != in.c * in.h * in.w)
+            return sp_fail(SP_ESHAPE,
+                           "config line %d: input %lldx%lldx%lld does not match the data "
+                           "(%lldx%lldx%lld)",
+                           line, (long long)d[0], (long long)d[1], (long long)d[2],
+                           (long long)in.c, (long long)in.h, (long long)in.w);
+        /* same features, maybe another view of them (784 vs 1x28x28): the config decides */
+        *inp = (sp_shape){d[0], d[1], d[2]};
+        p->cur = end ? end + 1 : s + len;
+        p->line = line;
+        return SP_OK;
+    }
+    return SP_OK;
+}
+
+/* ---- arenas --------------------------------------------------------------------------------- */
+
+static sp_status collect(sp_model *m, sp_seq *s) {
+    for (int i = 0; i < s->n; i++) {
+        sp_layer *l = s->layers[i];
+        m->flat[m->nlayers++] = l;
+        if (!sp_add_i64(m->nparams, l->nparam, &m->nparams) ||
+            !sp_add_i64(m->nbuffers, l->nbuffer, &m->nbuffers))
+            return sp_fail(SP_EOVERFLOW, "model: parameter count overflows");
+        if (l->vt == &residual_vt) {
+            sp_status st = collect(m, &((residual_layer *)l)->body);
+            if (st != SP_OK) return st;
+        }
+    }
+    return SP_OK;
+}
+
+static int count_layers(const sp_seq *s) {
+    int n = s->n;
+    for (int i = 0; i < s->n; i++)
+        if (s->layers[i]->vt == &residual_vt) n += count_layers(&((residual_layer *)s->layers[i])->body);
+    return n;
+}
+
+static int describe_seq(const sp_seq *s, int depth, char *buf, size_t n) {
+    int len = 0;
+    for (int i = 0; i < s->n; i++) {
+        const sp_layer *l = s->layers[i];
+        char line[512];
+        l->vt->describe(l, line, sizeof line);
+        len += snprintf(buf ? buf + len : NULL, buf ? n - (size_t)len : 0, "%*s%s\n", 2 * depth,
+                        "", line);
+        if (l->vt == &residual_vt) {
+            len += describe_seq(&((const residual_layer *)l)->body, depth + 1,
+                                buf ? buf + len : NULL, buf ? n - (size_t)len : 0);
+            len += snprintf(buf ? buf + len : NULL, buf ? n - (size_t)len : 0, "%*s}\n",
+                            2 * depth, "");
+        }
+    }
+    return len;
+}
+
+/* ---- public API ----------------------------------------------------------------------------- */
+
+sp_status sp_model_new(const char *text, sp_shape in, int64_t classes, uint64_t seed,
+                       sp_model **out) {
+    if (!text || !out) return sp_fail(SP_EINVAL, "model: NULL argument");
+    *out = NULL;
+    if (in.c < 1 || in.h < 1 || in.w < 1 || in.c > (1 << 24) || in.h > (1 << 24) ||
+        in.w > (1 << 24))
+        return sp_fail(SP_EINVAL, "model: input shape (%lld,%lld,%lld) out of range",
+                       (long long)in.c, (long long)in.h, (long long)in.w);
+    if (classes < 1 || classes > (1 << 24))
+        return sp_fail(SP_EINVAL, "model: classes %lld not in [1, 2^24]", (long long)classes);
+    sp_model *m = sp_calloc(1, sizeof *m);
+    parser p = {.line = 0, .classes = classes, .seed = seed};
+    if (!m) return SP_ENOMEM;
+    sp_status st = SP_ENOMEM;
+    size_t tlen = strlen(text);
+    p.text = sp_alloc(tlen + 1);
+    if (!p.text) goto fail;
+    memcpy(p.text, text, tlen + 1);
+    p.cur = p.text;
+    snprintf(p.classes_str, sizeof p.classes_str, "%lld", (long long)classes);
+    m->in = in;
+    m->classes = classes;
+    m->seed = seed;
+    m->nthreads = 0;
+    st = parse_input_line(&p, &in);
+    if (st != SP_OK) goto fail;
+    m->in = in;
+    st = parse_seq(&p, in, 0, &m->root, &m->out);
+    if (st != SP_OK) goto fail;
+    if (m->root.n == 0) {
+        st = sp_fail(SP_EINVAL, "config: no layers");
+        goto fail;
+    }
+    int total = count_layers(&m->root);
+    m->flat = sp_calloc((size_t)total, sizeof *m->flat);
+    st = SP_ENOMEM;
+    if (!m->flat) goto fail;
+    st = collect(m, &m->root);
+    if (st != SP_OK) goto fail;
+    size_t pbytes, bbytes;
+    if (!sp_bytes(m->nparams, sizeof(float), &pbytes) ||
+        !sp_bytes(m->nbuffers, sizeof(float), &bbytes)) {
+        st = sp_fail(SP_EOVERFLOW, "model: %lld parameters overflow", (long long)m->nparams);
+        goto fail;
+    }
+    st = SP_ENOMEM;
+    m->params = sp_calloc(1, pbytes);
+    m->grads = sp_calloc(1, pbytes);
+    m->buffers = sp_calloc(1, bbytes);
+    if (!m->params || !m->grads || !m->buffers) goto fail;
+    int64_t po = 0, bo = 0;
+    for (int i = 0; i < m->nlayers; i++) {
+        sp_layer *l = m->flat[i];
+        if (l->nparam) {
+            l->param = m->params + po;
+            l->grad = m->grads + po;
+        }
+        if (l->nbuffer) l->buffer = m->buffers + bo;
+        po += l->nparam;
+        bo += l->nbuffer;
+        if (l->vt->init_params) {
+            sp_rng r;
+            sp_rng_init(&r, seed, (uint64_t)l->index);
+            l->vt->init_params(l, &r);
+        }
+        if (l->vt->bind) {
+            st = l->vt->bind(l);
+            if (st != SP_OK) goto fail;
+        }
+    }
+    /* normalized config */
+    int clen = snprintf(NULL, 0, "input %lld %lld %lld\n", (long long)in.c, (long long)in.h,
+                        (long long)in.w);
+    int blen = describe_seq(&m->root, 0, NULL, 0);
+    st = SP_ENOMEM;
+    m->config = sp_alloc((size_t)clen + (size_t)blen + 1);
+    if (!m->config) goto fail;
+    snprintf(m->config, (size_t)clen + 1, "input %lld %lld %lld\n", (long long)in.c,
+             (long long)in.h, (long long)in.w);
+    describe_seq(&m->root, 0, m->config + clen, (size_t)blen + 1);
+    sp_free(p.text);
+    *out = m;
+    return SP_OK;
+fail:
+    sp_free(p.text);
+    sp_model_free(m);
+    return st;
+}
+
+void sp_model_free(sp_model *m) {
+    if (!m) return;
+    seq_deinit(&m->root);
+    sp_free(m->flat);
+    sp_free(m->params);
+    sp_free(m->grads);
+    sp_free(m->buffers);
+    sp_free(m->config);
+    sp_free(m);
+}
+
+static sp_run make_run(const sp_model *m, int64_t batch, bool train) {
+    sp_run r = {.batch = batch, .train = train, .nthreads = m->nthreads, .seed = m->seed,
+                .step = m->step};
+    if (r.nthreads <= 0) r.nthreads = sp_threads_available();
+    return r;
+}
+
+sp_status sp_model_forward(sp_model *m, const float *x, int64_t batch, bool train,
+                           const float **y) {
+    if (!m || !x || !y) return sp_fail(SP_EINVAL, "model_forward: NULL argument");
+    if (batch < 1) return sp_fail(SP_EINVAL, "model_forward: batch %lld < 1", (long long)batch);
+    if (batch > m->cap) {
+        m->cap = 0;
+        sp_status st = seq_reserve(&m->root, batch);
+        if (st != SP_OK) {
+            seq_free_buffers(&m->root);
+            m->batch = 0;
+            return st;
+        }
+        m->cap = batch;
+    }
+    sp_run run = make_run(m, batch, train);
+    m->batch = 0;
+    sp_status st = seq_forward(&m->root, &run, x);
+    if (st != SP_OK) return st;
+    m->batch = batch;
+    m->x = x;
+    *y = m->root.act[m->root.n - 1];
+    return SP_OK;
+}
+
+sp_status sp_model_backward(sp_model *m, const float *dy, float *dx) {
+    if (!m || !dy) return sp_fail(SP_EINVAL, "model_backward: NULL argument");
+    if (m->batch == 0) return sp_fail(SP_EINVAL, "model_backward: no forward pass to go back through");
+    sp_run run = make_run(m, m->batch, true);
+    return seq_backward(&m->root, &run, m->x, dy, dx);
+}
+
+void sp_model_zero_grad(sp_model *m) {
+    if (m && m->nparams) memset(m->grads, 0, sizeof(float) * (size_t)m->nparams);
+}
+
+void sp_model_set_threads(sp_model *m, int nthreads) { m->nthreads = nthreads; }
+void sp_model_set_step(sp_model *m, int64_t step) { m->step = step; }
+int64_t sp_model_nparams(const sp_model *m) { return m->nparams; }
+float *sp_model_params(sp_model *m) { return m->params; }
+float *sp_model_grads(sp_model *m) { return m->grads; }
+int64_t sp_model_nbuffers(const sp_model *m) { return m->nbuffers; }
+float *sp_model_buffers(sp_model *m) { return m->buffers; }
+sp_shape sp_model_in(const sp_model *m) { return m->in; }
+sp_shape sp_model_out(const sp_model *m) { return m->out; }
+int64_t sp_model_classes(const sp_model *m) { return m->classes; }
+uint64_t sp_model_seed(const sp_model *m) { return m->seed; }
+const char *sp_model_config(const sp_model *m) { return m->config; }
+int sp_model_nlayers(const sp_model *m) { return m->nlayers; }
+
+sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info) {
+    if (!m || !info || i < 0 || i >= m->nlayers)
+        return sp_fail(SP_EINVAL, "model_layer: index %d not in [0, %d)", i, m ? m->nlayers : 0);
+    const sp_layer *l = m->flat[i];
+    int64_t nnz = 0;
+    for (int64_t k = 0; k < l->nparam; k++) nnz += l->param[k] != 0.0f;
+    *info = (sp_layer_info){.name = l->name, .kind = l->vt->kind, .in = l->in, .out = l->out,
+                            .nparam = l->nparam, .nnz = nnz,
+                            .param_offset = l->nparam ? (int64_t)(l->param - m->params) : 0};
+    return SP_OK;
+}
+
+int64_t sp_model_nnz(const sp_model *m) {
+    int64_t nnz = 0;
+    for (int64_t k = 0; k < m->nparams; k++) nnz += m->params[k] != 0.0f;
+    return nnz;
+}
+
+/* ---- helpers for layers --------------------------------------------------------------------- */
+
+void *sp_layer_alloc(size_t size, const sp_layer_vt *vt, sp_shape in) {
+    sp_layer *l = sp_calloc(1, size);
+    if (!l) return NULL;
+    l->vt = vt;
+    l->in = in;
+    l->out = in;
+    return l;
+}
+
+void sp_layer_free(sp_layer *l) {
+    if (!l) return;
+    if (l->vt && l->vt->free) l->vt->free(l);
+    sp_free(l);
+}
+
+sp_status sp_check_finite(const sp_layer *l, const char *what, const float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return sp_fail(SP_EINVAL, "%s: %s[%lld] is %s", l->name, what, (long long)i,
+                           isnan(v[i]) ? "NaN" : "Inf");
+    return SP_OK;
+}

@@ -1,0 +1,135 @@
+/*
+ * optim.c - SGD (momentum, Nesterov, L2 weight decay), Adam and AdamW over one flat parameter
+ * arena, with the update formulas of torch.optim (so that golden tests can compare step by
+ * step):
+ *
+ *   SGD:   g += wd p;  buf = mu buf + g (buf = g at the first step);
+ *          g = nesterov ? g + mu buf : buf;  p -= lr g
+ *   Adam:  g += wd p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *          p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ *   AdamW: p *= 1 - lr wd, then Adam without the wd term.
+ *
+ * The state (SGD momentum; Adam m then v) is one arena, saved whole in checkpoints.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "sparrow/train.h"
+
+#include "../core/internal.h"
+
+struct sp_optim {
+    sp_optim_config cfg;
+    int64_t n;
+    int64_t t;          /* steps taken */
+    float *state;       /* SGD: n; Adam/AdamW: 2n (m, then v) */
+    int64_t nstate;
+};
+
+sp_optim_config sp_optim_defaults(sp_optim_kind kind) {
+    sp_optim_config c = {.kind = kind, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    if (kind == SP_OPTIM_ADAMW) c.weight_decay = 0.01f;
+    return c;
+}
+
+const char *sp_optim_name(sp_optim_kind kind) {
+    switch (kind) {
+    case SP_OPTIM_SGD: return "sgd";
+    case SP_OPTIM_ADAM: return "adam";
+    case SP_OPTIM_ADAMW: return "adamw";
+    }
+    return NULL;
+}
+
+sp_status sp_optim_new(const sp_optim_config *cfg, int64_t n, sp_optim **out) {
+    if (!cfg || !out) return sp_fail(SP_EINVAL, "optim: NULL argument");
+    *out = NULL;
+    if (!sp_optim_name(cfg->kind)) return sp_fail(SP_EINVAL, "optim: unknown kind %d", (int)cfg->kind);
+    if (n < 0) return sp_fail(SP_EINVAL, "optim: %lld parameters", (long long)n);
+    if (!(cfg->momentum >= 0.0f && cfg->momentum < 1.0f))
+        return sp_fail(SP_EINVAL, "optim: momentum %g not in [0, 1)", (double)cfg->momentum);
+    if (cfg->nesterov && cfg->momentum == 0.0f)
+        return sp_fail(SP_EINVAL, "optim: Nesterov momentum needs momentum > 0");
+    if (!(cfg->weight_decay >= 0.0f && cfg->weight_decay < 1.0f))
+        return sp_fail(SP_EINVAL, "optim: weight decay %g not in [0, 1)", (double)cfg->weight_decay);
+    if (cfg->kind != SP_OPTIM_SGD &&
+        !(cfg->beta1 >= 0.0f && cfg->beta1 < 1.0f && cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f &&
+          cfg->eps > 0.0f))
+        return sp_fail(SP_EINVAL, "optim: betas (%g, %g) must be in [0, 1) and eps %g > 0",
+                       (double)cfg->beta1, (double)cfg->beta2, (double)cfg->eps);
+    sp_optim *o = sp_calloc(1, sizeof *o);
+    if (!o) return SP_ENOMEM;
+    o->cfg = *cfg;
+    o->n = n;
+    o->nstate = cfg->kind == SP_OPTIM_SGD ? (cfg->momentum > 0.0f ? n : 0) : 2 * n;
+    o->state = sp_calloc((size_t)o->nstate + 1, sizeof(float));
+    if (!o->state) {
+        sp_free(o);
+        return SP_ENOMEM;
+    }
+    *out = o;
+    return SP_OK;
+}
+
+void sp_optim_free(sp_optim *o) {
+    if (!o) return;
+    sp_free(o->state);
+    sp_free(o);
+}
+
+sp_status sp_optim_step(sp_optim *o, float *p, const float *g, float lr) {
+    if (!o || (o->n && (!p || !g))) return sp_fail(SP_EINVAL, "optim_step: NULL argument");
+    if (!(lr >= 0.0f) || !isfinite(lr))
+        return sp_fail(SP_EINVAL, "optim_step: learning rate %g", (double)lr);
+    const int64_t n = o->n;
+    const float wd = o->cfg.weight_decay;
+    o->t++;
+    if (o->cfg.kind == SP_OPTIM_SGD) {
+        const float mu = o->cfg.momentum;
+        float *buf = o->state;
+        const bool first = o->t == 1;
+        for (int64_t i = 0; i < n; i++) {
+            float gi = g[i] + wd * p[i];
+            if (mu > 0.0f) {
+                buf[i] = first ? gi : mu * buf[i] + gi;
+                gi = o->cfg.nesterov ? gi + mu * buf[i] : buf[i];
+            }
+            p[i] -= lr * gi;
+        }
+        return SP_OK;
+    }
+    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
+    const float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
+    const float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);
+    const bool decoupled = o->cfg.kind == SP_OPTIM_ADAMW;
+    float *m = o->state, *v = o->state + n;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (decoupled)
+            p[i] *= 1.0f - lr * wd;
+        else
+            gi += wd * p[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        p[i] -= step_size * (m[i] / denom);
+    }
+    return SP_OK;
+}
+
+float *sp_optim_state(sp_optim *o) { return o->state; }
+int64_t sp_optim_state_size(const sp_optim *o) { return o->nstate; }
+int64_t sp_optim_steps(const sp_optim *o) { return o->t; }
+void sp_optim_set_steps(sp_optim *o, int64_t steps) { o->t = steps; }
+const sp_optim_config *sp_optim_get_config(const sp_optim *o) { return &o->cfg; }
+
+double sp_clip_grad_norm(float *g, int64_t n, double max_norm) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)g[i] * (double)g[i];
+    double norm = sqrt(ss);
+    if (max_norm > 0.0 && norm > max_norm) {
+        float scale = (float)(max_norm / (norm + 1e-6));
+        for (int64_t i = 0; i < n; i++) g[i] *= scale;
+    }
+    return norm;
+}
