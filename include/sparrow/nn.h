@@ -49,6 +49,10 @@ sp_status sp_model_spec_config(const char *spec, char **text);
  * for unknown layers, bad options or impossible shapes; SP_ENOMEM. */
 sp_status sp_model_new(const char *text, sp_shape in, int64_t classes, uint64_t seed,
                        sp_model **out);
+/* As sp_model_new, but fails with SP_EFORMAT before allocating if the parameters and state
+ * would exceed max_params floats (how loaders bound what an untrusted file can ask for). */
+sp_status sp_model_new_limited(const char *text, sp_shape in, int64_t classes, uint64_t seed,
+                               int64_t max_params, sp_model **out);
 /* Accepts NULL. */
 void sp_model_free(sp_model *m);
 
@@ -63,6 +67,10 @@ sp_status sp_model_forward(sp_model *m, const float *x, int64_t batch, bool trai
 sp_status sp_model_backward(sp_model *m, const float *dy, float *dx);
 /* Zeroes the gradient arena. */
 void sp_model_zero_grad(sp_model *m);
+
+/* SP_OK if every gradient is finite; else SP_EINVAL naming the first layer and entry that holds
+ * a NaN or Inf. */
+sp_status sp_model_check_grads(const sp_model *m);
 
 /* Threads for later passes (<= 0: all); results are bitwise identical for any count. */
 void sp_model_set_threads(sp_model *m, int nthreads);

@@ -23,6 +23,8 @@
 #define SPARROW_TRAIN_H
 
 #include "sparrow/core.h"
+#include "sparrow/data.h"
+#include "sparrow/nn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -106,6 +108,93 @@ typedef struct sp_schedule {
 float sp_schedule_lr(const sp_schedule *s, int64_t t);
 /* "constant", "step", "cosine"; NULL if unknown. */
 const char *sp_sched_name(sp_sched_kind kind);
+
+
+/* ---- checkpoints ---------------------------------------------------------------------------- */
+
+/* Where a training run stands: saved in checkpoints so that a resumed run continues exactly. */
+typedef struct sp_train_state {
+    int64_t step;          /* optimizer steps taken */
+    int64_t epoch;         /* current epoch, from 0 */
+    int64_t batch_index;   /* batches of this epoch already done */
+    uint64_t data_seed;    /* seed of the per-epoch shuffles */
+} sp_train_state;
+
+/* Writes model (architecture, parameters, state buffers), the optimizer (may be NULL), the
+ * training state (may be NULL) and `meta` (free text, e.g. the training settings; may be NULL)
+ * to path atomically: a temporary file in the same directory, fsync, rename. A crash or error
+ * leaves any previous file at path untouched. Format: docs/CHECKPOINT.md. */
+sp_status sp_checkpoint_save(const char *path, const sp_model *m, const sp_optim *o,
+                             const sp_train_state *ts, const char *meta);
+
+/* What a checkpoint holds; free with sp_checkpoint_free. */
+typedef struct sp_checkpoint {
+    sp_model *model;       /* owned */
+    sp_optim *optim;       /* owned; NULL if the file has no optimizer */
+    sp_train_state state;
+    bool has_state;
+    char *meta;            /* owned; "" if none */
+} sp_checkpoint;
+
+/* Loads a checkpoint file. Every count, size and offset is checked against the file size
+ * before anything is allocated, and the CRC-32 of the whole file is verified: a truncated or
+ * corrupt file gives SP_EFORMAT (or SP_EIO for a missing one) with a message naming the bad
+ * field. Returns owned contents in *out. */
+sp_status sp_checkpoint_load(const char *path, sp_checkpoint *out);
+/* The same from bytes in memory (borrowed). */
+sp_status sp_checkpoint_parse(const uint8_t *bytes, size_t len, sp_checkpoint *out);
+/* Frees the contents (not the struct); accepts a zeroed struct. */
+void sp_checkpoint_free(sp_checkpoint *c);
+
+/* CRC-32 (IEEE 802.3, the one of zlib and PNG) of len bytes, continuing from crc (0 to start). */
+uint32_t sp_crc32(uint32_t crc, const void *bytes, size_t len);
+
+/* ---- the training loop ---------------------------------------------------------------------- */
+
+/* One progress report: after every step (the caller decides what to print) and once more at
+ * the end of each epoch (epoch_done, with validation figures when a validation set is given). */
+typedef struct sp_train_report {
+    int64_t epoch, epochs;         /* epoch from 0 */
+    int64_t batch_index, batches;  /* batches done in this epoch, of batches per epoch */
+    int64_t step;                  /* optimizer steps done in total */
+    double loss, accuracy;         /* running means over this epoch's batches so far */
+    double samples_per_second;     /* training samples over training time, this epoch */
+    double epoch_seconds;          /* training time of this epoch so far */
+    double eta_seconds;            /* estimate for the rest of the run */
+    float lr;                      /* learning rate of the last step */
+    bool epoch_done;
+    double val_loss, val_accuracy; /* NAN without a validation set or before the epoch ends */
+} sp_train_report;
+
+typedef void (*sp_train_callback)(const sp_train_report *r, void *user);
+
+typedef struct sp_train_opts {
+    int64_t epochs;            /* >= 1 */
+    int64_t batch;             /* >= 1 */
+    sp_schedule sched;         /* lr, kind, warmup, ...; total is set from epochs x batches */
+    float label_smoothing;     /* [0, 1) */
+    double clip_norm;          /* global gradient-norm clip, 0 = off */
+    uint64_t seed;             /* order of the per-epoch shuffles */
+    int nthreads;              /* <= 0: all */
+    const char *checkpoint;    /* written every checkpoint_every steps and after each epoch */
+    int64_t checkpoint_every;  /* steps; 0 = only after each epoch */
+    int64_t max_steps;         /* stop once this many steps are done in total (0 = no limit) */
+    const char *meta;          /* saved in checkpoints (the settings, to resume with) */
+    sp_train_callback callback;
+    void *user;
+} sp_train_opts;
+
+/* Trains m with o on `train`, shuffled each epoch by (seed, epoch), continuing from *state
+ * (zero it for a fresh run; a checkpoint's state to resume) and updating it. Evaluates `val`
+ * (may be NULL) after each epoch. A NaN or Inf loss or gradient stops training with SP_EINVAL
+ * naming the step and the layer. Returns the first error of a step or checkpoint write. */
+sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_dataset *val,
+                   const sp_train_opts *opts, sp_train_state *state);
+
+/* Mean cross-entropy and accuracy of m on d in evaluation mode, batch by batch; pred (d->n), if
+ * not NULL, gets each sample's predicted class. SP_ESHAPE if the model does not fit the data. */
+sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthreads,
+                      double *loss, double *accuracy, int32_t *pred);
 
 #ifdef __cplusplus
 }

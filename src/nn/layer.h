@@ -94,6 +94,9 @@ sp_status sp_args_finish(const sp_args *a);
 typedef struct sp_build {
     sp_rng rng;            /* structure randomness (a sparse layer's random pattern) */
     int index;             /* the layer's index in the model */
+    int64_t max_params;    /* budget: a constructor whose weights would exceed it (or that would
+                            * allocate more than that many floats) fails with SP_EFORMAT before
+                            * allocating; bounds what an untrusted checkpoint can make us build */
 } sp_build;
 
 /* A layer constructor: validates its options against the input shape and returns owned *out

@@ -348,6 +348,10 @@ sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out)
     if (!sp_mul_i64(nout, in.c, &wcount) || wcount > ((int64_t)1 << 31))
         return sp_fail(SP_ESHAPE, "config line %d (linear): weight %lld x %lld is too large",
                        a->line, (long long)nout, (long long)in.c);
+    if (wcount + nout > b->max_params)
+        return sp_fail(SP_EFORMAT, "config line %d (linear): %lld x %lld weights exceed the "
+                       "budget of %lld parameters", a->line, (long long)nout, (long long)in.c,
+                       (long long)b->max_params);
     linear_layer *L = sp_layer_alloc(sizeof *L, &linear_vt, in);
     if (!L) return SP_ENOMEM;
     L->in = in.c;

@@ -197,6 +197,8 @@ typedef struct parser {
     char classes_str[24];
     int next_index;
     uint64_t seed;
+    int64_t max_params;    /* budget over the whole model */
+    int64_t params_so_far;
 } parser;
 
 /* Next non-empty line, comments stripped, split in place into tokens. Returns the token count
@@ -308,7 +310,7 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
                 a.val[a.n] = strcmp(eq + 1, "classes") == 0 ? p->classes_str : eq + 1;
                 a.n++;
             }
-            sp_build b = {.index = index};
+            sp_build b = {.index = index, .max_params = p->max_params - p->params_so_far};
             sp_rng_init(&b.rng, p->seed, 0x5eed0000u + (uint64_t)index);
             st = create(&a, cur, &b, &l);
             if (st == SP_OK) {
@@ -317,6 +319,13 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
             }
         }
         if (st != SP_OK) return st;
+        if (l->nparam + l->nbuffer > p->max_params - p->params_so_far) {
+            st = sp_fail(SP_EFORMAT, "config line %d (%s): the model would exceed %lld parameters",
+                         p->line, l->vt->kind, (long long)p->max_params);
+            sp_layer_free(l);
+            return st;
+        }
+        p->params_so_far += l->nparam + l->nbuffer;
         l->index = index;
         snprintf(l->name, sizeof l->name, "%d.%s", index, l->vt->kind);
         if (l->out.c <= 0 || l->out.h <= 0 || l->out.w <= 0) {
@@ -438,6 +447,11 @@ static int describe_seq(const sp_seq *s, int depth, char *buf, size_t n) {
 
 sp_status sp_model_new(const char *text, sp_shape in, int64_t classes, uint64_t seed,
                        sp_model **out) {
+    return sp_model_new_limited(text, in, classes, seed, (int64_t)1 << 34, out);
+}
+
+sp_status sp_model_new_limited(const char *text, sp_shape in, int64_t classes, uint64_t seed,
+                               int64_t max_params, sp_model **out) {
     if (!text || !out) return sp_fail(SP_EINVAL, "model: NULL argument");
     *out = NULL;
     if (in.c < 1 || in.h < 1 || in.w < 1 || in.c > (1 << 24) || in.h > (1 << 24) ||
@@ -447,7 +461,7 @@ sp_status sp_model_new(const char *text, sp_shape in, int64_t classes, uint64_t 
     if (classes < 1 || classes > (1 << 24))
         return sp_fail(SP_EINVAL, "model: classes %lld not in [1, 2^24]", (long long)classes);
     sp_model *m = sp_calloc(1, sizeof *m);
-    parser p = {.line = 0, .classes = classes, .seed = seed};
+    parser p = {.line = 0, .classes = classes, .seed = seed, .max_params = max_params};
     if (!m) return SP_ENOMEM;
     sp_status st = SP_ENOMEM;
     size_t tlen = strlen(text);
@@ -576,6 +590,17 @@ sp_status sp_model_backward(sp_model *m, const float *dy, float *dx) {
 
 void sp_model_zero_grad(sp_model *m) {
     if (m && m->nparams) memset(m->grads, 0, sizeof(float) * (size_t)m->nparams);
+}
+
+sp_status sp_model_check_grads(const sp_model *m) {
+    for (int i = 0; i < m->nlayers; i++) {
+        const sp_layer *l = m->flat[i];
+        for (int64_t k = 0; k < l->nparam; k++)
+            if (!isfinite(l->grad[k]))
+                return sp_fail(SP_EINVAL, "layer %s: gradient of parameter %lld is %s", l->name,
+                               (long long)k, isnan(l->grad[k]) ? "NaN" : "Inf");
+    }
+    return SP_OK;
 }
 
 void sp_model_set_threads(sp_model *m, int nthreads) { m->nthreads = nthreads; }

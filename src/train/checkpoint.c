@@ -1,0 +1,411 @@
+/*
+ * checkpoint.c - the versioned checkpoint file (docs/CHECKPOINT.md): architecture, parameters,
+ * state buffers, optimizer state and training position, written atomically and loaded with
+ * every count and offset checked against the file size before anything is allocated.
+ *
+ * Layout (little-endian):
+ *     "SPRWCKPT" (8)  u32 version = 1  u32 section count
+ *     sections:  u32 tag ("CONF", ...)  u32 zero  u64 length  payload  zero pad to 8 bytes
+ *     u32 CRC-32 of every byte before it
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sparrow/train.h"
+
+#include "../core/internal.h"
+
+#define CKPT_MAGIC "SPRWCKPT"
+#define CKPT_VERSION 1u
+#define CKPT_MAX_SECTIONS 64u
+#define TAG(a, b, c, d) ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
+#define TAG_CONF TAG('C', 'O', 'N', 'F')
+#define TAG_MODL TAG('M', 'O', 'D', 'L')
+#define TAG_PARM TAG('P', 'A', 'R', 'M')
+#define TAG_BUFF TAG('B', 'U', 'F', 'F')
+#define TAG_OPTM TAG('O', 'P', 'T', 'M')
+#define TAG_TRST TAG('T', 'R', 'S', 'T')
+#define TAG_META TAG('M', 'E', 'T', 'A')
+
+#define MODL_BYTES (7 * 8)
+#define OPTM_HEAD_BYTES (8 + 5 * 4 + 4 + 2 * 8)
+#define TRST_BYTES (4 * 8)
+
+/* ---- CRC-32 (reflected polynomial 0xEDB88320), table built on first use ------------------ */
+
+static uint32_t crc_table[256];
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+uint32_t sp_crc32(uint32_t crc, const void *bytes, size_t len) {
+    if (!crc_table[1]) crc_init();
+    const uint8_t *p = bytes;
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++) crc = crc_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ---- writing --------------------------------------------------------------------------------- */
+
+typedef struct wbuf {
+    uint8_t *p;
+    size_t len, cap;
+} wbuf;
+
+static bool wb_put(wbuf *w, const void *src, size_t n) {
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap < w->len + n) cap *= 2;
+        uint8_t *q = sp_alloc(cap);
+        if (!q) return false;
+        if (w->len) memcpy(q, w->p, w->len);
+        sp_free(w->p);
+        w->p = q;
+        w->cap = cap;
+    }
+    if (n) memcpy(w->p + w->len, src, n);
+    w->len += n;
+    return true;
+}
+static bool wb_u32(wbuf *w, uint32_t v) {
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    return wb_put(w, b, 4);
+}
+static bool wb_u64(wbuf *w, uint64_t v) { return wb_u32(w, (uint32_t)v) && wb_u32(w, (uint32_t)(v >> 32)); }
+static bool wb_f32(wbuf *w, float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return wb_u32(w, u);
+}
+static bool wb_f32s(wbuf *w, const float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!wb_f32(w, v[i])) return false;
+    return true;
+}
+static bool wb_section(wbuf *w, uint32_t tag, uint64_t len) {
+    return wb_u32(w, tag) && wb_u32(w, 0) && wb_u64(w, len);
+}
+static bool wb_pad(wbuf *w) {
+    static const uint8_t z[8] = {0};
+    return wb_put(w, z, (8 - w->len % 8) % 8);
+}
+
+static sp_status write_file_atomic(const char *path, const uint8_t *bytes, size_t len) {
+    size_t plen = strlen(path);
+    char *tmp = sp_alloc(plen + 16);
+    if (!tmp) return SP_ENOMEM;
+    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        sp_status st = sp_fail(SP_EIO, "checkpoint: cannot create a temporary file next to %s: %s",
+                               path, strerror(errno));
+        sp_free(tmp);
+        return st;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t k = write(fd, bytes + done, len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        done += (size_t)k;
+    }
+    int err = done == len ? 0 : errno ? errno : EIO;
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    if (!err) {
+        /* mkstemp makes 0600; a model file is an ordinary file */
+        mode_t mask = umask(0);
+        umask(mask);
+        chmod(tmp, 0666 & ~mask);
+    }
+    if (!err && rename(tmp, path) != 0) err = errno;
+    if (err) {
+        unlink(tmp);
+        sp_free(tmp);
+        return sp_fail(SP_EIO, "checkpoint: writing %s failed: %s", path, strerror(err));
+    }
+    sp_free(tmp);
+    /* make the rename itself durable */
+    char *dir = sp_alloc(plen + 2);
+    if (dir) {
+        memcpy(dir, path, plen + 1);
+        char *slash = strrchr(dir, '/');
+        if (slash) slash[slash == dir ? 1 : 0] = '\0';
+        else strcpy(dir, ".");
+        int dfd = open(dir, O_RDONLY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        sp_free(dir);
+    }
+    return SP_OK;
+}
+
+sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_optim *o,
+                             const sp_train_state *ts, const char *meta) {
+    if (!path || !cm) return sp_fail(SP_EINVAL, "checkpoint_save: NULL argument");
+    sp_model *m = (sp_model *)cm; /* read only: the arenas are not changed */
+    const char *cfg = sp_model_config(m);
+    sp_shape in = sp_model_in(m);
+    int64_t np = sp_model_nparams(m), nb = sp_model_nbuffers(m);
+    uint32_t nsec = 4 + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
+    wbuf w = {0};
+    bool ok = wb_put(&w, CKPT_MAGIC, 8) && wb_u32(&w, CKPT_VERSION) && wb_u32(&w, nsec);
+    ok = ok && wb_section(&w, TAG_CONF, strlen(cfg)) && wb_put(&w, cfg, strlen(cfg)) && wb_pad(&w);
+    ok = ok && wb_section(&w, TAG_MODL, MODL_BYTES) && wb_u64(&w, (uint64_t)in.c) &&
+         wb_u64(&w, (uint64_t)in.h) && wb_u64(&w, (uint64_t)in.w) &&
+         wb_u64(&w, (uint64_t)sp_model_classes(m)) && wb_u64(&w, sp_model_seed(m)) &&
+         wb_u64(&w, (uint64_t)np) && wb_u64(&w, (uint64_t)nb);
+    ok = ok && wb_section(&w, TAG_PARM, (uint64_t)np * 4) && wb_f32s(&w, sp_model_params(m), np) &&
+         wb_pad(&w);
+    ok = ok && wb_section(&w, TAG_BUFF, (uint64_t)nb * 4) && wb_f32s(&w, sp_model_buffers(m), nb) &&
+         wb_pad(&w);
+    if (o) {
+        sp_optim *oo = (sp_optim *)o;
+        const sp_optim_config *c = sp_optim_get_config(o);
+        int64_t ns = sp_optim_state_size(o);
+        ok = ok && wb_section(&w, TAG_OPTM, OPTM_HEAD_BYTES + (uint64_t)ns * 4) &&
+             wb_u32(&w, (uint32_t)c->kind) && wb_u32(&w, c->nesterov ? 1 : 0) &&
+             wb_f32(&w, c->momentum) && wb_f32(&w, c->weight_decay) && wb_f32(&w, c->beta1) &&
+             wb_f32(&w, c->beta2) && wb_f32(&w, c->eps) && wb_u32(&w, 0) &&
+             wb_u64(&w, (uint64_t)sp_optim_steps(o)) && wb_u64(&w, (uint64_t)ns) &&
+             wb_f32s(&w, sp_optim_state(oo), ns) && wb_pad(&w);
+    }
+    if (ts)
+        ok = ok && wb_section(&w, TAG_TRST, TRST_BYTES) && wb_u64(&w, (uint64_t)ts->step) &&
+             wb_u64(&w, (uint64_t)ts->epoch) && wb_u64(&w, (uint64_t)ts->batch_index) &&
+             wb_u64(&w, ts->data_seed);
+    if (meta)
+        ok = ok && wb_section(&w, TAG_META, strlen(meta)) && wb_put(&w, meta, strlen(meta)) &&
+             wb_pad(&w);
+    ok = ok && wb_u32(&w, sp_crc32(0, w.p, w.len));
+    if (!ok) {
+        sp_free(w.p);
+        return sp_fail(SP_ENOMEM, "checkpoint_save: out of memory");
+    }
+    sp_status st = write_file_atomic(path, w.p, w.len);
+    sp_free(w.p);
+    return st;
+}
+
+/* ---- reading --------------------------------------------------------------------------------- */
+
+static uint32_t rd_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t rd_u64(const uint8_t *p) { return rd_u32(p) | (uint64_t)rd_u32(p + 4) << 32; }
+static float rd_f32(const uint8_t *p) {
+    uint32_t u = rd_u32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static void rd_f32s(const uint8_t *p, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = rd_f32(p + 4 * i);
+}
+
+typedef struct section {
+    const uint8_t *p;
+    uint64_t len;
+    bool present;
+} section;
+
+static char *dup_text(const uint8_t *p, uint64_t len) {
+    char *s = sp_alloc((size_t)len + 1);
+    if (!s) return NULL;
+    memcpy(s, p, (size_t)len);
+    s[len] = '\0';
+    return s;
+}
+
+void sp_checkpoint_free(sp_checkpoint *c) {
+    if (!c) return;
+    sp_model_free(c->model);
+    sp_optim_free(c->optim);
+    sp_free(c->meta);
+    memset(c, 0, sizeof *c);
+}
+
+sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) {
+    if (!b || !out) return sp_fail(SP_EINVAL, "checkpoint: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (len < 20 || memcmp(b, CKPT_MAGIC, 8) != 0)
+        return sp_fail(SP_EFORMAT, "checkpoint: not a sparrow checkpoint (%zu bytes, bad magic)", len);
+    uint32_t version = rd_u32(b + 8);
+    if (version != CKPT_VERSION)
+        return sp_fail(SP_EFORMAT, "checkpoint: version %u is not supported (this build reads %u)",
+                       version, CKPT_VERSION);
+    uint32_t crc = rd_u32(b + len - 4), want = sp_crc32(0, b, len - 4);
+    if (crc != want)
+        return sp_fail(SP_EFORMAT, "checkpoint: CRC-32 %08x does not match the contents (%08x): "
+                       "the file is corrupt or truncated", crc, want);
+    uint32_t nsec = rd_u32(b + 12);
+    if (nsec > CKPT_MAX_SECTIONS)
+        return sp_fail(SP_EFORMAT, "checkpoint: %u sections (at most %u)", nsec, CKPT_MAX_SECTIONS);
+    section conf = {0}, modl = {0}, parm = {0}, buff = {0}, optm = {0}, trst = {0}, meta = {0};
+    size_t pos = 16, end = len - 4;
+    for (uint32_t i = 0; i < nsec; i++) {
+        if (end - pos < 16)
+            return sp_fail(SP_EFORMAT, "checkpoint: section %u header at byte %zu runs past the end",
+                           i, pos);
+        uint32_t tag = rd_u32(b + pos);
+        uint64_t slen = rd_u64(b + pos + 8);
+        pos += 16;
+        if (slen > end - pos)
+            return sp_fail(SP_EFORMAT, "checkpoint: section %u length %llu exceeds the %zu bytes left",
+                           i, (unsigned long long)slen, end - pos);
+        section s = {b + pos, slen, true};
+        section *dst = tag == TAG_CONF ? &conf : tag == TAG_MODL ? &modl : tag == TAG_PARM ? &parm
+                     : tag == TAG_BUFF ? &buff : tag == TAG_OPTM ? &optm : tag == TAG_TRST ? &trst
+                     : tag == TAG_META ? &meta : NULL;
+        if (!dst)
+            return sp_fail(SP_EFORMAT, "checkpoint: unknown section tag 0x%08x", tag);
+        if (dst->present)
+            return sp_fail(SP_EFORMAT, "checkpoint: section %.4s appears twice", (const char *)(b + pos - 16));
+        *dst = s;
+        size_t padded = (size_t)slen + (8 - slen % 8) % 8;
+        if (padded > end - pos)
+            return sp_fail(SP_EFORMAT, "checkpoint: section %u padding runs past the end", i);
+        pos += padded;
+    }
+    if (pos != end)
+        return sp_fail(SP_EFORMAT, "checkpoint: %zu unexpected bytes after the last section", end - pos);
+    if (!conf.present || !modl.present || !parm.present || !buff.present)
+        return sp_fail(SP_EFORMAT, "checkpoint: missing a required section (CONF, MODL, PARM, BUFF)");
+    if (modl.len != MODL_BYTES)
+        return sp_fail(SP_EFORMAT, "checkpoint: MODL section is %llu bytes, want %d",
+                       (unsigned long long)modl.len, MODL_BYTES);
+    int64_t d[7];
+    for (int k = 0; k < 7; k++) d[k] = (int64_t)rd_u64(modl.p + 8 * k);
+    sp_shape in = {d[0], d[1], d[2]};
+    int64_t classes = d[3], np = d[5], nb = d[6];
+    uint64_t seed = (uint64_t)d[4];
+    if (np < 0 || nb < 0 || (uint64_t)np * 4 != parm.len || (uint64_t)nb * 4 != buff.len)
+        return sp_fail(SP_EFORMAT, "checkpoint: %lld parameters / %lld buffers do not match "
+                       "sections of %llu / %llu bytes", (long long)np, (long long)nb,
+                       (unsigned long long)parm.len, (unsigned long long)buff.len);
+    for (uint64_t k = 0; k < conf.len; k++)
+        if (conf.p[k] == 0)
+            return sp_fail(SP_EFORMAT, "checkpoint: NUL byte in the architecture at offset %llu",
+                           (unsigned long long)k);
+    sp_status st = SP_ENOMEM;
+    char *cfg = dup_text(conf.p, conf.len);
+    if (!cfg) return SP_ENOMEM;
+    /* the parameter count is bounded by the file: the model may not ask for more */
+    st = sp_model_new_limited(cfg, in, classes, seed, np + nb, &out->model);
+    sp_free(cfg);
+    if (st != SP_OK) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", sp_last_error());
+        return sp_fail(st == SP_ENOMEM ? st : SP_EFORMAT, "checkpoint: architecture: %s", msg);
+    }
+    if (sp_model_nparams(out->model) != np || sp_model_nbuffers(out->model) != nb) {
+        st = sp_fail(SP_EFORMAT, "checkpoint: the architecture has %lld parameters and %lld "
+                     "buffers, the file %lld and %lld", (long long)sp_model_nparams(out->model),
+                     (long long)sp_model_nbuffers(out->model), (long long)np, (long long)nb);
+        goto fail;
+    }
+    rd_f32s(parm.p, sp_model_params(out->model), np);
+    rd_f32s(buff.p, sp_model_buffers(out->model), nb);
+    if (optm.present) {
+        if (optm.len < OPTM_HEAD_BYTES) {
+            st = sp_fail(SP_EFORMAT, "checkpoint: OPTM section of %llu bytes is too short",
+                         (unsigned long long)optm.len);
+            goto fail;
+        }
+        sp_optim_config c = {.kind = (sp_optim_kind)rd_u32(optm.p), .nesterov = rd_u32(optm.p + 4) != 0,
+                             .momentum = rd_f32(optm.p + 8), .weight_decay = rd_f32(optm.p + 12),
+                             .beta1 = rd_f32(optm.p + 16), .beta2 = rd_f32(optm.p + 20),
+                             .eps = rd_f32(optm.p + 24)};
+        int64_t t = (int64_t)rd_u64(optm.p + 32), ns = (int64_t)rd_u64(optm.p + 40);
+        if (rd_u32(optm.p) > 2 || rd_u32(optm.p + 4) > 1) {
+            st = sp_fail(SP_EFORMAT, "checkpoint: optimizer kind %u / nesterov %u out of range",
+                         rd_u32(optm.p), rd_u32(optm.p + 4));
+            goto fail;
+        }
+        if (t < 0 || ns < 0 || (uint64_t)ns * 4 != optm.len - OPTM_HEAD_BYTES) {
+            st = sp_fail(SP_EFORMAT, "checkpoint: optimizer step %lld / state of %lld floats does "
+                         "not match its %llu bytes", (long long)t, (long long)ns,
+                         (unsigned long long)optm.len);
+            goto fail;
+        }
+        st = sp_optim_new(&c, np, &out->optim);
+        if (st != SP_OK) {
+            if (st != SP_ENOMEM) st = sp_fail(SP_EFORMAT, "checkpoint: optimizer: %s", sp_last_error());
+            goto fail;
+        }
+        if (sp_optim_state_size(out->optim) != ns) {
+            st = sp_fail(SP_EFORMAT, "checkpoint: optimizer state has %lld floats, want %lld",
+                         (long long)ns, (long long)sp_optim_state_size(out->optim));
+            goto fail;
+        }
+        rd_f32s(optm.p + OPTM_HEAD_BYTES, sp_optim_state(out->optim), ns);
+        sp_optim_set_steps(out->optim, t);
+    }
+    if (trst.present) {
+        if (trst.len != TRST_BYTES) {
+            st = sp_fail(SP_EFORMAT, "checkpoint: TRST section is %llu bytes, want %d",
+                         (unsigned long long)trst.len, TRST_BYTES);
+            goto fail;
+        }
+        out->state = (sp_train_state){(int64_t)rd_u64(trst.p), (int64_t)rd_u64(trst.p + 8),
+                                      (int64_t)rd_u64(trst.p + 16), rd_u64(trst.p + 24)};
+        if (out->state.step < 0 || out->state.epoch < 0 || out->state.batch_index < 0) {
+            st = sp_fail(SP_EFORMAT, "checkpoint: negative training position (step %lld)",
+                         (long long)out->state.step);
+            goto fail;
+        }
+        out->has_state = true;
+    }
+    st = SP_ENOMEM;
+    out->meta = meta.present ? dup_text(meta.p, meta.len) : dup_text((const uint8_t *)"", 0);
+    if (!out->meta) goto fail;
+    return SP_OK;
+fail:
+    sp_checkpoint_free(out);
+    return st;
+}
+
+sp_status sp_checkpoint_load(const char *path, sp_checkpoint *out) {
+    if (!path || !out) return sp_fail(SP_EINVAL, "checkpoint_load: NULL argument");
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return sp_fail(SP_EIO, "checkpoint: cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return sp_fail(SP_EIO, "checkpoint: %s is not a regular file", path);
+    }
+    size_t len = (size_t)sb.st_size;
+    uint8_t *bytes = sp_alloc(len ? len : 1);
+    if (!bytes) {
+        fclose(f);
+        return SP_ENOMEM;
+    }
+    size_t got = fread(bytes, 1, len, f);
+    fclose(f);
+    if (got != len) {
+        sp_free(bytes);
+        return sp_fail(SP_EIO, "checkpoint: reading %s: got %zu of %zu bytes", path, got, len);
+    }
+    sp_status st = sp_checkpoint_parse(bytes, len, out);
+    sp_free(bytes);
+    if (st != SP_OK && st != SP_ENOMEM) {
+        char msg[480];
+        snprintf(msg, sizeof msg, "%s", sp_last_error());
+        sp_fail(st, "%s: %s", path, msg);
+    }
+    return st;
+}

@@ -1,0 +1,228 @@
+/*
+ * trainer.c - the training loop and evaluation: shuffled mini-batches, forward, loss, backward,
+ * optional clipping, optimizer step, NaN/Inf guard, progress reports, periodic checkpoints.
+ *
+ * Everything that decides the weights is a function of (model seed, data seed, step), never of
+ * time or thread count: the epoch's order is a Fisher-Yates shuffle from the stream
+ * (data seed, epoch), dropout draws from (model seed, step). A run resumed from a checkpoint
+ * therefore replays the same steps as an uninterrupted one, bit for bit.
+ */
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "sparrow/train.h"
+
+#include "../core/internal.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static sp_status check_fit(const sp_model *m, const sp_dataset *d) {
+    sp_shape in = sp_model_in(m), out = sp_model_out(m);
+    if (in.c * in.h * in.w != d->features)
+        return sp_fail(SP_ESHAPE, "the model takes %lld features per sample, the data has %lld",
+                       (long long)(in.c * in.h * in.w), (long long)d->features);
+    if (out.c * out.h * out.w != sp_model_classes(m) || sp_model_classes(m) < d->classes)
+        return sp_fail(SP_ESHAPE, "the model has %lld outputs, the data %d classes",
+                       (long long)(out.c * out.h * out.w), (int)d->classes);
+    return SP_OK;
+}
+
+/* The order of epoch e: a permutation of [0, n) drawn from stream (seed, e). */
+static void epoch_order(int64_t *perm, int64_t n, uint64_t seed, int64_t epoch) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    sp_rng r;
+    sp_rng_init(&r, seed, 0xda7a0000u + (uint64_t)epoch);
+    sp_shuffle_i64(perm, n, &r);
+}
+
+sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthreads,
+                      double *loss, double *accuracy, int32_t *pred) {
+    if (!m || !d || batch < 1) return sp_fail(SP_EINVAL, "evaluate: bad argument");
+    sp_status st = check_fit(m, d);
+    if (st != SP_OK) return st;
+    if (d->n == 0) return sp_fail(SP_EINVAL, "evaluate: empty dataset");
+    const int64_t f = d->features, classes = sp_model_classes(m);
+    batch = SP_MIN(batch, d->n);
+    float *x = sp_alloc(sizeof(float) * (size_t)(f * batch));
+    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)batch);
+    int64_t *idx = sp_alloc(sizeof(int64_t) * (size_t)batch);
+    st = SP_ENOMEM;
+    if (!x || !y || !idx) goto done;
+    sp_model_set_threads(m, nthreads);
+    double total = 0.0;
+    int64_t right = 0;
+    for (int64_t s = 0; s < d->n; s += batch) {
+        int64_t b = SP_MIN(batch, d->n - s);
+        for (int64_t i = 0; i < b; i++) idx[i] = s + i;
+        st = sp_dataset_batch(d, idx, b, x, b, y);
+        const float *logits;
+        if (st == SP_OK) st = sp_model_forward(m, x, b, false, &logits);
+        double l = 0.0;
+        int64_t c = 0;
+        if (st == SP_OK) st = sp_loss_xent(logits, classes, b, y, 0.0f, &l, NULL, &c);
+        if (st != SP_OK) goto done;
+        total += l * (double)b;
+        right += c;
+        if (pred)
+            for (int64_t j = 0; j < b; j++) {
+                int64_t arg = 0;
+                for (int64_t k = 1; k < classes; k++)
+                    if (logits[k * b + j] > logits[arg * b + j]) arg = k;
+                pred[s + j] = (int32_t)arg;
+            }
+    }
+    if (loss) *loss = total / (double)d->n;
+    if (accuracy) *accuracy = (double)right / (double)d->n;
+    st = SP_OK;
+done:
+    sp_free(x);
+    sp_free(y);
+    sp_free(idx);
+    return st;
+}
+
+sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_dataset *val,
+                   const sp_train_opts *opts, sp_train_state *state) {
+    if (!m || !o || !train || !opts || !state) return sp_fail(SP_EINVAL, "train: NULL argument");
+    if (opts->epochs < 1 || opts->batch < 1)
+        return sp_fail(SP_EINVAL, "train: epochs %lld and batch %lld must be >= 1",
+                       (long long)opts->epochs, (long long)opts->batch);
+    if (!(opts->label_smoothing >= 0.0f && opts->label_smoothing < 1.0f))
+        return sp_fail(SP_EINVAL, "train: label smoothing %g not in [0, 1)",
+                       (double)opts->label_smoothing);
+    sp_status st = check_fit(m, train);
+    if (st != SP_OK) return st;
+    if (val && (st = check_fit(m, val)) != SP_OK) return st;
+    if (train->n == 0) return sp_fail(SP_EINVAL, "train: empty training set");
+    const int64_t n = train->n, f = train->features, classes = sp_model_classes(m);
+    const int64_t B = SP_MIN(opts->batch, n);
+    const int64_t batches = (n + B - 1) / B;
+    const int64_t total_steps = batches * opts->epochs;
+    if (state->batch_index > batches || state->epoch > opts->epochs)
+        return sp_fail(SP_EINVAL, "train: resume position epoch %lld batch %lld is outside a run "
+                       "of %lld epochs of %lld batches", (long long)state->epoch,
+                       (long long)state->batch_index, (long long)opts->epochs, (long long)batches);
+    sp_schedule sched = opts->sched;
+    sched.total = total_steps;
+    const int64_t np = sp_model_nparams(m);
+
+    int64_t *perm = sp_alloc(sizeof(int64_t) * (size_t)n);
+    float *x = sp_alloc(sizeof(float) * (size_t)(f * B));
+    float *dlogits = sp_alloc(sizeof(float) * (size_t)(classes * B));
+    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)B);
+    st = SP_ENOMEM;
+    if (!perm || !x || !dlogits || !y) goto done;
+    sp_model_set_threads(m, opts->nthreads);
+    const double run_start = now_seconds();
+    int64_t steps_at_start = state->step;
+
+    for (; state->epoch < opts->epochs; state->epoch++, state->batch_index = 0) {
+        epoch_order(perm, n, state->data_seed, state->epoch);
+        double loss_sum = 0.0, epoch_time = 0.0;
+        int64_t right = 0, seen = 0;
+        float lr = 0.0f;
+        for (; state->batch_index < batches; state->batch_index++) {
+            if (opts->max_steps > 0 && state->step >= opts->max_steps) {
+                st = SP_OK;
+                goto done;
+            }
+            const double t0 = now_seconds();
+            const int64_t s0 = state->batch_index * B, b = SP_MIN(B, n - s0);
+            st = sp_dataset_batch(train, perm + s0, b, x, b, y);
+            if (st != SP_OK) goto done;
+            sp_model_set_step(m, state->step);
+            const float *logits;
+            st = sp_model_forward(m, x, b, true, &logits);
+            if (st != SP_OK) goto done;
+            double loss;
+            int64_t c;
+            st = sp_loss_xent(logits, classes, b, y, opts->label_smoothing, &loss, dlogits, &c);
+            if (st != SP_OK) goto done;
+            if (!isfinite(loss)) {
+                st = sp_fail(SP_EINVAL, "step %lld (epoch %lld): the loss is %s; lower the "
+                             "learning rate or clip gradients (--clip)", (long long)state->step,
+                             (long long)state->epoch + 1, isnan(loss) ? "NaN" : "Inf");
+                goto done;
+            }
+            sp_model_zero_grad(m);
+            st = sp_model_backward(m, dlogits, NULL);
+            if (st != SP_OK) goto done;
+            if ((st = sp_model_check_grads(m)) != SP_OK) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "%s", sp_last_error());
+                st = sp_fail(SP_EINVAL, "step %lld (epoch %lld): %s", (long long)state->step,
+                             (long long)state->epoch + 1, msg);
+                goto done;
+            }
+            if (opts->clip_norm > 0.0) sp_clip_grad_norm(sp_model_grads(m), np, opts->clip_norm);
+            lr = sp_schedule_lr(&sched, state->step);
+            st = sp_optim_step(o, sp_model_params(m), sp_model_grads(m), lr);
+            if (st != SP_OK) goto done;
+            state->step++;
+            epoch_time += now_seconds() - t0;
+            loss_sum += loss * (double)b;
+            right += c;
+            seen += b;
+            bool last = state->batch_index + 1 == batches;
+            if (opts->checkpoint && opts->checkpoint_every > 0 &&
+                state->step % opts->checkpoint_every == 0 && !last) {
+                sp_train_state at = *state;
+                at.batch_index++;
+                st = sp_checkpoint_save(opts->checkpoint, m, o, &at, opts->meta);
+                if (st != SP_OK) goto done;
+            }
+            if (opts->callback) {
+                double elapsed = now_seconds() - run_start;
+                int64_t done_steps = state->step - steps_at_start;
+                sp_train_report r = {
+                    .epoch = state->epoch, .epochs = opts->epochs,
+                    .batch_index = state->batch_index + 1, .batches = batches,
+                    .step = state->step, .loss = loss_sum / (double)seen,
+                    .accuracy = (double)right / (double)seen,
+                    .samples_per_second = epoch_time > 0 ? (double)seen / epoch_time : 0.0,
+                    .epoch_seconds = epoch_time,
+                    .eta_seconds = elapsed / (double)done_steps *
+                                   (double)(total_steps - state->step),
+                    .lr = lr, .val_loss = NAN, .val_accuracy = NAN};
+                opts->callback(&r, opts->user);
+            }
+        }
+        /* end of the epoch */
+        double vl = NAN, va = NAN;
+        if (val && val->n > 0) {
+            st = sp_evaluate(m, val, 1000, opts->nthreads, &vl, &va, NULL);
+            if (st != SP_OK) goto done;
+        }
+        if (opts->checkpoint) {
+            sp_train_state at = {state->step, state->epoch + 1, 0, state->data_seed};
+            st = sp_checkpoint_save(opts->checkpoint, m, o, &at, opts->meta);
+            if (st != SP_OK) goto done;
+        }
+        if (opts->callback && seen > 0) {
+            double elapsed = now_seconds() - run_start;
+            int64_t done_steps = state->step - steps_at_start;
+            sp_train_report r = {
+                .epoch = state->epoch, .epochs = opts->epochs, .batch_index = batches,
+                .batches = batches, .step = state->step, .loss = loss_sum / (double)seen,
+                .accuracy = (double)right / (double)seen,
+                .samples_per_second = epoch_time > 0 ? (double)seen / epoch_time : 0.0,
+                .epoch_seconds = epoch_time,
+                .eta_seconds = done_steps ? elapsed / (double)done_steps *
+                                                (double)(total_steps - state->step) : 0.0,
+                .lr = lr, .epoch_done = true, .val_loss = vl, .val_accuracy = va};
+            opts->callback(&r, opts->user);
+        }
+    }
+    st = SP_OK;
+done:
+    sp_free(perm);
+    sp_free(x);
+    sp_free(dlogits);
+    sp_free(y);
+    return st;
+}
