@@ -5,11 +5,13 @@
  *   tensor.h   dense tensors, dtype table, dense GEMM (CBLAS or built-in)
  *   sparse.h   CSR, BSR, N:M and mask formats: build, validate, convert
  *   kernels.h  sparse x dense products (forward, transposed, SDDMM) for every format
+ *   data.h     datasets: IDX files (raw or .gz), split, shuffle, feature-major batches
  */
 #ifndef SPARROW_H
 #define SPARROW_H
 
 #include "sparrow/core.h"
+#include "sparrow/data.h"
 #include "sparrow/kernels.h"
 #include "sparrow/sparse.h"
 #include "sparrow/tensor.h"
