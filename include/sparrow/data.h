@@ -32,7 +32,7 @@ extern "C" {
 /* Largest file (after decompression) that sp_dataset_open and sp_dataset_load_idx_dir read. */
 #define SP_DATASET_MAX_FILE_BYTES ((size_t)1 << 30)
 
-/* ---- IDX files ------------------------------------------------------------------------------ */
+/* ---- IDX files ------------------------------------------------------------------------------- */
 
 /* Parsed view of an IDX buffer (Y. LeCun's format: 2 zero bytes, a type code, ndim, then ndim
  * big-endian u32 dims, then the data in row-major order). data points into the parsed buffer;

@@ -136,7 +136,8 @@ sp_status sp_dataset_load_idx_dir(const char *dir, bool train, int32_t classes, 
         st = sp_dataset_from_idx(img, img_len, lab, lab_len, classes, out);
         if (st != SP_OK) {
             char prefix[200];
-            snprintf(prefix, sizeof prefix, "data: %s set in '%s': ", set, dir);
+            snprintf(prefix, sizeof prefix, "data: %s set in '%s': ", train ? "train" : "test",
+                     dir);
             st = fail_prefixed(st, prefix);
         }
     }
