@@ -5,13 +5,15 @@
  *   tensor.h   dense tensors, dtype table, dense GEMM (CBLAS or built-in)
  *   sparse.h   CSR, BSR, N:M and mask formats: build, validate, convert
  *   kernels.h  sparse x dense products (forward, transposed, SDDMM) for every format
+ *   data.h     datasets: IDX files (raw or .gz), split, shuffle, feature-major batches
  *   nn.h       models: layers from a config or built-in spec, forward and backward
- *   train.h    losses, optimizers, learning-rate schedules, the training loop
+ *   train.h    losses, optimizers, learning-rate schedules, checkpoints, the training loop
  */
 #ifndef SPARROW_H
 #define SPARROW_H
 
 #include "sparrow/core.h"
+#include "sparrow/data.h"
 #include "sparrow/kernels.h"
 #include "sparrow/nn.h"
 #include "sparrow/sparse.h"

@@ -8,6 +8,7 @@
  * therefore replays the same steps as an uninterrupted one, bit for bit.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
