@@ -4,9 +4,20 @@
 #ifndef SPARROW_CLI_H
 #define SPARROW_CLI_H
 
+#include <stdio.h>
+
 #include "sparrow/sparrow.h"
 
 int cmd_bench(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+
+/* Writes s as a JSON string literal. */
+void cli_json_string(FILE *f, const char *s);
+/* True if path is a sparrow model/checkpoint file (by its magic). */
+bool cli_is_checkpoint(const char *path);
+/* Prints "sparrow: what: <last error>" to stderr and returns 1. */
+int cli_fail(const char *what);
 
 /* Parses a whole decimal integer in [lo, hi]; false (with a message on stderr) otherwise. */
 bool cli_parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);

@@ -16,6 +16,8 @@ static void usage(FILE *f) {
             "usage: sparrow <command> [options]\n"
             "\n"
             "commands:\n"
+            "  train        train a model (MLP, CNN, transformer) on a dataset\n"
+            "  eval         loss and accuracy of a saved model on a test set\n"
             "  bench spmm   time a sparse kernel against dense OpenBLAS on the same data\n"
             "  info         CPU features, kernel variants and GEMM backend in use\n"
             "  version      print the version\n"
@@ -94,6 +96,8 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(verb, "info")) return cmd_info();
     if (!strcmp(verb, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(verb, "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(verb, "eval")) return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "sparrow: unknown command '%s' (see 'sparrow --help')\n", verb);
     return 2;
 }

@@ -74,6 +74,9 @@ void sp_optim_free(sp_optim *o);
 /* One update of params with grads at learning rate lr (the same formulas and order of
  * operations as torch.optim). */
 sp_status sp_optim_step(sp_optim *o, float *params, const float *grads, float lr);
+/* The same on nthreads threads (<= 0: all), with identical results. */
+sp_status sp_optim_step_mt(sp_optim *o, float *params, const float *grads, float lr,
+                           int nthreads);
 /* The state arena and the number of steps taken, for checkpoints. */
 float *sp_optim_state(sp_optim *o);
 int64_t sp_optim_state_size(const sp_optim *o);

@@ -77,44 +77,83 @@ void sp_optim_free(sp_optim *o) {
     sp_free(o);
 }
 
-sp_status sp_optim_step(sp_optim *o, float *p, const float *g, float lr) {
+/* The update is element-wise, so chunks of the arena can run on any thread in any order and
+ * give the same bits. */
+#define OPTIM_CHUNK 16384
+
+typedef struct step_ctx {
+    const sp_optim *o;
+    float *p;
+    const float *g;
+    float lr, step_size, bc2_sqrt;
+    bool first;
+} step_ctx;
+
+static void sgd_chunk(void *vctx, int64_t task) {
+    const step_ctx *c = vctx;
+    const sp_optim *o = c->o;
+    const int64_t i0 = task * OPTIM_CHUNK, i1 = SP_MIN(o->n, i0 + OPTIM_CHUNK);
+    const float mu = o->cfg.momentum, wd = o->cfg.weight_decay, lr = c->lr;
+    float *p = c->p, *buf = o->state;
+    const float *g = c->g;
+    for (int64_t i = i0; i < i1; i++) {
+        float gi = g[i] + wd * p[i];
+        if (mu > 0.0f) {
+            buf[i] = c->first ? gi : mu * buf[i] + gi;
+            gi = o->cfg.nesterov ? gi + mu * buf[i] : buf[i];
+        }
+        p[i] -= lr * gi;
+    }
+}
+
+static void adam_chunk(void *vctx, int64_t task) {
+    const step_ctx *c = vctx;
+    const sp_optim *o = c->o;
+    const int64_t n = o->n, i0 = task * OPTIM_CHUNK, i1 = SP_MIN(n, i0 + OPTIM_CHUNK);
+    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps, wd = o->cfg.weight_decay;
+    const float lr = c->lr, step_size = c->step_size, bc2_sqrt = c->bc2_sqrt;
+    float *restrict p = c->p, *restrict m = o->state, *restrict v = o->state + n;
+    const float *restrict g = c->g;
+    if (o->cfg.kind == SP_OPTIM_ADAMW) {
+        const float decay = 1.0f - lr * wd;
+        for (int64_t i = i0; i < i1; i++) {
+            p[i] *= decay;
+            m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+            p[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
+        }
+    } else {
+        for (int64_t i = i0; i < i1; i++) {
+            float gi = g[i] + wd * p[i];
+            m[i] = b1 * m[i] + (1.0f - b1) * gi;
+            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+            p[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
+        }
+    }
+}
+
+sp_status sp_optim_step_mt(sp_optim *o, float *p, const float *g, float lr, int nthreads) {
     if (!o || (o->n && (!p || !g))) return sp_fail(SP_EINVAL, "optim_step: NULL argument");
     if (!(lr >= 0.0f) || !isfinite(lr))
         return sp_fail(SP_EINVAL, "optim_step: learning rate %g", (double)lr);
-    const int64_t n = o->n;
-    const float wd = o->cfg.weight_decay;
     o->t++;
+    step_ctx c = {.o = o, .p = p, .g = g, .lr = lr, .first = o->t == 1};
+    const int64_t tasks = (o->n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
+    if (nthreads <= 0) nthreads = sp_threads_available();
     if (o->cfg.kind == SP_OPTIM_SGD) {
-        const float mu = o->cfg.momentum;
-        float *buf = o->state;
-        const bool first = o->t == 1;
-        for (int64_t i = 0; i < n; i++) {
-            float gi = g[i] + wd * p[i];
-            if (mu > 0.0f) {
-                buf[i] = first ? gi : mu * buf[i] + gi;
-                gi = o->cfg.nesterov ? gi + mu * buf[i] : buf[i];
-            }
-            p[i] -= lr * gi;
-        }
+        sp_parallel_for(tasks, nthreads, sgd_chunk, &c);
         return SP_OK;
     }
-    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
+    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2;
     const float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
-    const float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);
-    const bool decoupled = o->cfg.kind == SP_OPTIM_ADAMW;
-    float *m = o->state, *v = o->state + n;
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
-        if (decoupled)
-            p[i] *= 1.0f - lr * wd;
-        else
-            gi += wd * p[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        p[i] -= step_size * (m[i] / denom);
-    }
+    c.step_size = lr / bc1;
+    c.bc2_sqrt = sqrtf(bc2);
+    sp_parallel_for(tasks, nthreads, adam_chunk, &c);
     return SP_OK;
+}
+
+sp_status sp_optim_step(sp_optim *o, float *p, const float *g, float lr) {
+    return sp_optim_step_mt(o, p, g, lr, 1);
 }
 
 float *sp_optim_state(sp_optim *o) { return o->state; }

@@ -162,7 +162,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             }
             if (opts->clip_norm > 0.0) sp_clip_grad_norm(sp_model_grads(m), np, opts->clip_norm);
             lr = sp_schedule_lr(&sched, state->step);
-            st = sp_optim_step(o, sp_model_params(m), sp_model_grads(m), lr);
+            st = sp_optim_step_mt(o, sp_model_params(m), sp_model_grads(m), lr, opts->nthreads);
             if (st != SP_OK) goto done;
             state->step++;
             epoch_time += now_seconds() - t0;

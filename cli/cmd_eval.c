@@ -1,0 +1,109 @@
+/*
+ * cmd_eval.c - `sparrow eval`: loss and accuracy of a saved model on a dataset's test split.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+static void eval_usage(FILE *f) {
+    fprintf(f,
+        "usage: sparrow eval --model MODEL [--data D] [--batch B] [--threads T] [--json]\n"
+        "                    [--predictions FILE]\n"
+        "\n"
+        "Evaluates a model file written by 'sparrow train' on the test split of a dataset.\n"
+        "  --data D             fashion-mnist (default) or idx:DIR\n"
+        "  --batch B            samples per forward pass [1000]\n"
+        "  --threads T          threads [all]\n"
+        "  --predictions FILE   write the predicted class of every test sample, one per line\n"
+        "  --json               print one JSON object: test_accuracy, test_loss, samples,\n"
+        "                       seconds, params, nnz\n");
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *data = "fashion-mnist", *pred_path = NULL;
+    int64_t batch = 1000, threads = 0;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            eval_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--json")) {
+            json = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "sparrow eval: %s needs a value (see --help)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--predictions")) pred_path = v;
+        else if (!strcmp(a, "--batch")) {
+            if (!cli_parse_i64(a, v, 1, 1 << 20, &batch)) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (!cli_parse_i64(a, v, 0, 4096, &threads)) return 2;
+        } else {
+            fprintf(stderr, "sparrow eval: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "sparrow eval: --model is required (see --help)\n");
+        return 2;
+    }
+    int rc = 1;
+    sp_checkpoint ck = {0};
+    sp_dataset *train = NULL, *test = NULL;
+    int32_t *pred = NULL;
+    if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
+    if (sp_dataset_open(data, &train, &test) != SP_OK) {
+        cli_fail("--data");
+        goto done;
+    }
+    if (pred_path && !(pred = malloc(sizeof(int32_t) * (size_t)test->n))) goto done;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double loss, acc;
+    if (sp_evaluate(ck.model, test, batch, (int)threads, &loss, &acc, pred) != SP_OK) {
+        cli_fail("eval");
+        goto done;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (pred_path) {
+        FILE *f = fopen(pred_path, "w");
+        if (!f) {
+            fprintf(stderr, "sparrow: cannot write %s: %s\n", pred_path, strerror(errno));
+            goto done;
+        }
+        for (int64_t i = 0; i < test->n; i++) fprintf(f, "%d\n", (int)pred[i]);
+        if (fclose(f) != 0) {
+            fprintf(stderr, "sparrow: writing %s failed\n", pred_path);
+            goto done;
+        }
+    }
+    if (json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, model);
+        printf(",\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"samples\":%lld,\"seconds\":%.3f,"
+               "\"params\":%lld,\"nnz\":%lld}\n", acc, loss, (long long)test->n, secs,
+               (long long)sp_model_nparams(ck.model), (long long)sp_model_nnz(ck.model));
+    } else {
+        printf("test accuracy %.2f%%  test loss %.4f  (%lld samples, %.2f s)\n", 100.0 * acc, loss,
+               (long long)test->n, secs);
+    }
+    rc = 0;
+done:
+    free(pred);
+    sp_checkpoint_free(&ck);
+    sp_dataset_free(train);
+    sp_dataset_free(test);
+    return rc;
+}

@@ -1,0 +1,523 @@
+/*
+ * cmd_train.c - `sparrow train`: builds a model from a spec, a config file or a saved model,
+ * trains it on a dataset with progress on the terminal, writes checkpoints atomically and
+ * reports the result (one JSON object with --json).
+ *
+ * The settings that decide the weights are saved in the model file (its META section) as
+ * option lines, so `--resume FILE` continues with exactly the same settings.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static void train_usage(FILE *f) {
+    fprintf(f,
+        "usage: sparrow train --model SPEC|CONFIG|MODEL [options]\n"
+        "\n"
+        "Trains a model on a dataset and writes it (architecture, weights, optimizer state) to\n"
+        "--out. Progress goes to stderr; one line per epoch, or a progress bar on a terminal.\n"
+        "\n"
+        "model and data:\n"
+        "  --model M            built-in spec (lenet300, lenet5, mlp:H1,H2,..., mobilenet,\n"
+        "                       transformer), a config file (docs/CONFIG.md) or a saved model\n"
+        "                       to continue training from (fine-tuning: new optimizer)\n"
+        "  --data D             fashion-mnist (default; Debian's dataset-fashion-mnist) or\n"
+        "                       idx:DIR (the four standard IDX file names, raw or .gz)\n"
+        "  --val N              hold out N training samples for validation (default 0)\n"
+        "\n"
+        "training (defaults in brackets):\n"
+        "  --epochs E           passes over the training set [15]\n"
+        "  --steps N            stop after N optimizer steps in total (overrides --epochs)\n"
+        "  --batch B            samples per step [64]\n"
+        "  --optimizer O        sgd | adam | adamw [adam]\n"
+        "  --lr LR              base learning rate [1e-3; sgd 0.05]\n"
+        "  --momentum M         SGD momentum [0.9 for sgd]\n"
+        "  --nesterov           Nesterov momentum (SGD)\n"
+        "  --weight-decay WD    L2 (sgd, adam) or decoupled (adamw) [0; adamw 0.01]\n"
+        "  --schedule S         constant | step | cosine [cosine]\n"
+        "  --warmup N           linear warmup steps [0]\n"
+        "  --step-size N        steps between decays for --schedule step [one epoch]\n"
+        "  --gamma G            decay factor for --schedule step [0.1]\n"
+        "  --label-smoothing S  cross-entropy label smoothing in [0, 1) [0]\n"
+        "  --clip C             clip the global gradient norm at C [off]\n"
+        "  --seed S             initialization, data order and dropout [1]\n"
+        "\n"
+        "running:\n"
+        "  --threads T          threads [all]; results are identical for any T\n"
+        "  --out FILE           model file to write [model.sparrow]\n"
+        "  --checkpoint-every N also write --out every N steps (always after each epoch)\n"
+        "  --resume FILE        continue an interrupted run from its model file, with its\n"
+        "                       settings (only --threads, --out, --log, --json, --quiet and\n"
+        "                       --checkpoint-every may be given with it)\n"
+        "  --log FILE           append one JSON line of metrics per epoch\n"
+        "  --json               print one JSON summary object on stdout\n"
+        "  --quiet              no progress output\n");
+}
+
+/* ---- shared with eval ------------------------------------------------------------------------- */
+
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c == '\n') fputs("\\n", f);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+bool cli_is_checkpoint(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char magic[8] = {0};
+    size_t got = fread(magic, 1, 8, f);
+    fclose(f);
+    return got == 8 && memcmp(magic, "SPRWCKPT", 8) == 0;
+}
+
+/* Reads a small text file (a config) whole; NULL with a message on failure. */
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "sparrow: cannot open %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *t = malloc(cap);
+    for (;;) {
+        if (!t) break;
+        size_t k = fread(t + len, 1, cap - len - 1, f);
+        len += k;
+        if (len < cap - 1) break;
+        if (cap >= (1u << 24)) {
+            fprintf(stderr, "sparrow: config %s is larger than 16 MiB\n", path);
+            free(t);
+            t = NULL;
+            break;
+        }
+        char *u = realloc(t, cap * 2);
+        if (!u) {
+            free(t);
+            t = NULL;
+            break;
+        }
+        t = u;
+        cap *= 2;
+    }
+    fclose(f);
+    if (t) t[len] = '\0';
+    return t;
+}
+
+int cli_fail(const char *what) {
+    fprintf(stderr, "sparrow: %s: %s\n", what, sp_last_error());
+    return 1;
+}
+
+/* ---- settings --------------------------------------------------------------------------------- */
+
+typedef struct settings {
+    const char *model, *data;
+    int64_t epochs, steps, batch, val, warmup, step_size, seed;
+    const char *optimizer, *schedule;
+    double lr, momentum, weight_decay, gamma, label_smoothing, clip;
+    bool nesterov, lr_set, momentum_set, wd_set;
+} settings;
+
+/* The options that decide the weights, as "--key value" lines: saved in the model file. */
+static char *settings_text(const settings *s) {
+    char *t = malloc(2048 + strlen(s->model) + strlen(s->data));
+    if (!t) return NULL;
+    sprintf(t,
+            "--model %s\n--data %s\n--epochs %lld\n--steps %lld\n--batch %lld\n--val %lld\n"
+            "--optimizer %s\n--lr %.17g\n--momentum %.17g\n--weight-decay %.17g\n%s"
+            "--schedule %s\n--warmup %lld\n--step-size %lld\n--gamma %.17g\n"
+            "--label-smoothing %.17g\n--clip %.17g\n--seed %lld\n",
+            s->model, s->data, (long long)s->epochs, (long long)s->steps, (long long)s->batch,
+            (long long)s->val, s->optimizer, s->lr, s->momentum, s->weight_decay,
+            s->nesterov ? "--nesterov\n" : "", s->schedule, (long long)s->warmup,
+            (long long)s->step_size, s->gamma, s->label_smoothing, s->clip, (long long)s->seed);
+    return t;
+}
+
+typedef struct run_opts {
+    int64_t threads, checkpoint_every;
+    const char *out, *resume, *log;
+    bool json, quiet;
+} run_opts;
+
+/* Parses one option at argv[*i]; returns 0 if handled, 1 on error, -1 if unknown.
+ * `resuming` refuses options that would change the weights. */
+static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r, bool from_file,
+                        bool resuming) {
+    const char *a = argv[*i];
+    static const char *const flags[] = {"--nesterov", "--json", "--quiet"};
+    bool is_flag = false;
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
+        if (!strcmp(a, flags[k])) is_flag = true;
+    const char *v = NULL;
+    if (!is_flag) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr, "sparrow train: %s needs a value (see --help)\n", a);
+            return 1;
+        }
+        v = argv[++*i];
+    }
+    bool run_opt = !strcmp(a, "--threads") || !strcmp(a, "--out") || !strcmp(a, "--log") ||
+                   !strcmp(a, "--json") || !strcmp(a, "--quiet") ||
+                   !strcmp(a, "--checkpoint-every") || !strcmp(a, "--resume");
+    if (resuming && !from_file && !run_opt) {
+        fprintf(stderr, "sparrow train: %s cannot be given with --resume: the run continues "
+                        "with the settings saved in its model file\n", a);
+        return 1;
+    }
+    if (from_file && run_opt) {
+        fprintf(stderr, "sparrow train: the model file's settings hold an unexpected %s\n", a);
+        return 1;
+    }
+    if (!strcmp(a, "--model")) s->model = v;
+    else if (!strcmp(a, "--data")) s->data = v;
+    else if (!strcmp(a, "--epochs")) return !cli_parse_i64(a, v, 1, 1000000, &s->epochs);
+    else if (!strcmp(a, "--steps")) return !cli_parse_i64(a, v, 0, INT64_C(1) << 40, &s->steps);
+    else if (!strcmp(a, "--batch")) return !cli_parse_i64(a, v, 1, 1 << 20, &s->batch);
+    else if (!strcmp(a, "--val")) return !cli_parse_i64(a, v, 0, INT64_C(1) << 40, &s->val);
+    else if (!strcmp(a, "--warmup")) return !cli_parse_i64(a, v, 0, INT64_C(1) << 40, &s->warmup);
+    else if (!strcmp(a, "--step-size")) return !cli_parse_i64(a, v, 0, INT64_C(1) << 40, &s->step_size);
+    else if (!strcmp(a, "--seed")) return !cli_parse_i64(a, v, 0, INT64_MAX, &s->seed);
+    else if (!strcmp(a, "--optimizer")) {
+        if (strcmp(v, "sgd") && strcmp(v, "adam") && strcmp(v, "adamw")) {
+            fprintf(stderr, "sparrow train: --optimizer must be sgd, adam or adamw, got '%s'\n", v);
+            return 1;
+        }
+        s->optimizer = v;
+    } else if (!strcmp(a, "--schedule")) {
+        if (strcmp(v, "constant") && strcmp(v, "step") && strcmp(v, "cosine")) {
+            fprintf(stderr, "sparrow train: --schedule must be constant, step or cosine, got '%s'\n", v);
+            return 1;
+        }
+        s->schedule = v;
+    } else if (!strcmp(a, "--lr")) {
+        s->lr_set = true;
+        return !cli_parse_f64(a, v, 0.0, 100.0, &s->lr);
+    } else if (!strcmp(a, "--momentum")) {
+        s->momentum_set = true;
+        return !cli_parse_f64(a, v, 0.0, 0.999999, &s->momentum);
+    } else if (!strcmp(a, "--weight-decay")) {
+        s->wd_set = true;
+        return !cli_parse_f64(a, v, 0.0, 0.999999, &s->weight_decay);
+    } else if (!strcmp(a, "--gamma")) return !cli_parse_f64(a, v, 0.0, 1.0, &s->gamma);
+    else if (!strcmp(a, "--label-smoothing")) return !cli_parse_f64(a, v, 0.0, 0.999, &s->label_smoothing);
+    else if (!strcmp(a, "--clip")) return !cli_parse_f64(a, v, 0.0, 1e30, &s->clip);
+    else if (!strcmp(a, "--nesterov")) s->nesterov = true;
+    else if (!strcmp(a, "--threads")) return !cli_parse_i64(a, v, 0, 4096, &r->threads);
+    else if (!strcmp(a, "--checkpoint-every")) return !cli_parse_i64(a, v, 0, INT64_C(1) << 40, &r->checkpoint_every);
+    else if (!strcmp(a, "--out")) r->out = v;
+    else if (!strcmp(a, "--resume")) r->resume = v;
+    else if (!strcmp(a, "--log")) r->log = v;
+    else if (!strcmp(a, "--json")) r->json = true;
+    else if (!strcmp(a, "--quiet")) r->quiet = true;
+    else {
+        --*i;
+        return -1;
+    }
+    return 0;
+}
+
+/* Re-reads the settings saved in a model file's META text. */
+static int settings_from_meta(char *meta, settings *s, run_opts *r) {
+    char *argv[64];
+    int argc = 0;
+    for (char *line = strtok(meta, "\n"); line && argc < 62; line = strtok(NULL, "\n")) {
+        char *sp = strchr(line, ' ');
+        argv[argc++] = line;
+        if (sp) {
+            *sp = '\0';
+            argv[argc++] = sp + 1;
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        int rc = parse_option(argc, argv, &i, s, r, true, true);
+        if (rc) {
+            if (rc < 0) fprintf(stderr, "sparrow train: unknown saved setting '%s'\n", argv[i]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- progress --------------------------------------------------------------------------------- */
+
+typedef struct progress {
+    bool tty, quiet, json;
+    FILE *log;
+    double last_draw;
+    double train_seconds;
+    int64_t samples;
+} progress;
+
+static double wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void fmt_time(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void on_report(const sp_train_report *r, void *user) {
+    progress *p = user;
+    char eta[32];
+    fmt_time(eta, sizeof eta, r->eta_seconds);
+    if (!r->epoch_done) {
+        if (!p->tty || p->quiet) return;
+        double t = wall();
+        if (t - p->last_draw < 0.1) return;
+        p->last_draw = t;
+        int width = 24, fill = (int)(width * r->batch_index / r->batches);
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        bar[width] = '\0';
+        fprintf(stderr, "\repoch %lld/%lld [%s] %3d%%  loss %.4f  acc %5.2f%%  %.0f samples/s  ETA %s ",
+                (long long)r->epoch + 1, (long long)r->epochs, bar,
+                (int)(100 * r->batch_index / r->batches), r->loss, 100.0 * r->accuracy,
+                r->samples_per_second, eta);
+        fflush(stderr);
+        return;
+    }
+    p->train_seconds += r->epoch_seconds;
+    p->samples += (int64_t)llround(r->samples_per_second * r->epoch_seconds);
+    if (!p->quiet) {
+        FILE *f = p->json ? stderr : stdout;
+        if (p->tty) fprintf(stderr, "\r%*s\r", 100, "");
+        fprintf(f, "epoch %lld/%lld  loss %.4f  acc %.2f%%", (long long)r->epoch + 1,
+                (long long)r->epochs, r->loss, 100.0 * r->accuracy);
+        if (!isnan(r->val_loss))
+            fprintf(f, "  val_loss %.4f  val_acc %.2f%%", r->val_loss, 100.0 * r->val_accuracy);
+        fprintf(f, "  lr %.3g  %.0f samples/s  %.1fs  ETA %s\n", (double)r->lr,
+                r->samples_per_second, r->epoch_seconds, eta);
+        fflush(f);
+    }
+    if (p->log) {
+        fprintf(p->log, "{\"epoch\":%lld,\"step\":%lld,\"loss\":%.6g,\"accuracy\":%.6g,",
+                (long long)r->epoch + 1, (long long)r->step, r->loss, r->accuracy);
+        if (!isnan(r->val_loss))
+            fprintf(p->log, "\"val_loss\":%.6g,\"val_accuracy\":%.6g,", r->val_loss, r->val_accuracy);
+        fprintf(p->log, "\"lr\":%.6g,\"samples_per_second\":%.1f,\"epoch_seconds\":%.3f}\n",
+                (double)r->lr, r->samples_per_second, r->epoch_seconds);
+        fflush(p->log);
+    }
+}
+
+/* ---- the command ------------------------------------------------------------------------------ */
+
+int cmd_train(int argc, char **argv) {
+    settings s = {.model = NULL, .data = "fashion-mnist", .epochs = 15, .batch = 64,
+                  .optimizer = "adam", .schedule = "cosine", .gamma = 0.1, .seed = 1};
+    run_opts r = {.out = "model.sparrow"};
+    bool resuming = false;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            train_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--resume")) {
+            resuming = true;
+        }
+    for (int i = 1; i < argc; i++) {
+        int rc = parse_option(argc, argv, &i, &s, &r, false, resuming);
+        if (rc < 0) {
+            fprintf(stderr, "sparrow train: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+        if (rc) return 2;
+    }
+    sp_checkpoint ck = {0};
+    char *meta_copy = NULL;
+    if (resuming) {
+        if (sp_checkpoint_load(r.resume, &ck) != SP_OK) return cli_fail("--resume");
+        if (!ck.optim || !ck.has_state || !ck.meta[0]) {
+            fprintf(stderr, "sparrow train: %s has no training state to resume from\n", r.resume);
+            sp_checkpoint_free(&ck);
+            return 1;
+        }
+        meta_copy = strdup(ck.meta);
+        if (!meta_copy || settings_from_meta(meta_copy, &s, &r)) {
+            sp_checkpoint_free(&ck);
+            free(meta_copy);
+            return 1;
+        }
+    }
+    if (!s.model) {
+        fprintf(stderr, "sparrow train: --model is required (see --help)\n");
+        return 2;
+    }
+    /* optimizer defaults that depend on the optimizer */
+    sp_optim_kind kind = !strcmp(s.optimizer, "sgd") ? SP_OPTIM_SGD
+                       : !strcmp(s.optimizer, "adam") ? SP_OPTIM_ADAM : SP_OPTIM_ADAMW;
+    if (!s.lr_set) s.lr = kind == SP_OPTIM_SGD ? 0.05 : 1e-3;
+    if (!s.momentum_set) s.momentum = kind == SP_OPTIM_SGD ? 0.9 : 0.0;
+    if (!s.wd_set) s.weight_decay = kind == SP_OPTIM_ADAMW ? 0.01 : 0.0;
+    s.lr_set = s.momentum_set = s.wd_set = true;
+    if (s.nesterov && s.momentum == 0.0) {
+        fprintf(stderr, "sparrow train: --nesterov needs --momentum > 0\n");
+        return 2;
+    }
+
+    int rc = 1;
+    sp_dataset *train_all = NULL, *test = NULL, *train = NULL, *val = NULL;
+    sp_model *m = NULL;
+    sp_optim *o = NULL;
+    char *cfg = NULL, *meta = NULL;
+    bool cfg_malloced = false;
+    FILE *logf = NULL;
+    sp_train_state state = {0};
+
+    if (sp_dataset_open(s.data, &train_all, &test) != SP_OK) {
+        cli_fail("--data");
+        goto done;
+    }
+    if (s.val > 0) {
+        if (sp_dataset_split(train_all, s.val, (uint64_t)s.seed, &train, &val) != SP_OK) {
+            cli_fail("--val");
+            goto done;
+        }
+    } else {
+        train = train_all;
+        train_all = NULL;
+    }
+    sp_shape in = {train->c, train->h, train->w};
+    if (resuming) {
+        m = ck.model;
+        o = ck.optim;
+        state = ck.state;
+        ck.model = NULL;
+        ck.optim = NULL;
+    } else if (cli_is_checkpoint(s.model)) {
+        sp_checkpoint base = {0};
+        if (sp_checkpoint_load(s.model, &base) != SP_OK) {
+            cli_fail("--model");
+            goto done;
+        }
+        m = base.model;
+        base.model = NULL;
+        sp_checkpoint_free(&base);
+    } else {
+        if (access(s.model, F_OK) == 0) {
+            cfg = read_text(s.model);
+            if (!cfg) goto done;
+            cfg_malloced = true;
+        } else if (sp_model_spec_config(s.model, &cfg) != SP_OK) {
+            cli_fail("--model");
+            goto done;
+        }
+        if (sp_model_new(cfg, in, train->classes, (uint64_t)s.seed, &m) != SP_OK) {
+            fprintf(stderr, "sparrow: --model %s: %s\n", s.model, sp_last_error());
+            goto done;
+        }
+    }
+    if (!o) {
+        sp_optim_config oc = sp_optim_defaults(kind);
+        oc.momentum = (float)s.momentum;
+        oc.nesterov = s.nesterov;
+        oc.weight_decay = (float)s.weight_decay;
+        if (sp_optim_new(&oc, sp_model_nparams(m), &o) != SP_OK) {
+            cli_fail("optimizer");
+            goto done;
+        }
+        state.data_seed = (uint64_t)s.seed;
+    }
+    meta = settings_text(&s);
+    if (!meta) goto done;
+    if (r.log) {
+        logf = fopen(r.log, "a");
+        if (!logf) {
+            fprintf(stderr, "sparrow: cannot open --log %s: %s\n", r.log, strerror(errno));
+            goto done;
+        }
+    }
+    int64_t batches = (train->n + s.batch - 1) / s.batch;
+    if (s.batch > train->n) batches = 1;
+    int64_t epochs = s.epochs;
+    if (s.steps > 0) epochs = (s.steps + batches - 1) / batches;
+    sp_train_opts to = {
+        .epochs = epochs, .batch = s.batch,
+        .sched = {.kind = !strcmp(s.schedule, "constant") ? SP_SCHED_CONSTANT
+                        : !strcmp(s.schedule, "step") ? SP_SCHED_STEP : SP_SCHED_COSINE,
+                  .lr = s.lr, .warmup = s.warmup,
+                  .step_size = s.step_size > 0 ? s.step_size : batches, .gamma = s.gamma},
+        .label_smoothing = (float)s.label_smoothing, .clip_norm = s.clip, .seed = (uint64_t)s.seed,
+        .nthreads = (int)r.threads, .checkpoint = r.out, .checkpoint_every = r.checkpoint_every,
+        .max_steps = s.steps, .meta = meta, .callback = on_report};
+    progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .log = logf};
+    to.user = &pr;
+    if (!r.quiet)
+        fprintf(r.json ? stderr : stdout, "%s %lld samples (%lld validation), model %s: %lld "
+                "parameters, %s lr %g, %lld epochs of %lld steps%s\n",
+                resuming ? "resuming on" : "training on", (long long)train->n,
+                (long long)(val ? val->n : 0), s.model, (long long)sp_model_nparams(m),
+                s.optimizer, s.lr, (long long)epochs, (long long)batches,
+                resuming ? "" : "");
+    sp_status st = sp_train(m, o, train, val, &to, &state);
+    if (pr.tty && !r.quiet) fprintf(stderr, "\r%*s\r", 100, "");
+    if (st != SP_OK) {
+        fprintf(stderr, "sparrow train: %s\n", sp_last_error());
+        fprintf(stderr, "sparrow train: stopped; %s keeps the last good checkpoint (if any)\n", r.out);
+        goto done;
+    }
+    /* the final model: also written when --steps stopped mid-epoch */
+    if (sp_checkpoint_save(r.out, m, o, &state, meta) != SP_OK) {
+        cli_fail("--out");
+        goto done;
+    }
+    double test_loss = NAN, test_acc = NAN;
+    if (sp_evaluate(m, test, 1000, (int)r.threads, &test_loss, &test_acc, NULL) != SP_OK) {
+        cli_fail("evaluate");
+        goto done;
+    }
+    double sps = pr.train_seconds > 0 ? (double)pr.samples / pr.train_seconds : 0.0;
+    if (r.json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, s.model);
+        printf(",\"data\":");
+        cli_json_string(stdout, s.data);
+        printf(",\"out\":");
+        cli_json_string(stdout, r.out);
+        printf(",\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"train_seconds\":%.3f,"
+               "\"samples_per_second\":%.1f,\"params\":%lld,\"nnz\":%lld,\"epochs\":%lld,"
+               "\"steps\":%lld,\"batch\":%lld,\"optimizer\":\"%s\",\"lr\":%g,\"threads\":%lld}\n",
+               test_acc, test_loss, pr.train_seconds, sps, (long long)sp_model_nparams(m),
+               (long long)sp_model_nnz(m), (long long)epochs, (long long)state.step,
+               (long long)s.batch, s.optimizer, s.lr,
+               (long long)(r.threads > 0 ? r.threads : sp_threads_available()));
+    } else if (!r.quiet) {
+        printf("test accuracy %.2f%%  test loss %.4f  (%lld params, %.1f s training, %.0f "
+               "samples/s) -> %s\n", 100.0 * test_acc, test_loss, (long long)sp_model_nparams(m),
+               pr.train_seconds, sps, r.out);
+    }
+    rc = 0;
+done:
+    if (logf) fclose(logf);
+    if (cfg_malloced) free(cfg);
+    else sp_free(cfg);
+    free(meta);
+    free(meta_copy);
+    sp_checkpoint_free(&ck);
+    sp_model_free(m);
+    sp_optim_free(o);
+    sp_dataset_free(train_all);
+    sp_dataset_free(train);
+    sp_dataset_free(val);
+    sp_dataset_free(test);
+    return rc;
+}
