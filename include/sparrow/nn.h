@@ -72,6 +72,10 @@ void sp_model_zero_grad(sp_model *m);
  * a NaN or Inf. */
 sp_status sp_model_check_grads(const sp_model *m);
 
+/* Name of the first layer (in execution order) whose output in the last forward pass holds a
+ * NaN or Inf, or NULL: for diagnosing a non-finite loss. */
+const char *sp_model_first_nonfinite(const sp_model *m);
+
 /* Threads for later passes (<= 0: all); results are bitwise identical for any count. */
 void sp_model_set_threads(sp_model *m, int nthreads);
 /* Training step number: with the seed it fixes the random streams of stochastic layers

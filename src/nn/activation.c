@@ -1,7 +1,7 @@
 /*
  * activation.c - element-wise activations and softmax, forward and backward side by side.
  *
- *   relu     y = max(x, 0)                      dx = dy * (x > 0)
+ *   relu     y = max(x, 0) (NaN stays NaN)      dx = dy * (x > 0)
  *   gelu     y = x Phi(x) = x/2 (1 + erf(x/sqrt 2))   (exact form, PyTorch's default)
  *                                               dx = dy * (Phi(x) + x phi(x))
  *   silu     y = x sigmoid(x)                   dx = dy * s (1 + x (1 - s)),  s = sigmoid(x)
@@ -32,7 +32,7 @@ static int64_t numel(const sp_layer *l, const sp_run *run) {
 
 static sp_status relu_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
     int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
     return SP_OK;
 }
 static sp_status relu_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,

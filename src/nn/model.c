@@ -592,6 +592,26 @@ void sp_model_zero_grad(sp_model *m) {
     if (m && m->nparams) memset(m->grads, 0, sizeof(float) * (size_t)m->nparams);
 }
 
+static const sp_layer *first_nonfinite(const sp_seq *s, int64_t batch) {
+    for (int i = 0; i < s->n; i++) {
+        const sp_layer *l = s->layers[i];
+        if (l->vt == &residual_vt) {
+            const sp_layer *in = first_nonfinite(&((const residual_layer *)l)->body, batch);
+            if (in) return in;
+        }
+        const int64_t n = sp_shape_numel(l->out) * batch;
+        for (int64_t k = 0; k < n; k++)
+            if (!isfinite(s->act[i][k])) return l;
+    }
+    return NULL;
+}
+
+const char *sp_model_first_nonfinite(const sp_model *m) {
+    if (!m || m->batch == 0) return NULL;
+    const sp_layer *l = first_nonfinite(&m->root, m->batch);
+    return l ? l->name : NULL;
+}
+
 sp_status sp_model_check_grads(const sp_model *m) {
     /* fast path: an all-ones exponent marks NaN and Inf; an integer OR-reduction vectorizes */
     uint32_t bad = 0;

@@ -145,9 +145,11 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             st = sp_loss_xent(logits, classes, b, y, opts->label_smoothing, &loss, dlogits, &c);
             if (st != SP_OK) goto done;
             if (!isfinite(loss)) {
-                st = sp_fail(SP_EINVAL, "step %lld (epoch %lld): the loss is %s; lower the "
-                             "learning rate or clip gradients (--clip)", (long long)state->step,
-                             (long long)state->epoch + 1, isnan(loss) ? "NaN" : "Inf");
+                const char *where = sp_model_first_nonfinite(m);
+                st = sp_fail(SP_EINVAL, "step %lld (epoch %lld): the loss is %s (first non-finite "
+                             "output: layer %s); lower the learning rate or clip gradients "
+                             "(--clip)", (long long)state->step, (long long)state->epoch + 1,
+                             isnan(loss) ? "NaN" : "Inf", where ? where : "none: in the loss");
                 goto done;
             }
             sp_model_zero_grad(m);

@@ -1,0 +1,390 @@
+/*
+ * test_train.c - losses, optimizers, schedules, the training loop and checkpoints:
+ * determinism (same seed, 1 or 2 threads: the same bytes), resume after an interruption ends
+ * bit-identical, a catalogue of corrupt checkpoints, the NaN guard.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "test.h"
+
+/* A small separable dataset: n samples of (1, 4, 4) u8 images whose class is the brightest
+ * quadrant, built as IDX bytes and loaded through the real reader. */
+static sp_dataset *toy_dataset(int64_t n, uint64_t seed) {
+    size_t ilen = 16 + (size_t)n * 16, llen = 8 + (size_t)n;
+    uint8_t *img = malloc(ilen), *lab = malloc(llen);
+    const uint8_t ih[16] = {0, 0, 8, 3, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+                            (uint8_t)n, 0, 0, 0, 4, 0, 0, 0, 4};
+    const uint8_t lh[8] = {0, 0, 8, 1, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+                           (uint8_t)n};
+    memcpy(img, ih, 16);
+    memcpy(lab, lh, 8);
+    sp_rng r;
+    sp_rng_init(&r, seed, 5);
+    for (int64_t i = 0; i < n; i++) {
+        int c = (int)sp_rng_below(&r, 4);
+        lab[8 + i] = (uint8_t)c;
+        for (int p = 0; p < 16; p++) {
+            int q = (p / 8) * 2 + (p % 4) / 2;
+            img[16 + i * 16 + p] = (uint8_t)(sp_rng_below(&r, 120) + (q == c ? 100 : 0));
+        }
+    }
+    sp_dataset *d = NULL;
+    sp_status st = sp_dataset_from_idx(img, ilen, lab, llen, 4, &d);
+    free(img);
+    free(lab);
+    return st == SP_OK ? d : NULL;
+}
+
+static const char *TOY_MODEL = "flatten\nlinear out=12\nrelu\ndropout p=0.1\nlinear out=classes\n";
+
+typedef struct run_result {
+    double acc;
+    uint8_t *file;
+    size_t len;
+} run_result;
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    uint8_t *b = NULL;
+    *len = 0;
+    if (sp_file_read(path, 1 << 26, &b, len) != SP_OK) return NULL;
+    return b;
+}
+
+/* Trains TOY_MODEL for `epochs` with Adam; stops after max_steps (0 = no limit) and resumes
+ * from `resume` when given. Writes the final checkpoint to path. */
+static sp_status toy_train(const sp_dataset *d, int threads, int64_t max_steps,
+                           const char *ckpt_every_path, int64_t every, const char *resume,
+                           const char *path) {
+    sp_model *m = NULL;
+    sp_optim *o = NULL;
+    sp_train_state state = {.data_seed = 11};
+    sp_checkpoint ck = {0};
+    sp_status st;
+    if (resume) {
+        st = sp_checkpoint_load(resume, &ck);
+        if (st != SP_OK) return st;
+        m = ck.model;
+        o = ck.optim;
+        state = ck.state;
+        ck.model = NULL;
+        ck.optim = NULL;
+        sp_checkpoint_free(&ck);
+    } else {
+        st = sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 3, &m);
+        if (st != SP_OK) return st;
+        sp_optim_config oc = sp_optim_defaults(SP_OPTIM_ADAM);
+        st = sp_optim_new(&oc, sp_model_nparams(m), &o);
+        if (st != SP_OK) goto done;
+    }
+    sp_train_opts to = {.epochs = 3, .batch = 16,
+                        .sched = {.kind = SP_SCHED_COSINE, .lr = 0.01, .warmup = 5},
+                        .seed = 11, .nthreads = threads, .checkpoint = ckpt_every_path,
+                        .checkpoint_every = every, .max_steps = max_steps, .meta = "toy"};
+    st = sp_train(m, o, d, NULL, &to, &state);
+    if (st == SP_OK && path) st = sp_checkpoint_save(path, m, o, &state, "toy");
+done:
+    sp_model_free(m);
+    sp_optim_free(o);
+    return st;
+}
+
+static void tmp_path(char *buf, size_t n, const char *name) {
+    snprintf(buf, n, "/tmp/sparrow_test_%d_%s", (int)getpid(), name);
+}
+
+TEST(train_same_seed_same_bytes_on_1_and_2_threads) {
+    sp_dataset *d = toy_dataset(200, 1);
+    CHECK(d != NULL);
+    if (!d) return;
+    char a[128], b[128], c[128];
+    tmp_path(a, sizeof a, "a");
+    tmp_path(b, sizeof b, "b");
+    tmp_path(c, sizeof c, "c");
+    CHECK_OK(toy_train(d, 1, 0, NULL, 0, NULL, a));
+    CHECK_OK(toy_train(d, 1, 0, NULL, 0, NULL, b));
+    CHECK_OK(toy_train(d, 2, 0, NULL, 0, NULL, c));
+    size_t la, lb, lc;
+    uint8_t *fa = slurp(a, &la), *fb = slurp(b, &lb), *fc = slurp(c, &lc);
+    CHECK(fa && fb && fc);
+    if (fa && fb && fc) {
+        CHECK(la == lb && memcmp(fa, fb, la) == 0);
+        CHECK(la == lc && memcmp(fa, fc, la) == 0);
+    }
+    sp_free(fa);
+    sp_free(fb);
+    sp_free(fc);
+    unlink(a);
+    unlink(b);
+    unlink(c);
+    sp_dataset_free(d);
+}
+
+TEST(train_resumed_run_ends_bit_identical) {
+    sp_dataset *d = toy_dataset(200, 2);
+    CHECK(d != NULL);
+    if (!d) return;
+    char full[128], ck[128], fin[128];
+    tmp_path(full, sizeof full, "full");
+    tmp_path(ck, sizeof ck, "ck");
+    tmp_path(fin, sizeof fin, "fin");
+    CHECK_OK(toy_train(d, 1, 0, NULL, 0, NULL, full));
+    /* "killed" at step 23, mid-epoch 2 (13 batches per epoch); the last checkpoint written is
+     * the one of step 20 (every 5 steps), from which the run resumes */
+    CHECK_OK(toy_train(d, 2, 23, ck, 5, NULL, NULL));
+    sp_checkpoint c = {0};
+    CHECK_OK(sp_checkpoint_load(ck, &c));
+    CHECK(c.has_state && c.state.step == 20 && c.state.epoch == 1 && c.state.batch_index == 7);
+    sp_checkpoint_free(&c);
+    CHECK_OK(toy_train(d, 1, 0, NULL, 0, ck, fin));
+    size_t la, lb;
+    uint8_t *fa = slurp(full, &la), *fb = slurp(fin, &lb);
+    CHECK(fa && fb && la == lb && memcmp(fa, fb, la) == 0);
+    sp_free(fa);
+    sp_free(fb);
+    unlink(full);
+    unlink(ck);
+    unlink(fin);
+    sp_dataset_free(d);
+}
+
+TEST(train_learns_the_toy_task) {
+    sp_dataset *d = toy_dataset(400, 3);
+    if (!d) return;
+    sp_model *m = NULL;
+    sp_optim *o = NULL;
+    CHECK_OK(sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 1, &m));
+    sp_optim_config oc = sp_optim_defaults(SP_OPTIM_SGD);
+    oc.momentum = 0.9f;
+    oc.nesterov = true;
+    CHECK_OK(sp_optim_new(&oc, sp_model_nparams(m), &o));
+    double loss0, acc0, loss1, acc1;
+    CHECK_OK(sp_evaluate(m, d, 64, 1, &loss0, &acc0, NULL));
+    sp_train_state s = {0};
+    sp_train_opts to = {.epochs = 10, .batch = 20, .sched = {.kind = SP_SCHED_STEP, .lr = 0.1,
+                        .step_size = 100, .gamma = 0.5}, .label_smoothing = 0.05f, .clip_norm = 5.0};
+    CHECK_OK(sp_train(m, o, d, NULL, &to, &s));
+    CHECK_OK(sp_evaluate(m, d, 64, 1, &loss1, &acc1, NULL));
+    CHECK_MSG(acc1 > 0.9 && loss1 < loss0, "accuracy %.3f -> %.3f, loss %.3f -> %.3f", acc0, acc1,
+              loss0, loss1);
+    CHECK_EQ(s.step, 200);
+    sp_model_free(m);
+    sp_optim_free(o);
+    sp_dataset_free(d);
+}
+
+TEST(train_stops_on_nan_naming_the_step) {
+    sp_dataset *d = toy_dataset(64, 4);
+    if (!d) return;
+    sp_model *m = NULL;
+    sp_optim *o = NULL;
+    CHECK_OK(sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 1, &m));
+    sp_optim_config oc = sp_optim_defaults(SP_OPTIM_SGD);
+    CHECK_OK(sp_optim_new(&oc, sp_model_nparams(m), &o));
+    sp_model_params(m)[3] = NAN; /* a poisoned weight of the first layer */
+    sp_train_state s = {0};
+    sp_train_opts to = {.epochs = 1, .batch = 16, .sched = {.lr = 0.1}};
+    CHECK_STATUS(sp_train(m, o, d, NULL, &to, &s), SP_EINVAL);
+    CHECK_MSG(strstr(sp_last_error(), "step 0") && strstr(sp_last_error(), "NaN") &&
+              strstr(sp_last_error(), "layer 1.linear"), "%s", sp_last_error());
+    CHECK_EQ(s.step, 0);
+    /* a gradient that overflows names its layer: huge last-layer weights make the logits'
+     * gradient finite but the hidden layer's weight gradient overflow */
+    sp_model_params(m)[3] = 0.0f;
+    float *p = sp_model_params(m);
+    sp_layer_info li;
+    CHECK_OK(sp_model_layer(m, 4, &li));
+    for (int64_t k = 0; k < 12 * 4; k++) p[li.param_offset + k] = k % 2 ? 3e38f : -3e38f;
+    CHECK_STATUS(sp_train(m, o, d, NULL, &to, &s), SP_EINVAL);
+    CHECK_MSG(strstr(sp_last_error(), "step ") && strstr(sp_last_error(), "layer 4.linear"),
+              "%s", sp_last_error());
+    sp_model_free(m);
+    sp_optim_free(o);
+    sp_dataset_free(d);
+}
+
+TEST(xent_matches_a_direct_computation) {
+    /* 3 classes, 2 columns (feature-major) */
+    const float z[6] = {1.0f, -2.0f, 0.5f, 0.0f, -1.0f, 3.0f};
+    const int32_t y[2] = {2, 1};
+    double loss;
+    float d[6];
+    int64_t right;
+    CHECK_OK(sp_loss_xent(z, 3, 2, y, 0.0f, &loss, d, &right));
+    double l0 = -(-1.0 - log(exp(1.0) + exp(0.5) + exp(-1.0)));
+    double l1 = -(0.0 - log(exp(-2.0) + exp(0.0) + exp(3.0)));
+    CHECK(fabs(loss - (l0 + l1) / 2) < 1e-6);
+    CHECK_EQ(right, 0);
+    double p00 = exp(1.0) / (exp(1.0) + exp(0.5) + exp(-1.0));
+    CHECK(fabs(d[0] - p00 / 2) < 1e-6);
+    int32_t bad[2] = {0, 3};
+    CHECK_STATUS(sp_loss_xent(z, 3, 2, bad, 0.0f, &loss, d, NULL), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "label 3") != NULL);
+    CHECK_STATUS(sp_loss_xent(z, 3, 2, y, 1.0f, &loss, d, NULL), SP_EINVAL);
+}
+
+TEST(schedules_follow_their_formulas) {
+    sp_schedule s = {.kind = SP_SCHED_COSINE, .lr = 1.0, .total = 100};
+    CHECK(fabsf(sp_schedule_lr(&s, 0) - 1.0f) < 1e-6f);
+    CHECK(fabsf(sp_schedule_lr(&s, 50) - 0.5f) < 1e-6f);
+    CHECK(fabsf(sp_schedule_lr(&s, 100)) < 1e-6f);
+    s.warmup = 10;
+    CHECK(fabsf(sp_schedule_lr(&s, 0) - 0.1f) < 1e-6f);
+    CHECK(fabsf(sp_schedule_lr(&s, 9) - 1.0f) < 1e-6f);
+    CHECK(fabsf(sp_schedule_lr(&s, 55) - 0.5f) < 1e-6f);
+    sp_schedule st = {.kind = SP_SCHED_STEP, .lr = 1.0, .step_size = 10, .gamma = 0.5};
+    CHECK(fabsf(sp_schedule_lr(&st, 9) - 1.0f) < 1e-6f);
+    CHECK(fabsf(sp_schedule_lr(&st, 25) - 0.25f) < 1e-6f);
+}
+
+TEST(optimizers_reject_bad_settings) {
+    sp_optim *o = NULL;
+    sp_optim_config c = sp_optim_defaults(SP_OPTIM_SGD);
+    c.nesterov = true;
+    CHECK_STATUS(sp_optim_new(&c, 10, &o), SP_EINVAL);
+    c = sp_optim_defaults(SP_OPTIM_ADAM);
+    c.beta1 = 1.0f;
+    CHECK_STATUS(sp_optim_new(&c, 10, &o), SP_EINVAL);
+    c = sp_optim_defaults(SP_OPTIM_ADAMW);
+    c.weight_decay = -1.0f;
+    CHECK_STATUS(sp_optim_new(&c, 10, &o), SP_EINVAL);
+    c.kind = (sp_optim_kind)7;
+    CHECK_STATUS(sp_optim_new(&c, 10, &o), SP_EINVAL);
+    CHECK(o == NULL);
+}
+
+/* ---- corrupt checkpoints ------------------------------------------------------------------ */
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+}
+static void put64(uint8_t *p, uint64_t v) {
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+/* Re-seals a modified file with a correct CRC, so that the check behind the CRC is reached. */
+static void reseal(uint8_t *b, size_t len) { put32(b + len - 4, sp_crc32(0, b, len - 4)); }
+
+TEST(checkpoint_rejects_corrupt_files_each_with_its_own_error) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 3, &m));
+    sp_optim_config oc = sp_optim_defaults(SP_OPTIM_ADAM);
+    sp_optim *o = NULL;
+    CHECK_OK(sp_optim_new(&oc, sp_model_nparams(m), &o));
+    char path[128];
+    tmp_path(path, sizeof path, "ckpt");
+    sp_train_state ts = {7, 1, 2, 9};
+    CHECK_OK(sp_checkpoint_save(path, m, o, &ts, "meta"));
+    size_t len;
+    uint8_t *good = slurp(path, &len);
+    CHECK(good != NULL);
+    if (!good) return;
+    sp_checkpoint c = {0};
+    CHECK_OK(sp_checkpoint_parse(good, len, &c));
+    CHECK(c.has_state && c.state.step == 7 && strcmp(c.meta, "meta") == 0 && c.optim);
+    CHECK(memcmp(sp_model_params(c.model), sp_model_params(m),
+                 sizeof(float) * (size_t)sp_model_nparams(m)) == 0);
+    sp_checkpoint_free(&c);
+    /* the sections in order: CONF at 16 */
+    uint64_t conf_len = 0;
+    memcpy(&conf_len, good + 24, 8);
+    size_t modl = 16 + 16 + (size_t)((conf_len + 7) / 8 * 8);
+    uint8_t *b = malloc(len);
+    struct {
+        const char *name;
+        const char *needle;
+    } cases[] = {
+        {"empty", "bad magic"},          {"bad magic", "bad magic"},
+        {"version 2", "version 2"},      {"flipped bit", "CRC-32"},
+        {"truncated", "CRC-32"},         {"section count", "sections"},
+        {"section length", "exceeds"},   {"unknown tag", "unknown section"},
+        {"param count", "do not match"}, {"unknown layer", "unknown layer"},
+        {"huge layer", "exceed"},        {"NUL in config", "NUL byte"},
+        {"trailing bytes", "unexpected bytes"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        memcpy(b, good, len);
+        size_t blen = len;
+        const char *name = cases[k].name;
+        if (!strcmp(name, "empty")) blen = 0;
+        else if (!strcmp(name, "bad magic")) b[0] = 'X';
+        else if (!strcmp(name, "version 2")) put32(b + 8, 2), reseal(b, blen);
+        else if (!strcmp(name, "flipped bit")) b[len / 2] ^= 0x10;
+        else if (!strcmp(name, "truncated")) blen = len - 9;
+        else if (!strcmp(name, "section count")) put32(b + 12, 1000), reseal(b, blen);
+        else if (!strcmp(name, "section length")) put64(b + 24, (uint64_t)1 << 40), reseal(b, blen);
+        else if (!strcmp(name, "unknown tag")) memcpy(b + modl, "XXXX", 4), reseal(b, blen);
+        else if (!strcmp(name, "param count")) put64(b + modl + 16 + 40, 5), reseal(b, blen);
+        else if (!strcmp(name, "unknown layer")) memcpy(b + 32 + 14, "conv9d", 6), reseal(b, blen);
+        else if (!strcmp(name, "huge layer")) {
+            /* "linear out=12" -> "linear out=99999999" would change the length; instead make
+             * the first hidden layer claim more outputs than the file has parameters */
+            const char *p = strstr((const char *)b + 32, "out=12");
+            if (p) memcpy(b + (p - (const char *)b), "out=99", 6), reseal(b, blen);
+        } else if (!strcmp(name, "NUL in config")) b[33] = 0, reseal(b, blen);
+        else if (!strcmp(name, "trailing bytes")) {
+            /* one more 8-byte unit inside the CRC'd region */
+            uint8_t *bb = malloc(len + 8);
+            memcpy(bb, good, len - 4);
+            memset(bb + len - 4, 0, 8);
+            blen = len + 8;
+            reseal(bb, blen);
+            memcpy(b, bb, len);
+            sp_checkpoint cc = {0};
+            CHECK_STATUS(sp_checkpoint_parse(bb, blen, &cc), SP_EFORMAT);
+            CHECK_MSG(strstr(sp_last_error(), cases[k].needle), "%s: %s", name, sp_last_error());
+            free(bb);
+            continue;
+        }
+        sp_checkpoint cc = {0};
+        CHECK_STATUS(sp_checkpoint_parse(b, blen, &cc), SP_EFORMAT);
+        CHECK_MSG(strstr(sp_last_error(), cases[k].needle), "%s: %s", name, sp_last_error());
+        CHECK(cc.model == NULL);
+    }
+    /* a missing file is an I/O error naming the path */
+    sp_checkpoint cc = {0};
+    CHECK_STATUS(sp_checkpoint_load("/nonexistent/x.sparrow", &cc), SP_EIO);
+    CHECK(strstr(sp_last_error(), "/nonexistent/x.sparrow") != NULL);
+    /* a failed save leaves the good file untouched */
+    CHECK_STATUS(sp_checkpoint_save("/nonexistent/dir/x", m, o, &ts, NULL), SP_EIO);
+    size_t len2;
+    uint8_t *again = slurp(path, &len2);
+    CHECK(again && len2 == len && memcmp(again, good, len) == 0);
+    sp_free(again);
+    free(b);
+    sp_free(good);
+    unlink(path);
+    sp_model_free(m);
+    sp_optim_free(o);
+}
+
+TEST(checkpoint_parse_survives_allocation_failure) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 3, &m));
+    char path[128];
+    tmp_path(path, sizeof path, "ckpt_alloc");
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    size_t len;
+    uint8_t *good = slurp(path, &len);
+    bool saw_failure = false, reached_success = false;
+    for (int64_t n = 1; n < 100 && good && !reached_success; n++) {
+        int64_t live = sp_alloc_live();
+        sp_checkpoint c = {0};
+        sp_alloc_fail_after(n);
+        sp_status st = sp_checkpoint_parse(good, len, &c);
+        sp_alloc_fail_after(0);
+        if (st == SP_OK) reached_success = true;
+        else {
+            saw_failure = true;
+            CHECK_MSG(st == SP_ENOMEM, "n=%lld: %s %s", (long long)n, sp_status_name(st),
+                      sp_last_error());
+        }
+        sp_checkpoint_free(&c);
+        CHECK_EQ(sp_alloc_live(), live);
+    }
+    CHECK(saw_failure && reached_success);
+    sp_free(good);
+    unlink(path);
+    sp_model_free(m);
+}
