@@ -4,7 +4,7 @@
 #   make test       the suite: plain, with SPARROW_ISA=scalar, and under ASan+UBSan
 #   make bench      the kernel benchmark sweep with its peers; writes docs/BENCHMARKS.md
 #                   (BENCH_QUICK=1 make bench: a small grid, a few minutes)
-#   make run        the main job end to end (for now: the kernel benchmark summary)
+#   make run        the main job end to end: train LeNet-300-100 on Fashion-MNIST, evaluate it
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
 #   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
 #                   SPARROW_ISA=scalar, and under ASan+UBSan
@@ -101,7 +101,12 @@ bench: build
 	@bench/run.sh
 
 run: build
-	@bench/run.sh --summary
+	@$(DEPS) data
+	@echo "== sparrow train --model lenet300 --data fashion-mnist (the default settings)"
+	@./build/sparrow train --model lenet300 --data fashion-mnist --out build/lenet300.sparrow \
+	    --log build/lenet300.log.jsonl
+	@echo "== sparrow eval --model build/lenet300.sparrow"
+	@./build/sparrow eval --model build/lenet300.sparrow
 
 install: build
 	@$(CMAKE) --install build --prefix $(PREFIX)

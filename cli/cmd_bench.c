@@ -180,8 +180,19 @@ static void dense_run(const dense_ctx *d) {
         return;
     }
 #endif
+#if defined(SPARROW_HAVE_CBLAS)
+    /* the peer is OpenBLAS as a user runs it: its own threads (sp_sgemm runs it
+     * single-threaded inside sparrow's task split) */
+#if defined(SPARROW_HAVE_OPENBLAS)
+    openblas_set_num_threads((int)c->threads);
+#endif
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->rows, (int)c->batch,
+                (int)c->cols, 1.0f, d->w, (int)c->cols, d->x, (int)c->batch, 0.0f, d->y,
+                (int)c->batch);
+#else
     sp_sgemm(false, false, c->rows, c->batch, c->cols, 1.0f, d->w, c->cols, d->x, c->batch, 0.0f,
              d->y, c->batch, (int)c->threads);
+#endif
 }
 
 /* ---- options ------------------------------------------------------------------------------- */

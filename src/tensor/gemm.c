@@ -68,6 +68,44 @@ static void gemm_task(void *vctx, int64_t task) {
 }
 #endif
 
+#if defined(SPARROW_HAVE_CBLAS)
+/* Threads for CBLAS. OpenBLAS's own pool and sparrow's OpenMP pool would fight over the cores
+ * (both spin while waiting), and OpenBLAS's split depends on its thread count. So OpenBLAS
+ * runs single-threaded and sparrow splits C into tasks whose boundaries depend only on the
+ * sizes: every element is computed by the same single-threaded call whatever the number of
+ * threads, and the result is bitwise identical on 1 or 2 threads. */
+typedef struct cblas_ctx {
+    bool ta, tb, split_m;
+    int64_t m, n, k, lda, ldb, ldc, chunk;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+} cblas_ctx;
+
+static void cblas_task(void *vctx, int64_t task) {
+    const cblas_ctx *g = vctx;
+    int64_t m = g->m, n = g->n;
+    const float *a = g->a, *b = g->b;
+    float *c = g->c;
+    const int64_t lo = task * g->chunk;
+    if (g->split_m) {
+        m = SP_MIN(g->chunk, g->m - lo);
+        a += g->ta ? lo : lo * g->lda; /* rows lo.. of op(A) */
+        c += lo * g->ldc;
+    } else {
+        n = SP_MIN(g->chunk, g->n - lo);
+        b += g->tb ? lo * g->ldb : lo; /* columns lo.. of op(B) */
+        c += lo;
+    }
+    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)g->k, g->alpha, a, (int)g->lda, b, (int)g->ldb, g->beta, c,
+                (int)g->ldc);
+}
+
+#define GEMM_SPLIT_MIN_FLOPS (1 << 20) /* below this a single call is faster than any split */
+#define GEMM_SPLIT_TASKS 8
+#endif
+
 sp_status sp_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
                    int nthreads) {
@@ -77,10 +115,18 @@ sp_status sp_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alph
     if (nthreads <= 0) nthreads = sp_threads_available();
 #if defined(SPARROW_HAVE_CBLAS)
 #if defined(SPARROW_HAVE_OPENBLAS)
-    openblas_set_num_threads(nthreads);
+    openblas_set_num_threads(1);
 #endif
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    cblas_ctx g = {ta, tb, m >= n, m, n, k, lda, ldb, ldc, 0, alpha, beta, a, b, c};
+    const int64_t dim = g.split_m ? m : n;
+    int64_t tasks = 1;
+    g.chunk = dim;
+    if (2 * m * n * k >= GEMM_SPLIT_MIN_FLOPS && dim >= 16) {
+        /* GEMM_SPLIT_TASKS chunks rounded up to 8 rows/columns: a function of the sizes only */
+        g.chunk = ((dim + GEMM_SPLIT_TASKS - 1) / GEMM_SPLIT_TASKS + 7) / 8 * 8;
+        tasks = (dim + g.chunk - 1) / g.chunk;
+    }
+    sp_parallel_for(tasks, nthreads, cblas_task, &g);
 #else
     gemm_ctx g = {ta, tb, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
     sp_parallel_for((m + GEMM_ROWS - 1) / GEMM_ROWS, nthreads, gemm_task, &g);
