@@ -614,6 +614,13 @@ def main():
         w("- " + n)
     w("")
 
+    # keep the training section that bench/train_report.py maintains in the same file
+    begin, end = "<!-- training:begin", "<!-- training:end -->"
+    if os.path.exists(a.out):
+        old = open(a.out).read()
+        if begin in old and end in old:
+            kept = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+            L += ["", kept, ""]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         f.write("\n".join(L))
