@@ -129,5 +129,10 @@ sp_status sp_tanh_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_sigmoid_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_softmax_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_dropout_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_conv2d_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_maxpool_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_avgpool_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_globalavgpool_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_batchnorm_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 
 #endif

@@ -19,6 +19,11 @@ static const struct {
     {"sigmoid", sp_sigmoid_create},
     {"softmax", sp_softmax_create},
     {"dropout", sp_dropout_create},
+    {"conv2d", sp_conv2d_create},
+    {"maxpool", sp_maxpool_create},
+    {"avgpool", sp_avgpool_create},
+    {"globalavgpool", sp_globalavgpool_create},
+    {"batchnorm", sp_batchnorm_create},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])
