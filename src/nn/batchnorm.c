@@ -234,6 +234,9 @@ sp_status sp_batchnorm_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **o
     sp_status st;
     if ((st = sp_args_num(a, "eps", 1e-5, 1e-30, 1.0, &eps)) != SP_OK) return st;
     if ((st = sp_args_num(a, "momentum", 0.1, 0.0, 1.0, &momentum)) != SP_OK) return st;
+    if (4 * in.c > b->max_params)
+        return sp_fail(SP_EFORMAT, "config line %d (batchnorm): %lld channels exceed the budget "
+                       "of %lld parameters", a->line, (long long)in.c, (long long)b->max_params);
     bn_layer *L = sp_layer_alloc(sizeof *L, &bn_vt, in);
     if (!L) return SP_ENOMEM;
     L->c = in.c;

@@ -15,7 +15,7 @@
  *     forward   Y_g (Og, N) = W_g (Og, K) cols_g (K, N) + b 1^T          N = OH*OW*B
  *     backward  dW_g += dY_g cols_g^T,  db += rowsum(dY),
  *               dcols_g = W_g^T dY_g, then col2im scatter-adds dcols into dx; dcols is
- *               made a chunk of output rows at a time (about 256 KB, cache-sized), and cols
+ *               made a chunk of output rows at a time (about 1 MB, cache-sized), and cols
  *               is kept, so that backward may run again on the same forward pass.
  * A 1x1 kernel with stride 1 and no padding needs no columns: cols is x itself.
  * Depthwise (G = C = O, MobileNet) runs direct loops over the batch-innermost runs instead:
@@ -28,9 +28,10 @@
  *
  * Config: conv2d out=N k=K|KHxKW [stride=S|SHxSW] [pad=P|PHxPW] [groups=G] [bias=0|1].
  *
- * Threads: GEMMs go through sp_sgemm; the copy and direct loops are split by channel (or
- * columns row), a partition that depends only on the shapes, and each task writes its own
- * outputs in a fixed order, so results are identical for any thread count.
+ * Threads: the GEMMs go through sp_sgemm, the copies and direct loops through sp_parallel_for
+ * (one pool); each task writes its own outputs in a fixed order (a row of cols, a channel of
+ * dx or y), and the chunks depend on the shapes and the batch only, so results are bitwise
+ * identical for any thread count.
  */
 #include <math.h>
 #include <stdio.h>
@@ -58,16 +59,17 @@ static int64_t weight_count(const conv_layer *L) {
     return L->cout * (L->cin / L->groups) * L->kh * L->kw;
 }
 
-/* ---- im2col / col2im ------------------------------------------------------------------------ */
+/* ---- partitions ----------------------------------------------------------------------------- */
 
-typedef struct cols_ctx {
-    const conv_layer *L;
-    int64_t B;
-    const float *x;        /* im2col source */
-    float *cols;
-    float *dx;             /* col2im destination */
-    int64_t oy0, oy1;      /* col2im: the output rows of the chunk in cols */
-} cols_ctx;
+/* Output rows per chunk: about CHUNK_TARGET floats of columns (cache-sized), at least one row.
+ * Like every partition here it depends on the shapes and the batch, never on the threads. */
+#define CHUNK_TARGET ((int64_t)1 << 18)
+static int64_t chunk_rows(const conv_layer *L, int64_t B) {
+    const int64_t per_row = L->cin * L->kh * L->kw * L->ow * B;
+    return SP_MAX(1, SP_MIN(L->oh, CHUNK_TARGET / per_row));
+}
+
+/* ---- im2col / col2im ------------------------------------------------------------------------ */
 
 /* Output positions ox in [*lo, *hi) read input column ox*s + off with 0 <= it < n. */
 static void valid_range(int64_t n, int64_t s, int64_t off, int64_t out, int64_t *lo,
@@ -79,15 +81,21 @@ static void valid_range(int64_t n, int64_t s, int64_t off, int64_t out, int64_t 
     *hi = SP_MAX(*lo, SP_MIN(b, out));
 }
 
-/* Task: one row (c, ki, kj) of cols. */
-static void im2col_task(void *vctx, int64_t row) {
-    const cols_ctx *t = vctx;
+typedef struct im2col_ctx {
+    const conv_layer *L;
+    int64_t B;
+    const float *x;
+    float *cols;           /* (cin*kh*kw, oh*ow*B) */
+} im2col_ctx;
+
+/* Task: row r = (c, ki, kj) of cols, one contiguous run of OH*OW*B floats. */
+static void im2col_task(void *vctx, int64_t r) {
+    const im2col_ctx *t = vctx;
     const conv_layer *L = t->L;
-    const int64_t B = t->B, kk = L->kh * L->kw;
-    const int64_t c = row / kk, ki = row % kk / L->kw, kj = row % L->kw;
-    const int64_t rowlen = L->ow * B;
-    float *dst = t->cols + row * L->oh * rowlen;
+    const int64_t B = t->B, rowlen = L->ow * B, kk = L->kh * L->kw;
+    const int64_t c = r / kk, ki = r % kk / L->kw, kj = r % L->kw;
     const float *xc = t->x + c * L->ih * L->iw * B;
+    float *dst = t->cols + r * L->oh * rowlen;
     int64_t lo, hi;
     valid_range(L->iw, L->sw, kj - L->pw, L->ow, &lo, &hi);
     for (int64_t oy = 0; oy < L->oh; oy++, dst += rowlen) {
@@ -112,31 +120,26 @@ static void im2col_task(void *vctx, int64_t row) {
     }
 }
 
-/* Output rows per chunk of dcols: about DCOLS_TARGET floats, at least one row. Depends on the
- * shapes and the batch only. */
-#define DCOLS_TARGET ((int64_t)1 << 16)
-static int64_t chunk_rows(const conv_layer *L, int64_t B) {
-    const int64_t per_row = L->cin * L->kh * L->kw * L->ow * B;
-    return SP_MAX(1, SP_MIN(L->oh, DCOLS_TARGET / per_row));
-}
+typedef struct col2im_ctx {
+    const conv_layer *L;
+    int64_t B;
+    const float *dcols;    /* rows (c, ki, kj), columns of output rows [oy0, oy1) */
+    float *dx;
+    int64_t oy0, oy1;
+} col2im_ctx;
 
-static void zero_dx_task(void *vctx, int64_t c) {
-    const cols_ctx *t = vctx;
-    const int64_t n = t->L->ih * t->L->iw * t->B;
-    memset(t->dx + c * n, 0, sizeof(float) * (size_t)n);
-}
-
-/* Task: input channel c of dx += its kh*kw rows of the dcols chunk (output rows [oy0, oy1)),
- * scattered back (col2im). Rows are added in (ki, kj) order, chunks in order, so each dx
- * element gets a fixed summation order. */
+/* Backward task: input channel c of dx += its kh*kw rows of the dcols chunk (output rows
+ * [oy0, oy1)), scattered back (col2im); the first chunk clears the channel first. Rows are
+ * added in (ki, kj) order and chunks in order: each dx element has a fixed summation order. */
 static void col2im_task(void *vctx, int64_t c) {
-    const cols_ctx *t = vctx;
+    const col2im_ctx *t = vctx;
     const conv_layer *L = t->L;
     const int64_t B = t->B, rowlen = L->ow * B, nrows = t->oy1 - t->oy0;
     float *dxc = t->dx + c * L->ih * L->iw * B;
+    if (t->oy0 == 0) memset(dxc, 0, sizeof(float) * (size_t)(L->ih * L->iw * B));
     for (int64_t ki = 0; ki < L->kh; ki++)
         for (int64_t kj = 0; kj < L->kw; kj++) {
-            const float *src = t->cols + ((c * L->kh + ki) * L->kw + kj) * nrows * rowlen;
+            const float *src = t->dcols + ((c * L->kh + ki) * L->kw + kj) * nrows * rowlen;
             int64_t lo, hi;
             valid_range(L->iw, L->sw, kj - L->pw, L->ow, &lo, &hi);
             for (int64_t oy = t->oy0; oy < t->oy1; oy++, src += rowlen) {
@@ -270,6 +273,18 @@ static void dw_backward_task(void *vctx, int64_t c) {
         }
 }
 
+typedef struct bias_ctx {
+    const float *dy;
+    float *db;
+    int64_t N;
+} bias_ctx;
+
+/* Task: db[o] += sum of row o of dY (N). */
+static void bias_task(void *vctx, int64_t o) {
+    const bias_ctx *t = vctx;
+    t->db[o] += (float)sum8(t->dy + o * t->N, t->N);
+}
+
 /* ---- forward / backward --------------------------------------------------------------------- */
 
 static sp_status conv_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
@@ -286,22 +301,21 @@ static sp_status conv_forward(sp_layer *l, const sp_run *run, const float *x, fl
         if (!L->cols || B > L->cap)
             return sp_fail(SP_EINVAL, "%s: batch %lld exceeds the reserved %lld", l->name,
                            (long long)B, (long long)L->cap);
-        cols_ctx t = {.L = L, .B = B, .x = x, .cols = L->cols};
+        im2col_ctx t = {.L = L, .B = B, .x = x, .cols = L->cols};
         sp_parallel_for(L->cin * L->kh * L->kw, run->nthreads, im2col_task, &t);
         cols = L->cols;
     }
     const int64_t og = L->cout / L->groups, K = L->cin / L->groups * L->kh * L->kw;
     for (int64_t o = 0; o < L->cout; o++) {
-        float bo = bias ? bias[o] : 0.0f;
+        const float bo = bias ? bias[o] : 0.0f;
         float *yo = y + o * N;
         for (int64_t j = 0; j < N; j++) yo[j] = bo;
     }
-    for (int64_t g = 0; g < L->groups; g++) {
-        sp_status st = sp_sgemm(false, false, og, N, K, 1.0f, w + g * og * K, K, cols + g * K * N,
-                                N, 1.0f, y + g * og * N, N, run->nthreads);
-        if (st != SP_OK) return st;
-    }
-    return SP_OK;
+    sp_status st = SP_OK;
+    for (int64_t g = 0; g < L->groups && st == SP_OK; g++)
+        st = sp_sgemm(false, false, og, N, K, 1.0f, w + g * og * K, K, cols + g * K * N, N, 1.0f,
+                      y + g * og * N, N, run->nthreads);
+    return st;
 }
 
 static sp_status conv_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
@@ -315,9 +329,11 @@ static sp_status conv_backward(sp_layer *l, const sp_run *run, const float *x, c
         sp_parallel_for(L->cin, run->nthreads, dw_backward_task, &t);
         return SP_OK;
     }
-    if (db)
-        for (int64_t o = 0; o < L->cout; o++) db[o] += (float)sum8(dy + o * N, N);
-    /* cols still holds the im2col of x from the forward pass */
+    if (db) {
+        bias_ctx t = {.dy = dy, .db = db, .N = N};
+        sp_parallel_for(L->cout, run->nthreads, bias_task, &t);
+    }
+    /* cols still holds the im2col of x from the forward pass (x itself when pointwise) */
     const float *cols = L->pointwise ? x : L->cols;
     const int64_t og = L->cout / L->groups, K = L->cin / L->groups * L->kh * L->kw;
     sp_status st = SP_OK;
@@ -332,19 +348,17 @@ static sp_status conv_backward(sp_layer *l, const sp_run *run, const float *x, c
                           0.0f, dx + g * K * N, N, run->nthreads);
         return st;
     }
-    /* dcols = W^T dY a chunk of output rows at a time (cols itself stays intact for another
-     * backward pass), each chunk scattered into dx by col2im before the next */
-    cols_ctx t = {.L = L, .B = B, .cols = L->dcols, .dx = dx};
-    sp_parallel_for(L->cin, run->nthreads, zero_dx_task, &t);
+    /* dcols = W^T dY a chunk of output rows at a time (cols itself stays intact, so backward
+     * may run again on the same forward pass), each chunk scattered into dx before the next */
+    col2im_ctx t = {.L = L, .B = B, .dcols = L->dcols, .dx = dx};
     const int64_t rows = chunk_rows(L, B);
     for (int64_t oy0 = 0; oy0 < L->oh && st == SP_OK; oy0 += rows) {
         t.oy0 = oy0;
         t.oy1 = SP_MIN(L->oh, oy0 + rows);
-        const int64_t nc = (t.oy1 - oy0) * L->ow * B;
+        const int64_t j0 = oy0 * L->ow * B, nc = (t.oy1 - oy0) * L->ow * B;
         for (int64_t g = 0; g < L->groups && st == SP_OK; g++)
-            st = sp_sgemm(true, false, K, nc, og, 1.0f, w + g * og * K, K,
-                          dy + g * og * N + oy0 * L->ow * B, N, 0.0f, L->dcols + g * K * nc, nc,
-                          run->nthreads);
+            st = sp_sgemm(true, false, K, nc, og, 1.0f, w + g * og * K, K, dy + g * og * N + j0,
+                          N, 0.0f, L->dcols + g * K * nc, nc, run->nthreads);
         if (st == SP_OK) sp_parallel_for(L->cin, run->nthreads, col2im_task, &t);
     }
     return st;
@@ -361,12 +375,12 @@ static sp_status conv_reserve(sp_layer *l, int64_t batch) {
     if (L->depthwise || L->pointwise) return SP_OK;
     int64_t n, nd = 0;
     size_t bytes, dbytes;
-    /* a smaller batch has more rows per chunk but never more floats than DCOLS_TARGET or one
+    /* a smaller batch has more rows per chunk but never more floats than CHUNK_TARGET or one
      * row at the full batch */
     if (!sp_mul_i64(L->cin * L->kh * L->kw, L->oh * L->ow, &n) || !sp_mul_i64(n, batch, &n) ||
         !sp_bytes(n, sizeof(float), &bytes) ||
         !sp_mul_i64(L->cin * L->kh * L->kw * L->ow, batch, &nd) ||
-        !sp_bytes(SP_MIN(n, SP_MAX(nd, DCOLS_TARGET)), sizeof(float), &dbytes))
+        !sp_bytes(SP_MIN(n, SP_MAX(nd, CHUNK_TARGET)), sizeof(float), &dbytes))
         return sp_fail(SP_EOVERFLOW, "%s: im2col buffer overflows at batch %lld", l->name,
                        (long long)batch);
     L->cols = sp_alloc(bytes);
@@ -455,6 +469,9 @@ sp_status sp_conv2d_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out)
         return sp_fail(SP_ESHAPE, "config line %d (conv2d): weight %lld x %lld x %lldx%lld is too "
                        "large", a->line, (long long)nout, (long long)(in.c / groups),
                        (long long)kh, (long long)kw);
+    if (wcount + nout > b->max_params)
+        return sp_fail(SP_EFORMAT, "config line %d (conv2d): %lld weights exceed the budget of "
+                       "%lld parameters", a->line, (long long)wcount, (long long)b->max_params);
     conv_layer *L = sp_layer_alloc(sizeof *L, &conv_vt, in);
     if (!L) return SP_ENOMEM;
     L->cin = in.c;

@@ -44,6 +44,19 @@ typedef struct pool_ctx {
 
 /* ---- maxpool -------------------------------------------------------------------------------- */
 
+/* One window tap into the running maxima of B samples. Strictly greater: ties keep the first;
+ * a NaN takes over once and nothing is greater than NaN afterwards. Branch-free (| and &, not
+ * || and &&) so that the loop vectorizes. */
+static void max_tap(float *restrict y, int32_t *restrict arg, const float *restrict x, int32_t p,
+                    int64_t B) {
+    for (int64_t b = 0; b < B; b++) {
+        const float v = x[b], m = y[b];
+        const int take = (v > m) | ((v != v) & (m == m));
+        y[b] = take ? v : m;
+        arg[b] = take ? p : arg[b];
+    }
+}
+
 /* Task: channel c. */
 static void max_forward_task(void *vctx, int64_t c) {
     const pool_ctx *t = vctx;
@@ -72,13 +85,7 @@ static void max_forward_task(void *vctx, int64_t c) {
                         first = false;
                         continue;
                     }
-                    for (int64_t b = 0; b < B; b++) {
-                        /* strictly greater: ties keep the first; a NaN takes over once, and
-                         * nothing is greater than NaN afterwards */
-                        bool take = x[b] > y[b] || (x[b] != x[b] && y[b] == y[b]);
-                        y[b] = take ? x[b] : y[b];
-                        arg[b] = take ? p : arg[b];
-                    }
+                    max_tap(y, arg, x, p, B);
                 }
             }
         }
