@@ -384,6 +384,24 @@ TEST(conv_config_errors_name_the_value) {
     }
 }
 
+TEST(conv_layers_respect_the_parameter_budget) {
+    /* 8 x 4 x 3 x 3 = 288 weights + 8 biases: fails on a budget of 295, before allocating */
+    sp_model *m = NULL;
+    CHECK_STATUS(sp_model_new_limited("conv2d out=8 k=3\n", (sp_shape){4, 5, 5}, 1, 1, 295, &m),
+                 SP_EFORMAT);
+    CHECK(strstr(sp_last_error(), "288 weights exceed the budget of 295") != NULL);
+    CHECK(m == NULL);
+    CHECK_OK(sp_model_new_limited("conv2d out=8 k=3\n", (sp_shape){4, 5, 5}, 1, 1, 296, &m));
+    sp_model_free(m);
+    m = NULL;
+    /* batchnorm: gamma, beta, running mean and variance = 4 floats per channel */
+    CHECK_STATUS(sp_model_new_limited("batchnorm\n", (sp_shape){4, 5, 5}, 1, 1, 15, &m),
+                 SP_EFORMAT);
+    CHECK(m == NULL);
+    CHECK_OK(sp_model_new_limited("batchnorm\n", (sp_shape){4, 5, 5}, 1, 1, 16, &m));
+    sp_model_free(m);
+}
+
 TEST(conv_config_round_trips_through_its_normal_form) {
     const char *cfg = "conv2d out=8 k=3x2 stride=2x1 pad=1x0 groups=2 bias=0\n"
                       "batchnorm eps=0.001 momentum=0.2\nrelu\n"
