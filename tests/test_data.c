@@ -145,8 +145,9 @@ TEST(data_idx_rejects_malformed_buffers) {
                   sp_status_name(b->want), sp_last_error());
         CHECK_MSG(strstr(sp_last_error(), b->says) != NULL, "%s: message '%s' lacks '%s'",
                   b->name, sp_last_error(), b->says);
-        CHECK_MSG(out.data == NULL && out.ndim == 0 && out.count == 0, "%s: out not cleared",
-                  b->name);
+        CHECK_MSG(out.data == NULL && out.ndim == 0 && out.count == 0 && out.dims[0] == 0 &&
+                      out.dims[3] == 0,
+                  "%s: out not cleared", b->name);
     }
     uint8_t ok[9] = {0, 0, 8, 1, 0, 0, 0, 1, 7};
     CHECK_STATUS(sp_idx_parse(ok, sizeof ok, NULL), SP_EINVAL);
