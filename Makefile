@@ -12,6 +12,8 @@
 #   make test-noblas  build without BLAS, OpenMP or zlib (libc + libm only) and run the suite
 #   make test-install install into a temporary prefix; build and run a consumer through
 #                   find_package(sparrow) and pkg-config (shared and static)
+#   make fuzz       build the libFuzzer targets (clang, ASan+UBSan) and run each for
+#                   FUZZ_SECONDS (default 30) from its seed corpus fuzz/corpus/<name>/
 
 PREFIX ?= /usr/local
 JOBS ?= 2
@@ -20,7 +22,7 @@ DEPS := scripts/install-deps.sh
 export MAKEFLAGS += --no-print-directory
 
 .PHONY: all deps build test test-plain test-scalar test-asan test-noblas test-arm test-install \
-        bench run install clean
+        bench run install clean fuzz
 
 all: build
 
@@ -114,4 +116,29 @@ install: build
 	@$(CMAKE) --install build --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-noblas build-arm build-arm-asan
+	rm -rf build build-asan build-noblas build-arm build-arm-asan build-fuzz
+
+# libFuzzer targets: fuzz/fuzz_<name>.c runs from the committed seeds in fuzz/corpus/<name>/ and
+# keeps what it finds in build-fuzz/corpus/<name>/; a crash leaves its input in build-fuzz/ and
+# fails the target. clang is chosen when build-fuzz is first configured.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_CC := $(if $(wildcard build-fuzz/CMakeCache.txt),,CC=clang)
+
+fuzz:
+	@$(DEPS) fuzz
+	@$(FUZZ_CC) $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARROW_SANITIZE=ON \
+	    -DSPARROW_BLAS=OFF -DSPARROW_OPENMP=OFF -DSPARROW_ZLIB=OFF -DSPARROW_BUILD_CLI=OFF \
+	    -DSPARROW_BUILD_TESTS=OFF -DSPARROW_BUILD_FUZZ=ON >/dev/null
+	@$(CMAKE) --build build-fuzz -j $(JOBS) --target fuzz_targets
+	@for t in $(FUZZ_TARGETS); do \
+	    echo "== fuzz_$$t for $(FUZZ_SECONDS) s (log: build-fuzz/fuzz_$$t.log)"; \
+	    mkdir -p build-fuzz/corpus/$$t; \
+	    if ! ./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	        -print_final_stats=1 -artifact_prefix=build-fuzz/ \
+	        build-fuzz/corpus/$$t fuzz/corpus/$$t >build-fuzz/fuzz_$$t.log 2>&1; then \
+	        tail -n 60 build-fuzz/fuzz_$$t.log; echo "fuzz_$$t: FAILED" >&2; exit 1; \
+	    fi; \
+	    grep -E '^(#[0-9]+[[:space:]]+DONE|Done|stat::number_of_executed_units|stat::peak_rss_mb)' \
+	        build-fuzz/fuzz_$$t.log; \
+	done

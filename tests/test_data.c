@@ -145,8 +145,9 @@ TEST(data_idx_rejects_malformed_buffers) {
                   sp_status_name(b->want), sp_last_error());
         CHECK_MSG(strstr(sp_last_error(), b->says) != NULL, "%s: message '%s' lacks '%s'",
                   b->name, sp_last_error(), b->says);
-        CHECK_MSG(out.data == NULL && out.ndim == 0 && out.count == 0, "%s: out not cleared",
-                  b->name);
+        CHECK_MSG(out.data == NULL && out.ndim == 0 && out.count == 0 && out.dims[0] == 0 &&
+                      out.dims[3] == 0,
+                  "%s: out not cleared", b->name);
     }
     uint8_t ok[9] = {0, 0, 8, 1, 0, 0, 0, 1, 7};
     CHECK_STATUS(sp_idx_parse(ok, sizeof ok, NULL), SP_EINVAL);
@@ -302,37 +303,44 @@ static sp_dataset *random_dataset(int64_t n, uint32_t c, uint32_t h, uint32_t w,
 }
 
 TEST(data_batch_is_feature_major) {
-    sp_dataset *d = random_dataset(300, 1, 28, 28, 5);
-    if (!d) return;
+    /* 784 features (whole 4-byte words), 15 (a tail of 3) */
+    const uint32_t shapes[2][3] = {{1, 28, 28}, {3, 1, 5}};
     const int64_t batches[] = {1, 3, 16, 37, 64, 130};
     sp_rng r;
     sp_rng_init(&r, 9, 0);
-    for (size_t t = 0; t < sizeof batches / sizeof batches[0]; t++) {
-        int64_t batch = batches[t], ldx = batch + (int64_t)t; /* ldx == batch, then wider */
-        int64_t *idx = malloc(sizeof *idx * (size_t)batch);
-        for (int64_t b = 0; b < batch; b++) idx[b] = (int64_t)sp_rng_below(&r, 300);
-        if (batch > 2) idx[2] = idx[0]; /* repeats are allowed */
-        size_t nx = (size_t)(d->features * ldx);
-        float *x = malloc(sizeof *x * nx);
-        int32_t *y = malloc(sizeof *y * (size_t)batch);
-        for (size_t i = 0; i < nx; i++) x[i] = -7.0f; /* padding columns must stay */
-        CHECK_OK(sp_dataset_batch(d, idx, batch, x, ldx, y));
-        int64_t bad = 0;
-        for (int64_t f = 0; f < d->features; f++) {
-            for (int64_t b = 0; b < batch; b++) {
-                float want = (float)d->pixels[idx[b] * d->features + f] * d->scale;
-                bad += x[f * ldx + b] != want;
+    for (int s = 0; s < 2; s++) {
+        sp_dataset *d = random_dataset(300, shapes[s][0], shapes[s][1], shapes[s][2], 5 + s);
+        if (!d) return;
+        for (size_t t = 0; t < sizeof batches / sizeof batches[0]; t++) {
+            int64_t batch = batches[t], ldx = batch + (int64_t)t; /* ldx == batch, then wider */
+            int64_t *idx = malloc(sizeof *idx * (size_t)batch);
+            for (int64_t b = 0; b < batch; b++) idx[b] = (int64_t)sp_rng_below(&r, 300);
+            if (batch > 2) idx[2] = idx[0]; /* repeats are allowed */
+            size_t nx = (size_t)(d->features * ldx);
+            float *x = malloc(sizeof *x * nx);
+            int32_t *y = malloc(sizeof *y * (size_t)batch);
+            for (size_t i = 0; i < nx; i++) x[i] = -7.0f; /* padding columns must stay */
+            CHECK_OK(sp_dataset_batch(d, idx, batch, x, ldx, y));
+            int64_t bad = 0;
+            for (int64_t f = 0; f < d->features; f++) {
+                for (int64_t b = 0; b < batch; b++) {
+                    float want = (float)d->pixels[idx[b] * d->features + f] * d->scale;
+                    bad += x[f * ldx + b] != want;
+                }
+                for (int64_t b = batch; b < ldx; b++) bad += x[f * ldx + b] != -7.0f;
             }
-            for (int64_t b = batch; b < ldx; b++) bad += x[f * ldx + b] != -7.0f;
+            CHECK_MSG(bad == 0, "features %lld batch %lld ldx %lld: %lld wrong entries",
+                      (long long)d->features, (long long)batch, (long long)ldx, (long long)bad);
+            for (int64_t b = 0; b < batch; b++) CHECK_EQ(y[b], idx[b] % 10);
+            CHECK_OK(sp_dataset_batch(d, idx, batch, x, ldx, NULL)); /* y optional */
+            free(idx);
+            free(x);
+            free(y);
         }
-        CHECK_MSG(bad == 0, "batch %lld ldx %lld: %lld wrong entries", (long long)batch,
-                  (long long)ldx, (long long)bad);
-        for (int64_t b = 0; b < batch; b++) CHECK_EQ(y[b], idx[b] % 10);
-        CHECK_OK(sp_dataset_batch(d, idx, batch, x, ldx, NULL)); /* y optional */
-        free(idx);
-        free(x);
-        free(y);
+        sp_dataset_free(d);
     }
+    sp_dataset *d = random_dataset(20, 1, 28, 28, 7);
+    if (!d) return;
     /* pixel 255 is feature 1.0, pixel 0 is 0.0 */
     d->pixels[0] = 255;
     d->pixels[1] = 0;

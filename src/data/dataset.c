@@ -262,6 +262,37 @@ sp_status sp_dataset_split(const sp_dataset *d, int64_t nval, uint64_t seed, sp_
  * 64-byte line), while the GATHER_TILE source rows are read in order, each a sequential stream. */
 #define GATHER_TILE 16
 
+/* Byte j (in memory order) of a 4-byte word loaded with memcpy. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define BYTE_SHIFT(j) (8 * (3 - (j)))
+#else
+#define BYTE_SHIFT(j) (8 * (j))
+#endif
+
+/* One tile: x[f * ldx + b] = src[b][f] * scale for b < nb (<= GATHER_TILE), every f. Four
+ * features of each sample come in one 4-byte load; the b loop over the tile's words is then
+ * shift, mask, convert, multiply, store, which compilers vectorize with baseline SIMD (SSE2,
+ * NEON): about twice as fast as a byte (or table) load per value on Zen 4 at batch 64..128. */
+static void gather_tile(const uint8_t *const *src, int64_t nb, int64_t nf, float scale, float *xb,
+                        int64_t ldx) {
+    int64_t f = 0;
+    if (nb == GATHER_TILE) {
+        for (; f + 4 <= nf; f += 4) {
+            uint32_t w[GATHER_TILE];
+            for (int b = 0; b < GATHER_TILE; b++) memcpy(&w[b], src[b] + f, 4);
+            for (int j = 0; j < 4; j++) {
+                float *row = xb + (f + j) * ldx;
+                for (int b = 0; b < GATHER_TILE; b++)
+                    row[b] = (float)(int32_t)((w[b] >> BYTE_SHIFT(j)) & 255u) * scale;
+            }
+        }
+    }
+    for (; f < nf; f++) {
+        float *row = xb + f * ldx;
+        for (int64_t b = 0; b < nb; b++) row[b] = (float)src[b][f] * scale;
+    }
+}
+
 sp_status sp_dataset_batch(const sp_dataset *d, const int64_t *idx, int64_t batch, float *x,
                            int64_t ldx, int32_t *y) {
     if (!d) return sp_fail(SP_EINVAL, "dataset_batch: d is NULL");
@@ -280,22 +311,12 @@ sp_status sp_dataset_batch(const sp_dataset *d, const int64_t *idx, int64_t batc
             return sp_fail(SP_EINVAL, "dataset_batch: idx[%lld] = %lld not in [0, n = %lld)",
                            (long long)b, (long long)idx[b], (long long)d->n);
     const int64_t nf = d->features;
-    /* pixel -> feature value, once per call: the inner loop is then a load, not a convert */
-    float lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = (float)v * d->scale;
     // x (features, batch) row-major, leading dim ldx  <-  pixels (n, features), rows idx[b]
     for (int64_t b0 = 0; b0 < batch; b0 += GATHER_TILE) {
         const uint8_t *src[GATHER_TILE];
         int64_t nb = SP_MIN((int64_t)GATHER_TILE, batch - b0);
         for (int64_t b = 0; b < nb; b++) src[b] = d->pixels + idx[b0 + b] * nf;
-        float *xb = x + b0;
-        if (nb == GATHER_TILE) {
-            for (int64_t f = 0; f < nf; f++, xb += ldx)
-                for (int b = 0; b < GATHER_TILE; b++) xb[b] = lut[src[b][f]];
-        } else {
-            for (int64_t f = 0; f < nf; f++, xb += ldx)
-                for (int64_t b = 0; b < nb; b++) xb[b] = lut[src[b][f]];
-        }
+        gather_tile(src, nb, nf, d->scale, x + b0, ldx);
     }
     if (y)
         for (int64_t b = 0; b < batch; b++) y[b] = d->labels[idx[b]];

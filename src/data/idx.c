@@ -59,7 +59,7 @@ sp_status sp_idx_parse(const uint8_t *buf, size_t len, sp_idx *out) {
     if (len < header)
         return sp_fail(SP_EFORMAT, "idx: %zu bytes, shorter than the %zu-byte header of ndim %d",
                        len, header, ndim);
-    int64_t count = 1;
+    int64_t count = 1, dims[4] = {0, 0, 0, 0};
     for (int i = 0; i < ndim; i++) {
         int64_t d = be32(buf + 4 + 4 * i);
         if (d == 0)
@@ -68,16 +68,15 @@ sp_status sp_idx_parse(const uint8_t *buf, size_t len, sp_idx *out) {
             return sp_fail(SP_EOVERFLOW, "idx: product of the dimensions overflows int64 at "
                                          "dimension %d (%lld)",
                            i, (long long)d);
-        out->dims[i] = d;
+        dims[i] = d;
     }
     size_t have = len - header;
-    if ((uint64_t)count != (uint64_t)have) {
-        memset(out, 0, sizeof *out);
+    if ((uint64_t)count != (uint64_t)have)
         return sp_fail(SP_EFORMAT, "idx: header says %lld bytes of data, file has %zu (%s)",
                        (long long)count, have,
                        (uint64_t)count > (uint64_t)have ? "truncated" : "trailing bytes");
-    }
     out->ndim = ndim;
+    memcpy(out->dims, dims, sizeof dims);
     out->data = buf + header;
     out->count = count;
     return SP_OK;
@@ -124,7 +123,8 @@ static sp_status reader_read(reader *r, uint8_t *dst, size_t n, size_t *got) {
 }
 
 /* Reads r to its end into a buffer that starts at `hint` bytes and doubles, so its size follows
- * the real content and never exceeds max_bytes + 1 (one byte over tells "too large"). */
+ * the real content and never exceeds max_bytes + 1 (one byte over tells "too large"). While
+ * growing, the old and the new buffer are both live: at most 1.5 x (max_bytes + 1) in all. */
 static sp_status read_all(reader *r, size_t hint, size_t max_bytes, bool gz, uint8_t **bytes,
                           size_t *len) {
     size_t limit = max_bytes < SIZE_MAX ? max_bytes + 1 : SIZE_MAX;
