@@ -9,7 +9,7 @@
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
 #   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
 #                   SPARROW_ISA=scalar, and under ASan+UBSan
-#   make test-noblas  build without BLAS, OpenMP or zlib (libc + libm only) and run the suite
+#   make test-noblas  build without BLAS, threads or zlib (libc + libm only) and run the suite
 #   make test-install install into a temporary prefix; build and run a consumer through
 #                   find_package(sparrow) and pkg-config (shared and static)
 #   make fuzz       build the libFuzzer targets (clang, ASan+UBSan) and run each for
@@ -57,14 +57,14 @@ test-asan: deps
 NOBLAS_BINS := build-noblas/sparrow_tests build-noblas/sparrow build-noblas/libsparrow.so
 
 test-noblas: deps
-	@$(CMAKE) -S . -B build-noblas -DSPARROW_BLAS=OFF -DSPARROW_OPENMP=OFF -DSPARROW_ZLIB=OFF \
+	@$(CMAKE) -S . -B build-noblas -DSPARROW_BLAS=OFF -DSPARROW_THREADS=OFF -DSPARROW_ZLIB=OFF \
 	    >/dev/null
 	@$(CMAKE) --build build-noblas -j $(JOBS)
 	@echo "== libraries of the libc + libm build"
 	@ldd $(NOBLAS_BINS)
 	@if ldd $(NOBLAS_BINS) | grep -Ei '^[[:space:]]+[^[:space:]]*(blas|lapack|gomp|libomp|iomp)'; \
 	then echo "test-noblas: OpenBLAS or an OpenMP runtime is linked" >&2; exit 1; fi
-	@echo "== suite without BLAS and OpenMP"
+	@echo "== suite without BLAS, threads and zlib"
 	@./build-noblas/sparrow_tests
 
 # qemu-user runs the aarch64 binaries; the cross libc and libgomp live under the prefix.
@@ -128,7 +128,7 @@ FUZZ_CC := $(if $(wildcard build-fuzz/CMakeCache.txt),,CC=clang)
 fuzz:
 	@$(DEPS) fuzz
 	@$(FUZZ_CC) $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARROW_SANITIZE=ON \
-	    -DSPARROW_BLAS=OFF -DSPARROW_OPENMP=OFF -DSPARROW_ZLIB=OFF -DSPARROW_BUILD_CLI=OFF \
+	    -DSPARROW_BLAS=OFF -DSPARROW_THREADS=OFF -DSPARROW_ZLIB=OFF -DSPARROW_BUILD_CLI=OFF \
 	    -DSPARROW_BUILD_TESTS=OFF -DSPARROW_BUILD_FUZZ=ON >/dev/null
 	@$(CMAKE) --build build-fuzz -j $(JOBS) --target fuzz_targets
 	@for t in $(FUZZ_TARGETS); do \

@@ -140,9 +140,9 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Two thread pools share this process: OpenMP's (sparrow) and OpenBLAS's. After a call each
- * pool's idle workers spin for a while (libgomp ~300k spins, OpenBLAS up to 2^28 cycles, about
- * 70 ms here) before they sleep, and a spinning pool steals the core the other pool's next run needs
+/* Two thread pools share this process: sparrow's and OpenBLAS's. After a call each pool's idle
+ * workers spin for a while (sparrow's ~40 us, OpenBLAS up to 2^28 cycles, about 70 ms here;
+ * this was measured with libgomp's ~300k spins before sparrow had its own pool) before they sleep, and a spinning pool steals the core the other pool's next run needs
  * (measured at 2 threads: 3072x768 batch 128 took 8.0 ms instead of 0.5 when run right after
  * OpenBLAS). So the benchmark pauses between the blocks of one side and the other until the
  * idle side sleeps; within a block each side keeps its own default, warm behaviour. */

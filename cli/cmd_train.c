@@ -301,8 +301,9 @@ static void on_report(const sp_train_report *r, void *user) {
     if (!p->quiet) {
         FILE *f = p->json ? stderr : stdout;
         if (p->tty) fprintf(stderr, "\r%*s\r", 100, "");
-        fprintf(f, "epoch %lld/%lld  loss %.4f  acc %.2f%%", (long long)r->epoch + 1,
-                (long long)r->epochs, r->loss, 100.0 * r->accuracy);
+        fprintf(f, "epoch %lld/%lld%s  loss %.4f  acc %.2f%%", (long long)r->epoch + 1,
+                (long long)r->epochs, r->partial ? " (stopped by --steps)" : "", r->loss,
+                100.0 * r->accuracy);
         if (!isnan(r->val_loss))
             fprintf(f, "  val_loss %.4f  val_acc %.2f%%", r->val_loss, 100.0 * r->val_accuracy);
         fprintf(f, "  lr %.3g  %.0f samples/s  %.1fs  ETA %s\n", (double)r->lr,

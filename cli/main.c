@@ -33,7 +33,7 @@ static int cmd_info(void) {
     printf("sparrow %s\n", sp_version());
     printf("isa: best %s, active %s\n", sp_isa_name(sp_isa_best()), sp_isa_name(sp_isa_active()));
     printf("threads: %d available, %s\n", sp_threads_available(),
-           sp_threads_enabled() ? "OpenMP" : "single-threaded build");
+           sp_threads_enabled() ? "thread pool" : "single-threaded build");
     printf("dense gemm: %s\n", sp_gemm_backend());
     static const char *fams[] = {"csr_spmm", "csr_spmm_t", "csr_sddmm", "bsr_spmm", "bsr_spmm_t",
                                  "bsr_sddmm", "nm_spmm", "nm_spmm_t", "nm_sddmm"};

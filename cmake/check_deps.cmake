@@ -1,5 +1,5 @@
 # check_deps.cmake - run after a binary is linked (cmake -P): fails the build when the binary
-# needs a shared library it must not, so that a BLAS-free or OpenMP-free build cannot quietly
+# needs a shared library it must not, so that a BLAS-free build cannot quietly
 # pick up OpenBLAS or libgomp (DESIGN.md: the inference runtime builds with libc and libm alone).
 #
 # Inputs (-D): OBJDUMP, FILE, FORBID and ALLOW: regexes separated by ",". A NEEDED entry fails
@@ -46,7 +46,7 @@ if(bad)
   file(REMOVE "${FILE}")
   message(FATAL_ERROR
     "\n*** sparrow: ${name} links ${bad}, which this configuration excludes "
-    "(SPARROW_BLAS=${BLAS}, SPARROW_OPENMP=${OPENMP}).\n"
-    "*** SPARROW_BLAS=OFF allows no BLAS, SPARROW_OPENMP=OFF no OpenMP runtime, and both OFF "
+    "(SPARROW_BLAS=${BLAS}, SPARROW_THREADS=${THREADS}).\n"
+    "*** SPARROW_BLAS=OFF allows no BLAS, no build an OpenMP runtime, BLAS and threads OFF "
     "nothing but libc and libm. Find what pulled it in.\n")
 endif()

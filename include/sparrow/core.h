@@ -155,7 +155,7 @@ const char *sp_isa_env_warning(void);
 
 /* Number of hardware threads, >= 1. */
 int sp_threads_available(void);
-/* True if this build runs kernels on several threads (OpenMP). */
+/* True if this build runs kernels on several threads (its own pthread pool). */
 bool sp_threads_enabled(void);
 
 /* ---- version ------------------------------------------------------------------------------- */

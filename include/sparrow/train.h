@@ -165,7 +165,8 @@ typedef struct sp_train_report {
     double epoch_seconds;          /* training time of this epoch so far */
     double eta_seconds;            /* estimate for the rest of the run */
     float lr;                      /* learning rate of the last step */
-    bool epoch_done;
+    bool epoch_done;               /* end of an epoch, or of a run stopped by max_steps */
+    bool partial;                  /* epoch_done because max_steps stopped the run mid-epoch */
     double val_loss, val_accuracy; /* NAN without a validation set or before the epoch ends */
 } sp_train_report;
 

@@ -69,7 +69,7 @@ static void gemm_task(void *vctx, int64_t task) {
 #endif
 
 #if defined(SPARROW_HAVE_CBLAS)
-/* Threads for CBLAS. OpenBLAS's own pool and sparrow's OpenMP pool would fight over the cores
+/* Threads for CBLAS. OpenBLAS's own pool and sparrow's pool would fight over the cores
  * (both spin while waiting), and OpenBLAS's split depends on its thread count. So OpenBLAS
  * runs single-threaded and sparrow splits C into tasks whose boundaries depend only on the
  * sizes: every element is computed by the same single-threaded call whatever the number of

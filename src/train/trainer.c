@@ -129,6 +129,17 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
         float lr = 0.0f;
         for (; state->batch_index < batches; state->batch_index++) {
             if (opts->max_steps > 0 && state->step >= opts->max_steps) {
+                if (opts->callback && seen > 0) {
+                    sp_train_report r = {
+                        .epoch = state->epoch, .epochs = opts->epochs,
+                        .batch_index = state->batch_index, .batches = batches,
+                        .step = state->step, .loss = loss_sum / (double)seen,
+                        .accuracy = (double)right / (double)seen,
+                        .samples_per_second = epoch_time > 0 ? (double)seen / epoch_time : 0.0,
+                        .epoch_seconds = epoch_time, .lr = lr, .epoch_done = true,
+                        .partial = true, .val_loss = NAN, .val_accuracy = NAN};
+                    opts->callback(&r, opts->user);
+                }
                 st = SP_OK;
                 goto done;
             }
