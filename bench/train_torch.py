@@ -24,7 +24,9 @@ batch? So this script is meant to be the fastest fair PyTorch loop, not a typica
   O:B (torch/OpenMP O threads, OpenBLAS B threads); default 1, 2, 2:1 and 1:2. torch's threads
   (OpenMP) run oneDNN convolutions and element-wise ops (ReLU, Adam); its Linear layers call
   OpenBLAS sgemm, whose pthread build has its own threads: openblas_set_num_threads is called on
-  the OpenBLAS that torch loaded, since otherwise it uses every core whatever torch says.
+  the OpenBLAS that torch loaded, since otherwise it uses every core whatever torch says. Out of
+  the box, torch on this machine runs 1:2 (torch.get_num_threads() is 1, OpenBLAS takes both
+  cores), and that was the fastest lenet300 setting measured (~54k samples/s, quiet machine).
 - OpenMP wait policy: libgomp's default lets idle workers spin for a while; on this shared
   2-core machine a 2-thread torch then collapses whenever another process takes a core
   (measured: 0.5-8k samples/s instead of 15-39k for lenet300), while OMP_WAIT_POLICY=PASSIVE
