@@ -24,13 +24,16 @@ batch? So this script is meant to be the fastest fair PyTorch loop, not a typica
   O:B (torch/OpenMP O threads, OpenBLAS B threads); default 1, 2, 2:1 and 1:2. torch's threads
   (OpenMP) run oneDNN convolutions and element-wise ops (ReLU, Adam); its Linear layers call
   OpenBLAS sgemm, whose pthread build has its own threads: openblas_set_num_threads is called on
-  the OpenBLAS that torch loaded, since otherwise it uses every core whatever torch says.
-- OpenMP wait policy: libgomp's default lets idle workers spin; on this shared 2-core machine a
-  2-thread torch then collapses whenever another process takes a core (measured: 1-8k samples/s
-  instead of 25-39k for lenet300), while OMP_WAIT_POLICY=PASSIVE keeps it near the 1-thread
-  speed. libgomp reads the policy once, so each policy of --omp-wait-policy (default passive,
-  active) runs in its own worker process. The best (threads, policy) pair is reported last: that
-  is PyTorch "in its fastest thread setting on this machine".
+  the OpenBLAS that torch loaded, since otherwise it uses every core whatever torch says. Out of
+  the box, torch on this machine runs 1:2 (torch.get_num_threads() is 1, OpenBLAS takes both
+  cores), and that was the fastest lenet300 setting measured (~54k samples/s, quiet machine).
+- OpenMP wait policy: libgomp's default lets idle workers spin for a while; on this shared
+  2-core machine a 2-thread torch then collapses whenever another process takes a core
+  (measured: 0.5-8k samples/s instead of 15-39k for lenet300), while OMP_WAIT_POLICY=PASSIVE
+  keeps it near the 1-thread speed (ACTIVE is worse still: idle workers never stop spinning).
+  libgomp reads the policy once, so each (policy, thread setting) pair runs in its own worker
+  process (policies: --omp-wait-policy, default passive and unset, i.e. libgomp's default). The
+  best pair is reported last: that is PyTorch "in its fastest thread setting on this machine".
 
 Output: one JSON line per (policy, thread setting)
   {"peer": "pytorch", "torch_version", "model", "batch", "optimizer", "threads", "torch_threads",
@@ -91,9 +94,9 @@ def parse_args(argv):
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                     help="folder with the four Fashion-MNIST IDX .gz files")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--omp-wait-policy", default="passive,active",
-                    help="comma-separated OpenMP wait policies to try, each in its own process: "
-                         "passive, active, unset (libgomp's default) (default passive,active)")
+    ap.add_argument("--omp-wait-policy", default="passive,unset",
+                    help="comma-separated OpenMP wait policies to try: passive, active, unset "
+                         "(libgomp's default: spin a while, then sleep) (default passive,unset)")
     ap.add_argument("--keep-openblas-env", action="store_true",
                     help="do not drop OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -337,14 +340,17 @@ def main(argv):
                 blas_summary(torch, openblas, openblas_path))
         return 0
 
-    # Coordinator: one worker per OpenMP wait policy for the timing, then the best setting wins
-    # and (--test) a worker with that setting trains for the accuracy.
+    # Coordinator: one worker process per (OpenMP wait policy, thread setting), so that no setting
+    # inherits the thread pools of another (with OMP_WAIT_POLICY=ACTIVE, the workers of a 2-thread
+    # team would spin on a core for the rest of the process); then the best setting wins and
+    # (--test) a worker with that setting trains for the accuracy.
     base = strip_options(argv, ("--threads", "--omp-wait-policy", "--test", "--worker"))
     results = []
     for policy in args.omp_wait_policy:
-        results += [r for r in run_worker(base + ["--threads", args.threads_arg], policy,
-                                            args.keep_openblas_env)
-                    if "samples_per_second" in r]
+        for spec in args.threads_arg.split(","):
+            results += [r for r in run_worker(base + ["--threads", spec.strip()], policy,
+                                                args.keep_openblas_env)
+                        if "samples_per_second" in r]
     if results:
         best = max(results, key=lambda r: r["samples_per_second"])
         print(json.dumps({"best_threads": best["threads"],
