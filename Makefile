@@ -37,8 +37,11 @@ test: deps
 	@$(MAKE) --no-print-directory test-plain test-scalar test-asan
 
 test-plain: build
+	@$(DEPS) data
 	@echo "== suite (isa: best available)"
 	@./build/sparrow_tests
+	@echo "== the command-line tool end to end (tests/cli_check.sh)"
+	@tests/cli_check.sh build
 
 test-scalar: build
 	@echo "== suite with SPARROW_ISA=scalar"

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# cli_check.sh - the command-line tool end to end on real data (Fashion-MNIST, small models):
+#   - two runs with the same seed write byte-identical model files, on 1 and on 2 threads;
+#   - a run killed (SIGKILL) mid-epoch and resumed with --resume ends byte-identical to an
+#     uninterrupted one;
+#   - bad input (unknown data, malformed IDX, unknown model, bad config, corrupt model file,
+#     bad options) gives a clear message and a non-zero exit, and never replaces a good file.
+# Usage: tests/cli_check.sh BUILD_DIR
+set -euo pipefail
+bin=${1:-build}/sparrow
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+pass() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+
+# a small, fast run: 2 epochs of a 784-32-10 MLP with dropout, checkpoints every 40 steps
+cat >"$tmp/m.cfg" <<'CFG'
+flatten
+linear out=32
+relu
+dropout p=0.1
+linear out=classes
+CFG
+train() { "$bin" train --model "$tmp/m.cfg" --epochs 2 --batch 64 --seed 7 --quiet "$@"; }
+
+train --threads 1 --out "$tmp/a.sparrow"
+train --threads 1 --out "$tmp/b.sparrow"
+train --threads 2 --out "$tmp/c.sparrow"
+if cmp -s "$tmp/a.sparrow" "$tmp/b.sparrow"; then pass "same seed, same bytes"; else fail "same seed, same bytes"; fi
+if cmp -s "$tmp/a.sparrow" "$tmp/c.sparrow"; then pass "1 and 2 threads, same bytes"; else fail "1 and 2 threads, same bytes"; fi
+
+# killed mid-epoch: wait for the first periodic checkpoint, then SIGKILL
+train --threads 2 --out "$tmp/k.sparrow" --checkpoint-every 40 &
+pid=$!
+for _ in $(seq 1 400); do [ -s "$tmp/k.sparrow" ] && break; sleep 0.01; done
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+if [ ! -s "$tmp/k.sparrow" ]; then
+  fail "kill and resume: no checkpoint appeared"
+elif cmp -s "$tmp/k.sparrow" "$tmp/a.sparrow"; then
+  fail "kill and resume: the run ended before it was killed (make the run longer)"
+else
+  "$bin" train --resume "$tmp/k.sparrow" --threads 1 --quiet --out "$tmp/k.sparrow"
+  if cmp -s "$tmp/k.sparrow" "$tmp/a.sparrow"; then pass "killed mid-epoch and resumed: same bytes"
+  else fail "killed mid-epoch and resumed: same bytes"; fi
+fi
+
+# bad input: non-zero exit, a message naming the problem, the good file untouched
+expect_fail() { # name, needle, command...
+  local name=$1 needle=$2
+  shift 2
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ] && grep -qF -- "$needle" <<<"$out"; then pass "$name"
+  else fail "$name (exit $rc): $out"; fi
+}
+cp "$tmp/a.sparrow" "$tmp/good.sparrow"
+mkdir -p "$tmp/idx"
+expect_fail "unknown data" "idx:DIR" "$bin" train --model lenet300 --data mnist --out "$tmp/good.sparrow"
+expect_fail "missing IDX files" "$tmp/idx" "$bin" train --model lenet300 --data "idx:$tmp/idx" --out "$tmp/good.sparrow"
+printf '\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x1c\x00\x00\x00\x1c' >"$tmp/idx/train-images-idx3-ubyte"
+printf '\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02' >"$tmp/idx/train-labels-idx1-ubyte"
+cp "$tmp/idx/train-images-idx3-ubyte" "$tmp/idx/t10k-images-idx3-ubyte"
+cp "$tmp/idx/train-labels-idx1-ubyte" "$tmp/idx/t10k-labels-idx1-ubyte"
+expect_fail "truncated IDX" "bytes" "$bin" train --model lenet300 --data "idx:$tmp/idx" --out "$tmp/good.sparrow"
+expect_fail "unknown model" "unknown model spec 'lenet7'" "$bin" train --model lenet7 --out "$tmp/good.sparrow"
+printf 'linear out=10\nconv9d k=3\n' >"$tmp/bad.cfg"
+expect_fail "unknown layer in a config" "line 2: unknown layer 'conv9d'" "$bin" train --model "$tmp/bad.cfg" --out "$tmp/good.sparrow"
+printf 'conv2d out=4 k=40\n' >"$tmp/shape.cfg"
+expect_fail "impossible shape in a config" "conv2d" "$bin" train --model "$tmp/shape.cfg" --out "$tmp/good.sparrow"
+head -c 1000 "$tmp/a.sparrow" >"$tmp/trunc.sparrow"
+expect_fail "truncated model file" "CRC-32" "$bin" eval --model "$tmp/trunc.sparrow"
+expect_fail "truncated checkpoint to resume" "CRC-32" "$bin" train --resume "$tmp/trunc.sparrow" --out "$tmp/good.sparrow"
+expect_fail "missing model file" "cannot open" "$bin" eval --model "$tmp/nothing.sparrow"
+expect_fail "bad option value" "--lr expects a number" "$bin" train --model lenet300 --lr fast
+expect_fail "option that cannot change on resume" "cannot be given with --resume" "$bin" train --resume "$tmp/a.sparrow" --lr 0.1
+if cmp -s "$tmp/good.sparrow" "$tmp/a.sparrow"; then pass "a failed run leaves the model file untouched"
+else fail "a failed run leaves the model file untouched"; fi
+out=$("$bin" eval --model "$tmp/a.sparrow" --json)
+if grep -q '"test_accuracy":0\.[5-9]' <<<"$out"; then pass "eval --json"; else fail "eval --json: $out"; fi
+
+echo "cli_check: $fails failed"
+[ "$fails" -eq 0 ]
