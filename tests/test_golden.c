@@ -401,3 +401,29 @@ TEST(golden_activations_match_pytorch) {
     free(want);
     fixture_free(&f);
 }
+
+TEST(golden_cnn_matches_pytorch) {
+    /* conv + BatchNorm2d + depthwise-separable block + max and average pooling */
+    static const golden_case gc = {
+        .file = "cnn.bin",
+        .config = "conv2d out=4 k=3 pad=1 bias=0\nbatchnorm\nrelu\n"
+                  "conv2d out=4 k=3 stride=2 pad=1 groups=4 bias=0\nbatchnorm\nrelu\n"
+                  "conv2d out=8 k=1\nrelu\nmaxpool k=2\navgpool k=2\nflatten\nlinear out=classes\n",
+        .in = {1, 8, 8}, .classes = 10, .T = 1, .C = 10, .in_T = 1, .in_C = 64,
+        .params = {"0.weight", "1.weight", "1.bias", "3.weight", "4.weight", "4.bias", "6.weight",
+                   "6.bias", "11.weight", "11.bias", NULL},
+        .buffers = {"1.running_mean", "1.running_var", "4.running_mean", "4.running_var", NULL}};
+    replay_case(&gc);
+}
+
+TEST(golden_cnn2_matches_pytorch) {
+    /* grouped (non-depthwise) convolution on odd sizes, BatchNorm1d after flatten */
+    static const golden_case gc = {
+        .file = "cnn2.bin",
+        .config = "conv2d out=6 k=3 stride=2 pad=1 groups=2 bias=0\nmaxpool k=2 stride=2\n"
+                  "flatten\nbatchnorm\nlinear out=classes\n",
+        .in = {2, 7, 7}, .classes = 5, .T = 1, .C = 5, .in_T = 1, .in_C = 98,
+        .params = {"0.weight", "3.weight", "3.bias", "4.weight", "4.bias", NULL},
+        .buffers = {"3.running_mean", "3.running_var", NULL}};
+    replay_case(&gc);
+}
