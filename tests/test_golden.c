@@ -427,3 +427,24 @@ TEST(golden_cnn2_matches_pytorch) {
         .buffers = {"3.running_mean", "3.running_var", NULL}};
     replay_case(&gc);
 }
+
+TEST(golden_transformer_matches_pytorch) {
+    /* token + position embeddings, pre-norm causal attention and GELU MLP blocks, final norm,
+     * a head over every position; cross-entropy over all B*T tokens. The fixture's key
+     * projection has no bias (tests/golden/README.md: its gradient is zero in exact
+     * arithmetic); sparrow's attention has one, held at zero and not compared. */
+    static const golden_case gc = {
+        .file = "transformer.bin",
+        .config = "embedding vocab=11 dim=8\nposembed\n"
+                  "residual {\n layernorm\n attention heads=2\n}\n"
+                  "residual {\n layernorm\n linear out=32\n gelu\n linear out=8\n}\n"
+                  "layernorm\nlinear out=classes\n",
+        .in = {1, 1, 5}, .classes = 11, .T = 5, .C = 11, .in_T = 5, .in_C = 1,
+        .int_input = true,
+        .params = {"tok_emb.weight", "pos_emb.weight", "ln1.weight", "ln1.bias",
+                   "attn.q.weight", "attn.q.bias", "attn.k.weight", "0:8", "attn.v.weight",
+                   "attn.v.bias", "attn.o.weight", "attn.o.bias", "ln2.weight", "ln2.bias",
+                   "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "lnf.weight",
+                   "lnf.bias", "head.weight", "head.bias", NULL}};
+    replay_case(&gc);
+}

@@ -10,12 +10,13 @@
 
 #include "kernel_table.h"
 
-#if defined(__x86_64__)
+/* SPARROW_PORTABLE_KERNELS leaves out the ISA variants (the fuzz build: portable C only) */
+#if defined(__x86_64__) && !defined(SPARROW_PORTABLE_KERNELS)
 #define X86(...) __VA_ARGS__,
 #else
 #define X86(...)
 #endif
-#if defined(__aarch64__)
+#if defined(__aarch64__) && !defined(SPARROW_PORTABLE_KERNELS)
 #define ARM(...) __VA_ARGS__,
 #else
 #define ARM(...)
