@@ -24,6 +24,7 @@ static const struct {
     {"avgpool", sp_avgpool_create},
     {"globalavgpool", sp_globalavgpool_create},
     {"batchnorm", sp_batchnorm_create},
+    {"layernorm", sp_layernorm_create},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])
