@@ -25,6 +25,8 @@ static const struct {
     {"globalavgpool", sp_globalavgpool_create},
     {"batchnorm", sp_batchnorm_create},
     {"layernorm", sp_layernorm_create},
+    {"embedding", sp_embedding_create},
+    {"posembed", sp_posembed_create},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])
