@@ -27,6 +27,7 @@ static const struct {
     {"layernorm", sp_layernorm_create},
     {"embedding", sp_embedding_create},
     {"posembed", sp_posembed_create},
+    {"attention", sp_attention_create},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])
