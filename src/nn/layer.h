@@ -138,5 +138,6 @@ sp_status sp_layernorm_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **o
 sp_status sp_embedding_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_posembed_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_attention_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_tokens_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 
 #endif

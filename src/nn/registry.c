@@ -28,6 +28,7 @@ static const struct {
     {"embedding", sp_embedding_create},
     {"posembed", sp_posembed_create},
     {"attention", sp_attention_create},
+    {"tokens", sp_tokens_create},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])
