@@ -62,10 +62,43 @@ enum { WQ = 0, WK = 1, WV = 2, WO = 3 };
 static inline void vzero(int64_t n, float *restrict y) {
     for (int64_t b = 0; b < n; b++) y[b] = 0.0f;
 }
-/* y += a .* x */
-static inline void vfma(int64_t n, float *restrict y, const float *restrict a,
-                        const float *restrict x) {
-    for (int64_t b = 0; b < n; b++) y[b] += a[b] * x[b];
+
+#define MAC_CHUNK 16 /* sequences per register-held accumulator block */
+
+/* out[u] = scale * sum_{r < nr} a[r*sa + u] b[r*sb + u] for u < n: a multiply-accumulate over
+ * nr row pairs, r in order, for n sequences side by side. Blocks of MAC_CHUNK sequences keep
+ * their sums in registers. */
+static void mac_rows(int64_t nr, const float *restrict a, int64_t sa, const float *restrict b,
+                     int64_t sb, float scale, float *restrict out, int64_t n) {
+    int64_t u0 = 0;
+    for (; u0 + MAC_CHUNK <= n; u0 += MAC_CHUNK) {
+        float acc[MAC_CHUNK] = {0};
+        for (int64_t r = 0; r < nr; r++) {
+            const float *ar = a + r * sa + u0, *br = b + r * sb + u0;
+            for (int u = 0; u < MAC_CHUNK; u++) acc[u] += ar[u] * br[u];
+        }
+        for (int u = 0; u < MAC_CHUNK; u++) out[u0 + u] = acc[u] * scale;
+    }
+    if (u0 == n) return;
+    const int64_t rest = n - u0;
+    float acc[MAC_CHUNK] = {0};
+    for (int64_t r = 0; r < nr; r++) {
+        const float *ar = a + r * sa + u0, *br = b + r * sb + u0;
+        for (int64_t u = 0; u < rest; u++) acc[u] += ar[u] * br[u];
+    }
+    for (int64_t u = 0; u < rest; u++) out[u0 + u] = acc[u] * scale;
+}
+
+/* sum of r[0..n) in a fixed order that vectorizes: MAC_CHUNK interleaved partial sums, then
+ * those in order, then the tail */
+static float fixed_sum(const float *restrict r, int64_t n) {
+    float acc[MAC_CHUNK] = {0}, s = 0.0f;
+    int64_t j = 0;
+    for (; j + MAC_CHUNK <= n; j += MAC_CHUNK)
+        for (int u = 0; u < MAC_CHUNK; u++) acc[u] += r[j + u];
+    for (int u = 0; u < MAC_CHUNK; u++) s += acc[u];
+    for (; j < n; j++) s += r[j];
+    return s;
 }
 
 /* ---- per-(head, row) tasks ------------------------------------------------------------------- */
@@ -85,20 +118,15 @@ static void fwd_task(void *vctx, int64_t task) {
     float *prow = L->p + (h * T + t) * T * B;
     float *mx = L->stat + (h * T + t) * B, *sum = mx + L->heads * T * B;
     /* S[t, s] = q(t) . k(s) * scale, dh steps over the B sequences */
-    for (int64_t s = 0; s <= smax; s++) {
-        float *ps = prow + s * B;
-        vzero(B, ps);
-        for (int64_t i = 0; i < dh; i++) {
-            const int64_t row = (h * dh + i) * cols;
-            vfma(B, ps, L->q + row + t * B, L->k + row + s * B);
-        }
-        for (int64_t b = 0; b < B; b++) ps[b] *= c->scale;
-    }
+    const int64_t head = h * dh * cols;
+    for (int64_t s = 0; s <= smax; s++)
+        mac_rows(dh, L->q + head + t * B, cols, L->k + head + s * B, cols, c->scale,
+                 prow + s * B, B);
     /* softmax over s <= smax, per sequence */
     memcpy(mx, prow, sizeof(float) * (size_t)B);
     for (int64_t s = 1; s <= smax; s++) {
         const float *ps = prow + s * B;
-        for (int64_t b = 0; b < B; b++) mx[b] = fmaxf(mx[b], ps[b]);
+        for (int64_t b = 0; b < B; b++) mx[b] = ps[b] > mx[b] ? ps[b] : mx[b];
     }
     vzero(B, sum);
     for (int64_t s = 0; s <= smax; s++) {
@@ -116,10 +144,8 @@ static void fwd_task(void *vctx, int64_t task) {
     if (smax + 1 < T) vzero((T - 1 - smax) * B, prow + (smax + 1) * B);
     /* o(t) = sum_s P[t, s] v(s) */
     for (int64_t i = 0; i < dh; i++) {
-        const int64_t row = (h * dh + i) * cols;
-        float *oi = L->o + row + t * B;
-        vzero(B, oi);
-        for (int64_t s = 0; s <= smax; s++) vfma(B, oi, prow + s * B, L->v + row + s * B);
+        const int64_t row = head + i * cols;
+        mac_rows(smax + 1, prow, B, L->v + row, B, 1.0f, L->o + row + t * B, B);
     }
 }
 
@@ -133,17 +159,12 @@ static void bwd_query_task(void *vctx, int64_t task) {
     float *dsrow = L->ds + (h * T + t) * T * B;
     float *rd = L->stat + (h * T + t) * B;
     /* dP[t, s] = dO(t) . v(s) */
-    for (int64_t s = 0; s <= smax; s++) {
-        float *dps = dsrow + s * B;
-        vzero(B, dps);
-        for (int64_t i = 0; i < dh; i++) {
-            const int64_t row = (h * dh + i) * cols;
-            vfma(B, dps, L->dout + row + t * B, L->v + row + s * B);
-        }
-    }
+    const int64_t head = h * dh * cols;
+    for (int64_t s = 0; s <= smax; s++)
+        mac_rows(dh, L->dout + head + t * B, cols, L->v + head + s * B, cols, 1.0f, dsrow + s * B,
+                 B);
     /* softmax backward: dS = P (dP - sum_s P dP), times the score scale */
-    vzero(B, rd);
-    for (int64_t s = 0; s <= smax; s++) vfma(B, rd, prow + s * B, dsrow + s * B);
+    mac_rows(smax + 1, prow, B, dsrow, B, 1.0f, rd, B);
     for (int64_t s = 0; s <= smax; s++) {
         const float *ps = prow + s * B;
         float *dps = dsrow + s * B;
@@ -151,10 +172,8 @@ static void bwd_query_task(void *vctx, int64_t task) {
     }
     /* dq(t) = sum_s dS[t, s] k(s) */
     for (int64_t i = 0; i < dh; i++) {
-        const int64_t row = (h * dh + i) * cols;
-        float *dqi = L->dq + row + t * B;
-        vzero(B, dqi);
-        for (int64_t s = 0; s <= smax; s++) vfma(B, dqi, dsrow + s * B, L->k + row + s * B);
+        const int64_t row = head + i * cols;
+        mac_rows(smax + 1, dsrow, B, L->k + row, B, 1.0f, L->dq + row + t * B, B);
     }
 }
 
@@ -167,13 +186,10 @@ static void bwd_key_task(void *vctx, int64_t task) {
     const float *pcol = L->p + (h * T * T + s) * B, *dscol = L->ds + (h * T * T + s) * B;
     for (int64_t i = 0; i < dh; i++) {
         const int64_t row = (h * dh + i) * cols;
-        float *dki = L->dk + row + s * B, *dvi = L->dv + row + s * B;
-        vzero(B, dki);
-        vzero(B, dvi);
-        for (int64_t t = tmin; t < T; t++) {
-            vfma(B, dki, dscol + t * T * B, L->q + row + t * B);
-            vfma(B, dvi, pcol + t * T * B, L->dout + row + t * B);
-        }
+        mac_rows(T - tmin, dscol + tmin * T * B, T * B, L->q + row + tmin * B, B, 1.0f,
+                 L->dk + row + s * B, B);
+        mac_rows(T - tmin, pcol + tmin * T * B, T * B, L->dout + row + tmin * B, B, 1.0f,
+                 L->dv + row + s * B, B);
     }
 }
 
@@ -193,12 +209,7 @@ static sp_status project(const attention_layer *L, int which, const float *x, fl
 static sp_status project_grad(const attention_layer *L, int which, const float *x,
                               const float *dy, int64_t cols, int nthreads) {
     float *dw = L->base.grad + w_off(L, which), *db = L->base.grad + b_off(L, which);
-    for (int64_t i = 0; i < L->d; i++) {
-        const float *r = dy + i * cols;
-        float s = 0.0f;
-        for (int64_t j = 0; j < cols; j++) s += r[j];
-        db[i] += s;
-    }
+    for (int64_t i = 0; i < L->d; i++) db[i] += fixed_sum(dy + i * cols, cols);
     return sp_sgemm(false, true, L->d, L->d, cols, 1.0f, dy, cols, x, cols, 1.0f, dw, L->d,
                     nthreads);
 }
@@ -315,6 +326,10 @@ sp_status sp_attention_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **o
         !sp_mul_i64(heads * in.w, in.w, &probs) || probs > ((int64_t)1 << 31))
         return sp_fail(SP_ESHAPE, "config line %d (attention): d=%lld, T=%lld, heads=%lld is "
                        "too large", a->line, (long long)in.c, (long long)in.w, (long long)heads);
+    if (4 * (wcount + in.c) > b->max_params)
+        return sp_fail(SP_EFORMAT, "config line %d (attention): 4 projections of %lld x %lld "
+                       "exceed the budget of %lld parameters", a->line, (long long)in.c,
+                       (long long)in.c, (long long)b->max_params);
     attention_layer *L = sp_layer_alloc(sizeof *L, &attention_vt, in);
     if (!L) return SP_ENOMEM;
     L->d = in.c;

@@ -10,8 +10,9 @@
  *     backward  g_kj = dy_kj gamma_k
  *               dx_kj = r_j (g_kj - 1/c sum_k' g_k'j - xh_kj 1/c sum_k' g_k'j xh_k'j)
  *               dgamma_k += sum_j dy_kj xh_kj     dbeta_k += sum_j dy_kj
- * Sums run in float in a fixed order (channels in order for the per-column sums, columns in
- * order for the per-channel ones), so results do not depend on the thread count.
+ * Sums run in float in a fixed order (channels in order for the per-column sums; 16
+ * interleaved partial sums over the columns, then combined in order, for the per-channel ones),
+ * so results do not depend on the thread count or the vector width.
  *
  * Parameters in the arena: gamma (c, init 1), then beta (c, init 0). The forward pass keeps
  * mu and r of each column for backward.
@@ -26,6 +27,7 @@
 #include "../core/internal.h"
 
 #define LN_EPS_DEFAULT 1e-5
+#define LN_LANES 16 /* partial sums of the per-channel gradient reductions */
 
 typedef struct layernorm_layer {
     sp_layer base;
@@ -94,16 +96,29 @@ static sp_status layernorm_backward(sp_layer *l, const sp_run *run, const float 
     for (int64_t k = 0; k < c; k++) {
         const float *xk = x + k * cols, *dyk = dy + k * cols;
         const float g = gamma[k];
-        float dg = 0.0f, db = 0.0f;
-        for (int64_t j = 0; j < cols; j++) {
+        /* dgamma/dbeta sums in LN_LANES interleaved partial sums (vectorizable, fixed order) */
+        float dg[LN_LANES] = {0}, db[LN_LANES] = {0};
+        int64_t j0 = 0;
+        for (; j0 + LN_LANES <= cols; j0 += LN_LANES)
+            for (int u = 0; u < LN_LANES; u++) {
+                const int64_t j = j0 + u;
+                float xh = (xk[j] - mu[j]) * r[j];
+                dg[u] += dyk[j] * xh;
+                db[u] += dyk[j];
+                s1[j] += dyk[j] * g;
+                s2[j] += dyk[j] * g * xh;
+            }
+        float sg = 0.0f, sb = 0.0f;
+        for (int u = 0; u < LN_LANES; u++) sg += dg[u], sb += db[u];
+        for (int64_t j = j0; j < cols; j++) {
             float xh = (xk[j] - mu[j]) * r[j];
-            dg += dyk[j] * xh;
-            db += dyk[j];
+            sg += dyk[j] * xh;
+            sb += dyk[j];
             s1[j] += dyk[j] * g;
             s2[j] += dyk[j] * g * xh;
         }
-        dgamma[k] += dg;
-        dbeta[k] += db;
+        dgamma[k] += sg;
+        dbeta[k] += sb;
     }
     if (!dx) return SP_OK;
     for (int64_t j = 0; j < cols; j++) s1[j] *= inv_c, s2[j] *= inv_c;
@@ -149,6 +164,9 @@ sp_status sp_layernorm_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **o
     double eps;
     sp_status st = sp_args_num(a, "eps", LN_EPS_DEFAULT, 1e-12, 1.0, &eps);
     if (st != SP_OK) return st;
+    if (2 * in.c > b->max_params)
+        return sp_fail(SP_EFORMAT, "config line %d (layernorm): %lld channels exceed the budget "
+                       "of %lld parameters", a->line, (long long)in.c, (long long)b->max_params);
     layernorm_layer *L = sp_layer_alloc(sizeof *L, &layernorm_vt, in);
     if (!L) return SP_ENOMEM;
     L->eps = eps;
