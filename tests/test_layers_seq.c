@@ -378,6 +378,24 @@ TEST(seq_config_errors) {
     }
 }
 
+TEST(seq_layers_respect_the_parameter_budget) {
+    static const struct {
+        const char *cfg;
+        sp_shape in;
+    } big[] = {
+        {"embedding vocab=1000 dim=64\n", {1, 1, 5}},
+        {"posembed\n", {64, 1, 100}},
+        {"attention heads=4\n", {64, 1, 5}},
+        {"layernorm\n", {5000, 1, 1}},
+    };
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        sp_model *m = NULL;
+        CHECK_STATUS(sp_model_new_limited(big[i].cfg, big[i].in, 3, 1, 4000, &m), SP_EFORMAT);
+        CHECK_MSG(strstr(sp_last_error(), "budget") != NULL, "case %zu: '%s'", i, sp_last_error());
+        CHECK(m == NULL);
+    }
+}
+
 TEST(seq_config_round_trips) {
     const char *cfg = "tokens\nlinear out=8\nposembed\nlayernorm eps=0.001\n"
                       "attention heads=2 causal=0\nattention\nlayernorm\n";

@@ -105,6 +105,10 @@ sp_status sp_embedding_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **o
     if (!sp_mul_i64(vocab, dim, &count) || count > ((int64_t)1 << 31))
         return sp_fail(SP_ESHAPE, "config line %d (embedding): table %lld x %lld is too large",
                        a->line, (long long)vocab, (long long)dim);
+    if (count > b->max_params)
+        return sp_fail(SP_EFORMAT, "config line %d (embedding): table %lld x %lld exceeds the "
+                       "budget of %lld parameters", a->line, (long long)vocab, (long long)dim,
+                       (long long)b->max_params);
     embedding_layer *L = sp_layer_alloc(sizeof *L, &embedding_vt, in);
     if (!L) return SP_ENOMEM;
     L->vocab = vocab;
@@ -169,6 +173,10 @@ sp_status sp_posembed_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **ou
     if (!sp_mul_i64(in.c, in.w, &count) || count > ((int64_t)1 << 31))
         return sp_fail(SP_ESHAPE, "config line %d (posembed): table %lld x %lld is too large",
                        a->line, (long long)in.w, (long long)in.c);
+    if (count > b->max_params)
+        return sp_fail(SP_EFORMAT, "config line %d (posembed): table %lld x %lld exceeds the "
+                       "budget of %lld parameters", a->line, (long long)in.w, (long long)in.c,
+                       (long long)b->max_params);
     posembed_layer *L = sp_layer_alloc(sizeof *L, &posembed_vt, in);
     if (!L) return SP_ENOMEM;
     L->base.nparam = count;
