@@ -6,6 +6,8 @@
  * token t of sequence b in column t*B + b. H heads of width dh = d/H; head h owns the features
  * [h*dh, (h+1)*dh).
  *     Q = Wq X + bq,  K = Wk X + bk,  V = Wv X + bv            (d, cols) each, one GEMM each
+ *     (three GEMMs rather than one over the stacked weights: at d = 64 OpenBLAS's small-matrix
+ *     kernels make the three faster, 1.76 vs 2.0 ms for the backward pass at T = 28, B = 64)
  *     S_h[t, s] = q_h(t) . k_h(s) / sqrt(dh)                    per sequence: (T, T)
  *     P_h[t, :] = softmax_s(S_h[t, :]),  s <= t when causal      (masked entries are 0)
  *     O_h(t)    = sum_s P_h[t, s] v_h(s);  O = concat_h O_h      (d, cols)
