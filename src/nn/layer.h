@@ -134,5 +134,10 @@ sp_status sp_maxpool_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out
 sp_status sp_avgpool_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_globalavgpool_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_batchnorm_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_layernorm_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_embedding_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_posembed_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_attention_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
+sp_status sp_tokens_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 
 #endif

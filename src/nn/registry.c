@@ -24,6 +24,11 @@ static const struct {
     {"avgpool", sp_avgpool_create},
     {"globalavgpool", sp_globalavgpool_create},
     {"batchnorm", sp_batchnorm_create},
+    {"layernorm", sp_layernorm_create},
+    {"embedding", sp_embedding_create},
+    {"posembed", sp_posembed_create},
+    {"attention", sp_attention_create},
+    {"tokens", sp_tokens_create},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])
