@@ -388,3 +388,27 @@ TEST(checkpoint_parse_survives_allocation_failure) {
     unlink(path);
     sp_model_free(m);
 }
+
+TEST(checkpoint_records_the_input_scale_and_data_must_match_it) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 3, &m));
+    if (!m) return;
+    CHECK(sp_model_input_scale(m) == 1.0f / 255.0f);
+    sp_model_set_input_scale(m, 0.5f);
+    char path[128];
+    tmp_path(path, sizeof path, "scale");
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    sp_checkpoint c = {0};
+    CHECK_OK(sp_checkpoint_load(path, &c));
+    if (c.model) CHECK(sp_model_input_scale(c.model) == 0.5f);
+    sp_dataset *d = toy_dataset(32, 9); /* pixel / 255 */
+    if (d && c.model) {
+        double loss, acc;
+        CHECK_STATUS(sp_evaluate(c.model, d, 16, 1, &loss, &acc, NULL), SP_EINVAL);
+        CHECK(strstr(sp_last_error(), "raw * 0.5") != NULL);
+    }
+    sp_dataset_free(d);
+    sp_checkpoint_free(&c);
+    unlink(path);
+    sp_model_free(m);
+}

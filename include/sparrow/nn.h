@@ -82,6 +82,12 @@ void sp_model_set_threads(sp_model *m, int nthreads);
  * (Dropout), so that a resumed run draws the same numbers. */
 void sp_model_set_step(sp_model *m, int64_t step);
 
+/* The input convention the model was trained with: a feature is raw value * scale (1/255 for
+ * u8 images, the default). Saved in model files, so that an imported or evaluated model is fed
+ * what it was trained on; sp_train and sp_evaluate refuse data with another scale. */
+void sp_model_set_input_scale(sp_model *m, float scale);
+float sp_model_input_scale(const sp_model *m);
+
 /* The arenas (nparams floats each for params and grads; nbuffers for state). */
 int64_t sp_model_nparams(const sp_model *m);
 float *sp_model_params(sp_model *m);

@@ -39,6 +39,7 @@ struct sp_model {
     sp_shape in, out;
     int64_t classes;
     uint64_t seed;
+    float input_scale;     /* feature = raw * input_scale */
     int nthreads;
     int64_t step;
     int64_t cap;           /* batch capacity of the activation buffers */
@@ -473,6 +474,7 @@ sp_status sp_model_new_limited(const char *text, sp_shape in, int64_t classes, u
     m->in = in;
     m->classes = classes;
     m->seed = seed;
+    m->input_scale = 1.0f / 255.0f;
     m->nthreads = 0;
     st = parse_input_line(&p, &in);
     if (st != SP_OK) goto fail;
@@ -630,6 +632,9 @@ sp_status sp_model_check_grads(const sp_model *m) {
     }
     return SP_OK;
 }
+
+void sp_model_set_input_scale(sp_model *m, float scale) { m->input_scale = scale; }
+float sp_model_input_scale(const sp_model *m) { return m->input_scale; }
 
 void sp_model_set_threads(sp_model *m, int nthreads) { m->nthreads = nthreads; }
 void sp_model_set_step(sp_model *m, int64_t step) { m->step = step; }

@@ -32,6 +32,7 @@
 #define TAG_OPTM TAG('O', 'P', 'T', 'M')
 #define TAG_TRST TAG('T', 'R', 'S', 'T')
 #define TAG_META TAG('M', 'E', 'T', 'A')
+#define TAG_INPT TAG('I', 'N', 'P', 'T')
 
 #define MODL_BYTES (7 * 8)
 #define OPTM_HEAD_BYTES (8 + 5 * 4 + 4 + 2 * 8)
@@ -160,7 +161,7 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
     const char *cfg = sp_model_config(m);
     sp_shape in = sp_model_in(m);
     int64_t np = sp_model_nparams(m), nb = sp_model_nbuffers(m);
-    uint32_t nsec = 4 + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
+    uint32_t nsec = 5 + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
     wbuf w = {0};
     bool ok = wb_put(&w, CKPT_MAGIC, 8) && wb_u32(&w, CKPT_VERSION) && wb_u32(&w, nsec);
     ok = ok && wb_section(&w, TAG_CONF, strlen(cfg)) && wb_put(&w, cfg, strlen(cfg)) && wb_pad(&w);
@@ -168,6 +169,8 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
          wb_u64(&w, (uint64_t)in.h) && wb_u64(&w, (uint64_t)in.w) &&
          wb_u64(&w, (uint64_t)sp_model_classes(m)) && wb_u64(&w, sp_model_seed(m)) &&
          wb_u64(&w, (uint64_t)np) && wb_u64(&w, (uint64_t)nb);
+    ok = ok && wb_section(&w, TAG_INPT, 8) && wb_f32(&w, sp_model_input_scale(m)) &&
+         wb_u32(&w, 0);
     ok = ok && wb_section(&w, TAG_PARM, (uint64_t)np * 4) && wb_f32s(&w, sp_model_params(m), np) &&
          wb_pad(&w);
     ok = ok && wb_section(&w, TAG_BUFF, (uint64_t)nb * 4) && wb_f32s(&w, sp_model_buffers(m), nb) &&
@@ -255,6 +258,7 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
     if (nsec > CKPT_MAX_SECTIONS)
         return sp_fail(SP_EFORMAT, "checkpoint: %u sections (at most %u)", nsec, CKPT_MAX_SECTIONS);
     section conf = {0}, modl = {0}, parm = {0}, buff = {0}, optm = {0}, trst = {0}, meta = {0};
+    section inpt = {0};
     size_t pos = 16, end = len - 4;
     for (uint32_t i = 0; i < nsec; i++) {
         if (end - pos < 16)
@@ -269,7 +273,7 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
         section s = {b + pos, slen, true};
         section *dst = tag == TAG_CONF ? &conf : tag == TAG_MODL ? &modl : tag == TAG_PARM ? &parm
                      : tag == TAG_BUFF ? &buff : tag == TAG_OPTM ? &optm : tag == TAG_TRST ? &trst
-                     : tag == TAG_META ? &meta : NULL;
+                     : tag == TAG_META ? &meta : tag == TAG_INPT ? &inpt : NULL;
         if (!dst)
             return sp_fail(SP_EFORMAT, "checkpoint: unknown section tag 0x%08x", tag);
         if (dst->present)
@@ -316,6 +320,15 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
                      "buffers, the file %lld and %lld", (long long)sp_model_nparams(out->model),
                      (long long)sp_model_nbuffers(out->model), (long long)np, (long long)nb);
         goto fail;
+    }
+    if (inpt.present) {
+        float scale = inpt.len == 8 ? rd_f32(inpt.p) : NAN;
+        if (!(scale > 0.0f) || !isfinite(scale) || rd_u32(inpt.p + 4) != 0) {
+            st = sp_fail(SP_EFORMAT, "checkpoint: INPT section (%llu bytes) does not hold a "
+                         "positive input scale", (unsigned long long)inpt.len);
+            goto fail;
+        }
+        sp_model_set_input_scale(out->model, scale);
     }
     rd_f32s(parm.p, sp_model_params(out->model), np);
     rd_f32s(buff.p, sp_model_buffers(out->model), nb);

@@ -27,6 +27,9 @@ static sp_status check_fit(const sp_model *m, const sp_dataset *d) {
     if (in.c * in.h * in.w != d->features)
         return sp_fail(SP_ESHAPE, "the model takes %lld features per sample, the data has %lld",
                        (long long)(in.c * in.h * in.w), (long long)d->features);
+    if (d->scale != sp_model_input_scale(m))
+        return sp_fail(SP_EINVAL, "the model was trained on features = raw * %g, the data gives "
+                       "raw * %g", (double)sp_model_input_scale(m), (double)d->scale);
     if (out.c * out.h * out.w != sp_model_classes(m) || sp_model_classes(m) < d->classes)
         return sp_fail(SP_ESHAPE, "the model has %lld outputs, the data %d classes",
                        (long long)(out.c * out.h * out.w), (int)d->classes);
