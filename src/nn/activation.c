@@ -39,7 +39,11 @@ static sp_status relu_backward(sp_layer *l, const sp_run *run, const float *x, c
                                const float *dy, float *dx) {
     if (!dx) return SP_OK;
     int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    /* dy is read unconditionally so that the select vectorizes */
+    for (int64_t i = 0; i < n; i++) {
+        const float d = dy[i];
+        dx[i] = x[i] > 0.0f ? d : 0.0f;
+    }
     return SP_OK;
 }
 
