@@ -590,8 +590,43 @@ sp_status sp_model_backward(sp_model *m, const float *dy, float *dx) {
     return seq_backward(&m->root, &run, m->x, dy, dx);
 }
 
+/* Arena sweeps (zeroing, the finite check) run in fixed chunks on the model's threads: the
+ * arena is written by whichever core ran the layer, so one core alone would pull it all over. */
+#define ARENA_CHUNK 32768
+
+typedef struct arena_ctx {
+    float *v;
+    int64_t n;
+    uint32_t bad[64]; /* per task, for the finite check (at most 64 tasks are flagged) */
+} arena_ctx;
+
+static void zero_chunk(void *vctx, int64_t t) {
+    arena_ctx *c = vctx;
+    int64_t i0 = t * ARENA_CHUNK, i1 = SP_MIN(c->n, i0 + ARENA_CHUNK);
+    memset(c->v + i0, 0, sizeof(float) * (size_t)(i1 - i0));
+}
+
+static void finite_chunk(void *vctx, int64_t t) {
+    arena_ctx *c = vctx;
+    int64_t i0 = t * ARENA_CHUNK, i1 = SP_MIN(c->n, i0 + ARENA_CHUNK);
+    /* an all-ones exponent marks NaN and Inf; an integer OR-reduction vectorizes */
+    uint32_t bad = 0;
+    for (int64_t k = i0; k < i1; k++) {
+        uint32_t u;
+        memcpy(&u, &c->v[k], 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    if (bad) c->bad[t % 64] = 1; /* benign if two tasks share a slot: both write 1 */
+}
+
+static int arena_threads(const sp_model *m) {
+    return m->nthreads > 0 ? m->nthreads : sp_threads_available();
+}
+
 void sp_model_zero_grad(sp_model *m) {
-    if (m && m->nparams) memset(m->grads, 0, sizeof(float) * (size_t)m->nparams);
+    if (!m || !m->nparams) return;
+    arena_ctx c = {.v = m->grads, .n = m->nparams};
+    sp_parallel_for((m->nparams + ARENA_CHUNK - 1) / ARENA_CHUNK, arena_threads(m), zero_chunk, &c);
 }
 
 static const sp_layer *first_nonfinite(const sp_seq *s, int64_t batch) {
@@ -615,13 +650,11 @@ const char *sp_model_first_nonfinite(const sp_model *m) {
 }
 
 sp_status sp_model_check_grads(const sp_model *m) {
-    /* fast path: an all-ones exponent marks NaN and Inf; an integer OR-reduction vectorizes */
+    arena_ctx c = {.v = m->grads, .n = m->nparams};
+    sp_parallel_for((m->nparams + ARENA_CHUNK - 1) / ARENA_CHUNK, arena_threads(m), finite_chunk,
+                    &c);
     uint32_t bad = 0;
-    for (int64_t k = 0; k < m->nparams; k++) {
-        uint32_t u;
-        memcpy(&u, &m->grads[k], 4);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
+    for (int k = 0; k < 64; k++) bad |= c.bad[k];
     if (!bad) return SP_OK;
     for (int i = 0; i < m->nlayers; i++) {
         const sp_layer *l = m->flat[i];
