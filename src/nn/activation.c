@@ -28,94 +28,112 @@ static int64_t numel(const sp_layer *l, const sp_run *run) {
     return sp_shape_numel(l->in) * run->batch;
 }
 
-/* ---- relu ----------------------------------------------------------------------------------- */
+/* Element-wise layers run in fixed chunks on the pass's threads: each element is computed the
+ * same way wherever it runs, so results do not depend on the thread count. */
+#define ACT_CHUNK 16384
 
-static sp_status relu_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
+typedef void (*fwd_range_fn)(const float *x, float *y, int64_t i0, int64_t i1);
+typedef void (*bwd_range_fn)(const float *x, const float *y, const float *dy, float *dx,
+                             int64_t i0, int64_t i1);
+
+typedef struct ew_ctx {
+    fwd_range_fn fwd;
+    bwd_range_fn bwd;
+    const float *x, *y, *dy;
+    float *out;
+    int64_t n;
+} ew_ctx;
+
+static void ew_task(void *vctx, int64_t t) {
+    const ew_ctx *c = vctx;
+    int64_t i0 = t * ACT_CHUNK, i1 = SP_MIN(c->n, i0 + ACT_CHUNK);
+    if (c->fwd) c->fwd(c->x, c->out, i0, i1);
+    else c->bwd(c->x, c->y, c->dy, c->out, i0, i1);
+}
+
+static sp_status ew_forward(const sp_layer *l, const sp_run *run, fwd_range_fn f, const float *x,
+                            float *y) {
+    ew_ctx c = {.fwd = f, .x = x, .out = y, .n = numel(l, run)};
+    sp_parallel_for((c.n + ACT_CHUNK - 1) / ACT_CHUNK, run->nthreads, ew_task, &c);
     return SP_OK;
 }
-static sp_status relu_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
-                               const float *dy, float *dx) {
+
+static sp_status ew_backward(const sp_layer *l, const sp_run *run, bwd_range_fn f, const float *x,
+                             const float *y, const float *dy, float *dx) {
     if (!dx) return SP_OK;
-    int64_t n = numel(l, run);
+    ew_ctx c = {.bwd = f, .x = x, .y = y, .dy = dy, .out = dx, .n = numel(l, run)};
+    sp_parallel_for((c.n + ACT_CHUNK - 1) / ACT_CHUNK, run->nthreads, ew_task, &c);
+    return SP_OK;
+}
+
+static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static void relu_f(const float *x, float *y, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN stays NaN */
+}
+static void relu_b(const float *x, const float *y, const float *dy, float *dx, int64_t i0,
+                   int64_t i1) {
     /* dy is read unconditionally so that the select vectorizes */
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         const float d = dy[i];
         dx[i] = x[i] > 0.0f ? d : 0.0f;
     }
-    return SP_OK;
 }
 
-/* ---- gelu ----------------------------------------------------------------------------------- */
-
-static sp_status gelu_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
-    return SP_OK;
+static void gelu_f(const float *x, float *y, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 }
-static sp_status gelu_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
-                               const float *dy, float *dx) {
-    if (!dx) return SP_OK;
-    int64_t n = numel(l, run);
+static void gelu_b(const float *x, const float *y, const float *dy, float *dx, int64_t i0,
+                   int64_t i1) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         float cdf = 0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2));
         float pdf = inv_sqrt_2pi * expf(-0.5f * x[i] * x[i]);
         dx[i] = dy[i] * (cdf + x[i] * pdf);
     }
-    return SP_OK;
 }
 
-/* ---- silu ----------------------------------------------------------------------------------- */
-
-static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-static sp_status silu_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
-    return SP_OK;
+static void silu_f(const float *x, float *y, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) y[i] = x[i] * sigmoidf(x[i]);
 }
-static sp_status silu_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
-                               const float *dy, float *dx) {
-    if (!dx) return SP_OK;
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) {
+static void silu_b(const float *x, const float *y, const float *dy, float *dx, int64_t i0,
+                   int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
         float s = sigmoidf(x[i]);
         dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
     }
-    return SP_OK;
 }
 
-/* ---- tanh ----------------------------------------------------------------------------------- */
-
-static sp_status tanh_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
-    return SP_OK;
+static void tanh_f(const float *x, float *y, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) y[i] = tanhf(x[i]);
 }
-static sp_status tanh_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
-                               const float *dy, float *dx) {
-    if (!dx) return SP_OK;
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
-    return SP_OK;
+static void tanh_b(const float *x, const float *y, const float *dy, float *dx, int64_t i0,
+                   int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
-/* ---- sigmoid -------------------------------------------------------------------------------- */
+static void sigmoid_f(const float *x, float *y, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) y[i] = sigmoidf(x[i]);
+}
+static void sigmoid_b(const float *x, const float *y, const float *dy, float *dx, int64_t i0,
+                      int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
 
-static sp_status sigmoid_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) y[i] = sigmoidf(x[i]);
-    return SP_OK;
-}
-static sp_status sigmoid_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
-                                  const float *dy, float *dx) {
-    if (!dx) return SP_OK;
-    int64_t n = numel(l, run);
-    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
-    return SP_OK;
-}
+#define ELEMENTWISE(name)                                                                      \
+    static sp_status name##_forward(sp_layer *l, const sp_run *run, const float *x, float *y) { \
+        return ew_forward(l, run, name##_f, x, y);                                             \
+    }                                                                                          \
+    static sp_status name##_backward(sp_layer *l, const sp_run *run, const float *x,           \
+                                     const float *y, const float *dy, float *dx) {             \
+        return ew_backward(l, run, name##_b, x, y, dy, dx);                                    \
+    }
+
+ELEMENTWISE(relu)
+ELEMENTWISE(gelu)
+ELEMENTWISE(silu)
+ELEMENTWISE(tanh)
+ELEMENTWISE(sigmoid)
 
 /* ---- softmax over channels ------------------------------------------------------------------ */
 
