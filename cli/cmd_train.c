@@ -276,14 +276,14 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-static void on_report(const sp_train_report *r, void *user) {
+static bool on_report(const sp_train_report *r, void *user) {
     progress *p = user;
     char eta[32];
     fmt_time(eta, sizeof eta, r->eta_seconds);
     if (!r->epoch_done) {
-        if (!p->tty || p->quiet) return;
+        if (!p->tty || p->quiet) return true;
         double t = wall();
-        if (t - p->last_draw < 0.1) return;
+        if (t - p->last_draw < 0.1) return true;
         p->last_draw = t;
         int width = 24, fill = (int)(width * r->batch_index / r->batches);
         char bar[32];
@@ -294,7 +294,7 @@ static void on_report(const sp_train_report *r, void *user) {
                 (int)(100 * r->batch_index / r->batches), r->loss, 100.0 * r->accuracy,
                 r->samples_per_second, eta);
         fflush(stderr);
-        return;
+        return true;
     }
     p->train_seconds += r->epoch_seconds;
     p->samples += (int64_t)llround(r->samples_per_second * r->epoch_seconds);
@@ -319,6 +319,7 @@ static void on_report(const sp_train_report *r, void *user) {
                 (double)r->lr, r->samples_per_second, r->epoch_seconds);
         fflush(p->log);
     }
+    return true;
 }
 
 /* ---- the command ------------------------------------------------------------------------------ */

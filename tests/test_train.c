@@ -52,9 +52,14 @@ static uint8_t *slurp(const char *path, size_t *len) {
     return b;
 }
 
-/* Trains TOY_MODEL for `epochs` with Adam; stops after max_steps (0 = no limit) and resumes
+/* Stops the run once `*user` steps are done, like a kill (no save at the stop). */
+static bool kill_at(const sp_train_report *r, void *user) {
+    return r->step < *(const int64_t *)user;
+}
+
+/* Trains TOY_MODEL for 3 epochs with Adam; "killed" after kill_step steps (0 = never) and resumed
  * from `resume` when given. Writes the final checkpoint to path. */
-static sp_status toy_train(const sp_dataset *d, int threads, int64_t max_steps,
+static sp_status toy_train(const sp_dataset *d, int threads, int64_t kill_step,
                            const char *ckpt_every_path, int64_t every, const char *resume,
                            const char *path) {
     sp_model *m = NULL;
@@ -81,7 +86,8 @@ static sp_status toy_train(const sp_dataset *d, int threads, int64_t max_steps,
     sp_train_opts to = {.epochs = 3, .batch = 16,
                         .sched = {.kind = SP_SCHED_COSINE, .lr = 0.01, .warmup = 5},
                         .seed = 11, .nthreads = threads, .checkpoint = ckpt_every_path,
-                        .checkpoint_every = every, .max_steps = max_steps, .meta = "toy"};
+                        .checkpoint_every = every, .meta = "toy",
+                        .callback = kill_step > 0 ? kill_at : NULL, .user = &kill_step};
     st = sp_train(m, o, d, NULL, &to, &state);
     if (st == SP_OK && path) st = sp_checkpoint_save(path, m, o, &state, "toy");
 done:
@@ -411,4 +417,31 @@ TEST(checkpoint_records_the_input_scale_and_data_must_match_it) {
     sp_checkpoint_free(&c);
     unlink(path);
     sp_model_free(m);
+}
+
+static bool record_lr(const sp_train_report *r, void *user) {
+    *(float *)user = r->lr;
+    return true;
+}
+
+TEST(train_max_steps_ends_the_schedule_at_the_stop) {
+    sp_dataset *d = toy_dataset(160, 6); /* 10 batches of 16 per epoch */
+    if (!d) return;
+    sp_model *m = NULL;
+    sp_optim *o = NULL;
+    CHECK_OK(sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 3, &m));
+    sp_optim_config oc = sp_optim_defaults(SP_OPTIM_ADAM);
+    CHECK_OK(sp_optim_new(&oc, sp_model_nparams(m), &o));
+    float last_lr = -1.0f;
+    sp_train_state s = {0};
+    sp_train_opts to = {.epochs = 5, .batch = 16, .sched = {.kind = SP_SCHED_COSINE, .lr = 0.1},
+                        .max_steps = 25, .callback = record_lr, .user = &last_lr};
+    CHECK_OK(sp_train(m, o, d, NULL, &to, &s));
+    CHECK_EQ(s.step, 25);
+    sp_schedule want = {.kind = SP_SCHED_COSINE, .lr = 0.1, .total = 25};
+    CHECK_MSG(last_lr == sp_schedule_lr(&want, 24), "last lr %g, want %g", (double)last_lr,
+              (double)sp_schedule_lr(&want, 24));
+    sp_model_free(m);
+    sp_optim_free(o);
+    sp_dataset_free(d);
 }

@@ -170,12 +170,16 @@ typedef struct sp_train_report {
     double val_loss, val_accuracy; /* NAN without a validation set or before the epoch ends */
 } sp_train_report;
 
-typedef void (*sp_train_callback)(const sp_train_report *r, void *user);
+/* Called with every report; returning false stops training right there, as if the process had
+ * been killed (no further steps, no checkpoint written for the stop; sp_train returns SP_OK
+ * with *state at the stop). */
+typedef bool (*sp_train_callback)(const sp_train_report *r, void *user);
 
 typedef struct sp_train_opts {
     int64_t epochs;            /* >= 1 */
     int64_t batch;             /* >= 1 */
-    sp_schedule sched;         /* lr, kind, warmup, ...; total is set from epochs x batches */
+    sp_schedule sched;         /* lr, kind, warmup, ...; total is set from epochs x batches
+                                * (or max_steps, when smaller) */
     float label_smoothing;     /* [0, 1) */
     double clip_norm;          /* global gradient-norm clip, 0 = off */
     uint64_t seed;             /* order of the per-epoch shuffles */

@@ -112,7 +112,8 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                        "of %lld epochs of %lld batches", (long long)state->epoch,
                        (long long)state->batch_index, (long long)opts->epochs, (long long)batches);
     sp_schedule sched = opts->sched;
-    sched.total = total_steps;
+    /* the schedule spans the run: all epochs, or max_steps when that stops it earlier */
+    sched.total = opts->max_steps > 0 ? SP_MIN(total_steps, opts->max_steps) : total_steps;
     const int64_t np = sp_model_nparams(m);
 
     int64_t *perm = sp_alloc(sizeof(int64_t) * (size_t)n);
@@ -141,7 +142,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                         .samples_per_second = epoch_time > 0 ? (double)seen / epoch_time : 0.0,
                         .epoch_seconds = epoch_time, .lr = lr, .epoch_done = true,
                         .partial = true, .val_loss = NAN, .val_accuracy = NAN};
-                    opts->callback(&r, opts->user);
+                    (void)opts->callback(&r, opts->user);
                 }
                 st = SP_OK;
                 goto done;
@@ -206,7 +207,10 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                     .eta_seconds = elapsed / (double)done_steps *
                                    (double)(total_steps - state->step),
                     .lr = lr, .val_loss = NAN, .val_accuracy = NAN};
-                opts->callback(&r, opts->user);
+                if (!opts->callback(&r, opts->user)) {
+                    st = SP_OK;
+                    goto done;
+                }
             }
         }
         /* end of the epoch */
@@ -232,7 +236,12 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                 .eta_seconds = done_steps ? elapsed / (double)done_steps *
                                                 (double)(total_steps - state->step) : 0.0,
                 .lr = lr, .epoch_done = true, .val_loss = vl, .val_accuracy = va};
-            opts->callback(&r, opts->user);
+            if (!opts->callback(&r, opts->user)) {
+                st = SP_OK;
+                state->epoch++;
+                state->batch_index = 0;
+                goto done;
+            }
         }
     }
     st = SP_OK;
