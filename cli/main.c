@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train        train a model (MLP, CNN, transformer) on a dataset\n"
             "  eval         loss and accuracy of a saved model on a test set\n"
+            "  inspect      a model file layer by layer: format, nonzeros, sparsity, bytes\n"
             "  bench spmm   time a sparse kernel against dense OpenBLAS on the same data\n"
             "  info         CPU features, kernel variants and GEMM backend in use\n"
             "  version      print the version\n"
@@ -98,6 +99,7 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(verb, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(verb, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(verb, "inspect")) return cmd_inspect(argc - 1, argv + 1);
     fprintf(stderr, "sparrow: unknown command '%s' (see 'sparrow --help')\n", verb);
     return 2;
 }

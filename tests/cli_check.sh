@@ -80,5 +80,10 @@ else fail "a failed run leaves the model file untouched"; fi
 out=$("$bin" eval --model "$tmp/a.sparrow" --json)
 if grep -q '"test_accuracy":0\.[5-9]' <<<"$out"; then pass "eval --json"; else fail "eval --json: $out"; fi
 
+out=$("$bin" inspect "$tmp/a.sparrow" --json)
+if grep -q '"params":25450,"nnz":' <<<"$out" && grep -q '"dense_fp32_bytes":' <<<"$out" &&
+   grep -q '"layers":\[' <<<"$out"; then pass "inspect --json"; else fail "inspect --json: $out"; fi
+expect_fail "inspect a file that is not a model" "bad magic" "$bin" inspect "$tmp/m.cfg"
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

@@ -111,6 +111,10 @@ typedef struct sp_layer_info {
     int64_t nparam;     /* trained floats */
     int64_t nnz;        /* nonzero parameters */
     int64_t param_offset; /* where its parameters start in the arena */
+    const char *format; /* storage of its weight: "dense", "mask", "csr", "bsr", "nm"; "" if it
+                         * has no weight matrix */
+    int64_t dense_params; /* parameters of the same layer stored dense */
+    size_t bytes;       /* bytes its parameters take: values plus any sparse index structure */
 } sp_layer_info;
 /* Number of layers (nested ones included, depth-first). */
 int sp_model_nlayers(const sp_model *m);

@@ -52,6 +52,8 @@ typedef struct sp_layer_vt {
     sp_status (*bind)(sp_layer *l);
     void (*free)(sp_layer *l);
     int (*describe)(const sp_layer *l, char *buf, size_t n);
+    /* optional: storage of the weight for summaries (default: "", nparam, 4 * nparam bytes) */
+    void (*storage)(const sp_layer *l, const char **format, int64_t *dense_params, size_t *bytes);
 } sp_layer_vt;
 
 struct sp_layer {

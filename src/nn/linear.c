@@ -222,6 +222,19 @@ static int linear_describe(const sp_layer *l, char *buf, size_t n) {
     return len;
 }
 
+static void linear_storage(const sp_layer *l, const char **format, int64_t *dense_params,
+                           size_t *bytes) {
+    const linear_layer *L = (const linear_layer *)l;
+    *format = format_names[L->format];
+    *dense_params = L->out * L->in + (L->bias ? L->out : 0);
+    size_t b = sizeof(float) * (size_t)l->nparam;
+    if (L->csr) b += sp_csr_bytes(L->csr) - sizeof(float) * (size_t)L->csr->nnz;
+    if (L->bsr) b += sp_bsr_bytes(L->bsr) - sizeof(float) * (size_t)L->nw;
+    if (L->nm) b += sp_nm_bytes(L->nm) - sizeof(float) * (size_t)L->nw;
+    if (L->mask) b += sizeof(uint64_t) * (size_t)(L->mask->rows * L->mask->words_per_row);
+    *bytes = b;
+}
+
 static const sp_layer_vt linear_vt = {
     .kind = "linear",
     .forward = linear_forward,
@@ -230,94 +243,121 @@ static const sp_layer_vt linear_vt = {
     .bind = linear_bind,
     .free = linear_free,
     .describe = linear_describe,
+    .storage = linear_storage,
 };
 
 /* ---- construction --------------------------------------------------------------------------- */
 
-/* Sets k distinct random bits among positions [0, n) of row i of mask, by a partial
- * Fisher-Yates shuffle of scratch (n entries). */
-static void pick_row(sp_mask *m, int64_t i, int64_t n, int64_t k, int64_t stride, int64_t *scratch,
-                     sp_rng *rng) {
-    for (int64_t j = 0; j < n; j++) scratch[j] = j;
-    for (int64_t j = 0; j < k; j++) {
-        int64_t r = j + (int64_t)sp_rng_below(rng, (uint64_t)(n - j));
-        int64_t t = scratch[j];
-        scratch[j] = scratch[r];
-        scratch[r] = t;
-        sp_mask_set(m, i, scratch[j] * stride, true);
+/* Chooses k distinct positions of [0, n) (Floyd's algorithm: k draws, whatever n) and writes
+ * them sorted to out. bits is an all-zero scratch bitmap of n bits, left all-zero again. Memory
+ * stays O(n / 64 + k): a layer's pattern never needs a dense (out x in) buffer. */
+static void pick_sorted(int64_t n, int64_t k, uint64_t *bits, int64_t *out, sp_rng *rng) {
+    for (int64_t j = n - k; j < n; j++) {
+        int64_t t = (int64_t)sp_rng_below(rng, (uint64_t)(j + 1));
+        if (bits[t >> 6] >> (t & 63) & 1u) t = j;
+        bits[t >> 6] |= (uint64_t)1 << (t & 63);
+    }
+    int64_t c = 0;
+    for (int64_t w = 0; w < (n + 63) / 64 && c < k; w++) {
+        while (bits[w]) {
+            int b = __builtin_ctzll(bits[w]);
+            out[c++] = w * 64 + b;
+            bits[w] &= bits[w] - 1;
+        }
     }
 }
 
-static sp_status build_pattern(linear_layer *L, sp_build *b) {
+static sp_status budget_fail(const sp_args *a, int64_t need, int64_t have) {
+    return sp_fail(SP_EFORMAT, "config line %d (linear): %lld parameters exceed the budget of "
+                   "%lld", a->line, (long long)need, (long long)have);
+}
+
+/* The random pattern of a masked or sparse layer, built straight into its structure. */
+static sp_status build_pattern(linear_layer *L, sp_args *a, sp_build *b) {
     const int64_t out = L->out, in = L->in;
-    sp_status st = SP_ENOMEM;
-    sp_mask *m = NULL;
-    float *zeros = NULL;
-    int64_t *scratch = NULL;
-    st = sp_mask_new(out, in, &m);
-    if (st != SP_OK) return st;
-    st = SP_ENOMEM;
-    scratch = sp_alloc(sizeof(int64_t) * (size_t)(in + 1));
-    if (!scratch) goto done;
+    sp_status st = SP_OK;
+    if (L->format == LIN_MASK) {
+        /* dense storage: the mask is out x in bits beside out x in weights (budget checked) */
+        st = sp_mask_new(out, in, &L->mask);
+        if (st != SP_OK) return st;
+        int64_t k = SP_MAX(1, (int64_t)llround(L->density * (double)in));
+        uint64_t *bits = sp_calloc((size_t)(in + 63) / 64, sizeof(uint64_t));
+        int64_t *cols = sp_alloc(sizeof(int64_t) * (size_t)k);
+        if (!bits || !cols) st = SP_ENOMEM;
+        for (int64_t i = 0; st == SP_OK && i < out; i++) {
+            pick_sorted(in, k, bits, cols, &b->rng);
+            for (int64_t c = 0; c < k; c++) sp_mask_set(L->mask, i, cols[c], true);
+        }
+        sp_free(bits);
+        sp_free(cols);
+        L->nw = out * in;
+        return st;
+    }
+    if (L->format == LIN_CSR) {
+        int64_t k = SP_MAX(1, (int64_t)llround(L->density * (double)in)), nnz;
+        if (!sp_mul_i64(out, k, &nnz) || nnz + out > b->max_params)
+            return budget_fail(a, out * k + out, b->max_params);
+        st = sp_csr_new(out, in, nnz, 0, &L->csr);
+        if (st != SP_OK) return st;
+        uint64_t *bits = sp_calloc((size_t)(in + 63) / 64, sizeof(uint64_t));
+        int64_t *cols = sp_alloc(sizeof(int64_t) * (size_t)k);
+        if (!bits || !cols) st = SP_ENOMEM;
+        for (int64_t i = 0; st == SP_OK && i < out; i++) {
+            pick_sorted(in, k, bits, cols, &b->rng);
+            L->csr->row_ptr[i + 1] = (i + 1) * k;
+            for (int64_t c = 0; c < k; c++) {
+                if (L->csr->col_idx16) L->csr->col_idx16[i * k + c] = (uint16_t)cols[c];
+                else L->csr->col_idx[i * k + c] = (int32_t)cols[c];
+            }
+        }
+        sp_free(bits);
+        sp_free(cols);
+        if (st == SP_OK) memset(L->csr->val, 0, sizeof(float) * (size_t)nnz);
+        if (st == SP_OK) st = sp_csr_validate(L->csr);
+        L->nw = nnz;
+        return st;
+    }
     if (L->format == LIN_BSR) {
         int64_t brows = (out + L->br - 1) / L->br, bcols = (in + L->bc - 1) / L->bc;
-        int64_t k = SP_MAX(1, (int64_t)llround(L->density * (double)bcols));
-        sp_mask *bm = NULL;
-        st = sp_mask_new(brows, bcols * L->bc, &bm);
-        if (st != SP_OK) goto done;
-        for (int64_t I = 0; I < brows; I++) pick_row(bm, I, bcols, k, L->bc, scratch, &b->rng);
-        for (int64_t i = 0; i < out; i++)
-            for (int64_t j = 0; j < in; j++)
-                if (sp_mask_get(bm, i / L->br, (j / L->bc) * L->bc)) sp_mask_set(m, i, j, true);
-        sp_mask_free(bm);
-    } else if (L->format == LIN_NM) {
-        for (int64_t i = 0; i < out; i++)
-            for (int64_t g = 0; g * L->nm_m < in; g++) {
-                int64_t width = SP_MIN(L->nm_m, in - g * L->nm_m);
-                int64_t keep = SP_MIN(L->nm_n, width);
-                for (int64_t j = 0; j < width; j++) scratch[j] = j;
-                for (int64_t j = 0; j < keep; j++) {
-                    int64_t r = j + (int64_t)sp_rng_below(&b->rng, (uint64_t)(width - j));
-                    int64_t t = scratch[j];
-                    scratch[j] = scratch[r];
-                    scratch[r] = t;
-                    sp_mask_set(m, i, g * L->nm_m + scratch[j], true);
-                }
+        int64_t k = SP_MAX(1, (int64_t)llround(L->density * (double)bcols)), nblocks, nw;
+        if (!sp_mul_i64(brows, k, &nblocks) || !sp_mul_i64(nblocks, L->br * L->bc, &nw) ||
+            nw + out > b->max_params)
+            return budget_fail(a, brows * k * L->br * L->bc + out, b->max_params);
+        st = sp_bsr_new(out, in, (int32_t)L->br, (int32_t)L->bc, nblocks, &L->bsr);
+        if (st != SP_OK) return st;
+        uint64_t *bits = sp_calloc((size_t)(bcols + 63) / 64, sizeof(uint64_t));
+        int64_t *cols = sp_alloc(sizeof(int64_t) * (size_t)k);
+        if (!bits || !cols) st = SP_ENOMEM;
+        for (int64_t I = 0; st == SP_OK && I < brows; I++) {
+            pick_sorted(bcols, k, bits, cols, &b->rng);
+            L->bsr->row_ptr[I + 1] = (I + 1) * k;
+            for (int64_t c = 0; c < k; c++) L->bsr->col_idx[I * k + c] = (int32_t)cols[c];
+        }
+        sp_free(bits);
+        sp_free(cols);
+        if (st == SP_OK) st = sp_bsr_validate(L->bsr);
+        L->nw = nw;
+        return st;
+    }
+    /* N:M: n random offsets of every group of m (the last, partial group has at least n) */
+    int64_t groups = (in + L->nm_m - 1) / L->nm_m, nw;
+    if (!sp_mul_i64(out, groups * L->nm_n, &nw) || nw + out > b->max_params)
+        return budget_fail(a, out * groups * L->nm_n + out, b->max_params);
+    st = sp_nm_new(out, in, (int32_t)L->nm_n, (int32_t)L->nm_m, &L->nm);
+    if (st != SP_OK) return st;
+    uint64_t bits[1] = {0};
+    int64_t offs[32];
+    for (int64_t i = 0; i < out; i++)
+        for (int64_t g = 0; g < groups; g++) {
+            int64_t width = SP_MIN(L->nm_m, in - g * L->nm_m);
+            pick_sorted(width, L->nm_n, bits, offs, &b->rng);
+            for (int64_t s2 = 0; s2 < L->nm_n; s2++) {
+                L->nm->idx[(i * groups + g) * L->nm_n + s2] = (uint8_t)offs[s2];
+                L->nm->val[(i * groups + g) * L->nm_n + s2] = 0.0f;
             }
-    } else {
-        int64_t k = SP_MAX(1, (int64_t)llround(L->density * (double)in));
-        for (int64_t i = 0; i < out; i++) pick_row(m, i, in, k, 1, scratch, &b->rng);
-    }
-    if (L->format == LIN_MASK) {
-        L->mask = m;
-        m = NULL;
-        L->nw = out * in;
-        st = SP_OK;
-        goto done;
-    }
-    st = SP_ENOMEM;
-    zeros = sp_calloc((size_t)out * (size_t)in, sizeof(float));
-    if (!zeros) goto done;
-    switch (L->format) {
-    case LIN_CSR:
-        st = sp_csr_from_dense(out, in, zeros, in, m, 0, &L->csr);
-        if (st == SP_OK) L->nw = L->csr->nnz;
-        break;
-    case LIN_BSR:
-        st = sp_bsr_from_dense(out, in, zeros, in, m, (int32_t)L->br, (int32_t)L->bc, &L->bsr);
-        if (st == SP_OK) L->nw = L->bsr->nblocks * L->br * L->bc;
-        break;
-    case LIN_NM:
-        st = sp_nm_from_dense(out, in, zeros, in, m, (int32_t)L->nm_n, (int32_t)L->nm_m, &L->nm);
-        if (st == SP_OK) L->nw = out * L->nm->groups * L->nm_n;
-        break;
-    default: st = SP_EINVAL;
-    }
-done:
-    sp_free(zeros);
-    sp_free(scratch);
-    sp_mask_free(m);
-    return st;
+        }
+    L->nw = nw;
+    return sp_nm_validate(L->nm);
 }
 
 sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out) {
@@ -348,7 +388,9 @@ sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out)
     if (!sp_mul_i64(nout, in.c, &wcount) || wcount > ((int64_t)1 << 31))
         return sp_fail(SP_ESHAPE, "config line %d (linear): weight %lld x %lld is too large",
                        a->line, (long long)nout, (long long)in.c);
-    if (wcount + nout > b->max_params)
+    /* dense storage (also behind a mask) holds every weight; sparse formats check their own
+     * sizes in build_pattern, before allocating */
+    if ((f == LIN_DENSE || f == LIN_MASK) && wcount + nout > b->max_params)
         return sp_fail(SP_EFORMAT, "config line %d (linear): %lld x %lld weights exceed the "
                        "budget of %lld parameters", a->line, (long long)nout, (long long)in.c,
                        (long long)b->max_params);
@@ -372,7 +414,7 @@ sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out)
                            "%lld, narrower than N=%d of nm=%s", a->line, (long long)in.c,
                            (long long)(in.c % mm), nn, nm);
         }
-        st = build_pattern(L, b);
+        st = build_pattern(L, a, b);
         if (st != SP_OK) {
             sp_layer_free(&L->base);
             return st;

@@ -691,7 +691,10 @@ sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info) {
     for (int64_t k = 0; k < l->nparam; k++) nnz += l->param[k] != 0.0f;
     *info = (sp_layer_info){.name = l->name, .kind = l->vt->kind, .in = l->in, .out = l->out,
                             .nparam = l->nparam, .nnz = nnz,
-                            .param_offset = l->nparam ? (int64_t)(l->param - m->params) : 0};
+                            .param_offset = l->nparam ? (int64_t)(l->param - m->params) : 0,
+                            .format = "", .dense_params = l->nparam,
+                            .bytes = sizeof(float) * (size_t)l->nparam};
+    if (l->vt->storage) l->vt->storage(l, &info->format, &info->dense_params, &info->bytes);
     return SP_OK;
 }
 

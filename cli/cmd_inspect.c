@@ -1,0 +1,120 @@
+/*
+ * cmd_inspect.c - `sparrow inspect`: what a model file holds, layer by layer: shape, storage
+ * format, parameters, nonzeros, sparsity and bytes, with totals against the same model stored
+ * dense in fp32.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+
+static void inspect_usage(FILE *f) {
+    fprintf(f,
+        "usage: sparrow inspect MODEL [--json]\n"
+        "\n"
+        "Lists each layer of a model file: shape, weight format, parameters, nonzeros, sparsity\n"
+        "and bytes, then the totals against the dense fp32 size.\n"
+        "  --json   one object: params, nnz, sparsity, bytes, file_bytes, dense_fp32_bytes,\n"
+        "           input_scale, config, and a layers array\n");
+}
+
+static void shape_str(char *buf, size_t n, sp_shape s) {
+    if (s.h == 1 && s.w == 1) snprintf(buf, n, "%lld", (long long)s.c);
+    else snprintf(buf, n, "%lldx%lldx%lld", (long long)s.c, (long long)s.h, (long long)s.w);
+}
+
+int cmd_inspect(int argc, char **argv) {
+    const char *path = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            inspect_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "sparrow inspect: unexpected argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "sparrow inspect: a model file is required (see --help)\n");
+        return 2;
+    }
+    sp_checkpoint ck = {0};
+    if (sp_checkpoint_load(path, &ck) != SP_OK) return cli_fail("inspect");
+    struct stat sb;
+    long long file_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+    sp_model *m = ck.model;
+    int n = sp_model_nlayers(m);
+    int64_t params = 0, nnz = 0, dense = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+        sp_layer_info li;
+        if (sp_model_layer(m, i, &li) != SP_OK) continue;
+        params += li.nparam;
+        nnz += li.nnz;
+        dense += li.dense_params;
+        bytes += li.bytes;
+    }
+    /* non-trained state (BatchNorm statistics) is stored as it is, dense or not */
+    int64_t nbuf = sp_model_nbuffers(m);
+    long long dense_bytes = 4LL * (dense + nbuf);
+    double sparsity = dense ? 1.0 - (double)nnz / (double)dense : 0.0;
+    if (json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, path);
+        printf(",\"params\":%lld,\"nnz\":%lld,\"sparsity\":%.6f,\"bytes\":%zu,\"file_bytes\":%lld,"
+               "\"dense_fp32_bytes\":%lld,\"buffers\":%lld,\"input_scale\":%.9g,\"config\":",
+               (long long)params, (long long)nnz, sparsity, bytes + 4 * (size_t)nbuf, file_bytes,
+               dense_bytes, (long long)nbuf, (double)sp_model_input_scale(m));
+        cli_json_string(stdout, sp_model_config(m));
+        printf(",\"layers\":[");
+        for (int i = 0; i < n; i++) {
+            sp_layer_info li;
+            if (sp_model_layer(m, i, &li) != SP_OK) continue;
+            char in[64], out[64];
+            shape_str(in, sizeof in, li.in);
+            shape_str(out, sizeof out, li.out);
+            printf("%s{\"name\":\"%s\",\"kind\":\"%s\",\"in\":\"%s\",\"out\":\"%s\",\"format\":\"%s\","
+                   "\"params\":%lld,\"nnz\":%lld,\"dense_params\":%lld,\"sparsity\":%.6f,"
+                   "\"bytes\":%zu}",
+                   i ? "," : "", li.name, li.kind, in, out, li.format, (long long)li.nparam,
+                   (long long)li.nnz, (long long)li.dense_params,
+                   li.dense_params ? 1.0 - (double)li.nnz / (double)li.dense_params : 0.0,
+                   li.bytes);
+        }
+        printf("]}\n");
+    } else {
+        printf("%s: input %lldx%lldx%lld (features = raw x %g), %lld classes\n", path,
+               (long long)sp_model_in(m).c, (long long)sp_model_in(m).h,
+               (long long)sp_model_in(m).w, (double)sp_model_input_scale(m),
+               (long long)sp_model_classes(m));
+        printf("%-16s %-14s %-14s %-7s %10s %10s %8s %10s\n", "layer", "in", "out", "format",
+               "params", "nnz", "sparsity", "bytes");
+        for (int i = 0; i < n; i++) {
+            sp_layer_info li;
+            if (sp_model_layer(m, i, &li) != SP_OK) continue;
+            char in[64], out[64];
+            shape_str(in, sizeof in, li.in);
+            shape_str(out, sizeof out, li.out);
+            if (li.nparam == 0) {
+                printf("%-16s %-14s %-14s\n", li.name, in, out);
+                continue;
+            }
+            printf("%-16s %-14s %-14s %-7s %10lld %10lld %7.2f%% %10zu\n", li.name, in, out,
+                   li.format[0] ? li.format : "-", (long long)li.nparam, (long long)li.nnz,
+                   li.dense_params ? 100.0 * (1.0 - (double)li.nnz / (double)li.dense_params) : 0.0,
+                   li.bytes);
+        }
+        printf("total: %lld parameters, %lld nonzero (%.2f%% sparse), %zu bytes in memory; file "
+               "%lld bytes; dense fp32 %lld bytes\n", (long long)params, (long long)nnz,
+               100.0 * sparsity, bytes + 4 * (size_t)nbuf, file_bytes, dense_bytes);
+    }
+    sp_checkpoint_free(&ck);
+    return 0;
+}
