@@ -440,8 +440,9 @@ int cmd_bench(int argc, char **argv) {
         bench_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "model")) return cmd_bench_model(argc - 1, argv + 1);
     if (strcmp(argv[1], "spmm") != 0) {
-        fprintf(stderr, "sparrow bench: unknown benchmark '%s' (spmm)\n", argv[1]);
+        fprintf(stderr, "sparrow bench: unknown benchmark '%s' (spmm, model)\n", argv[1]);
         return 2;
     }
     bench_cfg c;

@@ -20,6 +20,7 @@ static void usage(FILE *f) {
             "  eval         loss and accuracy of a saved model on a test set\n"
             "  inspect      a model file layer by layer: format, nonzeros, sparsity, bytes\n"
             "  bench spmm   time a sparse kernel against dense OpenBLAS on the same data\n"
+            "  bench model  time a model's forward pass, optionally against another (--vs)\n"
             "  info         CPU features, kernel variants and GEMM backend in use\n"
             "  version      print the version\n"
             "\n"

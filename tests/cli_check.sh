@@ -85,5 +85,11 @@ if grep -q '"params":25450,"nnz":' <<<"$out" && grep -q '"dense_fp32_bytes":' <<
    grep -q '"layers":\[' <<<"$out"; then pass "inspect --json"; else fail "inspect --json: $out"; fi
 expect_fail "inspect a file that is not a model" "bad magic" "$bin" inspect "$tmp/m.cfg"
 
+out=$("$bin" bench model --model "$tmp/a.sparrow" --vs lenet300 --batch 8 --threads 1 --min-time 0.05 --json)
+if grep -q '"ms":[0-9]' <<<"$out" && grep -q '"vs_ms":[0-9]' <<<"$out" && grep -q '"speedup":[0-9]' <<<"$out"
+then pass "bench model --vs --json"; else fail "bench model --vs --json: $out"; fi
+printf 'input 1 8 8\nflatten\nlinear out=classes\n' >"$tmp/small.cfg"
+expect_fail "bench model with mismatched inputs" "does not match" "$bin" bench model --model "$tmp/a.sparrow" --vs "$tmp/small.cfg"
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]
