@@ -30,8 +30,11 @@ train --threads 2 --out "$tmp/c.sparrow"
 if cmp -s "$tmp/a.sparrow" "$tmp/b.sparrow"; then pass "same seed, same bytes"; else fail "same seed, same bytes"; fi
 if cmp -s "$tmp/a.sparrow" "$tmp/c.sparrow"; then pass "1 and 2 threads, same bytes"; else fail "1 and 2 threads, same bytes"; fi
 
-# killed mid-epoch: wait for the first periodic checkpoint, then SIGKILL
-train --threads 2 --out "$tmp/k.sparrow" --checkpoint-every 40 &
+# killed mid-epoch: wait for the first periodic checkpoint, then SIGKILL. sparrow itself is the
+# background job (not a shell function's subshell, whose kill would leave sparrow running on as
+# an orphan that keeps writing the file).
+"$bin" train --model "$tmp/m.cfg" --epochs 2 --batch 64 --seed 7 --quiet --threads 2 \
+  --out "$tmp/k.sparrow" --checkpoint-every 40 &
 pid=$!
 for _ in $(seq 1 400); do [ -s "$tmp/k.sparrow" ] && break; sleep 0.01; done
 kill -9 "$pid" 2>/dev/null || true
