@@ -18,10 +18,11 @@
 
 /* Order-preserving map float -> uint32 (a < b <=> key(a) < key(b)); -0 maps like +0. */
 static inline uint32_t fkey(float f) {
-    if (f == 0.0f) f = 0.0f;
+    f = f + 0.0f; /* -0 + +0 = +0 in round-to-nearest */
     uint32_t u;
     memcpy(&u, &f, sizeof u);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    /* negative: flip every bit; positive: set the sign bit (branch-free) */
+    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
 }
 
 typedef struct seg {
@@ -46,7 +47,7 @@ static sel select_top(const seg *s, int64_t ns, int64_t k) {
         for (int64_t l = 0; l < ns; l++)
             for (int64_t i = 0; i < s[l].n; i++) {
                 uint32_t u = fkey(s[l].p[i]);
-                if ((u & pmask) == prefix) hist[(u >> shift) & 255u]++;
+                hist[(u >> shift) & 255u] += (u & pmask) == prefix; /* branch-free */
             }
         int d = 255;
         for (; d > 0; d--) {
@@ -216,14 +217,13 @@ sp_status sp_prune_mask_nm(int64_t rows, int64_t cols, const float *scores, int3
             const float *p = scores + i * cols + g;
             uint32_t key[32];
             for (int32_t t = 0; t < m; t++) key[t] = fkey(p[t]);
-            /* n rounds of "highest key not yet taken, lowest offset on a tie": O(n m) per group */
-            uint32_t taken = 0;
-            for (int32_t c = 0; c < n; c++) {
-                int32_t best = -1;
-                for (int32_t t = 0; t < m; t++)
-                    if (!(taken >> t & 1u) && (best < 0 || key[t] > key[best])) best = t;
-                taken |= (uint32_t)1 << best;
-                sp_mask_set(mk, i, g + best, true);
+            /* keep offset t if fewer than n offsets beat it (higher key, or equal key at a
+             * lower offset): O(m^2) per group, branch-free */
+            for (int32_t t = 0; t < m; t++) {
+                int32_t rank = 0;
+                for (int32_t q = 0; q < m; q++)
+                    rank += (key[q] > key[t]) | ((key[q] == key[t]) & (q < t));
+                if (rank < n) sp_mask_set(mk, i, g + t, true);
             }
         }
     *out = mk;
