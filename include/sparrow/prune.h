@@ -131,7 +131,7 @@ sp_status sp_prune_densities(sp_prune_alloc kind, int64_t nlayers,
 
 /* Zhu & Gupta (2017) gradual pruning: s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3 for t in
  * [t0, t0 + n dt], s_i before t0, s_f after; masks are updated at t0, t0 + dt, ..., t0 + n dt.
- * One-shot pruning is s_i = s_f, n = dt = 1: sparsity s_f from step t0 on. */
+ * One-shot pruning is the degenerate case s_i = s_f (e.g. n = dt = 1): prune to s_f at step t0. */
 typedef struct sp_prune_schedule {
     double s_i, s_f; /* 0 <= s_i <= s_f < 1 */
     int64_t t0;      /* >= 0: first pruning step */
