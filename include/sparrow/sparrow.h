@@ -8,6 +8,7 @@
  *   data.h     datasets: IDX files (raw or .gz), split, shuffle, feature-major batches
  *   nn.h       models: layers from a config or built-in spec, forward and backward
  *   train.h    losses, optimizers, learning-rate schedules, checkpoints, the training loop
+ *   prune.h    pruning: criteria (scores), granularities (masks), layer densities, schedules
  */
 #ifndef SPARROW_H
 #define SPARROW_H
@@ -16,6 +17,7 @@
 #include "sparrow/data.h"
 #include "sparrow/kernels.h"
 #include "sparrow/nn.h"
+#include "sparrow/prune.h"
 #include "sparrow/sparse.h"
 #include "sparrow/tensor.h"
 #include "sparrow/train.h"

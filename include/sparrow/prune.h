@@ -1,0 +1,153 @@
+/*
+ * sparrow/prune.h - pruning as pure functions: criteria (weights in, scores out), granularities
+ * (scores in, masks out), layer allocation (shapes in, per-layer densities out) and schedules
+ * (step in, sparsity out). Nothing here touches a model; training code calls these.
+ *
+ * Magnitude-prune a (300 x 784) weight w to 90% sparsity, unstructured:
+ *
+ *     float *s = sp_alloc(sizeof(float) * 300 * 784);
+ *     sp_prune_scores(SP_PRUNE_MAGNITUDE, 300, 784, w, NULL, s);   // s = |w|
+ *     sp_mask *m = NULL;
+ *     sp_status st = sp_prune_mask_unstructured(300, 784, s, 0.9, &m);  // keeps 23520 entries
+ *     if (st == SP_OK) sp_mask_apply(m, w, 784);
+ *     sp_mask_free(m);
+ *     sp_free(s);
+ *
+ * Gradually, with the Zhu & Gupta schedule: at every step t where sp_prune_schedule_is_update()
+ * says so, take the sparsity from sp_prune_schedule_sparsity() and prune again as above.
+ *
+ * Weights are (rows x cols) row-major with rows = outputs. Scores are compared as floats; the
+ * selection is exact and platform-independent: the k highest scores are kept and among equal
+ * scores the lower index (row-major; for global pruning, the earlier layer) wins. NaN scores are
+ * refused (SP_EINVAL naming the entry). A kept count is always round((1 - sparsity) * count).
+ */
+#ifndef SPARROW_PRUNE_H
+#define SPARROW_PRUNE_H
+
+#include "sparrow/core.h"
+#include "sparrow/sparse.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- criteria ------------------------------------------------------------------------------ */
+
+typedef enum sp_prune_criterion {
+    SP_PRUNE_MAGNITUDE = 0, /* |w| */
+    SP_PRUNE_RANDOM = 1,    /* uniform [0, 1) from sp_rng (seed, stream 0), row-major order */
+    SP_PRUNE_SNIP = 2,      /* |w * g|, g = dL/dw (Lee et al. 2019) */
+    SP_PRUNE_MOVEMENT = 3,  /* -w * acc_g, acc_g = dL/dw summed over steps (Sanh et al. 2020) */
+    SP_PRUNE_WANDA = 4,     /* |w_ij| * xnorm_j, xnorm_j = ||X_j||_2 (Sun et al. 2023) */
+    SP_PRUNE_ROW_L1 = 5,    /* sum_j |w_ij|: one score per row (neuron / output channel) */
+    SP_PRUNE_ROW_L2 = 6,    /* sqrt(sum_j w_ij^2): one score per row */
+} sp_prune_criterion;
+
+/* The optional inputs of the criteria; only those the criterion needs are read. */
+typedef struct sp_prune_inputs {
+    const float *grad;     /* SNIP: (rows x cols) gradient */
+    const float *grad_acc; /* movement: (rows x cols) gradient summed over steps */
+    const float *xnorm;    /* Wanda: cols values >= 0, the L2 norm of input feature j */
+    uint64_t seed;         /* random */
+} sp_prune_inputs;
+
+/* Name of a criterion ("magnitude"), or "?" for an unknown value. */
+const char *sp_prune_criterion_name(sp_prune_criterion kind);
+/* True for the criteria that give one score per row (ROW_L1, ROW_L2). */
+bool sp_prune_criterion_per_row(sp_prune_criterion kind);
+
+/* Scores of a (rows x cols) weight w (row-major) into scores: rows * cols floats, or rows floats
+ * for the per-row criteria. Borrows everything; allocates nothing. in may be NULL for magnitude,
+ * random (seed 0) and the row norms. SP_EINVAL for an unknown kind, a NULL pointer (naming the
+ * input that the criterion needs: "grad", "grad_acc", "xnorm"), a negative or NaN xnorm value. */
+sp_status sp_prune_scores(sp_prune_criterion kind, int64_t rows, int64_t cols, const float *w,
+                          const sp_prune_inputs *in, float *scores);
+
+/* ---- granularities: scores -> masks --------------------------------------------------------- */
+/* Every function below borrows its scores and returns an owned mask (rows x cols) in *out (NULL
+ * on error). sparsity must be in [0, 1) (SP_EINVAL naming it otherwise, NaN included). */
+
+/* Keeps the round((1 - sparsity) * rows * cols) highest of the rows * cols scores. */
+sp_status sp_prune_mask_unstructured(int64_t rows, int64_t cols, const float *scores,
+                                     double sparsity, sp_mask **out);
+
+/* One layer's scores for global pruning. */
+typedef struct sp_prune_layer {
+    int64_t rows, cols;
+    const float *scores; /* rows * cols */
+} sp_prune_layer;
+
+/* Global pruning: one threshold over all layers' scores together; keeps
+ * round((1 - sparsity) * total) entries in all. masks[0..nlayers) get owned masks (all NULL on
+ * error). Free each with sp_mask_free. */
+sp_status sp_prune_mask_global(int64_t nlayers, const sp_prune_layer *layers, double sparsity,
+                               sp_mask **masks);
+
+/* N:M: in every group of m consecutive columns of a row, keeps the n highest scores.
+ * 1 <= n < m <= 32 (SP_EINVAL); cols not a multiple of m is SP_ESHAPE. */
+sp_status sp_prune_mask_nm(int64_t rows, int64_t cols, const float *scores, int32_t n, int32_t m,
+                           sp_mask **out);
+
+/* Blocks of br x bc (edge blocks may be smaller): a block's score is the sum of its scores (in
+ * double, rounded to float); keeps the round((1 - sparsity) * nblocks) highest blocks, where
+ * nblocks = ceil(rows / br) * ceil(cols / bc), blocks ordered row-major for ties. br, bc >= 1. */
+sp_status sp_prune_mask_blocks(int64_t rows, int64_t cols, const float *scores, int32_t br,
+                               int32_t bc, double sparsity, sp_mask **out);
+
+/* Whole rows (structured neurons / filters): keeps the round((1 - sparsity) * rows) rows with
+ * the highest row_scores (rows values, e.g. from SP_PRUNE_ROW_L2) and sets all their bits.
+ * kept, if not NULL, gets an owned, ascending array of the kept row indices (free with sp_free;
+ * a valid pointer even when none is kept) and nkept, if not NULL, their number. */
+sp_status sp_prune_mask_rows(int64_t rows, int64_t cols, const float *row_scores,
+                             double sparsity, sp_mask **out, int64_t **kept, int64_t *nkept);
+
+/* ---- layer allocation: per-layer densities for a target overall density ------------------- */
+
+typedef enum sp_prune_alloc {
+    SP_PRUNE_ALLOC_UNIFORM = 0, /* the same density everywhere */
+    SP_PRUNE_ALLOC_ER = 1,      /* Erdos-Renyi: eps (n_in + n_out) / (n_in n_out) (SET) */
+    SP_PRUNE_ALLOC_ERK = 2,     /* ER-Kernel: eps (n_in + n_out + kh + kw) / (n_in n_out kh kw)
+                                   (RigL); a Linear layer (kh = kw = 0) gets ER's raw density */
+} sp_prune_alloc;
+
+/* One layer: n_in x n_out weights times kh x kw for a convolution (kh = kw = 0 for a Linear
+ * layer; both 0 or both >= 1). fixed: the layer gets exactly fixed_density (an override, e.g. a
+ * denser output layer); the others share what the target leaves. */
+typedef struct sp_prune_layer_shape {
+    int64_t n_in, n_out, kh, kw;
+    bool fixed;
+    double fixed_density; /* in [0, 1], read when fixed */
+} sp_prune_layer_shape;
+
+/* Per-layer densities (density[0..nlayers), caller-owned) such that sum density_l * n_l =
+ * density * sum n_l, with n_l the layer's weight count. ER/ERK: eps is solved for; a layer whose
+ * density would exceed 1 is made dense and eps solved again for the rest, until none exceeds 1.
+ * Allocates nothing. SP_EINVAL for a bad shape, kind, density outside [0, 1] or an unreachable
+ * target (the fixed layers alone keep more, or every free layer dense keeps too few). */
+sp_status sp_prune_densities(sp_prune_alloc kind, int64_t nlayers,
+                             const sp_prune_layer_shape *layers, double density, double *out);
+
+/* ---- schedules ------------------------------------------------------------------------------ */
+
+/* Zhu & Gupta (2017) gradual pruning: s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3 for t in
+ * [t0, t0 + n dt], s_i before t0, s_f after; masks are updated at t0, t0 + dt, ..., t0 + n dt.
+ * One-shot pruning is the degenerate case s_i = s_f (e.g. n = dt = 1): prune to s_f at step t0. */
+typedef struct sp_prune_schedule {
+    double s_i, s_f; /* 0 <= s_i <= s_f < 1 */
+    int64_t t0;      /* >= 0: first pruning step */
+    int64_t dt;      /* >= 1: steps between mask updates */
+    int64_t n;       /* >= 1: number of pruning intervals */
+} sp_prune_schedule;
+
+/* SP_OK if the schedule is valid, else SP_EINVAL (SP_EOVERFLOW if t0 + n dt overflows) naming
+ * the bad field. */
+sp_status sp_prune_schedule_check(const sp_prune_schedule *s);
+/* *out = the target sparsity at step t. Validates s as above. */
+sp_status sp_prune_schedule_sparsity(const sp_prune_schedule *s, int64_t t, double *out);
+/* *out = true when step t is a mask-update step. Validates s as above. */
+sp_status sp_prune_schedule_is_update(const sp_prune_schedule *s, int64_t t, bool *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
