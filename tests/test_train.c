@@ -480,3 +480,151 @@ TEST(checkpoint_round_trips_sparse_and_masked_layers) {
     unlink(path);
     sp_model_free(m);
 }
+
+/* A pattern that no seed would draw: row i keeps columns j with (i + 2 j) % 5 == 0. */
+static sp_mask *odd_pattern(int64_t rows, int64_t cols) {
+    sp_mask *m = NULL;
+    if (sp_mask_new(rows, cols, &m) != SP_OK) return NULL;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            if ((i + 2 * j) % 5 == 0) sp_mask_set(m, i, j, true);
+    return m;
+}
+
+TEST(checkpoint_keeps_explicit_sparsity_patterns) {
+    const char *cfg = "flatten\nlinear out=12 format=csr density=0.5\nrelu\n"
+                      "linear out=8 format=bsr block=2x2 density=0.5\ntanh\n"
+                      "linear out=8 format=nm nm=2:4\nrelu\n"
+                      "linear out=classes format=mask density=0.5\n";
+    sp_mask *p1 = odd_pattern(12, 16), *p3 = odd_pattern(8, 12), *p5 = odd_pattern(8, 8),
+            *p7 = odd_pattern(4, 8);
+    const sp_mask *pats[8] = {NULL, p1, NULL, p3, NULL, p5, NULL, p7};
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new_with_patterns(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, pats, 8, &m));
+    if (!m) goto done;
+    /* CSR and mask keep exactly the pattern; N:M pads groups to 2 (each has <= 2 here) */
+    sp_mask *got = NULL;
+    CHECK_OK(sp_model_layer_pattern(m, 1, &got));
+    CHECK(got && memcmp(got->bits, p1->bits, 8 * (size_t)(12 * p1->words_per_row)) == 0);
+    sp_mask_free(got);
+    got = NULL;
+    CHECK_OK(sp_model_layer_pattern(m, 7, &got));
+    CHECK(got && memcmp(got->bits, p7->bits, 8 * (size_t)(4 * p7->words_per_row)) == 0);
+    sp_mask_free(got);
+    got = NULL;
+    CHECK_OK(sp_model_layer_pattern(m, 0, &got));
+    CHECK(got == NULL);
+    sp_layer_info li;
+    CHECK_OK(sp_model_layer(m, 1, &li));
+    CHECK_EQ(li.nparam, sp_mask_count(p1) + 12);
+    for (int64_t k = 0; k < sp_model_nparams(m); k++) sp_model_params(m)[k] += 0.01f * (float)(k % 7);
+    char path[128];
+    tmp_path(path, sizeof path, "patterns");
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    sp_checkpoint c = {0};
+    CHECK_OK(sp_checkpoint_load(path, &c));
+    if (c.model) {
+        CHECK_EQ(sp_model_nparams(c.model), sp_model_nparams(m));
+        CHECK(memcmp(sp_model_params(c.model), sp_model_params(m),
+                     sizeof(float) * (size_t)sp_model_nparams(m)) == 0);
+        for (int i = 0; i < sp_model_nlayers(m); i++) {
+            sp_mask *a = NULL, *b = NULL;
+            CHECK_OK(sp_model_layer_pattern(m, i, &a));
+            CHECK_OK(sp_model_layer_pattern(c.model, i, &b));
+            CHECK((a == NULL) == (b == NULL));
+            if (a && b) CHECK(memcmp(a->bits, b->bits, 8 * (size_t)(a->rows * a->words_per_row)) == 0);
+            sp_mask_free(a);
+            sp_mask_free(b);
+        }
+    }
+    sp_checkpoint_free(&c);
+    unlink(path);
+    /* bad patterns: on a layer without weights, the wrong shape, more than N of M */
+    sp_model *bad = NULL;
+    const sp_mask *on_relu[3] = {NULL, NULL, p1};
+    CHECK_STATUS(sp_model_new_with_patterns(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, on_relu, 3,
+                                            &bad), SP_EFORMAT);
+    CHECK(strstr(sp_last_error(), "takes no sparsity pattern") != NULL);
+    const sp_mask *wrong_shape[2] = {NULL, p3};
+    CHECK_STATUS(sp_model_new_with_patterns(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, wrong_shape, 2,
+                                            &bad), SP_EFORMAT);
+    CHECK(strstr(sp_last_error(), "pattern is 8x12") != NULL);
+    sp_mask *full = NULL;
+    CHECK_OK(sp_mask_new(8, 8, &full));
+    if (full) {
+        for (int64_t j = 0; j < 8; j++) sp_mask_set(full, 0, j, true);
+        const sp_mask *too_many[6] = {NULL, NULL, NULL, NULL, NULL, full};
+        CHECK_STATUS(sp_model_new_with_patterns(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, too_many,
+                                                6, &bad), SP_EFORMAT);
+        CHECK(strstr(sp_last_error(), "more than N=2") != NULL);
+    }
+    sp_mask_free(full);
+    const sp_mask *past_end[20] = {[19] = p1};
+    CHECK_STATUS(sp_model_new_with_patterns(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, past_end, 20,
+                                            &bad), SP_EFORMAT);
+    CHECK(bad == NULL);
+done:
+    sp_model_free(m);
+    sp_mask_free(p1);
+    sp_mask_free(p3);
+    sp_mask_free(p5);
+    sp_mask_free(p7);
+}
+
+/* Offset of the payload of section `tag` in a checkpoint, or 0. */
+static size_t find_section(const uint8_t *b, size_t len, const char *tag) {
+    size_t pos = 16;
+    while (pos + 16 <= len - 4) {
+        uint64_t slen;
+        memcpy(&slen, b + pos + 8, 8);
+        if (memcmp(b + pos, tag, 4) == 0) return pos + 16;
+        pos += 16 + (size_t)((slen + 7) / 8 * 8);
+    }
+    return 0;
+}
+
+TEST(checkpoint_rejects_corrupt_patterns) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("flatten\nlinear out=6 format=csr density=0.5\nrelu\nlinear out=classes\n",
+                          (sp_shape){1, 4, 4}, 4, 5, &m));
+    if (!m) return;
+    char path[128];
+    tmp_path(path, sizeof path, "badpatt");
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    size_t len;
+    uint8_t *good = slurp(path, &len);
+    size_t pp = good ? find_section(good, len, "PATT") : 0;
+    CHECK(pp != 0);
+    uint8_t *b = malloc(len);
+    static const struct {
+        const char *name, *needle;
+    } cases[] = {
+        {"count", "patterns (at most"},   {"layer of relu", "takes no sparsity pattern"},
+        {"layer too big", "names layer"}, {"rows", "needs 56 bytes, 48 left"},
+        {"cols", "is 6x20, the layer 6x16"},
+        {"huge rows", "out of range"},    {"section length", "runs past"},
+        {"stray bit", "past column"},
+    };
+    for (size_t k = 0; pp && b && k < sizeof cases / sizeof cases[0]; k++) {
+        memcpy(b, good, len);
+        const char *n = cases[k].name;
+        uint8_t *rec = b + pp + 8; /* first record: layer, zero, rows, cols, words */
+        if (!strcmp(n, "count")) put32(b + pp, 5000);
+        else if (!strcmp(n, "layer of relu")) put32(rec, 2);
+        else if (!strcmp(n, "layer too big")) put32(rec, 9999);
+        else if (!strcmp(n, "rows")) put64(rec + 8, 7);
+        else if (!strcmp(n, "cols")) put64(rec + 16, 20);
+        else if (!strcmp(n, "huge rows")) put64(rec + 8, (uint64_t)1 << 40);
+        else if (!strcmp(n, "section length")) put32(b + pp, 2);
+        else if (!strcmp(n, "stray bit")) rec[24] |= 0x80, rec[24 + 2] |= 0x01; /* bit 16+ of row 0 */
+        reseal(b, len);
+        sp_checkpoint c = {0};
+        CHECK_STATUS(sp_checkpoint_parse(b, len, &c), SP_EFORMAT);
+        CHECK_MSG(strstr(sp_last_error(), cases[k].needle), "%s: %s", n, sp_last_error());
+        CHECK(c.model == NULL);
+    }
+    free(b);
+    sp_free(good);
+    unlink(path);
+    sp_model_free(m);
+}

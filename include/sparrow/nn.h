@@ -23,6 +23,7 @@
 #define SPARROW_NN_H
 
 #include "sparrow/core.h"
+#include "sparrow/sparse.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -53,6 +54,15 @@ sp_status sp_model_new(const char *text, sp_shape in, int64_t classes, uint64_t 
  * would exceed max_params floats (how loaders bound what an untrusted file can ask for). */
 sp_status sp_model_new_limited(const char *text, sp_shape in, int64_t classes, uint64_t seed,
                                int64_t max_params, sp_model **out);
+/* As sp_model_new_limited, with explicit sparsity patterns: patterns[i] (NULL for none), for
+ * i < npatterns, is the (out x in) pattern of layer i, which must be a masked or sparse linear
+ * layer; it replaces the random pattern its density would draw (a pruned layer's pattern).
+ * Borrows the masks. SP_EFORMAT naming the layer for a pattern that does not fit it (shape,
+ * more than N of M, a layer that takes none). */
+sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t classes,
+                                     uint64_t seed, int64_t max_params,
+                                     const sp_mask *const *patterns, int npatterns,
+                                     sp_model **out);
 /* Accepts NULL. */
 void sp_model_free(sp_model *m);
 
@@ -120,6 +130,9 @@ typedef struct sp_layer_info {
 int sp_model_nlayers(const sp_model *m);
 /* Summary of layer i; SP_EINVAL if out of range. */
 sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info);
+/* An owned copy of layer i's sparsity pattern, or *out = NULL for a layer without one (dense
+ * weights, no weights). For N:M it includes the padding slots of groups with fewer entries. */
+sp_status sp_model_layer_pattern(const sp_model *m, int i, sp_mask **out);
 /* Nonzero parameters over the whole model. */
 int64_t sp_model_nnz(const sp_model *m);
 

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "sparrow/nn.h"
+#include "sparrow/sparse.h"
 
 typedef struct sp_layer sp_layer;
 
@@ -54,6 +55,8 @@ typedef struct sp_layer_vt {
     int (*describe)(const sp_layer *l, char *buf, size_t n);
     /* optional: storage of the weight for summaries (default: "", nparam, 4 * nparam bytes) */
     void (*storage)(const sp_layer *l, const char **format, int64_t *dense_params, size_t *bytes);
+    /* optional: an owned copy of the layer's sparsity pattern (*out NULL if it has none) */
+    sp_status (*pattern)(const sp_layer *l, sp_mask **out);
 } sp_layer_vt;
 
 struct sp_layer {
@@ -99,6 +102,8 @@ typedef struct sp_build {
     int64_t max_params;    /* budget: a constructor whose weights would exceed it (or that would
                             * allocate more than that many floats) fails with SP_EFORMAT before
                             * allocating; bounds what an untrusted checkpoint can make us build */
+    const sp_mask *pattern; /* an explicit (out x in) sparsity pattern for this layer, or NULL */
+    bool pattern_used;     /* set by a constructor that took the pattern */
 } sp_build;
 
 /* A layer constructor: validates its options against the input shape and returns owned *out

@@ -235,6 +235,38 @@ static void linear_storage(const sp_layer *l, const char **format, int64_t *dens
     *bytes = b;
 }
 
+static sp_status linear_pattern(const sp_layer *l, sp_mask **out) {
+    const linear_layer *L = (const linear_layer *)l;
+    *out = NULL;
+    if (L->format == LIN_DENSE) return SP_OK;
+    sp_mask *m = NULL;
+    sp_status st = sp_mask_new(L->out, L->in, &m);
+    if (st != SP_OK) return st;
+    if (L->mask) {
+        memcpy(m->bits, L->mask->bits, sizeof(uint64_t) * (size_t)(L->out * m->words_per_row));
+    } else if (L->csr) {
+        for (int64_t i = 0; i < L->out; i++)
+            for (int64_t k = L->csr->row_ptr[i]; k < L->csr->row_ptr[i + 1]; k++)
+                sp_mask_set(m, i, sp_csr_col(L->csr, k), true);
+    } else if (L->bsr) {
+        const sp_bsr *B = L->bsr;
+        for (int64_t I = 0; I < B->brows; I++)
+            for (int64_t k = B->row_ptr[I]; k < B->row_ptr[I + 1]; k++)
+                for (int64_t r = I * B->br; r < SP_MIN(B->rows, (I + 1) * B->br); r++)
+                    for (int64_t c = (int64_t)B->col_idx[k] * B->bc;
+                         c < SP_MIN(B->cols, ((int64_t)B->col_idx[k] + 1) * B->bc); c++)
+                        sp_mask_set(m, r, c, true);
+    } else if (L->nm) {
+        const sp_nm *N = L->nm;
+        for (int64_t i = 0; i < N->rows; i++)
+            for (int64_t g = 0; g < N->groups; g++)
+                for (int64_t s2 = 0; s2 < N->n; s2++)
+                    sp_mask_set(m, i, g * N->m + N->idx[(i * N->groups + g) * N->n + s2], true);
+    }
+    *out = m;
+    return SP_OK;
+}
+
 static const sp_layer_vt linear_vt = {
     .kind = "linear",
     .forward = linear_forward,
@@ -244,6 +276,7 @@ static const sp_layer_vt linear_vt = {
     .free = linear_free,
     .describe = linear_describe,
     .storage = linear_storage,
+    .pattern = linear_pattern,
 };
 
 /* ---- construction --------------------------------------------------------------------------- */
@@ -272,8 +305,124 @@ static sp_status budget_fail(const sp_args *a, int64_t need, int64_t have) {
                    "%lld", a->line, (long long)need, (long long)have);
 }
 
+/* A given (out x in) pattern, built into the layer's structure: the mask format keeps it, CSR
+ * stores its set bits, BSR every block that holds a set bit, N:M its set bits padded to N per
+ * group at the lowest free offsets. Every size is checked against the budget first. */
+static sp_status build_given(linear_layer *L, sp_args *a, sp_build *b) {
+    const sp_mask *pm = b->pattern;
+    const int64_t out = L->out, in = L->in;
+    sp_status st;
+    if (pm->rows != out || pm->cols != in || pm->words_per_row != (in + 63) / 64)
+        return sp_fail(SP_EFORMAT, "config line %d (linear): the given pattern is %lldx%lld, the "
+                       "layer %lldx%lld", a->line, (long long)pm->rows, (long long)pm->cols,
+                       (long long)out, (long long)in);
+    if (in % 64)
+        for (int64_t i = 0; i < out; i++)
+            if (pm->bits[i * pm->words_per_row + pm->words_per_row - 1] >> (in % 64))
+                return sp_fail(SP_EFORMAT, "config line %d (linear): pattern row %lld has bits "
+                               "past column %lld", a->line, (long long)i, (long long)in);
+    b->pattern_used = true;
+    if (L->format == LIN_MASK) {
+        st = sp_mask_new(out, in, &L->mask);
+        if (st != SP_OK) return st;
+        memcpy(L->mask->bits, pm->bits, sizeof(uint64_t) * (size_t)(out * pm->words_per_row));
+        L->nw = out * in;
+        return SP_OK;
+    }
+    if (L->format == LIN_CSR) {
+        int64_t nnz = sp_mask_count(pm);
+        if (nnz + out > b->max_params) return budget_fail(a, nnz + out, b->max_params);
+        st = sp_csr_new(out, in, nnz, 0, &L->csr);
+        if (st != SP_OK) return st;
+        int64_t k = 0;
+        for (int64_t i = 0; i < out; i++) {
+            for (int64_t w = 0; w < pm->words_per_row; w++)
+                for (uint64_t x = pm->bits[i * pm->words_per_row + w]; x; x &= x - 1) {
+                    int64_t j = w * 64 + __builtin_ctzll(x);
+                    if (L->csr->col_idx16) L->csr->col_idx16[k] = (uint16_t)j;
+                    else L->csr->col_idx[k] = (int32_t)j;
+                    L->csr->val[k++] = 0.0f;
+                }
+            L->csr->row_ptr[i + 1] = k;
+        }
+        L->nw = nnz;
+        return sp_csr_validate(L->csr);
+    }
+    if (L->format == LIN_BSR) {
+        const int64_t brows = (out + L->br - 1) / L->br, bcols = (in + L->bc - 1) / L->bc;
+        /* blocks holding a set bit, block row by block row (a bitmap of bcols bits) */
+        uint64_t *hit = sp_calloc((size_t)(bcols + 63) / 64, sizeof(uint64_t));
+        if (!hit) return SP_ENOMEM;
+        int64_t nblocks = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            nblocks = 0;
+            for (int64_t I = 0; I < brows; I++) {
+                memset(hit, 0, sizeof(uint64_t) * (size_t)((bcols + 63) / 64));
+                for (int64_t i = I * L->br; i < SP_MIN(out, (I + 1) * L->br); i++)
+                    for (int64_t w = 0; w < pm->words_per_row; w++)
+                        for (uint64_t x = pm->bits[i * pm->words_per_row + w]; x; x &= x - 1) {
+                            int64_t J = (w * 64 + __builtin_ctzll(x)) / L->bc;
+                            hit[J >> 6] |= (uint64_t)1 << (J & 63);
+                        }
+                for (int64_t w = 0; w < (bcols + 63) / 64; w++)
+                    for (uint64_t x = hit[w]; x; x &= x - 1) {
+                        if (pass) L->bsr->col_idx[nblocks] = (int32_t)(w * 64 + __builtin_ctzll(x));
+                        nblocks++;
+                    }
+                if (pass) L->bsr->row_ptr[I + 1] = nblocks;
+            }
+            if (pass == 0) {
+                int64_t nw;
+                if (!sp_mul_i64(nblocks, L->br * L->bc, &nw) || nw + out > b->max_params) {
+                    sp_free(hit);
+                    return budget_fail(a, nblocks * L->br * L->bc + out, b->max_params);
+                }
+                st = sp_bsr_new(out, in, (int32_t)L->br, (int32_t)L->bc, nblocks, &L->bsr);
+                if (st != SP_OK) {
+                    sp_free(hit);
+                    return st;
+                }
+                L->nw = nw;
+            }
+        }
+        sp_free(hit);
+        return sp_bsr_validate(L->bsr);
+    }
+    /* N:M */
+    const int64_t groups = (in + L->nm_m - 1) / L->nm_m;
+    int64_t nw;
+    if (!sp_mul_i64(out, groups * L->nm_n, &nw) || nw + out > b->max_params)
+        return budget_fail(a, out * groups * L->nm_n + out, b->max_params);
+    st = sp_nm_new(out, in, (int32_t)L->nm_n, (int32_t)L->nm_m, &L->nm);
+    if (st != SP_OK) return st;
+    for (int64_t i = 0; i < out; i++)
+        for (int64_t g = 0; g < groups; g++) {
+            int64_t width = SP_MIN(L->nm_m, in - g * L->nm_m), set = 0;
+            bool take[32] = {false};
+            for (int64_t o = 0; o < width; o++)
+                if (sp_mask_get(pm, i, g * L->nm_m + o)) take[o] = true, set++;
+            if (set > L->nm_n)
+                return sp_fail(SP_EFORMAT, "config line %d (linear): pattern row %lld, group %lld "
+                               "holds %lld entries, more than N=%lld of nm=%lld:%lld", a->line,
+                               (long long)i, (long long)g, (long long)set, (long long)L->nm_n,
+                               (long long)L->nm_n, (long long)L->nm_m);
+            for (int64_t o = 0; o < width && set < L->nm_n; o++)
+                if (!take[o]) take[o] = true, set++; /* padding: lowest free offsets */
+            int64_t s2 = 0;
+            for (int64_t o = 0; o < width; o++)
+                if (take[o]) {
+                    L->nm->idx[(i * groups + g) * L->nm_n + s2] = (uint8_t)o;
+                    L->nm->val[(i * groups + g) * L->nm_n + s2] = 0.0f;
+                    s2++;
+                }
+        }
+    L->nw = nw;
+    return sp_nm_validate(L->nm);
+}
+
 /* The random pattern of a masked or sparse layer, built straight into its structure. */
 static sp_status build_pattern(linear_layer *L, sp_args *a, sp_build *b) {
+    if (b->pattern) return build_given(L, a, b);
     const int64_t out = L->out, in = L->in;
     sp_status st = SP_OK;
     if (L->format == LIN_MASK) {

@@ -200,6 +200,9 @@ typedef struct parser {
     uint64_t seed;
     int64_t max_params;    /* budget over the whole model */
     int64_t params_so_far;
+    const sp_mask *const *patterns; /* explicit patterns by layer index, or NULL */
+    int npatterns;
+    int patterns_used;
 } parser;
 
 /* Next non-empty line, comments stripped, split in place into tokens. Returns the token count
@@ -311,9 +314,16 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
                 a.val[a.n] = strcmp(eq + 1, "classes") == 0 ? p->classes_str : eq + 1;
                 a.n++;
             }
-            sp_build b = {.index = index, .max_params = p->max_params - p->params_so_far};
+            sp_build b = {.index = index, .max_params = p->max_params - p->params_so_far,
+                          .pattern = index < p->npatterns ? p->patterns[index] : NULL};
             sp_rng_init(&b.rng, p->seed, 0x5eed0000u + (uint64_t)index);
             st = create(&a, cur, &b, &l);
+            if (st == SP_OK && b.pattern && !b.pattern_used) {
+                sp_layer_free(l);
+                return sp_fail(SP_EFORMAT, "config line %d (%s): layer %d takes no sparsity "
+                               "pattern, but one was given", p->line, tok[0], index);
+            }
+            if (st == SP_OK && b.pattern) p->patterns_used++;
             if (st == SP_OK) {
                 st = sp_args_finish(&a);
                 if (st != SP_OK) sp_layer_free(l);
@@ -453,6 +463,13 @@ sp_status sp_model_new(const char *text, sp_shape in, int64_t classes, uint64_t 
 
 sp_status sp_model_new_limited(const char *text, sp_shape in, int64_t classes, uint64_t seed,
                                int64_t max_params, sp_model **out) {
+    return sp_model_new_with_patterns(text, in, classes, seed, max_params, NULL, 0, out);
+}
+
+sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t classes,
+                                     uint64_t seed, int64_t max_params,
+                                     const sp_mask *const *patterns, int npatterns,
+                                     sp_model **out) {
     if (!text || !out) return sp_fail(SP_EINVAL, "model: NULL argument");
     *out = NULL;
     if (in.c < 1 || in.h < 1 || in.w < 1 || in.c > (1 << 24) || in.h > (1 << 24) ||
@@ -462,7 +479,8 @@ sp_status sp_model_new_limited(const char *text, sp_shape in, int64_t classes, u
     if (classes < 1 || classes > (1 << 24))
         return sp_fail(SP_EINVAL, "model: classes %lld not in [1, 2^24]", (long long)classes);
     sp_model *m = sp_calloc(1, sizeof *m);
-    parser p = {.line = 0, .classes = classes, .seed = seed, .max_params = max_params};
+    parser p = {.line = 0, .classes = classes, .seed = seed, .max_params = max_params,
+                .patterns = patterns, .npatterns = patterns ? npatterns : 0};
     if (!m) return SP_ENOMEM;
     sp_status st = SP_ENOMEM;
     size_t tlen = strlen(text);
@@ -485,6 +503,12 @@ sp_status sp_model_new_limited(const char *text, sp_shape in, int64_t classes, u
         st = sp_fail(SP_EINVAL, "config: no layers");
         goto fail;
     }
+    for (int i = p.next_index; i < p.npatterns; i++)
+        if (p.patterns[i]) {
+            st = sp_fail(SP_EFORMAT, "a sparsity pattern is given for layer %d, but the model "
+                         "has %d layers", i, p.next_index);
+            goto fail;
+        }
     int total = count_layers(&m->root);
     m->flat = sp_calloc((size_t)total, sizeof *m->flat);
     st = SP_ENOMEM;
@@ -696,6 +720,15 @@ sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info) {
                             .bytes = sizeof(float) * (size_t)l->nparam};
     if (l->vt->storage) l->vt->storage(l, &info->format, &info->dense_params, &info->bytes);
     return SP_OK;
+}
+
+sp_status sp_model_layer_pattern(const sp_model *m, int i, sp_mask **out) {
+    if (!m || !out || i < 0 || i >= m->nlayers)
+        return sp_fail(SP_EINVAL, "model_layer_pattern: index %d not in [0, %d)", i,
+                       m ? m->nlayers : 0);
+    *out = NULL;
+    const sp_layer *l = m->flat[i];
+    return l->vt->pattern ? l->vt->pattern(l, out) : SP_OK;
 }
 
 int64_t sp_model_nnz(const sp_model *m) {

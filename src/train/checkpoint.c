@@ -33,6 +33,8 @@
 #define TAG_TRST TAG('T', 'R', 'S', 'T')
 #define TAG_META TAG('M', 'E', 'T', 'A')
 #define TAG_INPT TAG('I', 'N', 'P', 'T')
+#define TAG_PATT TAG('P', 'A', 'T', 'T')
+#define PATT_MAX_LAYERS 4096
 
 #define MODL_BYTES (7 * 8)
 #define OPTM_HEAD_BYTES (8 + 5 * 4 + 4 + 2 * 8)
@@ -161,7 +163,28 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
     const char *cfg = sp_model_config(m);
     sp_shape in = sp_model_in(m);
     int64_t np = sp_model_nparams(m), nb = sp_model_nbuffers(m);
-    uint32_t nsec = 5 + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
+    /* the sparsity patterns of masked and sparse layers: a pruned pattern cannot be redrawn */
+    wbuf pw = {0};
+    uint32_t npat = 0;
+    bool pok = true;
+    for (int i = 0; i < sp_model_nlayers(m) && pok; i++) {
+        sp_mask *mk = NULL;
+        if (sp_model_layer_pattern(m, i, &mk) != SP_OK) {
+            pok = false;
+            break;
+        }
+        if (!mk) continue;
+        npat++;
+        pok = wb_u32(&pw, (uint32_t)i) && wb_u32(&pw, 0) && wb_u64(&pw, (uint64_t)mk->rows) &&
+              wb_u64(&pw, (uint64_t)mk->cols);
+        for (int64_t k = 0; pok && k < mk->rows * mk->words_per_row; k++) pok = wb_u64(&pw, mk->bits[k]);
+        sp_mask_free(mk);
+    }
+    if (!pok) {
+        sp_free(pw.p);
+        return sp_fail(SP_ENOMEM, "checkpoint_save: out of memory");
+    }
+    uint32_t nsec = 5 + (npat ? 1 : 0) + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
     wbuf w = {0};
     bool ok = wb_put(&w, CKPT_MAGIC, 8) && wb_u32(&w, CKPT_VERSION) && wb_u32(&w, nsec);
     ok = ok && wb_section(&w, TAG_CONF, strlen(cfg)) && wb_put(&w, cfg, strlen(cfg)) && wb_pad(&w);
@@ -171,6 +194,10 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
          wb_u64(&w, (uint64_t)np) && wb_u64(&w, (uint64_t)nb);
     ok = ok && wb_section(&w, TAG_INPT, 8) && wb_f32(&w, sp_model_input_scale(m)) &&
          wb_u32(&w, 0);
+    if (npat)
+        ok = ok && wb_section(&w, TAG_PATT, 8 + pw.len) && wb_u32(&w, npat) && wb_u32(&w, 0) &&
+             wb_put(&w, pw.p, pw.len);
+    sp_free(pw.p);
     ok = ok && wb_section(&w, TAG_PARM, (uint64_t)np * 4) && wb_f32s(&w, sp_model_params(m), np) &&
          wb_pad(&w);
     ok = ok && wb_section(&w, TAG_BUFF, (uint64_t)nb * 4) && wb_f32s(&w, sp_model_buffers(m), nb) &&
@@ -241,6 +268,49 @@ void sp_checkpoint_free(sp_checkpoint *c) {
     memset(c, 0, sizeof *c);
 }
 
+/* PATT: u32 count, u32 zero, then per record u32 layer, u32 zero, u64 rows, u64 cols and
+ * rows * ceil(cols / 64) u64 words of mask bits. Every size is checked against the bytes left
+ * before a mask is allocated. pats is indexed by layer; *npats = highest layer + 1. */
+static sp_status parse_patterns(section s, sp_mask **pats, int *npats) {
+    if (s.len < 8) return sp_fail(SP_EFORMAT, "checkpoint: PATT section of %llu bytes is too short",
+                                  (unsigned long long)s.len);
+    uint32_t count = rd_u32(s.p);
+    if (count > PATT_MAX_LAYERS || rd_u32(s.p + 4) != 0)
+        return sp_fail(SP_EFORMAT, "checkpoint: PATT holds %u patterns (at most %d)", count,
+                       PATT_MAX_LAYERS);
+    uint64_t pos = 8;
+    for (uint32_t r = 0; r < count; r++) {
+        if (s.len - pos < 24)
+            return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u runs past its section", r);
+        uint32_t layer = rd_u32(s.p + pos);
+        uint64_t rows = rd_u64(s.p + pos + 8), cols = rd_u64(s.p + pos + 16);
+        pos += 24;
+        if (layer >= PATT_MAX_LAYERS || rd_u32(s.p + pos - 20) != 0)
+            return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u names layer %u", r, layer);
+        if ((int)layer < *npats && pats[layer])
+            return sp_fail(SP_EFORMAT, "checkpoint: PATT gives layer %u twice", layer);
+        if (rows < 1 || cols < 1 || rows > ((uint64_t)1 << 31) || cols > ((uint64_t)1 << 31))
+            return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u pattern %llux%llu out of range",
+                           layer, (unsigned long long)rows, (unsigned long long)cols);
+        uint64_t words = rows * ((cols + 63) / 64); /* < 2^57: no overflow */
+        if (words > (s.len - pos) / 8)
+            return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u needs %llu bytes, %llu left",
+                           layer, (unsigned long long)(words * 8),
+                           (unsigned long long)(s.len - pos));
+        sp_mask *m = NULL;
+        sp_status st = sp_mask_new((int64_t)rows, (int64_t)cols, &m);
+        if (st != SP_OK) return st;
+        for (uint64_t k = 0; k < words; k++) m->bits[k] = rd_u64(s.p + pos + 8 * k);
+        pos += 8 * words;
+        pats[layer] = m;
+        if ((int)layer + 1 > *npats) *npats = (int)layer + 1;
+    }
+    if (pos != s.len)
+        return sp_fail(SP_EFORMAT, "checkpoint: %llu unexpected bytes at the end of PATT",
+                       (unsigned long long)(s.len - pos));
+    return SP_OK;
+}
+
 sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) {
     if (!b || !out) return sp_fail(SP_EINVAL, "checkpoint: NULL argument");
     memset(out, 0, sizeof *out);
@@ -258,7 +328,7 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
     if (nsec > CKPT_MAX_SECTIONS)
         return sp_fail(SP_EFORMAT, "checkpoint: %u sections (at most %u)", nsec, CKPT_MAX_SECTIONS);
     section conf = {0}, modl = {0}, parm = {0}, buff = {0}, optm = {0}, trst = {0}, meta = {0};
-    section inpt = {0};
+    section inpt = {0}, patt = {0};
     size_t pos = 16, end = len - 4;
     for (uint32_t i = 0; i < nsec; i++) {
         if (end - pos < 16)
@@ -273,7 +343,8 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
         section s = {b + pos, slen, true};
         section *dst = tag == TAG_CONF ? &conf : tag == TAG_MODL ? &modl : tag == TAG_PARM ? &parm
                      : tag == TAG_BUFF ? &buff : tag == TAG_OPTM ? &optm : tag == TAG_TRST ? &trst
-                     : tag == TAG_META ? &meta : tag == TAG_INPT ? &inpt : NULL;
+                     : tag == TAG_META ? &meta : tag == TAG_INPT ? &inpt
+                     : tag == TAG_PATT ? &patt : NULL;
         if (!dst)
             return sp_fail(SP_EFORMAT, "checkpoint: unknown section tag 0x%08x", tag);
         if (dst->present)
@@ -305,11 +376,21 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
             return sp_fail(SP_EFORMAT, "checkpoint: NUL byte in the architecture at offset %llu",
                            (unsigned long long)k);
     sp_status st = SP_ENOMEM;
+    sp_mask *pats[PATT_MAX_LAYERS] = {NULL};
+    int npats = 0;
+    if (patt.present) {
+        st = parse_patterns(patt, pats, &npats);
+        if (st != SP_OK) goto fail_pats;
+    }
     char *cfg = dup_text(conf.p, conf.len);
-    if (!cfg) return SP_ENOMEM;
+    st = SP_ENOMEM;
+    if (!cfg) goto fail_pats;
     /* the parameter count is bounded by the file: the model may not ask for more */
-    st = sp_model_new_limited(cfg, in, classes, seed, np + nb, &out->model);
+    st = sp_model_new_with_patterns(cfg, in, classes, seed, np + nb,
+                                    (const sp_mask *const *)pats, npats, &out->model);
     sp_free(cfg);
+    for (int i = 0; i < npats; i++) sp_mask_free(pats[i]);
+    npats = 0;
     if (st != SP_OK) {
         char msg[400];
         snprintf(msg, sizeof msg, "%s", sp_last_error());
@@ -386,6 +467,8 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
     out->meta = meta.present ? dup_text(meta.p, meta.len) : dup_text((const uint8_t *)"", 0);
     if (!out->meta) goto fail;
     return SP_OK;
+fail_pats:
+    for (int i = 0; i < npats; i++) sp_mask_free(pats[i]);
 fail:
     sp_checkpoint_free(out);
     return st;
