@@ -94,5 +94,16 @@ then pass "bench model --vs --json"; else fail "bench model --vs --json: $out"; 
 printf 'input 1 8 8\nflatten\nlinear out=classes\n' >"$tmp/small.cfg"
 expect_fail "bench model with mismatched inputs" "does not match" "$bin" bench model --model "$tmp/a.sparrow" --vs "$tmp/small.cfg"
 
+# one-shot pruning: the file is sparse, survives inspect, fine-tunes with its pattern intact
+out=$("$bin" prune --model "$tmp/a.sparrow" --sparsity 0.75 --out "$tmp/p.sparrow" --json)
+if grep -q '"nnz":6634,' <<<"$out"; then pass "prune --json"; else fail "prune --json: $out"; fi
+"$bin" train --model "$tmp/p.sparrow" --epochs 1 --quiet --out "$tmp/pf.sparrow"
+out=$("$bin" inspect "$tmp/pf.sparrow" --json)
+if grep -q '"format":"csr","params":6304,' <<<"$out"; then pass "a pruned model fine-tunes sparse"
+else fail "a pruned model fine-tunes sparse: $out"; fi
+expect_fail "prune: sparsity 1" "--sparsity expects a number" "$bin" prune --model "$tmp/a.sparrow" --sparsity 1 --out "$tmp/x.sparrow"
+expect_fail "prune: a file that is not a model" "bad magic" "$bin" prune --model "$tmp/m.cfg" --out "$tmp/x.sparrow"
+expect_fail "prune: N:M that does not divide the layer" "not a multiple of m = 5" "$bin" prune --model "$tmp/a.sparrow" --granularity nm --nm 2:5 --out "$tmp/x.sparrow"
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

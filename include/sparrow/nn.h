@@ -133,6 +133,13 @@ sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info);
 /* An owned copy of layer i's sparsity pattern, or *out = NULL for a layer without one (dense
  * weights, no weights). For N:M it includes the padding slots of groups with fewer entries. */
 sp_status sp_model_layer_pattern(const sp_model *m, int i, sp_mask **out);
+/* Layer i's weight as a dense (out x in) row-major matrix, whatever its storage (zeros where
+ * nothing is stored), and its bias (out floats; bias may be NULL). SP_EINVAL for a layer with
+ * no weight matrix (only linear layers have one today). */
+sp_status sp_model_layer_get_weight(const sp_model *m, int i, float *w, float *bias);
+/* Sets layer i's weight from a dense (out x in) matrix: every stored entry takes its value from
+ * w (entries the layer does not store are ignored) and the bias from bias (if not NULL). */
+sp_status sp_model_layer_set_weight(sp_model *m, int i, const float *w, const float *bias);
 /* Nonzero parameters over the whole model. */
 int64_t sp_model_nnz(const sp_model *m);
 

@@ -25,6 +25,7 @@
 #define SPARROW_PRUNE_H
 
 #include "sparrow/core.h"
+#include "sparrow/nn.h"
 #include "sparrow/sparse.h"
 
 #ifdef __cplusplus
@@ -146,6 +147,34 @@ sp_status sp_prune_schedule_check(const sp_prune_schedule *s);
 sp_status sp_prune_schedule_sparsity(const sp_prune_schedule *s, int64_t t, double *out);
 /* *out = true when step t is a mask-update step. Validates s as above. */
 sp_status sp_prune_schedule_is_update(const sp_prune_schedule *s, int64_t t, bool *out);
+
+/* ---- pruning a model ------------------------------------------------------------------------- */
+
+typedef enum sp_prune_granularity {
+    SP_PRUNE_LAYERWISE = 0, /* unstructured, the same sparsity in every pruned layer */
+    SP_PRUNE_GLOBAL = 1,    /* unstructured, one threshold across all pruned layers */
+    SP_PRUNE_NM = 2,        /* n of every m inputs */
+    SP_PRUNE_BLOCK = 3,     /* br x bc blocks */
+} sp_prune_granularity;
+
+typedef struct sp_prune_spec {
+    sp_prune_criterion criterion; /* magnitude or random (the others need training inputs) */
+    sp_prune_granularity granularity;
+    double sparsity;              /* layerwise, global, block: fraction removed, [0, 1) */
+    int32_t n, m;                 /* N:M */
+    int32_t br, bc;               /* blocks */
+    const char *format;           /* storage of the pruned layers: "csr", "mask", "bsr", "nm";
+                                   * NULL: nm for N:M, bsr for blocks, else csr */
+    bool keep_last;               /* leave the last linear layer dense (the output layer) */
+    uint64_t seed;                /* for the random criterion */
+} sp_prune_spec;
+
+/* One-shot pruning: every dense linear layer of m (but the last with keep_last) is pruned by
+ * spec and stored in spec->format; the result is a new model (owned *out) whose pruned layers
+ * keep their patterns on save and load, with every other parameter and state copied. m is not
+ * changed. SP_EINVAL naming the bad setting, SP_ESHAPE for an N:M pattern that does not divide
+ * a layer. */
+sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model **out);
 
 #ifdef __cplusplus
 }

@@ -57,6 +57,10 @@ typedef struct sp_layer_vt {
     void (*storage)(const sp_layer *l, const char **format, int64_t *dense_params, size_t *bytes);
     /* optional: an owned copy of the layer's sparsity pattern (*out NULL if it has none) */
     sp_status (*pattern)(const sp_layer *l, sp_mask **out);
+    /* optional: the weight as a dense (out x in) matrix and the bias (out, may be NULL), and
+     * back: set writes the stored entries from a dense matrix (others are not stored) */
+    sp_status (*get_dense)(const sp_layer *l, float *w, float *bias);
+    sp_status (*set_dense)(sp_layer *l, const float *w, const float *bias);
 } sp_layer_vt;
 
 struct sp_layer {

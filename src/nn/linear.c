@@ -267,6 +267,53 @@ static sp_status linear_pattern(const sp_layer *l, sp_mask **out) {
     return SP_OK;
 }
 
+static sp_status linear_get_dense(const sp_layer *l, float *w, float *bias) {
+    const linear_layer *L = (const linear_layer *)l;
+    sp_status st = SP_OK;
+    if (L->csr) st = sp_csr_to_dense(L->csr, w, L->in);
+    else if (L->bsr) st = sp_bsr_to_dense(L->bsr, w, L->in);
+    else if (L->nm) st = sp_nm_to_dense(L->nm, w, L->in);
+    else memcpy(w, l->param, sizeof(float) * (size_t)(L->out * L->in));
+    if (bias) {
+        if (L->bias) memcpy(bias, l->param + L->nw, sizeof(float) * (size_t)L->out);
+        else memset(bias, 0, sizeof(float) * (size_t)L->out);
+    }
+    return st;
+}
+
+static sp_status linear_set_dense(sp_layer *l, const float *w, const float *bias) {
+    linear_layer *L = (linear_layer *)l;
+    float *v = l->param;
+    if (L->csr) {
+        for (int64_t i = 0; i < L->out; i++)
+            for (int64_t k = L->csr->row_ptr[i]; k < L->csr->row_ptr[i + 1]; k++)
+                v[k] = w[i * L->in + sp_csr_col(L->csr, k)];
+    } else if (L->bsr) {
+        const sp_bsr *B = L->bsr;
+        for (int64_t I = 0; I < B->brows; I++)
+            for (int64_t k = B->row_ptr[I]; k < B->row_ptr[I + 1]; k++)
+                for (int64_t r = 0; r < B->br; r++)
+                    for (int64_t c = 0; c < B->bc; c++) {
+                        int64_t i = I * B->br + r, j = (int64_t)B->col_idx[k] * B->bc + c;
+                        v[(k * B->br + r) * B->bc + c] =
+                            i < B->rows && j < B->cols ? w[i * L->in + j] : 0.0f;
+                    }
+    } else if (L->nm) {
+        const sp_nm *N = L->nm;
+        for (int64_t i = 0; i < N->rows; i++)
+            for (int64_t g = 0; g < N->groups; g++)
+                for (int64_t s2 = 0; s2 < N->n; s2++) {
+                    int64_t slot = (i * N->groups + g) * N->n + s2;
+                    v[slot] = w[i * L->in + g * N->m + N->idx[slot]];
+                }
+    } else {
+        memcpy(v, w, sizeof(float) * (size_t)(L->out * L->in));
+        if (L->mask) sp_mask_apply(L->mask, v, L->in);
+    }
+    if (bias && L->bias) memcpy(v + L->nw, bias, sizeof(float) * (size_t)L->out);
+    return SP_OK;
+}
+
 static const sp_layer_vt linear_vt = {
     .kind = "linear",
     .forward = linear_forward,
@@ -277,6 +324,8 @@ static const sp_layer_vt linear_vt = {
     .describe = linear_describe,
     .storage = linear_storage,
     .pattern = linear_pattern,
+    .get_dense = linear_get_dense,
+    .set_dense = linear_set_dense,
 };
 
 /* ---- construction --------------------------------------------------------------------------- */
@@ -322,6 +371,8 @@ static sp_status build_given(linear_layer *L, sp_args *a, sp_build *b) {
                 return sp_fail(SP_EFORMAT, "config line %d (linear): pattern row %lld has bits "
                                "past column %lld", a->line, (long long)i, (long long)in);
     b->pattern_used = true;
+    L->density = (double)sp_mask_count(pm) / (double)(out * in); /* what describe reports */
+    if (L->density <= 0.0) L->density = 1e-9;
     if (L->format == LIN_MASK) {
         st = sp_mask_new(out, in, &L->mask);
         if (st != SP_OK) return st;

@@ -731,6 +731,26 @@ sp_status sp_model_layer_pattern(const sp_model *m, int i, sp_mask **out) {
     return l->vt->pattern ? l->vt->pattern(l, out) : SP_OK;
 }
 
+sp_status sp_model_layer_get_weight(const sp_model *m, int i, float *w, float *bias) {
+    if (!m || !w || i < 0 || i >= m->nlayers)
+        return sp_fail(SP_EINVAL, "model_layer_get_weight: index %d not in [0, %d)", i,
+                       m ? m->nlayers : 0);
+    const sp_layer *l = m->flat[i];
+    if (!l->vt->get_dense)
+        return sp_fail(SP_EINVAL, "layer %s has no weight matrix", l->name);
+    return l->vt->get_dense(l, w, bias);
+}
+
+sp_status sp_model_layer_set_weight(sp_model *m, int i, const float *w, const float *bias) {
+    if (!m || !w || i < 0 || i >= m->nlayers)
+        return sp_fail(SP_EINVAL, "model_layer_set_weight: index %d not in [0, %d)", i,
+                       m ? m->nlayers : 0);
+    sp_layer *l = m->flat[i];
+    if (!l->vt->set_dense)
+        return sp_fail(SP_EINVAL, "layer %s has no weight matrix", l->name);
+    return l->vt->set_dense(l, w, bias);
+}
+
 int64_t sp_model_nnz(const sp_model *m) {
     int64_t nnz = 0;
     for (int64_t k = 0; k < m->nparams; k++) nnz += m->params[k] != 0.0f;

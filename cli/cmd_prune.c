@@ -1,0 +1,148 @@
+/*
+ * cmd_prune.c - `sparrow prune`: one-shot pruning of a trained model into a sparse model file
+ * (sp_model_prune), with the test accuracy of both and their sizes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+
+static void prune_usage(FILE *f) {
+    fprintf(f,
+        "usage: sparrow prune --model MODEL --out MODEL2 [options]\n"
+        "\n"
+        "Prunes every dense linear layer of a model file at once and writes the sparse model;\n"
+        "evaluates both on the test set.\n"
+        "  --sparsity S         fraction of weights removed, in [0, 1) (default 0.9)\n"
+        "  --method M           magnitude (default) | random\n"
+        "  --granularity G      layerwise (default) | global | nm | block\n"
+        "  --nm N:M             the N:M pattern (default 2:4)\n"
+        "  --block RxC          the block shape (default 4x4)\n"
+        "  --format F           csr | mask | bsr | nm (default: nm for nm, bsr for block, else csr)\n"
+        "  --prune-last         prune the output layer too (default: it stays dense)\n"
+        "  --data D             fashion-mnist (default) or idx:DIR, for the evaluation\n"
+        "  --seed S             for --method random (default 1)\n"
+        "  --json               one object: sparsity, dense/pruned test_accuracy, nnz, bytes\n");
+}
+
+static long long file_size(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+int cmd_prune(int argc, char **argv) {
+    const char *model = NULL, *outp = NULL, *data = "fashion-mnist", *method = "magnitude",
+               *gran = "layerwise", *format = NULL, *nm = "2:4", *block = "4x4";
+    double sparsity = 0.9;
+    int64_t seed = 1;
+    bool json = false, prune_last = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            prune_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--prune-last")) { prune_last = true; continue; }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "sparrow prune: %s needs a value (see --help)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--out")) outp = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--method")) method = v;
+        else if (!strcmp(a, "--granularity")) gran = v;
+        else if (!strcmp(a, "--format")) format = v;
+        else if (!strcmp(a, "--nm")) nm = v;
+        else if (!strcmp(a, "--block")) block = v;
+        else if (!strcmp(a, "--sparsity")) {
+            if (!cli_parse_f64(a, v, 0.0, 0.999999, &sparsity)) return 2;
+        } else if (!strcmp(a, "--seed")) {
+            if (!cli_parse_i64(a, v, 0, INT64_MAX, &seed)) return 2;
+        } else {
+            fprintf(stderr, "sparrow prune: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!model || !outp) {
+        fprintf(stderr, "sparrow prune: --model and --out are required (see --help)\n");
+        return 2;
+    }
+    sp_prune_spec spec = {.sparsity = sparsity, .keep_last = !prune_last, .format = format,
+                          .seed = (uint64_t)seed};
+    if (!strcmp(method, "magnitude")) spec.criterion = SP_PRUNE_MAGNITUDE;
+    else if (!strcmp(method, "random")) spec.criterion = SP_PRUNE_RANDOM;
+    else {
+        fprintf(stderr, "sparrow prune: --method must be magnitude or random, got '%s'\n", method);
+        return 2;
+    }
+    if (!strcmp(gran, "layerwise")) spec.granularity = SP_PRUNE_LAYERWISE;
+    else if (!strcmp(gran, "global")) spec.granularity = SP_PRUNE_GLOBAL;
+    else if (!strcmp(gran, "nm")) spec.granularity = SP_PRUNE_NM;
+    else if (!strcmp(gran, "block")) spec.granularity = SP_PRUNE_BLOCK;
+    else {
+        fprintf(stderr, "sparrow prune: --granularity must be layerwise, global, nm or block, "
+                        "got '%s'\n", gran);
+        return 2;
+    }
+    int64_t a1, a2;
+    if (!cli_parse_pair("--nm", nm, ':', 1, 32, &a1, &a2)) return 2;
+    spec.n = (int32_t)a1;
+    spec.m = (int32_t)a2;
+    if (!cli_parse_pair("--block", block, 'x', 1, 64, &a1, &a2)) return 2;
+    spec.br = (int32_t)a1;
+    spec.bc = (int32_t)a2;
+
+    int rc = 1;
+    sp_checkpoint ck = {0};
+    sp_model *pm = NULL;
+    sp_dataset *train = NULL, *test = NULL;
+    if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
+    if (sp_model_prune(ck.model, &spec, &pm) != SP_OK) {
+        cli_fail("prune");
+        goto done;
+    }
+    if (sp_checkpoint_save(outp, pm, NULL, NULL, NULL) != SP_OK) {
+        cli_fail("--out");
+        goto done;
+    }
+    if (sp_dataset_open(data, &train, &test) != SP_OK) {
+        cli_fail("--data");
+        goto done;
+    }
+    double dl, da, pl, pa;
+    if (sp_evaluate(ck.model, test, 1000, 0, &dl, &da, NULL) != SP_OK ||
+        sp_evaluate(pm, test, 1000, 0, &pl, &pa, NULL) != SP_OK) {
+        cli_fail("evaluate");
+        goto done;
+    }
+    int64_t dnnz = sp_model_nnz(ck.model), pnnz = sp_model_nnz(pm);
+    if (json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, model);
+        printf(",\"out\":");
+        cli_json_string(stdout, outp);
+        printf(",\"method\":\"%s\",\"granularity\":\"%s\",\"sparsity\":%g,"
+               "\"dense_test_accuracy\":%.6f,\"test_accuracy\":%.6f,\"test_loss\":%.6f,"
+               "\"dense_nnz\":%lld,\"nnz\":%lld,\"dense_file_bytes\":%lld,\"file_bytes\":%lld}\n",
+               method, gran, sparsity, da, pa, pl, (long long)dnnz, (long long)pnnz,
+               file_size(model), file_size(outp));
+    } else {
+        printf("dense : test accuracy %.2f%%, %lld nonzero parameters, file %lld bytes\n",
+               100.0 * da, (long long)dnnz, file_size(model));
+        printf("pruned: test accuracy %.2f%%, %lld nonzero parameters, file %lld bytes -> %s\n",
+               100.0 * pa, (long long)pnnz, file_size(outp), outp);
+    }
+    rc = 0;
+done:
+    sp_checkpoint_free(&ck);
+    sp_model_free(pm);
+    sp_dataset_free(train);
+    sp_dataset_free(test);
+    return rc;
+}

@@ -1,0 +1,207 @@
+/*
+ * model_prune.c - one-shot pruning of a whole model: scores and masks from the pure core
+ * (criteria.c, granularity.c), then a new model whose pruned linear layers are built on those
+ * patterns in a sparse format (sp_model_new_with_patterns) and take the surviving weights.
+ *
+ * The new config is the old one with " format=..." (and the N:M or block shape) appended to each
+ * pruned layer's line; config lines map to layers in depth-first order (every line but "input"
+ * and "}" is one layer), the order of sp_model_layer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sparrow/prune.h"
+#include "sparrow/nn.h"
+
+#include "../core/internal.h"
+
+#define MAX_LAYERS 4096
+
+static bool prunable(const sp_layer_info *li) {
+    return !strcmp(li->kind, "linear") && !strcmp(li->format, "dense");
+}
+
+/* Appends opts[i] to the line of layer i (when not NULL). Returns owned text. */
+static char *rewrite_config(const char *cfg, char *const *opts, int n) {
+    size_t extra = 0;
+    for (int i = 0; i < n; i++)
+        if (opts[i]) extra += strlen(opts[i]) + 1;
+    size_t len = strlen(cfg);
+    char *t = sp_alloc(len + extra + 1);
+    if (!t) return NULL;
+    size_t o = 0;
+    int layer = 0;
+    const char *s = cfg;
+    while (*s) {
+        const char *end = strchr(s, '\n');
+        size_t ll = end ? (size_t)(end - s) : strlen(s);
+        memcpy(t + o, s, ll);
+        o += ll;
+        const char *q = s;
+        while (q < s + ll && (*q == ' ' || *q == '\t')) q++;
+        bool is_layer = q < s + ll && strncmp(q, "input", 5) != 0 && *q != '}' && *q != '#';
+        if (is_layer) {
+            if (layer < n && opts[layer]) {
+                t[o++] = ' ';
+                memcpy(t + o, opts[layer], strlen(opts[layer]));
+                o += strlen(opts[layer]);
+            }
+            layer++;
+        }
+        if (end) t[o++] = '\n';
+        s = end ? end + 1 : s + ll;
+    }
+    t[o] = '\0';
+    return t;
+}
+
+sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model **out) {
+    if (!m || !spec || !out) return sp_fail(SP_EINVAL, "model_prune: NULL argument");
+    *out = NULL;
+    const int n = sp_model_nlayers(m);
+    if (n > MAX_LAYERS) return sp_fail(SP_EINVAL, "model_prune: %d layers (at most %d)", n, MAX_LAYERS);
+    if (spec->criterion != SP_PRUNE_MAGNITUDE && spec->criterion != SP_PRUNE_RANDOM)
+        return sp_fail(SP_EINVAL, "model_prune: criterion %s needs training inputs; one-shot "
+                       "pruning of a model takes magnitude or random",
+                       sp_prune_criterion_name(spec->criterion));
+    const char *fmt = spec->format ? spec->format
+                    : spec->granularity == SP_PRUNE_NM ? "nm"
+                    : spec->granularity == SP_PRUNE_BLOCK ? "bsr" : "csr";
+    if (strcmp(fmt, "csr") && strcmp(fmt, "mask") && strcmp(fmt, "bsr") && strcmp(fmt, "nm"))
+        return sp_fail(SP_EINVAL, "model_prune: format '%s' is not csr, mask, bsr or nm", fmt);
+    if (!strcmp(fmt, "nm") && spec->granularity != SP_PRUNE_NM)
+        return sp_fail(SP_EINVAL, "model_prune: the nm format needs N:M granularity");
+
+    /* the layers to prune */
+    int last = -1, count = 0;
+    for (int i = 0; i < n; i++) {
+        sp_layer_info li;
+        if (sp_model_layer(m, i, &li) == SP_OK && !strcmp(li.kind, "linear")) last = i;
+    }
+    sp_status st = SP_ENOMEM;
+    float **w = sp_calloc((size_t)n, sizeof *w);
+    float **scores = sp_calloc((size_t)n, sizeof *scores);
+    sp_mask **masks = sp_calloc((size_t)n, sizeof *masks);
+    char **opts = sp_calloc((size_t)n, sizeof *opts);
+    sp_prune_layer *gl = sp_calloc((size_t)n, sizeof *gl);
+    char *cfg = NULL;
+    sp_model *pm = NULL;
+    if (!w || !scores || !masks || !opts || !gl) goto done;
+    for (int i = 0; i < n; i++) {
+        sp_layer_info li;
+        if ((st = sp_model_layer(m, i, &li)) != SP_OK) goto done;
+        if (!prunable(&li) || (spec->keep_last && i == last)) continue;
+        const int64_t rows = li.out.c, cols = li.in.c;
+        st = SP_ENOMEM;
+        w[i] = sp_alloc(sizeof(float) * (size_t)(rows * cols));
+        scores[i] = sp_alloc(sizeof(float) * (size_t)(rows * cols));
+        opts[i] = sp_alloc(64);
+        if (!w[i] || !scores[i] || !opts[i]) goto done;
+        if ((st = sp_model_layer_get_weight(m, i, w[i], NULL)) != SP_OK) goto done;
+        sp_prune_inputs pin = {.seed = spec->seed + (uint64_t)i};
+        if ((st = sp_prune_scores(spec->criterion, rows, cols, w[i], &pin, scores[i])) != SP_OK)
+            goto done;
+        gl[count++] = (sp_prune_layer){rows, cols, scores[i]};
+        if (!strcmp(fmt, "nm"))
+            snprintf(opts[i], 64, "format=nm nm=%d:%d", (int)spec->n, (int)spec->m);
+        else if (!strcmp(fmt, "bsr"))
+            snprintf(opts[i], 64, "format=bsr block=%dx%d",
+                     (int)(spec->br > 0 ? spec->br : 4), (int)(spec->bc > 0 ? spec->bc : 4));
+        else
+            snprintf(opts[i], 64, "format=%s", fmt);
+    }
+    if (count == 0) {
+        st = sp_fail(SP_EINVAL, "model_prune: the model has no dense linear layer to prune");
+        goto done;
+    }
+    /* masks */
+    if (spec->granularity == SP_PRUNE_GLOBAL) {
+        sp_mask **gm = sp_calloc((size_t)count, sizeof *gm);
+        st = SP_ENOMEM;
+        if (!gm) goto done;
+        st = sp_prune_mask_global(count, gl, spec->sparsity, gm);
+        for (int i = 0, k = 0; i < n && st == SP_OK; i++)
+            if (scores[i]) masks[i] = gm[k++];
+        if (st != SP_OK)
+            for (int k = 0; k < count; k++) sp_mask_free(gm[k]);
+        sp_free(gm);
+        if (st != SP_OK) goto done;
+    } else {
+        for (int i = 0; i < n; i++) {
+            if (!scores[i]) continue;
+            sp_layer_info li;
+            sp_model_layer(m, i, &li);
+            const int64_t rows = li.out.c, cols = li.in.c;
+            switch (spec->granularity) {
+            case SP_PRUNE_LAYERWISE:
+                st = sp_prune_mask_unstructured(rows, cols, scores[i], spec->sparsity, &masks[i]);
+                break;
+            case SP_PRUNE_NM:
+                st = sp_prune_mask_nm(rows, cols, scores[i], spec->n, spec->m, &masks[i]);
+                break;
+            case SP_PRUNE_BLOCK:
+                st = sp_prune_mask_blocks(rows, cols, scores[i], spec->br > 0 ? spec->br : 4,
+                                          spec->bc > 0 ? spec->bc : 4, spec->sparsity, &masks[i]);
+                break;
+            default:
+                st = sp_fail(SP_EINVAL, "model_prune: unknown granularity %d",
+                             (int)spec->granularity);
+            }
+            if (st != SP_OK) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "%s", sp_last_error());
+                st = sp_fail(st, "model_prune: layer %s: %s", li.name, msg);
+                goto done;
+            }
+        }
+    }
+    /* the new model on those patterns */
+    st = SP_ENOMEM;
+    cfg = rewrite_config(sp_model_config(m), opts, n);
+    if (!cfg) goto done;
+    st = sp_model_new_with_patterns(cfg, sp_model_in(m), sp_model_classes(m), sp_model_seed(m),
+                                    (int64_t)1 << 34, (const sp_mask *const *)masks, n, &pm);
+    if (st != SP_OK) goto done;
+    sp_model_set_input_scale(pm, sp_model_input_scale(m));
+    /* parameters: pruned layers take their surviving weights, the others are copied as they are */
+    {
+        const float *src = sp_model_params((sp_model *)m);
+        for (int i = 0; i < n; i++) {
+            sp_layer_info a, b;
+            sp_model_layer(m, i, &a);
+            sp_model_layer(pm, i, &b);
+            if (w[i]) {
+                st = SP_ENOMEM;
+                float *bias = sp_alloc(sizeof(float) * (size_t)a.out.c);
+                if (!bias) goto done;
+                st = sp_model_layer_get_weight(m, i, w[i], bias);
+                if (st == SP_OK) st = sp_model_layer_set_weight(pm, i, w[i], bias);
+                sp_free(bias);
+                if (st != SP_OK) goto done;
+            } else if (a.nparam) {
+                memcpy(sp_model_params(pm) + b.param_offset, src + a.param_offset,
+                       sizeof(float) * (size_t)a.nparam);
+            }
+        }
+        if (sp_model_nbuffers(pm))
+            memcpy(sp_model_buffers(pm), sp_model_buffers((sp_model *)m),
+                   sizeof(float) * (size_t)sp_model_nbuffers(pm));
+    }
+    *out = pm;
+    pm = NULL;
+    st = SP_OK;
+done:
+    for (int i = 0; i < n && w; i++) sp_free(w[i]);
+    for (int i = 0; i < n && scores; i++) sp_free(scores[i]);
+    for (int i = 0; i < n && masks; i++) sp_mask_free(masks[i]);
+    for (int i = 0; i < n && opts; i++) sp_free(opts[i]);
+    sp_free(w);
+    sp_free(scores);
+    sp_free(masks);
+    sp_free(opts);
+    sp_free(gl);
+    sp_free(cfg);
+    sp_model_free(pm);
+    return st;
+}
