@@ -458,7 +458,7 @@ int cmd_train(int argc, char **argv) {
                         : !strcmp(s.schedule, "step") ? SP_SCHED_STEP : SP_SCHED_COSINE,
                   .lr = s.lr, .warmup = s.warmup,
                   .step_size = s.step_size > 0 ? s.step_size : batches, .gamma = s.gamma},
-        .label_smoothing = (float)s.label_smoothing, .clip_norm = s.clip, .seed = (uint64_t)s.seed,
+        .label_smoothing = (float)s.label_smoothing, .clip_norm = s.clip,
         .nthreads = (int)r.threads, .checkpoint = r.out, .checkpoint_every = r.checkpoint_every,
         .max_steps = s.steps, .meta = meta, .callback = on_report};
     progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .log = logf};

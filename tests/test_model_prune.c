@@ -20,8 +20,19 @@ static sp_model *trained_like(void) {
 
 /* The dense model with every weight its pruned copy does not store set to zero. */
 static sp_model *zeroed_reference(const sp_model *dense, const sp_model *pruned) {
+    /* a copy of `dense` (with its own patterns, if it has sparse layers) */
     sp_model *r = NULL;
-    if (sp_model_new(sp_model_config(dense), IN, 4, sp_model_seed(dense), &r) != SP_OK) return NULL;
+    sp_mask *pats[16] = {NULL};
+    int n = sp_model_nlayers(dense);
+    for (int i = 0; i < n && i < 16; i++) sp_model_layer_pattern(dense, i, &pats[i]);
+    sp_status st = sp_model_new_with_patterns(sp_model_config(dense), IN, 4, sp_model_seed(dense),
+                                              1 << 20, (const sp_mask *const *)pats, n, &r);
+    for (int i = 0; i < 16; i++) sp_mask_free(pats[i]);
+    if (st != SP_OK || sp_model_nparams(r) != sp_model_nparams(dense)) {
+        CHECK_MSG(false, "reference copy: %s", sp_last_error());
+        sp_model_free(r);
+        return NULL;
+    }
     memcpy(sp_model_params(r), sp_model_params((sp_model *)dense),
            sizeof(float) * (size_t)sp_model_nparams(r));
     for (int i = 0; i < sp_model_nlayers(r); i++) {
@@ -29,7 +40,12 @@ static sp_model *zeroed_reference(const sp_model *dense, const sp_model *pruned)
         if (sp_model_layer_pattern(pruned, i, &p) != SP_OK || !p) continue;
         sp_layer_info li;
         sp_model_layer(r, i, &li);
-        sp_mask_apply(p, sp_model_params(r) + li.param_offset, li.in.c);
+        float *w = malloc(sizeof(float) * (size_t)(li.out.c * li.in.c));
+        if (w && sp_model_layer_get_weight(r, i, w, NULL) == SP_OK) {
+            sp_mask_apply(p, w, li.in.c);
+            sp_model_layer_set_weight(r, i, w, NULL);
+        }
+        free(w);
         sp_mask_free(p);
     }
     return r;
@@ -146,5 +162,61 @@ TEST(model_prune_rejects_bad_settings) {
     CHECK_STATUS(sp_model_prune(m, &spec, &p), SP_EINVAL);
     CHECK(strstr(sp_last_error(), "coo") != NULL);
     CHECK(p == NULL);
+    sp_model_free(m);
+}
+
+TEST(model_prune_again_keeps_earlier_patterns_and_bsr_holds_zeros) {
+    sp_model *m = trained_like(), *p1 = NULL, *p2 = NULL, *pb = NULL;
+    if (!m) return;
+    /* prune the first layers, then the last one too: the earlier patterns must survive */
+    sp_prune_spec spec = {.criterion = SP_PRUNE_MAGNITUDE, .sparsity = 0.5, .keep_last = true};
+    CHECK_OK(sp_model_prune(m, &spec, &p1));
+    spec.keep_last = false;
+    if (p1) CHECK_OK(sp_model_prune(p1, &spec, &p2));
+    if (p1 && p2) {
+        for (int i = 0; i < 4; i++) {
+            sp_mask *a = NULL, *b = NULL;
+            CHECK_OK(sp_model_layer_pattern(p1, i, &a));
+            CHECK_OK(sp_model_layer_pattern(p2, i, &b));
+            CHECK((a == NULL) == (b == NULL));
+            if (a && b) CHECK(memcmp(a->bits, b->bits, 8 * (size_t)(a->rows * a->words_per_row)) == 0);
+            sp_mask_free(a);
+            sp_mask_free(b);
+        }
+        sp_model *r = zeroed_reference(p1, p2);
+        if (r) check_same_outputs(r, p2);
+        sp_model_free(r);
+    }
+    /* BSR stores whole blocks: with an unstructured mask, the pruned entries inside kept blocks
+     * must be zero, so the model computes the masked weights */
+    spec = (sp_prune_spec){.criterion = SP_PRUNE_MAGNITUDE, .sparsity = 0.9, .format = "bsr",
+                           .br = 4, .bc = 4, .keep_last = true};
+    CHECK_OK(sp_model_prune(m, &spec, &pb));
+    if (pb) {
+        sp_layer_info li;
+        CHECK_OK(sp_model_layer(pb, 1, &li));
+        CHECK(strcmp(li.format, "bsr") == 0);
+        CHECK_MSG(li.nnz - 24 <= 24 * 32 / 10 + 1, "%lld nonzero weights", (long long)li.nnz);
+        float w[24 * 32];
+        sp_mask *pat = NULL;
+        CHECK_OK(sp_model_layer_get_weight(pb, 1, w, NULL));
+        sp_prune_spec s2 = spec;
+        s2.format = "csr";
+        sp_model *pc = NULL;
+        CHECK_OK(sp_model_prune(m, &s2, &pc));
+        if (pc) {
+            CHECK_OK(sp_model_layer_pattern(pc, 1, &pat));
+            for (int64_t k = 0; pat && k < 24 * 32; k++)
+                if (!sp_mask_get(pat, k / 32, k % 32)) CHECK(w[k] == 0.0f);
+            sp_model *r = zeroed_reference(m, pc);
+            if (r) check_same_outputs(r, pb);
+            sp_model_free(r);
+        }
+        sp_mask_free(pat);
+        sp_model_free(pc);
+    }
+    sp_model_free(pb);
+    sp_model_free(p1);
+    sp_model_free(p2);
     sp_model_free(m);
 }

@@ -85,7 +85,7 @@ static sp_status toy_train(const sp_dataset *d, int threads, int64_t kill_step,
     }
     sp_train_opts to = {.epochs = 3, .batch = 16,
                         .sched = {.kind = SP_SCHED_COSINE, .lr = 0.01, .warmup = 5},
-                        .seed = 11, .nthreads = threads, .checkpoint = ckpt_every_path,
+                        .nthreads = threads, .checkpoint = ckpt_every_path,
                         .checkpoint_every = every, .meta = "toy",
                         .callback = kill_step > 0 ? kill_at : NULL, .user = &kill_step};
     st = sp_train(m, o, d, NULL, &to, &state);
@@ -139,6 +139,22 @@ TEST(train_resumed_run_ends_bit_identical) {
     /* "killed" at step 23, mid-epoch 2 (13 batches per epoch); the last checkpoint written is
      * the one of step 20 (every 5 steps), from which the run resumes */
     CHECK_OK(toy_train(d, 2, 23, ck, 5, NULL, NULL));
+    {
+        /* a stopped run's state names the next batch: step 23 is epoch 1, batch 10 */
+        sp_model *m2 = NULL;
+        sp_optim *o2 = NULL;
+        CHECK_OK(sp_model_new(TOY_MODEL, (sp_shape){1, 4, 4}, 4, 3, &m2));
+        sp_optim_config oc2 = sp_optim_defaults(SP_OPTIM_ADAM);
+        CHECK_OK(sp_optim_new(&oc2, sp_model_nparams(m2), &o2));
+        int64_t kill = 23;
+        sp_train_state st2 = {.data_seed = 11};
+        sp_train_opts to2 = {.epochs = 3, .batch = 16, .sched = {.lr = 0.01}, .nthreads = 1,
+                             .callback = kill_at, .user = &kill};
+        CHECK_OK(sp_train(m2, o2, d, NULL, &to2, &st2));
+        CHECK(st2.step == 23 && st2.epoch == 1 && st2.batch_index == 10);
+        sp_model_free(m2);
+        sp_optim_free(o2);
+    }
     sp_checkpoint c = {0};
     CHECK_OK(sp_checkpoint_load(ck, &c));
     CHECK(c.has_state && c.state.step == 20 && c.state.epoch == 1 && c.state.batch_index == 7);
@@ -307,7 +323,7 @@ TEST(checkpoint_rejects_corrupt_files_each_with_its_own_error) {
         {"section length", "exceeds"},   {"unknown tag", "unknown section"},
         {"param count", "do not match"}, {"unknown layer", "unknown layer"},
         {"huge layer", "exceed"},        {"NUL in config", "NUL byte"},
-        {"trailing bytes", "unexpected bytes"},
+        {"trailing bytes", "unexpected bytes"},  {"wrapping count", "do not match"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         memcpy(b, good, len);
@@ -322,6 +338,13 @@ TEST(checkpoint_rejects_corrupt_files_each_with_its_own_error) {
         else if (!strcmp(name, "section length")) put64(b + 24, (uint64_t)1 << 40), reseal(b, blen);
         else if (!strcmp(name, "unknown tag")) memcpy(b + modl, "XXXX", 4), reseal(b, blen);
         else if (!strcmp(name, "param count")) put64(b + modl + 16 + 40, 5), reseal(b, blen);
+        else if (!strcmp(name, "wrapping count")) {
+            /* 2^62 + P parameters: times 4 it wraps to the section's size */
+            uint64_t np;
+            memcpy(&np, b + modl + 16 + 40, 8);
+            put64(b + modl + 16 + 40, np + ((uint64_t)1 << 62));
+            reseal(b, blen);
+        }
         else if (!strcmp(name, "unknown layer")) memcpy(b + 32 + 14, "conv9d", 6), reseal(b, blen);
         else if (!strcmp(name, "huge layer")) {
             /* "linear out=12" -> "linear out=99999999" would change the length; instead make

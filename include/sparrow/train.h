@@ -120,7 +120,7 @@ typedef struct sp_train_state {
     int64_t step;          /* optimizer steps taken */
     int64_t epoch;         /* current epoch, from 0 */
     int64_t batch_index;   /* batches of this epoch already done */
-    uint64_t data_seed;    /* seed of the per-epoch shuffles */
+    uint64_t data_seed;    /* seed of the per-epoch shuffles: set it for a fresh run */
 } sp_train_state;
 
 /* Writes model (architecture, parameters, state buffers), the optimizer (may be NULL), the
@@ -182,7 +182,6 @@ typedef struct sp_train_opts {
                                 * (or max_steps, when smaller) */
     float label_smoothing;     /* [0, 1) */
     double clip_norm;          /* global gradient-norm clip, 0 = off */
-    uint64_t seed;             /* order of the per-epoch shuffles */
     int nthreads;              /* <= 0: all */
     const char *checkpoint;    /* written every checkpoint_every steps and after each epoch */
     int64_t checkpoint_every;  /* steps; 0 = only after each epoch */

@@ -9,9 +9,11 @@
  * the team, including one the OS has descheduled because another process wants the core. On a
  * shared 2-core machine that turned a 2-thread training step into a wait for the next
  * scheduler tick, 5-15x slower than 1 thread (measured with libgomp's default spin policy;
- * OMP_WAIT_POLICY=passive instead added ~50 us to every call). Here the caller waits only for
- * the tasks that were actually claimed: a worker that does not get a core in time simply finds
- * no task left, and the caller has done the work itself. Idle workers spin briefly (so that
+ * OMP_WAIT_POLICY=passive instead added ~50 us to every call). Here only workers that joined
+ * the job (under the mutex, when they woke in time) are waited for: a worker that does not get a
+ * core before the caller has run the tasks finds the job closed and stays out. A worker
+ * descheduled between joining and claiming can still make the caller wait; that window is a
+ * few instructions long. Idle workers spin briefly (so that
  * back-to-back kernels of one training step reuse them at once) and then sleep on a condition
  * variable.
  *

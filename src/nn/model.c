@@ -290,6 +290,9 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
         if (strcmp(tok[0], "residual") == 0) {
             if (nt != 2 || strcmp(tok[1], "{") != 0)
                 return sp_fail(SP_EINVAL, "config line %d: write 'residual {'", p->line);
+            if (index < p->npatterns && p->patterns[index])
+                return sp_fail(SP_EFORMAT, "config line %d: layer %d is a residual block and "
+                               "takes no sparsity pattern, but one was given", p->line, index);
             if (depth + 1 >= MAX_DEPTH)
                 return sp_fail(SP_EINVAL, "config line %d: residual blocks nested deeper than %d",
                                p->line, MAX_DEPTH);
@@ -397,7 +400,9 @@ static sp_status parse_input_line(parser *p, sp_shape *inp) {
                                line, tok[i]);
             d[i - 1] = v;
         }
-        if (d[0] * d[1] * d[2] != in.c * in.h * in.w)
+        int64_t dn;
+        if (!sp_mul_i64(d[0], d[1], &dn) || !sp_mul_i64(dn, d[2], &dn) ||
+            dn != in.c * in.h * in.w) /* in.c * h * w <= 2^31, checked by the caller */
             return sp_fail(SP_ESHAPE,
                            "config line %d: input %lldx%lldx%lld does not match the data "
                            "(%lldx%lldx%lld)",
@@ -472,8 +477,10 @@ sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t clas
                                      sp_model **out) {
     if (!text || !out) return sp_fail(SP_EINVAL, "model: NULL argument");
     *out = NULL;
+    int64_t in_numel;
     if (in.c < 1 || in.h < 1 || in.w < 1 || in.c > (1 << 24) || in.h > (1 << 24) ||
-        in.w > (1 << 24))
+        in.w > (1 << 24) || !sp_mul_i64(in.c, in.h, &in_numel) ||
+        !sp_mul_i64(in_numel, in.w, &in_numel) || in_numel > ((int64_t)1 << 31))
         return sp_fail(SP_EINVAL, "model: input shape (%lld,%lld,%lld) out of range",
                        (long long)in.c, (long long)in.h, (long long)in.w);
     if (classes < 1 || classes > (1 << 24))
@@ -640,7 +647,7 @@ static void finite_chunk(void *vctx, int64_t t) {
         memcpy(&u, &c->v[k], 4);
         bad |= (u & 0x7f800000u) == 0x7f800000u;
     }
-    if (bad) c->bad[t % 64] = 1; /* benign if two tasks share a slot: both write 1 */
+    if (bad) __atomic_store_n(&c->bad[t % 64], 1u, __ATOMIC_RELAXED); /* slots may be shared */
 }
 
 static int arena_threads(const sp_model *m) {

@@ -156,6 +156,9 @@ sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model 
             }
         }
     }
+    /* layers that are already sparse or masked keep their own patterns */
+    for (int i = 0; i < n; i++)
+        if (!scores[i] && (st = sp_model_layer_pattern(m, i, &masks[i])) != SP_OK) goto done;
     /* the new model on those patterns */
     st = SP_ENOMEM;
     cfg = rewrite_config(sp_model_config(m), opts, n);
@@ -171,11 +174,20 @@ sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model 
             sp_layer_info a, b;
             sp_model_layer(m, i, &a);
             sp_model_layer(pm, i, &b);
+            if (!w[i] && a.nparam != b.nparam) {
+                st = sp_fail(SP_EINVAL, "model_prune: layer %s has %lld parameters after "
+                             "rebuilding, %lld before", a.name, (long long)b.nparam,
+                             (long long)a.nparam);
+                goto done;
+            }
             if (w[i]) {
                 st = SP_ENOMEM;
                 float *bias = sp_alloc(sizeof(float) * (size_t)a.out.c);
                 if (!bias) goto done;
                 st = sp_model_layer_get_weight(m, i, w[i], bias);
+                /* a format that stores more than the mask (BSR keeps whole blocks) must hold
+                 * zeros where the mask pruned */
+                if (st == SP_OK) st = sp_mask_apply(masks[i], w[i], a.in.c);
                 if (st == SP_OK) st = sp_model_layer_set_weight(pm, i, w[i], bias);
                 sp_free(bias);
                 if (st != SP_OK) goto done;

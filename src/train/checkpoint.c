@@ -367,7 +367,8 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
     sp_shape in = {d[0], d[1], d[2]};
     int64_t classes = d[3], np = d[5], nb = d[6];
     uint64_t seed = (uint64_t)d[4];
-    if (np < 0 || nb < 0 || (uint64_t)np * 4 != parm.len || (uint64_t)nb * 4 != buff.len)
+    if (np < 0 || nb < 0 || parm.len % 4 || buff.len % 4 || (uint64_t)np != parm.len / 4 ||
+        (uint64_t)nb != buff.len / 4)
         return sp_fail(SP_EFORMAT, "checkpoint: %lld parameters / %lld buffers do not match "
                        "sections of %llu / %llu bytes", (long long)np, (long long)nb,
                        (unsigned long long)parm.len, (unsigned long long)buff.len);
@@ -429,7 +430,8 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
                          rd_u32(optm.p), rd_u32(optm.p + 4));
             goto fail;
         }
-        if (t < 0 || ns < 0 || (uint64_t)ns * 4 != optm.len - OPTM_HEAD_BYTES) {
+        if (t < 0 || ns < 0 || (optm.len - OPTM_HEAD_BYTES) % 4 ||
+            (uint64_t)ns != (optm.len - OPTM_HEAD_BYTES) / 4) {
             st = sp_fail(SP_EFORMAT, "checkpoint: optimizer step %lld / state of %lld floats does "
                          "not match its %llu bytes", (long long)t, (long long)ns,
                          (unsigned long long)optm.len);

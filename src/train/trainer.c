@@ -107,7 +107,8 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
     const int64_t B = SP_MIN(opts->batch, n);
     const int64_t batches = (n + B - 1) / B;
     const int64_t total_steps = batches * opts->epochs;
-    if (state->batch_index > batches || state->epoch > opts->epochs)
+    if (state->batch_index < 0 || state->epoch < 0 || state->step < 0 ||
+        state->batch_index > batches || state->epoch > opts->epochs)
         return sp_fail(SP_EINVAL, "train: resume position epoch %lld batch %lld is outside a run "
                        "of %lld epochs of %lld batches", (long long)state->epoch,
                        (long long)state->batch_index, (long long)opts->epochs, (long long)batches);
@@ -208,6 +209,11 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                                    (double)(total_steps - state->step),
                     .lr = lr, .val_loss = NAN, .val_accuracy = NAN};
                 if (!opts->callback(&r, opts->user)) {
+                    /* *state names the next batch to run, as a checkpoint would */
+                    if (++state->batch_index == batches) {
+                        state->epoch++;
+                        state->batch_index = 0;
+                    }
                     st = SP_OK;
                     goto done;
                 }
