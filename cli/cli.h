@@ -19,6 +19,8 @@ int cmd_bench_model(int argc, char **argv);
 void cli_json_string(FILE *f, const char *s);
 /* True if path is a sparrow model/checkpoint file (by its magic). */
 bool cli_is_checkpoint(const char *path);
+/* Reads a config file whole (up to 16 MiB); owned result (free), or NULL with a message. */
+char *cli_read_text(const char *path);
 /* Prints "sparrow: what: <last error>" to stderr and returns 1. */
 int cli_fail(const char *what);
 

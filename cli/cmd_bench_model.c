@@ -56,22 +56,16 @@ static sp_model *load(const char *what) {
     char *cfg = NULL;
     bool from_file = access(what, F_OK) == 0;
     if (from_file) {
-        FILE *f = fopen(what, "rb");
-        size_t cap = 1 << 20;
-        cfg = f ? sp_alloc(cap) : NULL;
-        if (cfg) cfg[fread(cfg, 1, cap - 1, f)] = '\0';
-        if (f) fclose(f);
-        if (!cfg) {
-            fprintf(stderr, "sparrow: cannot read %s\n", what);
-            return NULL;
-        }
-    } else if (sp_model_spec_config(what, &cfg) != SP_OK) {
+        cfg = cli_read_text(what); /* malloc'd */
+        if (!cfg) return NULL;
+    } else if (sp_model_spec_config(what, &cfg) != SP_OK) { /* sp_alloc'd */
         cli_fail(what);
         return NULL;
     }
     sp_model *m = NULL;
     if (sp_model_new(cfg, (sp_shape){1, 28, 28}, 10, 1, &m) != SP_OK) cli_fail(what);
-    sp_free(cfg);
+    if (from_file) free(cfg);
+    else sp_free(cfg);
     return m;
 }
 

@@ -83,8 +83,7 @@ bool cli_is_checkpoint(const char *path) {
     return got == 8 && memcmp(magic, "SPRWCKPT", 8) == 0;
 }
 
-/* Reads a small text file (a config) whole; NULL with a message on failure. */
-static char *read_text(const char *path) {
+char *cli_read_text(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "sparrow: cannot open %s: %s\n", path, strerror(errno));
@@ -416,7 +415,7 @@ int cmd_train(int argc, char **argv) {
         sp_checkpoint_free(&base);
     } else {
         if (access(s.model, F_OK) == 0) {
-            cfg = read_text(s.model);
+            cfg = cli_read_text(s.model);
             if (!cfg) goto done;
             cfg_malloced = true;
         } else if (sp_model_spec_config(s.model, &cfg) != SP_OK) {
@@ -465,11 +464,10 @@ int cmd_train(int argc, char **argv) {
     to.user = &pr;
     if (!r.quiet)
         fprintf(r.json ? stderr : stdout, "%s %lld samples (%lld validation), model %s: %lld "
-                "parameters, %s lr %g, %lld epochs of %lld steps%s\n",
+                "parameters, %s lr %g, %lld epochs of %lld steps\n",
                 resuming ? "resuming on" : "training on", (long long)train->n,
                 (long long)(val ? val->n : 0), s.model, (long long)sp_model_nparams(m),
-                s.optimizer, s.lr, (long long)epochs, (long long)batches,
-                resuming ? "" : "");
+                s.optimizer, s.lr, (long long)epochs, (long long)batches);
     sp_status st = sp_train(m, o, train, val, &to, &state);
     if (pr.tty && !r.quiet) fprintf(stderr, "\r%*s\r", 100, "");
     if (st != SP_OK) {

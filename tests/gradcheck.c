@@ -17,6 +17,22 @@ static double loss_of(sp_model *m, const float *x, int64_t batch, bool train, co
     return l;
 }
 
+/* (L(v + h) - L(v - h)) / 2h for the entry *v (a parameter or an input), restored after; a failed
+ * forward is reported, not read as a zero loss. */
+static double central_diff(sp_model *m, const float *x, float *v, const float *r, int64_t nout,
+                           const sp_gradcheck_opts *o, const char *file, int line) {
+    const float keep = *v;
+    sp_status st1, st2;
+    *v = (float)(keep + o->h);
+    double lp = loss_of(m, x, o->batch, o->train, r, nout, &st1);
+    *v = (float)(keep - o->h);
+    double lm = loss_of(m, x, o->batch, o->train, r, nout, &st2);
+    *v = keep;
+    if (st1 != SP_OK || st2 != SP_OK)
+        sp_test_fail(file, line, "gradcheck: forward failed: %s", sp_last_error());
+    return (lp - lm) / ((double)(float)(keep + o->h) - (double)(float)(keep - o->h));
+}
+
 static int check_one(const char *file, int line, const char *config, const char *what, int64_t i,
                      double a, double num, const sp_gradcheck_opts *o) {
     double err = fabs(a - num), mag = fmax(fabs(a), fabs(num));
@@ -62,28 +78,16 @@ int sp_gradcheck_at(const char *file, int line, const char *config, sp_shape in,
     float *p = sp_model_params(m);
     int64_t step = np > o.max_checks ? np / o.max_checks : 1;
     for (int64_t i = 0; i < np && bad < 5; i += step) {
-        float keep = p[i];
         /* a weight held at exactly zero by a mask is not a parameter: skip it */
-        if (keep == 0.0f && g[i] == 0.0f) continue;
-        p[i] = (float)(keep + o.h);
-        double lp = loss_of(m, x, o.batch, o.train, r, nout, &st);
-        p[i] = (float)(keep - o.h);
-        double lm = loss_of(m, x, o.batch, o.train, r, nout, &st);
-        double hp = (double)(float)(keep + o.h) - (double)(float)(keep - o.h);
-        p[i] = keep;
-        bad += check_one(file, line, config, "param", i, g[i], (lp - lm) / hp, &o);
+        if (p[i] == 0.0f && g[i] == 0.0f) continue;
+        double num = central_diff(m, x, &p[i], r, nout, &o, file, line);
+        bad += check_one(file, line, config, "param", i, g[i], num, &o);
     }
     if (!o.int_input) {
         step = nin > o.max_checks ? nin / o.max_checks : 1;
         for (int64_t i = 0; i < nin && bad < 5; i += step) {
-            float keep = x[i];
-            x[i] = (float)(keep + o.h);
-            double lp = loss_of(m, x, o.batch, o.train, r, nout, &st);
-            x[i] = (float)(keep - o.h);
-            double lm = loss_of(m, x, o.batch, o.train, r, nout, &st);
-            double hp = (double)(float)(keep + o.h) - (double)(float)(keep - o.h);
-            x[i] = keep;
-            bad += check_one(file, line, config, "input", i, dx[i], (lp - lm) / hp, &o);
+            double num = central_diff(m, x, &x[i], r, nout, &o, file, line);
+            bad += check_one(file, line, config, "input", i, dx[i], num, &o);
         }
     }
     sp_free(x);

@@ -202,7 +202,6 @@ typedef struct parser {
     int64_t params_so_far;
     const sp_mask *const *patterns; /* explicit patterns by layer index, or NULL */
     int npatterns;
-    int patterns_used;
 } parser;
 
 /* Next non-empty line, comments stripped, split in place into tokens. Returns the token count
@@ -326,7 +325,6 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
                 return sp_fail(SP_EFORMAT, "config line %d (%s): layer %d takes no sparsity "
                                "pattern, but one was given", p->line, tok[0], index);
             }
-            if (st == SP_OK && b.pattern) p->patterns_used++;
             if (st == SP_OK) {
                 st = sp_args_finish(&a);
                 if (st != SP_OK) sp_layer_free(l);

@@ -90,6 +90,36 @@ done:
     return st;
 }
 
+/* Running figures of the current epoch. */
+typedef struct epoch_stats {
+    double loss_sum, seconds; /* summed over samples; training time only */
+    int64_t right, seen;
+    float lr;                 /* of the last step */
+} epoch_stats;
+
+/* Where a run stands, for reports: when it started and how much it has to do. */
+typedef struct run_clock {
+    double start;
+    int64_t steps_at_start, total_steps;
+} run_clock;
+
+/* The report after batch_index batches of this epoch; eta is left 0 for a run that stops. */
+static sp_train_report make_report(const sp_train_opts *opts, const sp_train_state *state,
+                                   int64_t batch_index, int64_t batches, const epoch_stats *e,
+                                   const run_clock *clock, bool with_eta) {
+    sp_train_report r = {
+        .epoch = state->epoch, .epochs = opts->epochs, .batch_index = batch_index,
+        .batches = batches, .step = state->step, .loss = e->loss_sum / (double)e->seen,
+        .accuracy = (double)e->right / (double)e->seen,
+        .samples_per_second = e->seconds > 0 ? (double)e->seen / e->seconds : 0.0,
+        .epoch_seconds = e->seconds, .lr = e->lr, .val_loss = NAN, .val_accuracy = NAN};
+    int64_t done_steps = state->step - clock->steps_at_start;
+    if (with_eta && done_steps > 0)
+        r.eta_seconds = (now_seconds() - clock->start) / (double)done_steps *
+                        (double)(clock->total_steps - state->step);
+    return r;
+}
+
 sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_dataset *val,
                    const sp_train_opts *opts, sp_train_state *state) {
     if (!m || !o || !train || !opts || !state) return sp_fail(SP_EINVAL, "train: NULL argument");
@@ -124,25 +154,17 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
     st = SP_ENOMEM;
     if (!perm || !x || !dlogits || !y) goto done;
     sp_model_set_threads(m, opts->nthreads);
-    const double run_start = now_seconds();
-    int64_t steps_at_start = state->step;
+    const run_clock clock = {now_seconds(), state->step, total_steps};
 
     for (; state->epoch < opts->epochs; state->epoch++, state->batch_index = 0) {
         epoch_order(perm, n, state->data_seed, state->epoch);
-        double loss_sum = 0.0, epoch_time = 0.0;
-        int64_t right = 0, seen = 0;
-        float lr = 0.0f;
+        epoch_stats e = {0};
         for (; state->batch_index < batches; state->batch_index++) {
             if (opts->max_steps > 0 && state->step >= opts->max_steps) {
-                if (opts->callback && seen > 0) {
-                    sp_train_report r = {
-                        .epoch = state->epoch, .epochs = opts->epochs,
-                        .batch_index = state->batch_index, .batches = batches,
-                        .step = state->step, .loss = loss_sum / (double)seen,
-                        .accuracy = (double)right / (double)seen,
-                        .samples_per_second = epoch_time > 0 ? (double)seen / epoch_time : 0.0,
-                        .epoch_seconds = epoch_time, .lr = lr, .epoch_done = true,
-                        .partial = true, .val_loss = NAN, .val_accuracy = NAN};
+                if (opts->callback && e.seen > 0) {
+                    sp_train_report r = make_report(opts, state, state->batch_index, batches, &e,
+                                                    &clock, false);
+                    r.epoch_done = r.partial = true;
                     (void)opts->callback(&r, opts->user);
                 }
                 st = SP_OK;
@@ -179,14 +201,14 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                 goto done;
             }
             if (opts->clip_norm > 0.0) sp_clip_grad_norm(sp_model_grads(m), np, opts->clip_norm);
-            lr = sp_schedule_lr(&sched, state->step);
-            st = sp_optim_step_mt(o, sp_model_params(m), sp_model_grads(m), lr, opts->nthreads);
+            e.lr = sp_schedule_lr(&sched, state->step);
+            st = sp_optim_step_mt(o, sp_model_params(m), sp_model_grads(m), e.lr, opts->nthreads);
             if (st != SP_OK) goto done;
             state->step++;
-            epoch_time += now_seconds() - t0;
-            loss_sum += loss * (double)b;
-            right += c;
-            seen += b;
+            e.seconds += now_seconds() - t0;
+            e.loss_sum += loss * (double)b;
+            e.right += c;
+            e.seen += b;
             bool last = state->batch_index + 1 == batches;
             if (opts->checkpoint && opts->checkpoint_every > 0 &&
                 state->step % opts->checkpoint_every == 0 && !last) {
@@ -196,18 +218,8 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                 if (st != SP_OK) goto done;
             }
             if (opts->callback) {
-                double elapsed = now_seconds() - run_start;
-                int64_t done_steps = state->step - steps_at_start;
-                sp_train_report r = {
-                    .epoch = state->epoch, .epochs = opts->epochs,
-                    .batch_index = state->batch_index + 1, .batches = batches,
-                    .step = state->step, .loss = loss_sum / (double)seen,
-                    .accuracy = (double)right / (double)seen,
-                    .samples_per_second = epoch_time > 0 ? (double)seen / epoch_time : 0.0,
-                    .epoch_seconds = epoch_time,
-                    .eta_seconds = elapsed / (double)done_steps *
-                                   (double)(total_steps - state->step),
-                    .lr = lr, .val_loss = NAN, .val_accuracy = NAN};
+                sp_train_report r = make_report(opts, state, state->batch_index + 1, batches,
+                                                &e, &clock, true);
                 if (!opts->callback(&r, opts->user)) {
                     /* *state names the next batch to run, as a checkpoint would */
                     if (++state->batch_index == batches) {
@@ -230,18 +242,11 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             st = sp_checkpoint_save(opts->checkpoint, m, o, &at, opts->meta);
             if (st != SP_OK) goto done;
         }
-        if (opts->callback && seen > 0) {
-            double elapsed = now_seconds() - run_start;
-            int64_t done_steps = state->step - steps_at_start;
-            sp_train_report r = {
-                .epoch = state->epoch, .epochs = opts->epochs, .batch_index = batches,
-                .batches = batches, .step = state->step, .loss = loss_sum / (double)seen,
-                .accuracy = (double)right / (double)seen,
-                .samples_per_second = epoch_time > 0 ? (double)seen / epoch_time : 0.0,
-                .epoch_seconds = epoch_time,
-                .eta_seconds = done_steps ? elapsed / (double)done_steps *
-                                                (double)(total_steps - state->step) : 0.0,
-                .lr = lr, .epoch_done = true, .val_loss = vl, .val_accuracy = va};
+        if (opts->callback && e.seen > 0) {
+            sp_train_report r = make_report(opts, state, batches, batches, &e, &clock, true);
+            r.epoch_done = true;
+            r.val_loss = vl;
+            r.val_accuracy = va;
             if (!opts->callback(&r, opts->user)) {
                 st = SP_OK;
                 state->epoch++;
