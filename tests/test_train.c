@@ -8,34 +8,7 @@
 #include <unistd.h>
 
 #include "test.h"
-
-/* A small separable dataset: n samples of (1, 4, 4) u8 images whose class is the brightest
- * quadrant, built as IDX bytes and loaded through the real reader. */
-static sp_dataset *toy_dataset(int64_t n, uint64_t seed) {
-    size_t ilen = 16 + (size_t)n * 16, llen = 8 + (size_t)n;
-    uint8_t *img = malloc(ilen), *lab = malloc(llen);
-    const uint8_t ih[16] = {0, 0, 8, 3, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
-                            (uint8_t)n, 0, 0, 0, 4, 0, 0, 0, 4};
-    const uint8_t lh[8] = {0, 0, 8, 1, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
-                           (uint8_t)n};
-    memcpy(img, ih, 16);
-    memcpy(lab, lh, 8);
-    sp_rng r;
-    sp_rng_init(&r, seed, 5);
-    for (int64_t i = 0; i < n; i++) {
-        int c = (int)sp_rng_below(&r, 4);
-        lab[8 + i] = (uint8_t)c;
-        for (int p = 0; p < 16; p++) {
-            int q = (p / 8) * 2 + (p % 4) / 2;
-            img[16 + i * 16 + p] = (uint8_t)(sp_rng_below(&r, 120) + (q == c ? 100 : 0));
-        }
-    }
-    sp_dataset *d = NULL;
-    sp_status st = sp_dataset_from_idx(img, ilen, lab, llen, 4, &d);
-    free(img);
-    free(lab);
-    return st == SP_OK ? d : NULL;
-}
+#include "toy_data.h"
 
 static const char *TOY_MODEL = "flatten\nlinear out=12\nrelu\ndropout p=0.1\nlinear out=classes\n";
 
@@ -101,7 +74,7 @@ static void tmp_path(char *buf, size_t n, const char *name) {
 }
 
 TEST(train_same_seed_same_bytes_on_1_and_2_threads) {
-    sp_dataset *d = toy_dataset(200, 1);
+    sp_dataset *d = test_toy_dataset(200, 1);
     CHECK(d != NULL);
     if (!d) return;
     char a[128], b[128], c[128];
@@ -128,7 +101,7 @@ TEST(train_same_seed_same_bytes_on_1_and_2_threads) {
 }
 
 TEST(train_resumed_run_ends_bit_identical) {
-    sp_dataset *d = toy_dataset(200, 2);
+    sp_dataset *d = test_toy_dataset(200, 2);
     CHECK(d != NULL);
     if (!d) return;
     char full[128], ck[128], fin[128];
@@ -172,7 +145,7 @@ TEST(train_resumed_run_ends_bit_identical) {
 }
 
 TEST(train_learns_the_toy_task) {
-    sp_dataset *d = toy_dataset(400, 3);
+    sp_dataset *d = test_toy_dataset(400, 3);
     if (!d) return;
     sp_model *m = NULL;
     sp_optim *o = NULL;
@@ -197,7 +170,7 @@ TEST(train_learns_the_toy_task) {
 }
 
 TEST(train_stops_on_nan_naming_the_step) {
-    sp_dataset *d = toy_dataset(64, 4);
+    sp_dataset *d = test_toy_dataset(64, 4);
     if (!d) return;
     sp_model *m = NULL;
     sp_optim *o = NULL;
@@ -430,7 +403,7 @@ TEST(checkpoint_records_the_input_scale_and_data_must_match_it) {
     sp_checkpoint c = {0};
     CHECK_OK(sp_checkpoint_load(path, &c));
     if (c.model) CHECK(sp_model_input_scale(c.model) == 0.5f);
-    sp_dataset *d = toy_dataset(32, 9); /* pixel / 255 */
+    sp_dataset *d = test_toy_dataset(32, 9); /* pixel / 255 */
     if (d && c.model) {
         double loss, acc;
         CHECK_STATUS(sp_evaluate(c.model, d, 16, 1, &loss, &acc, NULL), SP_EINVAL);
@@ -448,7 +421,7 @@ static bool record_lr(const sp_train_report *r, void *user) {
 }
 
 TEST(train_max_steps_ends_the_schedule_at_the_stop) {
-    sp_dataset *d = toy_dataset(160, 6); /* 10 batches of 16 per epoch */
+    sp_dataset *d = test_toy_dataset(160, 6); /* 10 batches of 16 per epoch */
     if (!d) return;
     sp_model *m = NULL;
     sp_optim *o = NULL;

@@ -140,6 +140,10 @@ sp_status sp_model_layer_get_weight(const sp_model *m, int i, float *w, float *b
 /* Sets layer i's weight from a dense (out x in) matrix: every stored entry takes its value from
  * w (entries the layer does not store are ignored) and the bias from bias (if not NULL). */
 sp_status sp_model_layer_set_weight(sp_model *m, int i, const float *w, const float *bias);
+/* Replaces the pattern of layer i, a linear layer stored dense behind a mask (format=mask), by
+ * keep (out x in, borrowed) and zeroes the weights it drops: pruning during training. Any other
+ * layer is SP_EINVAL (sparse storage changes its pattern by rebuilding, sp_model_prune). */
+sp_status sp_model_layer_set_pattern(sp_model *m, int i, const sp_mask *keep);
 /* Nonzero parameters over the whole model. */
 int64_t sp_model_nnz(const sp_model *m);
 

@@ -27,6 +27,7 @@
 #include "sparrow/core.h"
 #include "sparrow/nn.h"
 #include "sparrow/sparse.h"
+#include "sparrow/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -175,6 +176,46 @@ typedef struct sp_prune_spec {
  * changed. SP_EINVAL naming the bad setting, SP_ESHAPE for an N:M pattern that does not divide
  * a layer. */
 sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model **out);
+
+/* Sparse storage after training with masks: every masked linear layer (format=mask) of m becomes
+ * `format` ("csr", or "bsr" with br x bc blocks) on the same pattern with the same weights; the
+ * rest is copied. New model in *out; m is not changed. */
+sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t br, int32_t bc,
+                            sp_model **out);
+
+/* ---- pruning while training ------------------------------------------------------------------ */
+/*
+ * Gradual pruning (Zhu & Gupta 2017) of a trained dense model m for E more epochs:
+ *
+ *     sp_prune_spec ms = {.granularity = SP_PRUNE_LAYERWISE, .sparsity = 0, .format = "mask",
+ *                         .keep_last = true};
+ *     sp_model_prune(m, &ms, &mm);              // dense linear layers -> masks, nothing dropped
+ *     sp_prune_gradual g = {.spec = {.criterion = SP_PRUNE_MAGNITUDE, .keep_last = true},
+ *                           .sched = {.s_i = 0, .s_f = 0.9, .t0 = 0, .dt = 100, .n = 20}};
+ *     opts.hook = sp_prune_gradual_hook; opts.hook_user = &g;
+ *     sp_train(mm, o, train, NULL, &opts, &state);
+ *     sp_model_sparsify(mm, "csr", 0, 0, &sparse);   // masks -> CSR for inference
+ */
+
+/* Prunes, in place, the masked linear layers (format=mask) of m (the last linear layer
+ * excepted with spec->keep_last) to `sparsity` by spec's criterion (magnitude or random) and
+ * granularity (layerwise, global, block; N:M keeps spec->n of every spec->m and ignores
+ * sparsity). Entries already dropped stay dropped (they rank below every kept one); the dropped
+ * weights become zero and, when o is not NULL, their optimizer state too, so that they stay
+ * zero while training goes on. spec->sparsity and spec->format are not read. SP_EINVAL if m has
+ * no masked layer to prune. */
+sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *spec,
+                               double sparsity);
+
+/* Gradual pruning as a training hook (sp_train_opts.hook, with hook_user a sp_prune_gradual):
+ * before every step t at which sched updates, prunes the masks to the schedule's s_t. */
+typedef struct sp_prune_gradual {
+    sp_prune_spec spec;       /* criterion, granularity, keep_last, n:m, block, seed */
+    sp_prune_schedule sched;
+    int64_t updates;          /* mask updates this hook made */
+    double sparsity;          /* the last sparsity it applied (0 before the first) */
+} sp_prune_gradual;
+sp_status sp_prune_gradual_hook(sp_model *m, sp_optim *o, int64_t step, void *gradual);
 
 #ifdef __cplusplus
 }

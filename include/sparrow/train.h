@@ -83,6 +83,11 @@ int64_t sp_optim_state_size(const sp_optim *o);
 int64_t sp_optim_steps(const sp_optim *o);
 void sp_optim_set_steps(sp_optim *o, int64_t steps);
 const sp_optim_config *sp_optim_get_config(const sp_optim *o);
+/* Zeroes the state (momentum, Adam moments) of the parameters that a pattern drops: parameter
+ * offset + i * keep->cols + j for every (i, j) not set in keep. A weight pruned to zero whose
+ * gradient is masked then stays exactly zero under every optimizer. SP_EINVAL if the range
+ * leaves the parameters. */
+sp_status sp_optim_mask_state(sp_optim *o, int64_t offset, const sp_mask *keep);
 
 /* Scales grads so that their global L2 norm is at most max_norm (> 0); returns the norm
  * before clipping (computed in double, in a fixed order). */
@@ -175,6 +180,12 @@ typedef struct sp_train_report {
  * with *state at the stop). */
 typedef bool (*sp_train_callback)(const sp_train_report *r, void *user);
 
+/* Called before every optimizer step with the number of steps done so far (from 0): a place
+ * to change the model between steps, as gradual pruning does (sp_prune_gradual_hook). An error
+ * stops training and is returned by sp_train. It must depend only on its arguments and its own
+ * state (not on time) so that resumed runs replay exactly. */
+typedef sp_status (*sp_train_hook)(sp_model *m, sp_optim *o, int64_t step, void *user);
+
 typedef struct sp_train_opts {
     int64_t epochs;            /* >= 1 */
     int64_t batch;             /* >= 1 */
@@ -189,6 +200,8 @@ typedef struct sp_train_opts {
     const char *meta;          /* saved in checkpoints (the settings, to resume with) */
     sp_train_callback callback;
     void *user;
+    sp_train_hook hook;        /* may be NULL */
+    void *hook_user;
 } sp_train_opts;
 
 /* Trains m with o on `train`, shuffled each epoch by (seed, epoch), continuing from *state

@@ -61,6 +61,9 @@ typedef struct sp_layer_vt {
      * back: set writes the stored entries from a dense matrix (others are not stored) */
     sp_status (*get_dense)(const sp_layer *l, float *w, float *bias);
     sp_status (*set_dense)(sp_layer *l, const float *w, const float *bias);
+    /* optional: replaces the pattern of a weight stored dense behind a mask (out x in bits),
+     * zeroing the weights it drops; the storage does not change */
+    sp_status (*set_pattern)(sp_layer *l, const sp_mask *keep);
 } sp_layer_vt;
 
 struct sp_layer {

@@ -314,6 +314,22 @@ static sp_status linear_set_dense(sp_layer *l, const float *w, const float *bias
     return SP_OK;
 }
 
+static sp_status linear_set_pattern(sp_layer *l, const sp_mask *keep) {
+    linear_layer *L = (linear_layer *)l;
+    if (L->format != LIN_MASK)
+        return sp_fail(SP_EINVAL, "layer %s stores its weight as %s; only a masked layer "
+                       "(format=mask) changes its pattern in place", l->name,
+                       format_names[L->format]);
+    if (keep->rows != L->out || keep->cols != L->in)
+        return sp_fail(SP_ESHAPE, "layer %s: a %lldx%lld pattern for a %lldx%lld weight", l->name,
+                       (long long)keep->rows, (long long)keep->cols, (long long)L->out,
+                       (long long)L->in);
+    memcpy(L->mask->bits, keep->bits, sizeof(uint64_t) * (size_t)(L->out * keep->words_per_row));
+    sp_mask_apply(L->mask, l->param, L->in);
+    L->density = (double)sp_mask_count(keep) / (double)(L->out * L->in);
+    return SP_OK;
+}
+
 static const sp_layer_vt linear_vt = {
     .kind = "linear",
     .forward = linear_forward,
@@ -326,6 +342,7 @@ static const sp_layer_vt linear_vt = {
     .pattern = linear_pattern,
     .get_dense = linear_get_dense,
     .set_dense = linear_set_dense,
+    .set_pattern = linear_set_pattern,
 };
 
 /* ---- construction --------------------------------------------------------------------------- */

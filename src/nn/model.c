@@ -756,6 +756,16 @@ sp_status sp_model_layer_set_weight(sp_model *m, int i, const float *w, const fl
     return l->vt->set_dense(l, w, bias);
 }
 
+sp_status sp_model_layer_set_pattern(sp_model *m, int i, const sp_mask *keep) {
+    if (!m || !keep || i < 0 || i >= m->nlayers)
+        return sp_fail(SP_EINVAL, "model_layer_set_pattern: index %d not in [0, %d)", i,
+                       m ? m->nlayers : 0);
+    sp_layer *l = m->flat[i];
+    if (!l->vt->set_pattern)
+        return sp_fail(SP_EINVAL, "layer %s has no weight pattern to set", l->name);
+    return l->vt->set_pattern(l, keep);
+}
+
 int64_t sp_model_nnz(const sp_model *m) {
     int64_t nnz = 0;
     for (int64_t k = 0; k < m->nparams; k++) nnz += m->params[k] != 0.0f;

@@ -156,6 +156,23 @@ sp_status sp_optim_step(sp_optim *o, float *p, const float *g, float lr) {
     return sp_optim_step_mt(o, p, g, lr, 1);
 }
 
+sp_status sp_optim_mask_state(sp_optim *o, int64_t offset, const sp_mask *keep) {
+    if (!o || !keep) return sp_fail(SP_EINVAL, "optim_mask_state: NULL argument");
+    if (offset < 0 || keep->rows < 0 || keep->cols < 0 ||
+        keep->rows * keep->cols > o->n - offset)
+        return sp_fail(SP_EINVAL, "optim_mask_state: a %lldx%lld pattern at parameter %lld "
+                       "leaves the %lld parameters", (long long)keep->rows,
+                       (long long)keep->cols, (long long)offset, (long long)o->n);
+    const int64_t copies = o->nstate / (o->n > 0 ? o->n : 1); /* 0 (plain SGD), 1 or 2 */
+    for (int64_t c = 0; c < copies; c++) {
+        float *s = o->state + c * o->n + offset;
+        for (int64_t i = 0; i < keep->rows; i++)
+            for (int64_t j = 0; j < keep->cols; j++)
+                if (!sp_mask_get(keep, i, j)) s[i * keep->cols + j] = 0.0f;
+    }
+    return SP_OK;
+}
+
 float *sp_optim_state(sp_optim *o) { return o->state; }
 int64_t sp_optim_state_size(const sp_optim *o) { return o->nstate; }
 int64_t sp_optim_steps(const sp_optim *o) { return o->t; }

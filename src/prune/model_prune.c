@@ -22,7 +22,24 @@ static bool prunable(const sp_layer_info *li) {
     return !strcmp(li->kind, "linear") && !strcmp(li->format, "dense");
 }
 
-/* Appends opts[i] to the line of layer i (when not NULL). Returns owned text. */
+/* True if the option token t (up to its '=') is one of the keys set by opt ("k1=v1 k2=v2"). */
+static bool key_in(const char *t, size_t tl, const char *opt) {
+    const char *eq = memchr(t, '=', tl);
+    if (!eq) return false;
+    size_t kl = (size_t)(eq - t);
+    for (const char *o = opt; *o;) {
+        while (*o == ' ') o++;
+        const char *oe = strchr(o, '=');
+        if (!oe) break;
+        if ((size_t)(oe - o) == kl && !strncmp(o, t, kl)) return true;
+        o = strchr(o, ' ');
+        if (!o) break;
+    }
+    return false;
+}
+
+/* The config with layer i's line carrying opts[i] (when not NULL): its options replace those of
+ * the same key, a trailing comment is dropped. Returns owned text. */
 static char *rewrite_config(const char *cfg, char *const *opts, int n) {
     size_t extra = 0;
     for (int i = 0; i < n; i++)
@@ -36,24 +53,107 @@ static char *rewrite_config(const char *cfg, char *const *opts, int n) {
     while (*s) {
         const char *end = strchr(s, '\n');
         size_t ll = end ? (size_t)(end - s) : strlen(s);
-        memcpy(t + o, s, ll);
-        o += ll;
         const char *q = s;
         while (q < s + ll && (*q == ' ' || *q == '\t')) q++;
         bool is_layer = q < s + ll && strncmp(q, "input", 5) != 0 && *q != '}' && *q != '#';
-        if (is_layer) {
-            if (layer < n && opts[layer]) {
-                t[o++] = ' ';
-                memcpy(t + o, opts[layer], strlen(opts[layer]));
-                o += strlen(opts[layer]);
+        const char *opt = is_layer && layer < n ? opts[layer] : NULL;
+        if (is_layer) layer++;
+        if (!opt) {
+            memcpy(t + o, s, ll);
+            o += ll;
+        } else {
+            /* the line's tokens up to a comment, without those that opt sets, then opt */
+            const char *p = s, *stop = memchr(s, '#', ll);
+            if (!stop) stop = s + ll;
+            bool first = true;
+            while (p < stop) {
+                while (p < stop && (*p == ' ' || *p == '\t')) p++;
+                const char *te = p;
+                while (te < stop && *te != ' ' && *te != '\t') te++;
+                if (te > p && !key_in(p, (size_t)(te - p), opt)) {
+                    if (!first) t[o++] = ' ';
+                    memcpy(t + o, p, (size_t)(te - p));
+                    o += (size_t)(te - p);
+                    first = false;
+                }
+                p = te;
             }
-            layer++;
+            t[o++] = ' ';
+            memcpy(t + o, opt, strlen(opt));
+            o += strlen(opt);
         }
         if (end) t[o++] = '\n';
         s = end ? end + 1 : s + ll;
     }
     t[o] = '\0';
     return t;
+}
+
+/* The model m rebuilt with opts[i] on the line of layer i and masks[i] (owned by the caller;
+ * NULL: the layer's own pattern, if any) as its pattern. Layers with w[i] take that dense weight
+ * (masked by masks[i]) and their bias from m; the others copy their parameters as they are. */
+static sp_status rebuild(const sp_model *m, char *const *opts, sp_mask **masks, float **w,
+                         sp_model **out) {
+    const int n = sp_model_nlayers(m);
+    sp_status st = SP_ENOMEM;
+    sp_mask **own = sp_calloc((size_t)n, sizeof *own);
+    const sp_mask **pat = sp_calloc((size_t)n, sizeof *pat);
+    char *cfg = NULL;
+    sp_model *pm = NULL;
+    if (!own || !pat) goto done;
+    /* layers without a new pattern keep their own */
+    for (int i = 0; i < n; i++) {
+        if (masks[i]) pat[i] = masks[i];
+        else if ((st = sp_model_layer_pattern(m, i, &own[i])) != SP_OK) goto done;
+        else pat[i] = own[i];
+    }
+    st = SP_ENOMEM;
+    cfg = rewrite_config(sp_model_config(m), opts, n);
+    if (!cfg) goto done;
+    st = sp_model_new_with_patterns(cfg, sp_model_in(m), sp_model_classes(m), sp_model_seed(m),
+                                    (int64_t)1 << 34, pat, n, &pm);
+    if (st != SP_OK) goto done;
+    sp_model_set_input_scale(pm, sp_model_input_scale(m));
+    const float *src = sp_model_params((sp_model *)m);
+    for (int i = 0; i < n; i++) {
+        sp_layer_info a, b;
+        sp_model_layer(m, i, &a);
+        sp_model_layer(pm, i, &b);
+        if (!w[i] && a.nparam != b.nparam) {
+            st = sp_fail(SP_EINVAL, "model_prune: layer %s has %lld parameters after "
+                         "rebuilding, %lld before", a.name, (long long)b.nparam,
+                         (long long)a.nparam);
+            goto done;
+        }
+        if (w[i]) {
+            st = SP_ENOMEM;
+            float *bias = sp_alloc(sizeof(float) * (size_t)a.out.c);
+            if (!bias) goto done;
+            st = sp_model_layer_get_weight(m, i, w[i], bias);
+            /* a format that stores more than the mask (BSR keeps whole blocks) must hold zeros
+             * where the mask pruned */
+            if (st == SP_OK && pat[i]) st = sp_mask_apply(pat[i], w[i], a.in.c);
+            if (st == SP_OK) st = sp_model_layer_set_weight(pm, i, w[i], bias);
+            sp_free(bias);
+            if (st != SP_OK) goto done;
+        } else if (a.nparam) {
+            memcpy(sp_model_params(pm) + b.param_offset, src + a.param_offset,
+                   sizeof(float) * (size_t)a.nparam);
+        }
+    }
+    if (sp_model_nbuffers(pm))
+        memcpy(sp_model_buffers(pm), sp_model_buffers((sp_model *)m),
+               sizeof(float) * (size_t)sp_model_nbuffers(pm));
+    *out = pm;
+    pm = NULL;
+    st = SP_OK;
+done:
+    for (int i = 0; i < n && own; i++) sp_mask_free(own[i]);
+    sp_free(own);
+    sp_free(pat);
+    sp_free(cfg);
+    sp_model_free(pm);
+    return st;
 }
 
 sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model **out) {
@@ -85,8 +185,6 @@ sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model 
     sp_mask **masks = sp_calloc((size_t)n, sizeof *masks);
     char **opts = sp_calloc((size_t)n, sizeof *opts);
     sp_prune_layer *gl = sp_calloc((size_t)n, sizeof *gl);
-    char *cfg = NULL;
-    sp_model *pm = NULL;
     if (!w || !scores || !masks || !opts || !gl) goto done;
     for (int i = 0; i < n; i++) {
         sp_layer_info li;
@@ -156,53 +254,7 @@ sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model 
             }
         }
     }
-    /* layers that are already sparse or masked keep their own patterns */
-    for (int i = 0; i < n; i++)
-        if (!scores[i] && (st = sp_model_layer_pattern(m, i, &masks[i])) != SP_OK) goto done;
-    /* the new model on those patterns */
-    st = SP_ENOMEM;
-    cfg = rewrite_config(sp_model_config(m), opts, n);
-    if (!cfg) goto done;
-    st = sp_model_new_with_patterns(cfg, sp_model_in(m), sp_model_classes(m), sp_model_seed(m),
-                                    (int64_t)1 << 34, (const sp_mask *const *)masks, n, &pm);
-    if (st != SP_OK) goto done;
-    sp_model_set_input_scale(pm, sp_model_input_scale(m));
-    /* parameters: pruned layers take their surviving weights, the others are copied as they are */
-    {
-        const float *src = sp_model_params((sp_model *)m);
-        for (int i = 0; i < n; i++) {
-            sp_layer_info a, b;
-            sp_model_layer(m, i, &a);
-            sp_model_layer(pm, i, &b);
-            if (!w[i] && a.nparam != b.nparam) {
-                st = sp_fail(SP_EINVAL, "model_prune: layer %s has %lld parameters after "
-                             "rebuilding, %lld before", a.name, (long long)b.nparam,
-                             (long long)a.nparam);
-                goto done;
-            }
-            if (w[i]) {
-                st = SP_ENOMEM;
-                float *bias = sp_alloc(sizeof(float) * (size_t)a.out.c);
-                if (!bias) goto done;
-                st = sp_model_layer_get_weight(m, i, w[i], bias);
-                /* a format that stores more than the mask (BSR keeps whole blocks) must hold
-                 * zeros where the mask pruned */
-                if (st == SP_OK) st = sp_mask_apply(masks[i], w[i], a.in.c);
-                if (st == SP_OK) st = sp_model_layer_set_weight(pm, i, w[i], bias);
-                sp_free(bias);
-                if (st != SP_OK) goto done;
-            } else if (a.nparam) {
-                memcpy(sp_model_params(pm) + b.param_offset, src + a.param_offset,
-                       sizeof(float) * (size_t)a.nparam);
-            }
-        }
-        if (sp_model_nbuffers(pm))
-            memcpy(sp_model_buffers(pm), sp_model_buffers((sp_model *)m),
-                   sizeof(float) * (size_t)sp_model_nbuffers(pm));
-    }
-    *out = pm;
-    pm = NULL;
-    st = SP_OK;
+    st = rebuild(m, opts, masks, w, out);
 done:
     for (int i = 0; i < n && w; i++) sp_free(w[i]);
     for (int i = 0; i < n && scores; i++) sp_free(scores[i]);
@@ -213,7 +265,47 @@ done:
     sp_free(masks);
     sp_free(opts);
     sp_free(gl);
-    sp_free(cfg);
-    sp_model_free(pm);
+    return st;
+}
+
+sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t br, int32_t bc,
+                            sp_model **out) {
+    if (!m || !format || !out) return sp_fail(SP_EINVAL, "model_sparsify: NULL argument");
+    *out = NULL;
+    if (strcmp(format, "csr") && strcmp(format, "bsr"))
+        return sp_fail(SP_EINVAL, "model_sparsify: format '%s' is not csr or bsr", format);
+    if (!strcmp(format, "bsr") && (br < 1 || bc < 1 || br > 64 || bc > 64))
+        return sp_fail(SP_EINVAL, "model_sparsify: block %dx%d not within 1..64", (int)br,
+                       (int)bc);
+    const int n = sp_model_nlayers(m);
+    if (n > MAX_LAYERS) return sp_fail(SP_EINVAL, "model_sparsify: %d layers (at most %d)", n, MAX_LAYERS);
+    sp_status st = SP_ENOMEM;
+    float **w = sp_calloc((size_t)n, sizeof *w);
+    sp_mask **masks = sp_calloc((size_t)n, sizeof *masks);
+    char **opts = sp_calloc((size_t)n, sizeof *opts);
+    if (!w || !masks || !opts) goto done;
+    for (int i = 0; i < n; i++) {
+        sp_layer_info li;
+        if ((st = sp_model_layer(m, i, &li)) != SP_OK) goto done;
+        if (strcmp(li.kind, "linear") || strcmp(li.format, "mask")) continue;
+        st = SP_ENOMEM;
+        w[i] = sp_alloc(sizeof(float) * (size_t)(li.out.c * li.in.c));
+        opts[i] = sp_alloc(64);
+        if (!w[i] || !opts[i]) goto done;
+        if ((st = sp_model_layer_pattern(m, i, &masks[i])) != SP_OK) goto done;
+        if (!strcmp(format, "bsr")) {
+            snprintf(opts[i], 64, "format=bsr block=%dx%d", (int)br, (int)bc);
+        } else {
+            snprintf(opts[i], 64, "format=csr");
+        }
+    }
+    st = rebuild(m, opts, masks, w, out);
+done:
+    for (int i = 0; i < n && w; i++) sp_free(w[i]);
+    for (int i = 0; i < n && masks; i++) sp_mask_free(masks[i]);
+    for (int i = 0; i < n && opts; i++) sp_free(opts[i]);
+    sp_free(w);
+    sp_free(masks);
+    sp_free(opts);
     return st;
 }

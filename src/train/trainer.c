@@ -170,6 +170,8 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                 st = SP_OK;
                 goto done;
             }
+            if (opts->hook && (st = opts->hook(m, o, state->step, opts->hook_user)) != SP_OK)
+                goto done;
             const double t0 = now_seconds();
             const int64_t s0 = state->batch_index * B, b = SP_MIN(B, n - s0);
             st = sp_dataset_batch(train, perm + s0, b, x, b, y);
