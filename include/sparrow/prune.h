@@ -168,6 +168,11 @@ typedef struct sp_prune_spec {
                                    * NULL: nm for N:M, bsr for blocks, else csr */
     bool keep_last;               /* leave the last linear layer dense (the output layer) */
     uint64_t seed;                /* for the random criterion */
+    /* per-layer overrides (may be NULL): layer_sparsity[i] >= 0 gives layer i (model layer
+     * index, i < nlayer_sparsity) that sparsity, layerwise, outside a global threshold; 0 keeps
+     * it whole; < 0 (or NaN) leaves it to the settings above. Read by sp_model_prune_masks. */
+    const double *layer_sparsity;
+    int nlayer_sparsity;
 } sp_prune_spec;
 
 /* One-shot pruning: every dense linear layer of m (but the last with keep_last) is pruned by
@@ -178,9 +183,10 @@ typedef struct sp_prune_spec {
 sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model **out);
 
 /* Sparse storage after training with masks: every masked linear layer (format=mask) of m becomes
- * `format` ("csr", or "bsr" with br x bc blocks) on the same pattern with the same weights; the
- * rest is copied. New model in *out; m is not changed. */
-sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t br, int32_t bc,
+ * `format` on the same pattern with the same weights: "csr", "bsr" with a x b blocks, or "nm"
+ * with a:b (every group of b inputs may hold at most a entries; SP_EFORMAT naming the group
+ * otherwise). The rest is copied. New model in *out; m is not changed. */
+sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t a, int32_t b,
                             sp_model **out);
 
 /* ---- pruning while training ------------------------------------------------------------------ */
@@ -200,7 +206,7 @@ sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t br, i
 /* Prunes, in place, the masked linear layers (format=mask) of m (the last linear layer
  * excepted with spec->keep_last) to `sparsity` by spec's criterion (magnitude or random) and
  * granularity (layerwise, global, block; N:M keeps spec->n of every spec->m and ignores
- * sparsity). Entries already dropped stay dropped (they rank below every kept one); the dropped
+ * sparsity), with spec's per-layer overrides. Entries already dropped stay dropped (they rank below every kept one); the dropped
  * weights become zero and, when o is not NULL, their optimizer state too, so that they stay
  * zero while training goes on. spec->sparsity and spec->format are not read. SP_EINVAL if m has
  * no masked layer to prune. */

@@ -23,6 +23,13 @@ static bool target(const sp_model *m, int i, bool keep_last, int last, sp_layer_
            !strcmp(li->format, "mask") && !(keep_last && i == last);
 }
 
+/* Layer i's own sparsity from the spec's overrides, or -1. */
+static double override(const sp_prune_spec *spec, int i) {
+    if (!spec->layer_sparsity || i >= spec->nlayer_sparsity) return -1.0;
+    double v = spec->layer_sparsity[i];
+    return v >= 0.0 ? v : -1.0;
+}
+
 sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *spec,
                                double sparsity) {
     if (!m || !spec) return sp_fail(SP_EINVAL, "prune_masks: NULL argument");
@@ -33,11 +40,15 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
     if (!(sparsity >= 0.0 && sparsity < 1.0))
         return sp_fail(SP_EINVAL, "prune_masks: sparsity %g not in [0, 1)", sparsity);
     const int n = sp_model_nlayers(m);
-    int last = -1, count = 0;
+    int last = -1, count = 0, nglobal = 0;
     for (int i = 0; i < n; i++) {
         sp_layer_info li;
         if (sp_model_layer(m, i, &li) == SP_OK && !strcmp(li.kind, "linear")) last = i;
     }
+    for (int i = 0; i < spec->nlayer_sparsity && spec->layer_sparsity; i++)
+        if (spec->layer_sparsity[i] >= 1.0)
+            return sp_fail(SP_EINVAL, "prune_masks: layer %d: sparsity %g not in [0, 1)", i,
+                           spec->layer_sparsity[i]);
     sp_status st = SP_ENOMEM;
     float **scores = sp_calloc((size_t)n, sizeof *scores);
     sp_mask **masks = sp_calloc((size_t)n, sizeof *masks);
@@ -65,30 +76,36 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
                 if (!sp_mask_get(old, r, c)) scores[i][r * cols + c] = -INFINITY;
         sp_mask_free(old);
         if (st != SP_OK) goto done;
-        gl[count++] = (sp_prune_layer){rows, cols, scores[i]};
+        count++;
+        if (!(override(spec, i) >= 0.0) && spec->granularity == SP_PRUNE_GLOBAL)
+            gl[nglobal++] = (sp_prune_layer){rows, cols, scores[i]};
     }
     if (count == 0) {
         st = sp_fail(SP_EINVAL, "prune_masks: the model has no masked linear layer (format=mask) "
                      "to prune");
         goto done;
     }
-    if (spec->granularity == SP_PRUNE_GLOBAL) {
-        sp_mask **gm = sp_calloc((size_t)count, sizeof *gm);
+    if (nglobal > 0) {
+        sp_mask **gm = sp_calloc((size_t)nglobal, sizeof *gm);
         st = SP_ENOMEM;
         if (!gm) goto done;
-        st = sp_prune_mask_global(count, gl, sparsity, gm);
+        st = sp_prune_mask_global(nglobal, gl, sparsity, gm);
         for (int i = 0, k = 0; i < n && st == SP_OK; i++)
-            if (scores[i]) masks[i] = gm[k++];
+            if (scores[i] && !(override(spec, i) >= 0.0)) masks[i] = gm[k++];
         if (st != SP_OK)
-            for (int k = 0; k < count; k++) sp_mask_free(gm[k]);
+            for (int k = 0; k < nglobal; k++) sp_mask_free(gm[k]);
         sp_free(gm);
         if (st != SP_OK) goto done;
-    } else {
-        for (int i = 0; i < n; i++) {
-            if (!scores[i]) continue;
-            sp_layer_info li;
-            sp_model_layer(m, i, &li);
-            const int64_t rows = li.out.c, cols = li.in.c;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!scores[i] || masks[i]) continue;
+        sp_layer_info li;
+        sp_model_layer(m, i, &li);
+        const int64_t rows = li.out.c, cols = li.in.c;
+        const double own = override(spec, i);
+        if (own >= 0.0) {
+            st = sp_prune_mask_unstructured(rows, cols, scores[i], own, &masks[i]);
+        } else {
             switch (spec->granularity) {
             case SP_PRUNE_LAYERWISE:
                 st = sp_prune_mask_unstructured(rows, cols, scores[i], sparsity, &masks[i]);
@@ -104,12 +121,12 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
                 st = sp_fail(SP_EINVAL, "prune_masks: unknown granularity %d",
                              (int)spec->granularity);
             }
-            if (st != SP_OK) {
-                char msg[300];
-                snprintf(msg, sizeof msg, "%s", sp_last_error());
-                st = sp_fail(st, "prune_masks: layer %s: %s", li.name, msg);
-                goto done;
-            }
+        }
+        if (st != SP_OK) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s", sp_last_error());
+            st = sp_fail(st, "prune_masks: layer %s: %s", li.name, msg);
+            goto done;
         }
     }
     for (int i = 0; i < n; i++) {

@@ -268,15 +268,17 @@ done:
     return st;
 }
 
-sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t br, int32_t bc,
+sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t a, int32_t b,
                             sp_model **out) {
     if (!m || !format || !out) return sp_fail(SP_EINVAL, "model_sparsify: NULL argument");
     *out = NULL;
-    if (strcmp(format, "csr") && strcmp(format, "bsr"))
-        return sp_fail(SP_EINVAL, "model_sparsify: format '%s' is not csr or bsr", format);
-    if (!strcmp(format, "bsr") && (br < 1 || bc < 1 || br > 64 || bc > 64))
-        return sp_fail(SP_EINVAL, "model_sparsify: block %dx%d not within 1..64", (int)br,
-                       (int)bc);
+    if (strcmp(format, "csr") && strcmp(format, "bsr") && strcmp(format, "nm"))
+        return sp_fail(SP_EINVAL, "model_sparsify: format '%s' is not csr, bsr or nm", format);
+    if (!strcmp(format, "bsr") && (a < 1 || b < 1 || a > 64 || b > 64))
+        return sp_fail(SP_EINVAL, "model_sparsify: block %dx%d not within 1..64", (int)a, (int)b);
+    if (!strcmp(format, "nm") && !(a >= 1 && a < b && b <= 32))
+        return sp_fail(SP_EINVAL, "model_sparsify: N:M %d:%d needs 1 <= N < M <= 32", (int)a,
+                       (int)b);
     const int n = sp_model_nlayers(m);
     if (n > MAX_LAYERS) return sp_fail(SP_EINVAL, "model_sparsify: %d layers (at most %d)", n, MAX_LAYERS);
     sp_status st = SP_ENOMEM;
@@ -294,7 +296,9 @@ sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t br, i
         if (!w[i] || !opts[i]) goto done;
         if ((st = sp_model_layer_pattern(m, i, &masks[i])) != SP_OK) goto done;
         if (!strcmp(format, "bsr")) {
-            snprintf(opts[i], 64, "format=bsr block=%dx%d", (int)br, (int)bc);
+            snprintf(opts[i], 64, "format=bsr block=%dx%d", (int)a, (int)b);
+        } else if (!strcmp(format, "nm")) {
+            snprintf(opts[i], 64, "format=nm nm=%d:%d", (int)a, (int)b);
         } else {
             snprintf(opts[i], 64, "format=csr");
         }
