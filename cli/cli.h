@@ -32,4 +32,56 @@ bool cli_parse_f64(const char *opt, const char *s, double lo, double hi, double 
 bool cli_parse_pair(const char *opt, const char *s, char sep, int64_t lo, int64_t hi, int64_t *a,
                     int64_t *b);
 
+/* ---- pruning while training (train_prune.c) ---- */
+
+typedef struct cli_prune_settings {
+    double sparsity;       /* --prune-sparsity; 0 = no pruning (unless granularity is nm) */
+    const char *method, *granularity, *schedule, *format; /* format NULL: by granularity */
+    const char *layers;    /* --prune-layers NAME=S,...: per-layer sparsities */
+    int32_t n, m, br, bc;
+    double start, end;     /* the ramp, as fractions of the run's steps */
+    int64_t every;         /* steps between mask updates */
+    bool prune_last;
+} cli_prune_settings;
+
+#define CLI_PRUNE_DEFAULTS                                                                    \
+    {.method = "magnitude", .granularity = "layerwise", .schedule = "gradual", .n = 2, .m = 4, \
+     .br = 4, .bc = 4, .start = 0.0, .end = 0.75, .every = 100}
+
+bool cli_prune_enabled(const cli_prune_settings *p);
+/* Parses one --prune-* option (v is NULL for the flag --prune-last): 0 handled, 1 error
+ * (printed), -1 not a pruning option. */
+int cli_prune_option(const char *a, const char *v, cli_prune_settings *p);
+/* The final storage: --prune-format, or nm / bsr / csr by granularity. */
+const char *cli_prune_format(const cli_prune_settings *p);
+/* The settings as "--key value" lines for a model file's META ("" when pruning is off). */
+void cli_prune_text(const cli_prune_settings *p, char *buf, size_t n);
+/* Prepares a run of total_steps steps: on a fresh run, *m's dense linear layers become masked
+ * (the output layer stays dense without --prune-last); g gets the schedule hook's state and
+ * *own the per-layer sparsities it points to (free it after training). 0, or 1 with a message. */
+int cli_prune_setup(const cli_prune_settings *p, sp_model **m, bool fresh, int64_t total_steps,
+                    sp_prune_gradual *g, double **own);
+/* The model to write at the end: masks turned into the final storage (*final NULL when that is
+ * mask, i.e. m itself). 0, or 1 with a message. */
+int cli_prune_finish(const cli_prune_settings *p, const sp_model *m, sp_model **final);
+/* The fraction of zeros in the patterns of m's masked and sparse linear layers (0 if none). */
+double cli_model_sparsity(const sp_model *m);
+
+/* A recipe file (docs/RECIPES.md): `sparrow train` options one per line without the dashes
+ * ("prune-sparsity 0.9"), `# comments`, and "prune-layer NAME SPARSITY" lines, gathered into
+ * layers ("NAME=S,..." for --prune-layers). argv holds "--key" [value] words to parse like the
+ * command line; line[k] is the recipe line of argv[k]. */
+#define CLI_RECIPE_MAX 128
+typedef struct cli_recipe {
+    char *text;
+    int argc;
+    char *argv[CLI_RECIPE_MAX];
+    int line[CLI_RECIPE_MAX];
+    char *owned[CLI_RECIPE_MAX];
+    int nowned;
+    char *layers;
+} cli_recipe;
+int cli_recipe_read(const char *path, cli_recipe *r);
+void cli_recipe_free(cli_recipe *r);
+
 #endif

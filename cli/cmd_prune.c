@@ -14,9 +14,19 @@ static void prune_usage(FILE *f) {
     fprintf(f,
         "usage: sparrow prune --model MODEL --out MODEL2 [options]\n"
         "\n"
-        "Prunes every dense linear layer of a model file at once and writes the sparse model;\n"
-        "evaluates both on the test set.\n"
+        "Prunes every dense linear layer of a model file (the output layer stays dense) and\n"
+        "writes the sparse model; evaluates both on the test set. One-shot by default; with\n"
+        "--finetune-epochs E it goes on training with the pruned weights held at zero, and with\n"
+        "--schedule gradual the sparsity rises over those epochs (Zhu & Gupta 2017).\n"
         "  --sparsity S         fraction of weights removed, in [0, 1) (default 0.9)\n"
+        "  --schedule S         oneshot (default) | gradual (needs --finetune-epochs)\n"
+        "  --finetune-epochs E  epochs of training after (gradual: while) pruning (default 0)\n"
+        "  --prune-end F        gradual: the sparsity reaches S after this fraction of the\n"
+        "                       fine-tuning steps (default 0.75)\n"
+        "  --prune-every N      gradual: steps between mask updates (default 100)\n"
+        "  --lr LR              fine-tuning learning rate, Adam with cosine decay (default 1e-3)\n"
+        "  --batch B            fine-tuning batch (default 64)\n"
+        "  --threads T          threads (default all)\n"
         "  --method M           magnitude (default) | random\n"
         "  --granularity G      layerwise (default) | global | nm | block\n"
         "  --nm N:M             the N:M pattern (default 2:4)\n"
@@ -37,7 +47,9 @@ int cmd_prune(int argc, char **argv) {
     const char *model = NULL, *outp = NULL, *data = "fashion-mnist", *method = "magnitude",
                *gran = "layerwise", *format = NULL, *nm = "2:4", *block = "4x4";
     double sparsity = 0.9;
-    int64_t seed = 1;
+    int64_t seed = 1, finetune = 0;
+    const char *schedule = "oneshot", *prune_end = NULL, *prune_every = NULL, *lr = NULL,
+               *batch = NULL, *threads = NULL;
     bool json = false, prune_last = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -60,6 +72,21 @@ int cmd_prune(int argc, char **argv) {
         else if (!strcmp(a, "--format")) format = v;
         else if (!strcmp(a, "--nm")) nm = v;
         else if (!strcmp(a, "--block")) block = v;
+        else if (!strcmp(a, "--prune-end")) prune_end = v;
+        else if (!strcmp(a, "--prune-every")) prune_every = v;
+        else if (!strcmp(a, "--lr")) lr = v;
+        else if (!strcmp(a, "--batch")) batch = v;
+        else if (!strcmp(a, "--threads")) threads = v;
+        else if (!strcmp(a, "--schedule")) {
+            if (strcmp(v, "oneshot") && strcmp(v, "gradual")) {
+                fprintf(stderr, "sparrow prune: --schedule must be oneshot or gradual, got '%s'\n",
+                        v);
+                return 2;
+            }
+            schedule = v;
+        } else if (!strcmp(a, "--finetune-epochs")) {
+            if (!cli_parse_i64(a, v, 0, 1000000, &finetune)) return 2;
+        }
         else if (!strcmp(a, "--sparsity")) {
             if (!cli_parse_f64(a, v, 0.0, 0.999999, &sparsity)) return 2;
         } else if (!strcmp(a, "--seed")) {
@@ -97,19 +124,70 @@ int cmd_prune(int argc, char **argv) {
     if (!cli_parse_pair("--block", block, 'x', 1, 64, &a1, &a2)) return 2;
     spec.br = (int32_t)a1;
     spec.bc = (int32_t)a2;
+    if (!strcmp(schedule, "gradual") && finetune == 0) {
+        fprintf(stderr, "sparrow prune: --schedule gradual prunes while training: give "
+                        "--finetune-epochs E (E >= 1)\n");
+        return 2;
+    }
+    if (finetune == 0 && (prune_end || prune_every || lr || batch)) {
+        fprintf(stderr, "sparrow prune: --prune-end, --prune-every, --lr and --batch set the "
+                        "fine-tuning: give --finetune-epochs E\n");
+        return 2;
+    }
+    if (finetune > 0) {
+        if (!cli_is_checkpoint(model)) {
+            fprintf(stderr, "sparrow prune: --model %s is not a sparrow model file\n", model);
+            return 1;
+        }
+        /* pruning with training is `sparrow train` with pruning settings */
+        char epochs_s[32], sparsity_s[32], seed_s[32];
+        snprintf(epochs_s, sizeof epochs_s, "%lld", (long long)finetune);
+        snprintf(sparsity_s, sizeof sparsity_s, "%.17g", sparsity);
+        snprintf(seed_s, sizeof seed_s, "%lld", (long long)seed);
+        const char *targv[48] = {"train", "--model", model, "--data", data, "--out", outp,
+                                 "--epochs", epochs_s, "--prune-sparsity", sparsity_s,
+                                 "--prune-method", method, "--prune-granularity", gran,
+                                 "--prune-schedule", schedule, "--prune-nm", nm,
+                                 "--prune-block", block, "--seed", seed_s, "--quiet"};
+        int targc = 24;
+        const char *pairs[][2] = {{"--prune-format", format}, {"--prune-end", prune_end},
+                                  {"--prune-every", prune_every}, {"--lr", lr},
+                                  {"--batch", batch}, {"--threads", threads}};
+        for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++)
+            if (pairs[k][1]) {
+                targv[targc++] = pairs[k][0];
+                targv[targc++] = pairs[k][1];
+            }
+        if (prune_last) targv[targc++] = "--prune-last";
+        if (!json) fprintf(stderr, "fine-tuning %lld epochs while pruning (%s) ...\n",
+                           (long long)finetune, schedule);
+        int trc = cmd_train(targc, (char **)targv);
+        if (trc) return trc;
+    }
 
     int rc = 1;
     sp_checkpoint ck = {0};
     sp_model *pm = NULL;
     sp_dataset *train = NULL, *test = NULL;
     if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
-    if (sp_model_prune(ck.model, &spec, &pm) != SP_OK) {
-        cli_fail("prune");
-        goto done;
-    }
-    if (sp_checkpoint_save(outp, pm, NULL, NULL, NULL) != SP_OK) {
-        cli_fail("--out");
-        goto done;
+    if (finetune > 0) {
+        sp_checkpoint pc = {0};
+        if (sp_checkpoint_load(outp, &pc) != SP_OK) {
+            cli_fail("--out");
+            goto done;
+        }
+        pm = pc.model;
+        pc.model = NULL;
+        sp_checkpoint_free(&pc);
+    } else {
+        if (sp_model_prune(ck.model, &spec, &pm) != SP_OK) {
+            cli_fail("prune");
+            goto done;
+        }
+        if (sp_checkpoint_save(outp, pm, NULL, NULL, NULL) != SP_OK) {
+            cli_fail("--out");
+            goto done;
+        }
     }
     if (sp_dataset_open(data, &train, &test) != SP_OK) {
         cli_fail("--data");
@@ -127,10 +205,11 @@ int cmd_prune(int argc, char **argv) {
         cli_json_string(stdout, model);
         printf(",\"out\":");
         cli_json_string(stdout, outp);
-        printf(",\"method\":\"%s\",\"granularity\":\"%s\",\"sparsity\":%g,"
+        printf(",\"method\":\"%s\",\"granularity\":\"%s\",\"schedule\":\"%s\","
+               "\"finetune_epochs\":%lld,\"sparsity\":%g,"
                "\"dense_test_accuracy\":%.6f,\"test_accuracy\":%.6f,\"test_loss\":%.6f,"
                "\"dense_nnz\":%lld,\"nnz\":%lld,\"dense_file_bytes\":%lld,\"file_bytes\":%lld}\n",
-               method, gran, sparsity, da, pa, pl, (long long)dnnz, (long long)pnnz,
+               method, gran, schedule, (long long)finetune, cli_model_sparsity(pm), da, pa, pl, (long long)dnnz, (long long)pnnz,
                file_size(model), file_size(outp));
     } else {
         printf("dense : test accuracy %.2f%%, %lld nonzero parameters, file %lld bytes\n",

@@ -48,6 +48,24 @@ static void train_usage(FILE *f) {
         "  --clip C             clip the global gradient norm at C [off]\n"
         "  --seed S             initialization, data order and dropout [1]\n"
         "\n"
+        "pruning while training (Zhu & Gupta 2017; docs/RECIPES.md):\n"
+        "  --prune-sparsity S   prune the linear layers (not the output layer) to sparsity S\n"
+        "  --prune-method M     magnitude | random [magnitude]\n"
+        "  --prune-granularity G layerwise | global | nm | block [layerwise]\n"
+        "  --prune-nm N:M       the N:M pattern for nm [2:4] (applied once, at --prune-start)\n"
+        "  --prune-block RxC    the block shape for block [4x4]\n"
+        "  --prune-schedule S   gradual (cubic ramp) | oneshot [gradual]\n"
+        "  --prune-start F      the ramp starts after this fraction of the run's steps [0]\n"
+        "  --prune-end F        and reaches S after this fraction [0.75]\n"
+        "  --prune-every N      steps between mask updates [100]\n"
+        "  --prune-format F     storage written at the end: csr | bsr | nm | mask\n"
+        "                       [nm for nm, bsr for block, else csr]\n"
+        "  --prune-last         prune the output layer too\n"
+        "  --prune-layers L     per-layer sparsities: NAME=S,NAME=S (names from sparrow inspect)\n"
+        "  --recipe FILE        read settings from a recipe file (the options above and any\n"
+        "                       others, one per line without the dashes; the command line\n"
+        "                       overrides it)\n"
+        "\n"
         "running:\n"
         "  --threads T          threads [all]; results are identical for any T\n"
         "  --out FILE           model file to write [model.sparrow]\n"
@@ -129,13 +147,15 @@ typedef struct settings {
     const char *optimizer, *schedule;
     double lr, momentum, weight_decay, gamma, label_smoothing, clip;
     bool nesterov, lr_set, momentum_set, wd_set;
+    cli_prune_settings prune;
 } settings;
 
 /* The options that decide the weights, as "--key value" lines: saved in the model file. */
 static char *settings_text(const settings *s) {
-    char *t = malloc(2048 + strlen(s->model) + strlen(s->data));
+    size_t layers = s->prune.layers ? strlen(s->prune.layers) : 0;
+    char *t = malloc(4096 + strlen(s->model) + strlen(s->data) + layers);
     if (!t) return NULL;
-    sprintf(t,
+    int len = sprintf(t,
             "--model %s\n--data %s\n--epochs %lld\n--steps %lld\n--batch %lld\n--val %lld\n"
             "--optimizer %s\n--lr %.17g\n--momentum %.17g\n--weight-decay %.17g\n%s"
             "--schedule %s\n--warmup %lld\n--step-size %lld\n--gamma %.17g\n"
@@ -144,6 +164,7 @@ static char *settings_text(const settings *s) {
             (long long)s->val, s->optimizer, s->lr, s->momentum, s->weight_decay,
             s->nesterov ? "--nesterov\n" : "", s->schedule, (long long)s->warmup,
             (long long)s->step_size, s->gamma, s->label_smoothing, s->clip, (long long)s->seed);
+    cli_prune_text(&s->prune, t + len, 2048 + layers);
     return t;
 }
 
@@ -158,7 +179,7 @@ typedef struct run_opts {
 static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r, bool from_file,
                         bool resuming) {
     const char *a = argv[*i];
-    static const char *const flags[] = {"--nesterov", "--json", "--quiet"};
+    static const char *const flags[] = {"--nesterov", "--json", "--quiet", "--prune-last"};
     bool is_flag = false;
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
         if (!strcmp(a, flags[k])) is_flag = true;
@@ -224,8 +245,9 @@ static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r,
     else if (!strcmp(a, "--json")) r->json = true;
     else if (!strcmp(a, "--quiet")) r->quiet = true;
     else {
-        --*i;
-        return -1;
+        int rc = cli_prune_option(a, v, &s->prune);
+        if (rc < 0) --*i;
+        return rc;
     }
     return 0;
 }
@@ -255,6 +277,7 @@ static int settings_from_meta(char *meta, settings *s, run_opts *r) {
 /* ---- progress --------------------------------------------------------------------------------- */
 
 typedef struct progress {
+    const sp_prune_gradual *prune; /* when pruning: the sparsity reached, for the epoch lines */
     bool tty, quiet, json;
     FILE *log;
     double last_draw;
@@ -305,6 +328,7 @@ static bool on_report(const sp_train_report *r, void *user) {
                 100.0 * r->accuracy);
         if (!isnan(r->val_loss))
             fprintf(f, "  val_loss %.4f  val_acc %.2f%%", r->val_loss, 100.0 * r->val_accuracy);
+        if (p->prune) fprintf(f, "  sparsity %.1f%%", 100.0 * p->prune->sparsity);
         fprintf(f, "  lr %.3g  %.0f samples/s  %.1fs  ETA %s\n", (double)r->lr,
                 r->samples_per_second, r->epoch_seconds, eta);
         fflush(f);
@@ -314,6 +338,7 @@ static bool on_report(const sp_train_report *r, void *user) {
                 (long long)r->epoch + 1, (long long)r->step, r->loss, r->accuracy);
         if (!isnan(r->val_loss))
             fprintf(p->log, "\"val_loss\":%.6g,\"val_accuracy\":%.6g,", r->val_loss, r->val_accuracy);
+        if (p->prune) fprintf(p->log, "\"sparsity\":%.6g,", p->prune->sparsity);
         fprintf(p->log, "\"lr\":%.6g,\"samples_per_second\":%.1f,\"epoch_seconds\":%.3f}\n",
                 (double)r->lr, r->samples_per_second, r->epoch_seconds);
         fflush(p->log);
@@ -325,30 +350,65 @@ static bool on_report(const sp_train_report *r, void *user) {
 
 int cmd_train(int argc, char **argv) {
     settings s = {.model = NULL, .data = "fashion-mnist", .epochs = 15, .batch = 64,
-                  .optimizer = "adam", .schedule = "cosine", .gamma = 0.1, .seed = 1};
+                  .optimizer = "adam", .schedule = "cosine", .gamma = 0.1, .seed = 1,
+                  .prune = CLI_PRUNE_DEFAULTS};
     run_opts r = {.out = "model.sparrow"};
     bool resuming = false;
+    const char *recipe_path = NULL;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             train_usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--resume")) {
             resuming = true;
+        } else if (!strcmp(argv[i], "--recipe") && i + 1 < argc) {
+            recipe_path = argv[i + 1];
         }
-    for (int i = 1; i < argc; i++) {
-        int rc = parse_option(argc, argv, &i, &s, &r, false, resuming);
-        if (rc < 0) {
-            fprintf(stderr, "sparrow train: unknown option '%s' (see --help)\n", argv[i]);
+    /* a recipe's settings first, so that the command line can override them */
+    cli_recipe recipe = {0};
+    if (recipe_path) {
+        if (resuming) {
+            fprintf(stderr, "sparrow train: --recipe cannot be given with --resume: the run "
+                            "continues with the settings saved in its model file\n");
             return 2;
         }
-        if (rc) return 2;
+        if (cli_recipe_read(recipe_path, &recipe)) {
+            cli_recipe_free(&recipe);
+            return 2;
+        }
+        for (int i = 0; i < recipe.argc; i++) {
+            int rc = parse_option(recipe.argc, recipe.argv, &i, &s, &r, false, false);
+            if (rc) {
+                if (rc < 0)
+                    fprintf(stderr, "sparrow train: unknown setting '%s'\n", recipe.argv[i] + 2);
+                fprintf(stderr, "sparrow train: in recipe %s line %d\n", recipe_path,
+                        recipe.line[i < recipe.argc ? i : recipe.argc - 1]);
+                cli_recipe_free(&recipe);
+                return 2;
+            }
+        }
+        if (recipe.layers) s.prune.layers = recipe.layers;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--recipe")) {
+            i++;
+            continue;
+        }
+        int rc = parse_option(argc, argv, &i, &s, &r, false, resuming);
+        if (rc < 0) fprintf(stderr, "sparrow train: unknown option '%s' (see --help)\n", argv[i]);
+        if (rc) {
+            cli_recipe_free(&recipe);
+            return 2;
+        }
     }
     sp_checkpoint ck = {0};
     char *meta_copy = NULL;
     if (resuming) {
         if (sp_checkpoint_load(r.resume, &ck) != SP_OK) return cli_fail("--resume");
         if (!ck.optim || !ck.has_state || !ck.meta[0]) {
-            fprintf(stderr, "sparrow train: %s has no training state to resume from\n", r.resume);
+            fprintf(stderr, "sparrow train: %s has no training state to resume from (a pruned "
+                            "model's final file holds none: resume from a checkpoint written "
+                            "during the run)\n", r.resume);
             sp_checkpoint_free(&ck);
             return 1;
         }
@@ -361,6 +421,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (!s.model) {
         fprintf(stderr, "sparrow train: --model is required (see --help)\n");
+        cli_recipe_free(&recipe);
         return 2;
     }
     /* optimizer defaults that depend on the optimizer */
@@ -372,13 +433,17 @@ int cmd_train(int argc, char **argv) {
     s.lr_set = s.momentum_set = s.wd_set = true;
     if (s.nesterov && s.momentum == 0.0) {
         fprintf(stderr, "sparrow train: --nesterov needs --momentum > 0\n");
+        cli_recipe_free(&recipe);
         return 2;
     }
 
     int rc = 1;
     sp_dataset *train_all = NULL, *test = NULL, *train = NULL, *val = NULL;
-    sp_model *m = NULL;
+    sp_model *m = NULL, *final = NULL;
     sp_optim *o = NULL;
+    sp_prune_gradual gradual;
+    double *layer_sparsity = NULL;
+    const bool pruning = cli_prune_enabled(&s.prune);
     char *cfg = NULL, *meta = NULL;
     bool cfg_malloced = false;
     FILE *logf = NULL;
@@ -427,6 +492,13 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
+    int64_t batches = (train->n + s.batch - 1) / s.batch;
+    if (s.batch > train->n) batches = 1;
+    int64_t epochs = s.epochs;
+    if (s.steps > 0) epochs = (s.steps + batches - 1) / batches;
+    if (pruning && cli_prune_setup(&s.prune, &m, !resuming, s.steps > 0 ? s.steps : epochs * batches,
+                                   &gradual, &layer_sparsity))
+        goto done;
     if (!o) {
         sp_optim_config oc = sp_optim_defaults(kind);
         oc.momentum = (float)s.momentum;
@@ -438,6 +510,7 @@ int cmd_train(int argc, char **argv) {
         }
         state.data_seed = (uint64_t)s.seed;
     }
+    if (pruning) gradual.sparsity = cli_model_sparsity(m); /* where a resumed run stands */
     meta = settings_text(&s);
     if (!meta) goto done;
     if (r.log) {
@@ -447,10 +520,6 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
-    int64_t batches = (train->n + s.batch - 1) / s.batch;
-    if (s.batch > train->n) batches = 1;
-    int64_t epochs = s.epochs;
-    if (s.steps > 0) epochs = (s.steps + batches - 1) / batches;
     sp_train_opts to = {
         .epochs = epochs, .batch = s.batch,
         .sched = {.kind = !strcmp(s.schedule, "constant") ? SP_SCHED_CONSTANT
@@ -459,8 +528,10 @@ int cmd_train(int argc, char **argv) {
                   .step_size = s.step_size > 0 ? s.step_size : batches, .gamma = s.gamma},
         .label_smoothing = (float)s.label_smoothing, .clip_norm = s.clip,
         .nthreads = (int)r.threads, .checkpoint = r.out, .checkpoint_every = r.checkpoint_every,
-        .max_steps = s.steps, .meta = meta, .callback = on_report};
-    progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .log = logf};
+        .max_steps = s.steps, .meta = meta, .callback = on_report,
+        .hook = pruning ? sp_prune_gradual_hook : NULL, .hook_user = &gradual};
+    progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .log = logf,
+                   .prune = pruning ? &gradual : NULL};
     to.user = &pr;
     if (!r.quiet)
         fprintf(r.json ? stderr : stdout, "%s %lld samples (%lld validation), model %s: %lld "
@@ -475,8 +546,20 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "sparrow train: stopped; %s keeps the last good checkpoint (if any)\n", r.out);
         goto done;
     }
-    /* the final model: also written when --steps stopped mid-epoch */
-    if (sp_checkpoint_save(r.out, m, o, &state, meta) != SP_OK) {
+    /* the final model: also written when --steps stopped mid-epoch; a pruned one in its sparse
+     * storage, without optimizer state (the masked checkpoints written during the run resume) */
+    if (pruning) {
+        if (cli_prune_finish(&s.prune, m, &final)) goto done;
+        if (final) {
+            sp_model_free(m);
+            m = final;
+            final = NULL;
+        }
+        if (sp_checkpoint_save(r.out, m, NULL, NULL, meta) != SP_OK) {
+            cli_fail("--out");
+            goto done;
+        }
+    } else if (sp_checkpoint_save(r.out, m, o, &state, meta) != SP_OK) {
         cli_fail("--out");
         goto done;
     }
@@ -495,15 +578,22 @@ int cmd_train(int argc, char **argv) {
         cli_json_string(stdout, r.out);
         printf(",\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"train_seconds\":%.3f,"
                "\"samples_per_second\":%.1f,\"params\":%lld,\"nnz\":%lld,\"epochs\":%lld,"
-               "\"steps\":%lld,\"batch\":%lld,\"optimizer\":\"%s\",\"lr\":%g,\"threads\":%lld}\n",
+               "\"steps\":%lld,\"batch\":%lld,\"optimizer\":\"%s\",\"lr\":%g,\"threads\":%lld",
                test_acc, test_loss, pr.train_seconds, sps, (long long)sp_model_nparams(m),
                (long long)sp_model_nnz(m), (long long)epochs, (long long)state.step,
                (long long)s.batch, s.optimizer, s.lr,
                (long long)(r.threads > 0 ? r.threads : sp_threads_available()));
+        if (pruning)
+            printf(",\"sparsity\":%.6f,\"format\":\"%s\"", cli_model_sparsity(m),
+                   cli_prune_format(&s.prune));
+        printf("}\n");
     } else if (!r.quiet) {
         printf("test accuracy %.2f%%  test loss %.4f  (%lld params, %.1f s training, %.0f "
                "samples/s) -> %s\n", 100.0 * test_acc, test_loss, (long long)sp_model_nparams(m),
                pr.train_seconds, sps, r.out);
+        if (pruning)
+            printf("pruned layers %.1f%% sparse, stored as %s\n", 100.0 * cli_model_sparsity(m),
+                   cli_prune_format(&s.prune));
     }
     rc = 0;
 done:
@@ -514,7 +604,10 @@ done:
     free(meta_copy);
     sp_checkpoint_free(&ck);
     sp_model_free(m);
+    sp_model_free(final);
     sp_optim_free(o);
+    free(layer_sparsity);
+    cli_recipe_free(&recipe);
     sp_dataset_free(train_all);
     sp_dataset_free(train);
     sp_dataset_free(val);

@@ -105,5 +105,54 @@ expect_fail "prune: sparsity 1" "--sparsity expects a number" "$bin" prune --mod
 expect_fail "prune: a file that is not a model" "bad magic" "$bin" prune --model "$tmp/m.cfg" --out "$tmp/x.sparrow"
 expect_fail "prune: N:M that does not divide the layer" "not a multiple of m = 5" "$bin" prune --model "$tmp/a.sparrow" --granularity nm --nm 2:5 --out "$tmp/x.sparrow"
 
+# pruning while training: gradual to 80%, from `sparrow prune` and from a recipe
+out=$("$bin" prune --model "$tmp/a.sparrow" --schedule gradual --finetune-epochs 1 --sparsity 0.8 \
+  --prune-every 50 --out "$tmp/g.sparrow" --json)
+if grep -Eq '"schedule":"gradual","finetune_epochs":1,"sparsity":0\.(8|7999)' <<<"$out" &&
+   "$bin" inspect "$tmp/g.sparrow" | grep -Eq '^1.linear .* csr +5050 '
+then pass "prune --schedule gradual"; else fail "prune --schedule gradual: $out"; fi
+cat >"$tmp/r.recipe" <<'RECIPE'
+# gradual magnitude pruning to 90%, the first layer kept at 50%
+epochs 2            # training
+seed 7
+batch 64
+prune-sparsity 0.9
+prune-schedule gradual
+prune-end 0.5
+prune-every 40
+prune-layer 1.linear 0.5
+prune-last
+RECIPE
+"$bin" train --model "$tmp/m.cfg" --recipe "$tmp/r.recipe" --threads 2 --quiet --out "$tmp/r1.sparrow"
+ins=$("$bin" inspect "$tmp/r1.sparrow")
+if grep -Eq '^1.linear .* csr +12576 ' <<<"$ins" && grep -Eq '^4.linear .* csr +42 ' <<<"$ins"
+then pass "train --recipe: per-layer sparsity"; else fail "train --recipe: $ins"; fi
+"$bin" train --model "$tmp/m.cfg" --recipe "$tmp/r.recipe" --threads 2 --quiet \
+  --out "$tmp/rk.sparrow" --checkpoint-every 40 &
+pid=$!
+for _ in $(seq 1 400); do [ -s "$tmp/rk.sparrow" ] && break; sleep 0.01; done
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+if [ ! -s "$tmp/rk.sparrow" ] || cmp -s "$tmp/rk.sparrow" "$tmp/r1.sparrow"; then
+  fail "pruning run killed and resumed: no mid-run checkpoint to resume from"
+else
+  "$bin" train --resume "$tmp/rk.sparrow" --threads 1 --quiet --out "$tmp/rk.sparrow"
+  if cmp -s "$tmp/rk.sparrow" "$tmp/r1.sparrow"; then pass "pruning run killed and resumed: same bytes"
+  else fail "pruning run killed and resumed: same bytes"; fi
+fi
+printf 'prune-sparsity 0.9\nprune-layer 7.linear 0.5\n' >"$tmp/bad1.recipe"
+expect_fail "recipe naming a layer that does not exist" "no linear layer named '7.linear'" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/bad1.recipe" --out "$tmp/x.sparrow"
+printf 'prune-sparsity 0.9\nprune-speed 3\n' >"$tmp/bad2.recipe"
+expect_fail "recipe with an unknown setting" "line 2" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/bad2.recipe" --out "$tmp/x.sparrow"
+printf 'prune-sparsity 1.5\n' >"$tmp/bad3.recipe"
+expect_fail "recipe with sparsity out of range" "--prune-sparsity expects a number" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/bad3.recipe" --out "$tmp/x.sparrow"
+expect_fail "missing recipe" "cannot open" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/none.recipe" --out "$tmp/x.sparrow"
+expect_fail "prune: gradual without fine-tuning" "--finetune-epochs" "$bin" prune --model "$tmp/a.sparrow" --schedule gradual --out "$tmp/x.sparrow"
+expect_fail "prune: N:M that does not divide the layer, while training" "not a multiple of m = 5" "$bin" prune --model "$tmp/a.sparrow" --granularity nm --nm 2:5 --finetune-epochs 1 --out "$tmp/x.sparrow"
+for r in "$(dirname "$0")"/../examples/*.recipe; do
+  if "$bin" train --model lenet300 --recipe "$r" --steps 30 --quiet --out "$tmp/ex.sparrow"
+  then pass "example recipe $(basename "$r")"; else fail "example recipe $(basename "$r")"; fi
+done
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

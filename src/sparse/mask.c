@@ -63,8 +63,25 @@ sp_status sp_mask_apply(const sp_mask *m, float *dense, int64_t ld) {
     if (!dense && m->rows > 0 && m->cols > 0) return sp_fail(SP_EINVAL, "mask_apply: dense is NULL");
     if (ld < m->cols)
         return sp_fail(SP_ESHAPE, "mask_apply: ld %lld < cols %lld", (long long)ld, (long long)m->cols);
-    for (int64_t i = 0; i < m->rows; i++)
-        for (int64_t j = 0; j < m->cols; j++)
-            if (!sp_mask_get(m, i, j)) dense[i * ld + j] = 0.0f;
+    /* a word at a time: all set, none set, or a branch-free select per bit */
+    for (int64_t i = 0; i < m->rows; i++) {
+        const uint64_t *row = m->bits + i * m->words_per_row;
+        for (int64_t w = 0; w < m->words_per_row; w++) {
+            const uint64_t bits = row[w];
+            const int64_t j0 = w * 64, n = SP_MIN(64, m->cols - j0);
+            float *d = dense + i * ld + j0;
+            if (bits == UINT64_MAX) continue;
+            if (bits == 0) {
+                memset(d, 0, sizeof(float) * (size_t)n);
+                continue;
+            }
+            for (int64_t b = 0; b < n; b++) {
+                uint32_t u;
+                memcpy(&u, d + b, sizeof u);
+                u &= (uint32_t)0 - (uint32_t)((bits >> b) & 1u);
+                memcpy(d + b, &u, sizeof u);
+            }
+        }
+    }
     return SP_OK;
 }
