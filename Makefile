@@ -109,11 +109,7 @@ bench: build
 
 run: build
 	@$(DEPS) data
-	@echo "== sparrow train --model lenet300 --data fashion-mnist (the default settings)"
-	@./build/sparrow train --model lenet300 --data fashion-mnist --out build/lenet300.sparrow \
-	    --log build/lenet300.log.jsonl
-	@echo "== sparrow eval --model build/lenet300.sparrow"
-	@./build/sparrow eval --model build/lenet300.sparrow
+	@bash scripts/run.sh build
 
 install: build
 	@$(CMAKE) --install build --prefix $(PREFIX)
