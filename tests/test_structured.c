@@ -2,8 +2,8 @@
  * test_structured.c - structured pruning with physical removal (sp_model_prune_structured): the
  * units removed are those with the smallest row norms, the smaller model computes what the
  * original computes with those units' contributions forced to zero (MLP, CNN with BatchNorm in
- * eval mode and flatten, depthwise-separable chain), built-in specs shrink to the sizes worked
- * out by hand, and every bad input has its own error.
+ * eval mode and flatten, depthwise-separable chain, feed-forward layers inside residual blocks),
+ * built-in specs shrink to the sizes worked out by hand, and every bad input has its own error.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -391,6 +391,55 @@ TEST(structured_lenet5_and_mobilenet_shrink_and_run) {
     sp_model_free(m);
 }
 
+/* transformer: each feed-forward hidden layer (128, inside a residual body) halves; the token
+ * embedding (before posembed), the bodies' last layers (added to their inputs) and the classes
+ * keep their widths. */
+TEST(structured_transformer_feed_forward_shrinks_inside_residual_blocks) {
+    char *cfg = NULL;
+    sp_model *m = NULL, *p = NULL, *ref = NULL;
+    CHECK_OK(sp_model_spec_config("transformer", &cfg));
+    if (cfg) CHECK_OK(sp_model_new(cfg, (sp_shape){1, 28, 28}, 10, 3, &m));
+    sp_free(cfg);
+    if (!m) return;
+    static const int hidden[2] = {8, 16}; /* linear out=128; gelu; linear out=64 (at +2) */
+    bool gone[2][128];
+    float *w = malloc(sizeof(float) * 128 * 64);
+    if (!w) goto out;
+    for (int k = 0; k < 2; k++) {
+        double norms[128];
+        CHECK_OK(sp_model_layer_get_weight(m, hidden[k], w, NULL));
+        row_norms(w, 128, 64, norms);
+        smallest(norms, 128, 64, gone[k]);
+    }
+    sp_prune_structured_spec spec = {SP_PRUNE_ROW_L2, 0.5};
+    CHECK_OK(sp_model_prune_structured(m, &spec, &p));
+    if (!p) goto out;
+    CHECK_EQ(layer_out(p, 1), 64);
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ(layer_out(p, hidden[k]), 64);
+        CHECK_EQ(layer_in(p, hidden[k] + 2), 64);
+        CHECK_EQ(layer_out(p, hidden[k] + 2), 64);
+    }
+    CHECK_EQ(sp_model_nparams(p), sp_model_nparams(m) - 2 * (64 * 64 + 64 + 64 * 64));
+    /* reference: the bodies' output layers read nothing from the removed hidden units */
+    ref = copy_model(m);
+    if (!ref) goto out;
+    for (int k = 0; k < 2; k++) {
+        float b[64];
+        CHECK_OK(sp_model_layer_get_weight(ref, hidden[k] + 2, w, b));
+        for (int o = 0; o < 64; o++)
+            for (int c = 0; c < 128; c++)
+                if (gone[k][c]) w[o * 128 + c] = 0.0f;
+        CHECK_OK(sp_model_layer_set_weight(ref, hidden[k] + 2, w, b));
+    }
+    check_same_outputs(ref, p, 8);
+out:
+    free(w);
+    sp_model_free(ref);
+    sp_model_free(p);
+    sp_model_free(m);
+}
+
 /* A masked layer is not shrunk and keeps its pattern; the dense layer after it is. */
 TEST(structured_leaves_sparse_layers_alone) {
     sp_model *m = NULL, *p = NULL;
@@ -465,11 +514,12 @@ TEST(structured_refuses_bad_inputs) {
         CHECK(p == NULL);
         sp_model_free(m);
     }
-    /* a residual block is refused, naming it */
+    /* a residual block's edges: the layer before it and the body's last layer keep their
+     * widths (the addition needs them) */
     m = NULL;
     CHECK_OK(sp_model_new("flatten\nlinear out=8\nresidual {\n  linear out=8\n  relu\n}\n"
                           "linear out=classes\n", (sp_shape){1, 2, 5}, 3, 5, &m));
-    if (m) check_error(sp_model_prune_structured(m, &spec, &p), SP_EINVAL, "2.residual");
+    if (m) check_error(sp_model_prune_structured(m, &spec, &p), SP_EINVAL, "no layer to shrink");
     CHECK(p == NULL);
     sp_model_free(m);
 }

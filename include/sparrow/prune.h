@@ -178,9 +178,11 @@ typedef struct sp_prune_structured_spec {
  * reaches the model output, or a layer of any other kind (softmax, layernorm, attention,
  * embedding, ...), a grouped (not depthwise) conv or a masked / sparse linear layer (format
  * other than dense) before any consumer; masked / sparse linear layers themselves, which keep
- * their patterns. Refused: a model with a residual block (SP_EINVAL naming the layer). SP_EINVAL
- * for a NULL argument, a criterion other than row_l1 / row_l2, a fraction outside [0, 1) (NaN
- * included) and a model with no layer to prune; SP_ENOMEM. */
+ * their patterns. In a residual block the consumer must be in the same body: the body's output
+ * is added to its input and keeps its width (a transformer's feed-forward hidden layer shrinks,
+ * its output layer does not). SP_EINVAL for a NULL argument, a criterion other than row_l1 /
+ * row_l2, a fraction outside [0, 1) (NaN included) and a model with no layer to prune;
+ * SP_ENOMEM. */
 sp_status sp_model_prune_structured(const sp_model *m, const sp_prune_structured_spec *spec,
                                     sp_model **out);
 

@@ -8,6 +8,8 @@
  *      reaches a consumer (dense linear, conv2d with groups=1) through per-channel layers only
  *      gets its kept rows from the pure core: sp_prune_scores (row L1/L2 norm) and
  *      sp_prune_mask_rows;
+ *      (inside a residual body, only to a consumer in the same body: the body's output is
+ *      added to its input and keeps its width);
  *   2. the kept channels are carried forward: every layer between keeps them as its input (and
  *      output) channels; a flatten of a (C, H, W) input turns channel c into the features
  *      c*H*W + t, t < H*W (the feature-major layout of layer.h); the consumer keeps them as its
@@ -50,6 +52,7 @@ typedef struct plan {
     int64_t nout;
     int64_t *in_keep;     /* kept input channels / columns, ascending (NULL: all) */
     int64_t nin;
+    int block;            /* the residual layer whose body holds it, -1 for the top level */
 } plan;
 
 static bool is_kind(const plan *p, const char *k) { return !strcmp(p->li.kind, k); }
@@ -110,9 +113,11 @@ static bool opt_pair(const plan *p, const char *key, int64_t def, int64_t *a, in
 }
 
 /* Splits the config into lines and gives every layer its line (every line but "input", "}",
- * comments and blank lines is one layer, in depth-first order). */
+ * comments and blank lines is one layer, in depth-first order) and its enclosing residual
+ * block ("residual {" opens one, "}" closes it). */
+#define MAX_NEST 64
 static sp_status map_lines(const char *cfg, plan *p, int n) {
-    int layer = 0;
+    int layer = 0, depth = 0, stack[MAX_NEST];
     const char *s = cfg;
     while (*s) {
         const char *end = strchr(s, '\n');
@@ -125,7 +130,18 @@ static sp_status map_lines(const char *cfg, plan *p, int n) {
             const char *hash = memchr(q, '#', (size_t)(s + ll - q));
             p[layer].line = q;
             p[layer].len = (size_t)((hash ? hash : s + ll) - q);
+            p[layer].block = depth > 0 ? stack[depth - 1] : -1;
+            if (!strcmp(p[layer].li.kind, "residual")) {
+                if (depth == MAX_NEST)
+                    return sp_fail(SP_EINVAL, "%s: residual blocks nested deeper than %d", who,
+                                   MAX_NEST);
+                stack[depth++] = layer;
+            }
             layer++;
+        } else if (q < s + ll && *q == '}') {
+            if (depth == 0) return sp_fail(SP_EINVAL, "%s: the config closes a block it never "
+                                           "opened", who);
+            depth--;
         }
         s = end ? end + 1 : s + ll;
     }
@@ -175,9 +191,12 @@ static sp_status add_edit(const plan *p, const char *key, int64_t value, edit *e
     return SP_OK;
 }
 
-/* Index of the consumer that layer i's output reaches through per-channel layers, or -1. */
+/* Index of the consumer that layer i's output reaches through per-channel layers, or -1. The
+ * walk stays in i's residual body: a body's last layer feeds the addition, whose width stays,
+ * and a nested block (kind residual) is not a per-channel layer. */
 static int consumer_of(const plan *p, int n, int i) {
     for (int j = i + 1; j < n; j++) {
+        if (p[j].block != p[i].block) return -1;
         if (is_consumer(&p[j])) return j;
         if (passes_channels(&p[j]) || is_depthwise(&p[j])) continue;
         return -1;
@@ -358,11 +377,6 @@ sp_status sp_model_prune_structured(const sp_model *m, const sp_prune_structured
     int last_linear = -1;
     for (int i = 0; i < n; i++) {
         if ((st = sp_model_layer(m, i, &p[i].li)) != SP_OK) goto done;
-        if (is_kind(&p[i], "residual")) {
-            st = sp_fail(SP_EINVAL, "%s: layer %s is a residual block; structured pruning does "
-                         "not support residual blocks", who, p[i].li.name);
-            goto done;
-        }
         if (is_kind(&p[i], "linear")) last_linear = i;
     }
     if ((st = map_lines(sp_model_config(m), p, n)) != SP_OK) goto done;
