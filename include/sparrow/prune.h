@@ -149,6 +149,44 @@ sp_status sp_prune_schedule_sparsity(const sp_prune_schedule *s, int64_t t, doub
 /* *out = true when step t is a mask-update step. Validates s as above. */
 sp_status sp_prune_schedule_is_update(const sp_prune_schedule *s, int64_t t, bool *out);
 
+/* ---- structured pruning (physical removal) ------------------------------------------------- */
+
+/* What sp_model_prune_structured removes: per pruned layer, fraction of its units (neurons or
+ * filters), ranked by the L1 or L2 norm of their weight rows. */
+typedef struct sp_prune_structured_spec {
+    sp_prune_criterion criterion; /* SP_PRUNE_ROW_L1 or SP_PRUNE_ROW_L2 (no default) */
+    double fraction;              /* of units removed per pruned layer, [0, 1) */
+} sp_prune_structured_spec;
+
+/* Structured pruning with physical removal: whole neurons (rows of a linear layer's weight) and
+ * filters (output channels of a conv2d, their (C/G, kh, kw) weights being the row) go, and the
+ * result is an ordinary, smaller dense model (owned *out) whose config has the smaller out=
+ * counts; every other parameter and BatchNorm running statistic is copied. m is not changed.
+ *
+ * A layer is pruned when it is a dense linear or a conv2d with groups=1 whose output reaches a
+ * consumer through per-channel layers only: relu, gelu, silu, tanh, sigmoid, dropout,
+ * batchnorm, maxpool, avgpool, globalavgpool, flatten, and depthwise conv2d (groups = in = out
+ * channels). The consumer is a dense linear or a conv2d with groups=1. Such a layer keeps
+ * round((1 - fraction) * units) units, at least 1, chosen by sp_prune_mask_rows (ties: the
+ * lower index stays). Then the per-channel layers between keep the kept channels (BatchNorm's
+ * gamma, beta, running mean and variance; a depthwise conv's filters, its out= and groups=
+ * shrinking together: it is never a target itself), a flatten maps channel c of a (C, H, W)
+ * input to its H*W features c*H*W .. c*H*W + H*W - 1, and the consumer loses the matching input
+ * columns (linear) or input channels (conv2d). The pruned model computes what m computes with
+ * the removed units' contributions to their consumer set to zero.
+ *
+ * Not pruned (left as they are): the last linear layer (the classes); a layer whose output
+ * reaches the model output, or a layer of any other kind (softmax, layernorm, attention,
+ * embedding, ...), a grouped (not depthwise) conv or a masked / sparse linear layer (format
+ * other than dense) before any consumer; masked / sparse linear layers themselves, which keep
+ * their patterns. In a residual block the consumer must be in the same body: the body's output
+ * is added to its input and keeps its width (a transformer's feed-forward hidden layer shrinks,
+ * its output layer does not). SP_EINVAL for a NULL argument, a criterion other than row_l1 /
+ * row_l2, a fraction outside [0, 1) (NaN included) and a model with no layer to prune;
+ * SP_ENOMEM. */
+sp_status sp_model_prune_structured(const sp_model *m, const sp_prune_structured_spec *spec,
+                                    sp_model **out);
+
 /* ---- pruning a model ------------------------------------------------------------------------- */
 
 typedef enum sp_prune_granularity {
