@@ -27,8 +27,11 @@ static void prune_usage(FILE *f) {
         "  --lr LR              fine-tuning learning rate, Adam with cosine decay (default 1e-3)\n"
         "  --batch B            fine-tuning batch (default 64)\n"
         "  --threads T          threads (default all)\n"
-        "  --method M           magnitude (default) | random\n"
-        "  --granularity G      layerwise (default) | global | nm | block\n"
+        "  --method M           magnitude (default) | random; for neuron: l2 (default) | l1\n"
+        "  --granularity G      layerwise (default) | global | nm | block | neuron\n"
+        "                       neuron: structured, removes that fraction of each hidden\n"
+        "                       layer's neurons / filters (by L2 or L1 norm) for real, giving an\n"
+        "                       ordinary smaller dense model\n"
         "  --nm N:M             the N:M pattern (default 2:4)\n"
         "  --block RxC          the block shape (default 4x4)\n"
         "  --format F           csr | mask | bsr | nm (default: nm for nm, bsr for block, else csr)\n"
@@ -102,7 +105,22 @@ int cmd_prune(int argc, char **argv) {
     }
     sp_prune_spec spec = {.sparsity = sparsity, .keep_last = !prune_last, .format = format,
                           .seed = (uint64_t)seed};
-    if (!strcmp(method, "magnitude")) spec.criterion = SP_PRUNE_MAGNITUDE;
+    const bool neuron = !strcmp(gran, "neuron");
+    sp_prune_structured_spec sspec = {.criterion = SP_PRUNE_ROW_L2, .fraction = sparsity};
+    if (neuron) {
+        if (!strcmp(method, "l1")) sspec.criterion = SP_PRUNE_ROW_L1;
+        else if (strcmp(method, "l2") && strcmp(method, "magnitude")) {
+            fprintf(stderr, "sparrow prune: --method for --granularity neuron must be l2 or l1, "
+                            "got '%s'\n", method);
+            return 2;
+        }
+        method = sspec.criterion == SP_PRUNE_ROW_L1 ? "l1" : "l2";
+        if (strcmp(schedule, "oneshot") || format || prune_last) {
+            fprintf(stderr, "sparrow prune: --granularity neuron removes neurons at once: "
+                            "--schedule gradual, --format and --prune-last do not apply\n");
+            return 2;
+        }
+    } else if (!strcmp(method, "magnitude")) spec.criterion = SP_PRUNE_MAGNITUDE;
     else if (!strcmp(method, "random")) spec.criterion = SP_PRUNE_RANDOM;
     else {
         fprintf(stderr, "sparrow prune: --method must be magnitude or random, got '%s'\n", method);
@@ -112,9 +130,9 @@ int cmd_prune(int argc, char **argv) {
     else if (!strcmp(gran, "global")) spec.granularity = SP_PRUNE_GLOBAL;
     else if (!strcmp(gran, "nm")) spec.granularity = SP_PRUNE_NM;
     else if (!strcmp(gran, "block")) spec.granularity = SP_PRUNE_BLOCK;
-    else {
-        fprintf(stderr, "sparrow prune: --granularity must be layerwise, global, nm or block, "
-                        "got '%s'\n", gran);
+    else if (!neuron) {
+        fprintf(stderr, "sparrow prune: --granularity must be layerwise, global, nm, block or "
+                        "neuron, got '%s'\n", gran);
         return 2;
     }
     int64_t a1, a2;
@@ -134,7 +152,7 @@ int cmd_prune(int argc, char **argv) {
                         "fine-tuning: give --finetune-epochs E\n");
         return 2;
     }
-    if (finetune > 0) {
+    if (finetune > 0 && !neuron) {
         if (!cli_is_checkpoint(model)) {
             fprintf(stderr, "sparrow prune: --model %s is not a sparrow model file\n", model);
             return 1;
@@ -170,7 +188,46 @@ int cmd_prune(int argc, char **argv) {
     sp_model *pm = NULL;
     sp_dataset *train = NULL, *test = NULL;
     if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
-    if (finetune > 0) {
+    if (neuron) {
+        /* structured: remove, save, then (with --finetune-epochs) train the smaller model */
+        if (sp_model_prune_structured(ck.model, &sspec, &pm) != SP_OK) {
+            cli_fail("prune");
+            goto done;
+        }
+        if (sp_checkpoint_save(outp, pm, NULL, NULL, NULL) != SP_OK) {
+            cli_fail("--out");
+            goto done;
+        }
+        if (finetune > 0) {
+            char epochs_s[32], seed_s[32];
+            snprintf(epochs_s, sizeof epochs_s, "%lld", (long long)finetune);
+            snprintf(seed_s, sizeof seed_s, "%lld", (long long)seed);
+            const char *targv[24] = {"train", "--model", outp, "--data", data, "--out", outp,
+                                     "--epochs", epochs_s, "--seed", seed_s, "--weights-only",
+                                     "--quiet"};
+            int targc = 13;
+            const char *pairs[][2] = {{"--lr", lr}, {"--batch", batch}, {"--threads", threads}};
+            for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++)
+                if (pairs[k][1]) {
+                    targv[targc++] = pairs[k][0];
+                    targv[targc++] = pairs[k][1];
+                }
+            if (!json) fprintf(stderr, "fine-tuning the smaller model for %lld epochs ...\n",
+                               (long long)finetune);
+            sp_model_free(pm);
+            pm = NULL;
+            if ((rc = cmd_train(targc, (char **)targv)) != 0) goto done;
+            rc = 1;
+            sp_checkpoint pc = {0};
+            if (sp_checkpoint_load(outp, &pc) != SP_OK) {
+                cli_fail("--out");
+                goto done;
+            }
+            pm = pc.model;
+            pc.model = NULL;
+            sp_checkpoint_free(&pc);
+        }
+    } else if (finetune > 0) {
         sp_checkpoint pc = {0};
         if (sp_checkpoint_load(outp, &pc) != SP_OK) {
             cli_fail("--out");

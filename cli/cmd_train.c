@@ -74,6 +74,8 @@ static void train_usage(FILE *f) {
         "                       settings (only --threads, --out, --log, --json, --quiet and\n"
         "                       --checkpoint-every may be given with it)\n"
         "  --log FILE           append one JSON line of metrics per epoch\n"
+        "  --weights-only       write the final model without optimizer state (smaller; it\n"
+        "                       cannot be resumed, only fine-tuned anew)\n"
         "  --json               print one JSON summary object on stdout\n"
         "  --quiet              no progress output\n");
 }
@@ -171,7 +173,7 @@ static char *settings_text(const settings *s) {
 typedef struct run_opts {
     int64_t threads, checkpoint_every;
     const char *out, *resume, *log;
-    bool json, quiet;
+    bool json, quiet, weights_only;
 } run_opts;
 
 /* Parses one option at argv[*i]; returns 0 if handled, 1 on error, -1 if unknown.
@@ -179,7 +181,8 @@ typedef struct run_opts {
 static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r, bool from_file,
                         bool resuming) {
     const char *a = argv[*i];
-    static const char *const flags[] = {"--nesterov", "--json", "--quiet", "--prune-last"};
+    static const char *const flags[] = {"--nesterov", "--json", "--quiet", "--prune-last",
+                                        "--weights-only"};
     bool is_flag = false;
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
         if (!strcmp(a, flags[k])) is_flag = true;
@@ -192,7 +195,7 @@ static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r,
         v = argv[++*i];
     }
     bool run_opt = !strcmp(a, "--threads") || !strcmp(a, "--out") || !strcmp(a, "--log") ||
-                   !strcmp(a, "--json") || !strcmp(a, "--quiet") ||
+                   !strcmp(a, "--json") || !strcmp(a, "--quiet") || !strcmp(a, "--weights-only") ||
                    !strcmp(a, "--checkpoint-every") || !strcmp(a, "--resume");
     if (resuming && !from_file && !run_opt) {
         fprintf(stderr, "sparrow train: %s cannot be given with --resume: the run continues "
@@ -244,6 +247,7 @@ static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r,
     else if (!strcmp(a, "--log")) r->log = v;
     else if (!strcmp(a, "--json")) r->json = true;
     else if (!strcmp(a, "--quiet")) r->quiet = true;
+    else if (!strcmp(a, "--weights-only")) r->weights_only = true;
     else {
         int rc = cli_prune_option(a, v, &s->prune);
         if (rc < 0) --*i;
@@ -559,7 +563,8 @@ int cmd_train(int argc, char **argv) {
             cli_fail("--out");
             goto done;
         }
-    } else if (sp_checkpoint_save(r.out, m, o, &state, meta) != SP_OK) {
+    } else if (sp_checkpoint_save(r.out, m, r.weights_only ? NULL : o,
+                                  r.weights_only ? NULL : &state, meta) != SP_OK) {
         cli_fail("--out");
         goto done;
     }

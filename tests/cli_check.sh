@@ -149,6 +149,16 @@ expect_fail "recipe with sparsity out of range" "--prune-sparsity expects a numb
 expect_fail "missing recipe" "cannot open" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/none.recipe" --out "$tmp/x.sparrow"
 expect_fail "prune: gradual without fine-tuning" "--finetune-epochs" "$bin" prune --model "$tmp/a.sparrow" --schedule gradual --out "$tmp/x.sparrow"
 expect_fail "prune: N:M that does not divide the layer, while training" "not a multiple of m = 5" "$bin" prune --model "$tmp/a.sparrow" --granularity nm --nm 2:5 --finetune-epochs 1 --out "$tmp/x.sparrow"
+# structured: half the hidden neurons removed for real, an ordinary smaller dense model
+out=$("$bin" prune --model "$tmp/a.sparrow" --granularity neuron --sparsity 0.5 --finetune-epochs 1 \
+  --out "$tmp/n.sparrow" --json)
+if grep -q '"nnz":12730,' <<<"$out" && "$bin" inspect "$tmp/n.sparrow" | grep -Eq '^1.linear +784 +16 +dense'
+then pass "prune --granularity neuron"; else fail "prune --granularity neuron: $out"; fi
+expect_fail "prune neuron: a criterion it does not take" "must be l2 or l1" "$bin" prune --model "$tmp/a.sparrow" --granularity neuron --method random --out "$tmp/x.sparrow"
+expect_fail "prune neuron: gradual" "do not apply" "$bin" prune --model "$tmp/a.sparrow" --granularity neuron --schedule gradual --finetune-epochs 1 --out "$tmp/x.sparrow"
+"$bin" train --model "$tmp/m.cfg" --epochs 1 --weights-only --quiet --out "$tmp/w.sparrow"
+expect_fail "a weights-only file cannot be resumed" "no training state" "$bin" train --resume "$tmp/w.sparrow"
+
 for r in "$(dirname "$0")"/../examples/*.recipe; do
   if "$bin" train --model lenet300 --recipe "$r" --steps 30 --quiet --out "$tmp/ex.sparrow"
   then pass "example recipe $(basename "$r")"; else fail "example recipe $(basename "$r")"; fi
