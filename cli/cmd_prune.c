@@ -34,7 +34,9 @@ static void prune_usage(FILE *f) {
         "                       ordinary smaller dense model\n"
         "  --nm N:M             the N:M pattern (default 2:4)\n"
         "  --block RxC          the block shape (default 4x4)\n"
-        "  --format F           csr | mask | bsr | nm (default: nm for nm, bsr for block, else csr)\n"
+        "  --format F           csr | mask | bsr | nm | auto (default: nm for nm, bsr for block,\n"
+        "                       else csr; auto: per layer, the format measured fastest at\n"
+        "                       batch 64 on 1 thread)\n"
         "  --prune-last         prune the output layer too (default: it stays dense)\n"
         "  --data D             fashion-mnist (default) or idx:DIR, for the evaluation\n"
         "  --seed S             for --method random (default 1)\n"
@@ -237,9 +239,20 @@ int cmd_prune(int argc, char **argv) {
         pc.model = NULL;
         sp_checkpoint_free(&pc);
     } else {
+        const bool autof = format && !strcmp(format, "auto");
+        if (autof) spec.format = "mask"; /* masks first, then the measured formats */
         if (sp_model_prune(ck.model, &spec, &pm) != SP_OK) {
             cli_fail("prune");
             goto done;
+        }
+        if (autof) {
+            sp_model *fm = NULL;
+            if (sp_model_sparsify(pm, "auto", 64, 1, &fm) != SP_OK) {
+                cli_fail("--format auto");
+                goto done;
+            }
+            sp_model_free(pm);
+            pm = fm;
         }
         if (sp_checkpoint_save(outp, pm, NULL, NULL, NULL) != SP_OK) {
             cli_fail("--out");

@@ -29,7 +29,7 @@ int cli_prune_option(const char *a, const char *v, cli_prune_settings *p) {
     } words[] = {{"--prune-method", "magnitude random"},
                  {"--prune-granularity", "layerwise global nm block"},
                  {"--prune-schedule", "gradual oneshot"},
-                 {"--prune-format", "csr bsr nm mask"}};
+                 {"--prune-format", "csr bsr nm mask auto"}};
     for (size_t k = 0; k < sizeof words / sizeof words[0]; k++) {
         if (strcmp(a, words[k].opt)) continue;
         const char *c = words[k].choices;
@@ -202,6 +202,7 @@ int cli_prune_finish(const cli_prune_settings *p, const sp_model *m, sp_model **
     int32_t a = 0, b = 0;
     if (!strcmp(f, "bsr")) a = p->br, b = p->bc;
     if (!strcmp(f, "nm")) a = p->n, b = p->m;
+    if (!strcmp(f, "auto")) a = 64, b = 1; /* the fastest forward pass at batch 64, 1 thread */
     if (sp_model_sparsify(m, f, a, b, final) != SP_OK) return cli_fail("--prune-format");
     return 0;
 }

@@ -149,6 +149,10 @@ expect_fail "recipe with sparsity out of range" "--prune-sparsity expects a numb
 expect_fail "missing recipe" "cannot open" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/none.recipe" --out "$tmp/x.sparrow"
 expect_fail "prune: gradual without fine-tuning" "--finetune-epochs" "$bin" prune --model "$tmp/a.sparrow" --schedule gradual --out "$tmp/x.sparrow"
 expect_fail "prune: N:M that does not divide the layer, while training" "not a multiple of m = 5" "$bin" prune --model "$tmp/a.sparrow" --granularity nm --nm 2:5 --finetune-epochs 1 --out "$tmp/x.sparrow"
+out=$("$bin" prune --model "$tmp/a.sparrow" --sparsity 0.9 --format auto --out "$tmp/auto.sparrow" --json)
+if grep -q '"nnz":2871,' <<<"$out" && "$bin" inspect "$tmp/auto.sparrow" | grep -Eq '^1.linear .* (csr|bsr|dense|nm) '
+then pass "prune --format auto"; else fail "prune --format auto: $out"; fi
+
 # structured: half the hidden neurons removed for real, an ordinary smaller dense model
 out=$("$bin" prune --model "$tmp/a.sparrow" --granularity neuron --sparsity 0.5 --finetune-epochs 1 \
   --out "$tmp/n.sparrow" --json)

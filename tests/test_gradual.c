@@ -299,3 +299,45 @@ TEST(prune_masks_per_layer_overrides_and_nm_to_nm_storage) {
     sp_model_free(s);
     sp_model_free(m);
 }
+
+TEST(auto_format_picks_a_measured_format_that_computes_the_same) {
+    sp_model *m = masked_model(11), *s = NULL;
+    if (!m) return;
+    sp_prune_spec nm = {.criterion = SP_PRUNE_MAGNITUDE, .granularity = SP_PRUNE_NM, .n = 2,
+                        .m = 4, .keep_last = true};
+    CHECK_OK(sp_model_prune_masks(m, NULL, &nm, 0.0));
+    char opt[64];
+    double ms = -1.0;
+    CHECK_OK(sp_prune_pick_format(m, 1, 8, 1, opt, sizeof opt, &ms));
+    CHECK(ms > 0.0);
+    CHECK(!strncmp(opt, "format=", 7));
+    CHECK_STATUS(sp_prune_pick_format(m, 5, 8, 1, opt, sizeof opt, NULL), SP_EINVAL); /* dense */
+    CHECK(strstr(sp_last_error(), "5.linear") != NULL);
+    CHECK_STATUS(sp_prune_pick_format(m, 1, 0, 1, opt, sizeof opt, NULL), SP_EINVAL);
+    CHECK_OK(sp_model_sparsify(m, "auto", 8, 1, &s));
+    if (s) {
+        static const char *const ok[] = {"dense", "csr", "bsr", "nm"};
+        for (int i = 1; i <= 3; i += 2) {
+            sp_layer_info a;
+            sp_model_layer(s, i, &a);
+            bool known = false;
+            for (int k = 0; k < 4; k++) known = known || !strcmp(a.format, ok[k]);
+            CHECK_MSG(known, "layer %d stored as '%s'", i, a.format);
+        }
+        CHECK(strstr(sp_model_config(s), "format=mask") == NULL);
+        float x[16 * 4];
+        for (int i = 0; i < 16 * 4; i++) x[i] = 0.04f * (float)((i * 13) % 23) - 0.3f;
+        const float *ya, *yb;
+        float copy[4 * 4];
+        CHECK_OK(sp_model_forward(m, x, 4, false, &ya));
+        memcpy(copy, ya, sizeof copy);
+        CHECK_OK(sp_model_forward(s, x, 4, false, &yb));
+        CHECK_CLOSE(yb, copy, NULL, 16, ((sp_tol){1e-5, 1e-4}));
+        /* a dense choice keeps the zeros; a sparse one stores exactly the pattern */
+        sp_layer_info a;
+        sp_model_layer(s, 1, &a);
+        if (strcmp(a.format, "dense")) CHECK(check_dropped_are_zero(s, 1) == 24 * 16 / 2);
+    }
+    sp_model_free(s);
+    sp_model_free(m);
+}

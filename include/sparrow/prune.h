@@ -221,11 +221,23 @@ typedef struct sp_prune_spec {
 sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model **out);
 
 /* Sparse storage after training with masks: every masked linear layer (format=mask) of m becomes
- * `format` on the same pattern with the same weights: "csr", "bsr" with a x b blocks, or "nm"
+ * `format` on the same pattern with the same weights: "csr", "bsr" with a x b blocks, "nm"
  * with a:b (every group of b inputs may hold at most a entries; SP_EFORMAT naming the group
- * otherwise). The rest is copied. New model in *out; m is not changed. */
+ * otherwise), or "auto": each layer in the format that runs its forward pass fastest at batch a
+ * (0: 64) on b threads (0: 1), by sp_prune_pick_format. The rest is copied. New model in *out;
+ * m is not changed. */
 sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t a, int32_t b,
                             sp_model **out);
+
+/* Measures which storage runs masked linear layer i of m fastest: its weights as one-layer
+ * models in each format that can hold its pattern (dense, CSR, BSR 4x4 / 16x1 when their blocks
+ * are at least half full, N:M 2:4 / 1:4 / 2:8 when the pattern fits), each timed on the same
+ * input (forward pass, best of 5 rounds of ~2 ms). Writes the winner's config options
+ * ("format=csr", "format=bsr block=16x1", "format=dense density=1", ...) to opt and, if ms is
+ * not NULL, its time per pass in milliseconds. Timing decides, so close calls may differ from
+ * run to run; the weights never do. */
+sp_status sp_prune_pick_format(const sp_model *m, int i, int64_t batch, int nthreads, char *opt,
+                               size_t optlen, double *ms);
 
 /* ---- pruning while training ------------------------------------------------------------------ */
 /*

@@ -104,6 +104,7 @@ static sp_status rebuild(const sp_model *m, char *const *opts, sp_mask **masks, 
     /* layers without a new pattern keep their own */
     for (int i = 0; i < n; i++) {
         if (masks[i]) pat[i] = masks[i];
+        else if (opts[i] && strstr(opts[i], "format=dense")) pat[i] = NULL; /* no pattern */
         else if ((st = sp_model_layer_pattern(m, i, &own[i])) != SP_OK) goto done;
         else pat[i] = own[i];
     }
@@ -272,8 +273,10 @@ sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t a, in
                             sp_model **out) {
     if (!m || !format || !out) return sp_fail(SP_EINVAL, "model_sparsify: NULL argument");
     *out = NULL;
-    if (strcmp(format, "csr") && strcmp(format, "bsr") && strcmp(format, "nm"))
-        return sp_fail(SP_EINVAL, "model_sparsify: format '%s' is not csr, bsr or nm", format);
+    const bool autof = !strcmp(format, "auto");
+    if (strcmp(format, "csr") && strcmp(format, "bsr") && strcmp(format, "nm") && !autof)
+        return sp_fail(SP_EINVAL, "model_sparsify: format '%s' is not csr, bsr, nm or auto",
+                       format);
     if (!strcmp(format, "bsr") && (a < 1 || b < 1 || a > 64 || b > 64))
         return sp_fail(SP_EINVAL, "model_sparsify: block %dx%d not within 1..64", (int)a, (int)b);
     if (!strcmp(format, "nm") && !(a >= 1 && a < b && b <= 32))
@@ -295,7 +298,14 @@ sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t a, in
         opts[i] = sp_alloc(64);
         if (!w[i] || !opts[i]) goto done;
         if ((st = sp_model_layer_pattern(m, i, &masks[i])) != SP_OK) goto done;
-        if (!strcmp(format, "bsr")) {
+        if (autof) {
+            st = sp_prune_pick_format(m, i, a > 0 ? a : 64, b > 0 ? b : 1, opts[i], 64, NULL);
+            if (st != SP_OK) goto done;
+            if (strstr(opts[i], "format=dense")) {
+                sp_mask_free(masks[i]); /* stored dense, zeros included */
+                masks[i] = NULL;
+            }
+        } else if (!strcmp(format, "bsr")) {
             snprintf(opts[i], 64, "format=bsr block=%dx%d", (int)a, (int)b);
         } else if (!strcmp(format, "nm")) {
             snprintf(opts[i], 64, "format=nm nm=%d:%d", (int)a, (int)b);
