@@ -273,6 +273,41 @@ typedef struct sp_prune_gradual {
 } sp_prune_gradual;
 sp_status sp_prune_gradual_hook(sp_model *m, sp_optim *o, int64_t step, void *gradual);
 
+/* ---- dynamic sparse training ------------------------------------------------------------------ */
+/*
+ * Sparse from the first step to the last: a model whose linear layers are CSR (config
+ * `format=csr density=D`, or densities from sp_prune_densities) trains with weights, gradients
+ * and optimizer state for the stored entries only; every update_every steps SET changes each CSR
+ * layer's topology in place (sp_model_layer_rewire), keeping its entry count. Set
+ * opts.hook = sp_dst_hook and opts.hook_user = a sp_dst for sp_train.
+ */
+typedef enum sp_dst_kind {
+    SP_DST_STATIC = 0, /* a fixed random pattern: the baseline ("FixProb") */
+    SP_DST_SET = 1,    /* Mocanu et al. 2018: drop closest to zero, grow at random */
+    SP_DST_RIGL = 2,   /* Evci et al. 2020: drop by magnitude, grow by gradient (to come) */
+} sp_dst_kind;
+
+typedef struct sp_dst {
+    sp_dst_kind kind;
+    int64_t update_every;  /* >= 1: steps between topology updates (steps 0 and t % dT != 0
+                            * never update) */
+    double drop_fraction;  /* [0, 1): zeta, of each sign's weights (SET) */
+    int64_t end_step;      /* no updates from this step on (0: none such) */
+    uint64_t seed;         /* the random positions */
+    int64_t updates;       /* out: updates made */
+    double update_seconds; /* out: time spent in them */
+} sp_dst;
+
+/* "static", "set", "rigl"; "?" otherwise. */
+const char *sp_dst_name(sp_dst_kind kind);
+/* SP_OK or SP_EINVAL naming the bad setting. */
+sp_status sp_dst_check(const sp_dst *d);
+/* One topology update of every CSR linear layer of m at step `step`, with o's state re-ordered
+ * alike (o may be NULL). */
+sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step);
+/* The training hook: sp_dst_update at the steps d's settings say. */
+sp_status sp_dst_hook(sp_model *m, sp_optim *o, int64_t step, void *d);
+
 #ifdef __cplusplus
 }
 #endif

@@ -88,6 +88,10 @@ const sp_optim_config *sp_optim_get_config(const sp_optim *o);
  * gradient is masked then stays exactly zero under every optimizer. SP_EINVAL if the range
  * leaves the parameters. */
 sp_status sp_optim_mask_state(sp_optim *o, int64_t offset, const sp_mask *keep);
+/* Re-orders the state of parameters [offset, offset + n) after a topology change: entry k takes
+ * the state of entry offset + src[k], or zero where src[k] < 0 (sp_model_layer_rewire's src).
+ * SP_EINVAL if the range leaves the parameters or a src index leaves [0, n). */
+sp_status sp_optim_remap(sp_optim *o, int64_t offset, int64_t n, const int64_t *src);
 
 /* Scales grads so that their global L2 norm is at most max_norm (> 0); returns the norm
  * before clipping (computed in double, in a fixed order). */

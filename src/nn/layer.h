@@ -64,6 +64,11 @@ typedef struct sp_layer_vt {
     /* optional: replaces the pattern of a weight stored dense behind a mask (out x in bits),
      * zeroing the weights it drops; the storage does not change */
     sp_status (*set_pattern)(sp_layer *l, const sp_mask *keep);
+    /* optional: a sparse weight drops the stored entries drop[0..n) and gains the positions
+     * grow[0..n) (row * in + col), keeping its entry count; src gets, for each new entry, the
+     * old entry it came from or -1 (see sp_model_layer_rewire) */
+    sp_status (*rewire)(sp_layer *l, const int64_t *drop, const int64_t *grow, int64_t n,
+                        int64_t *src);
 } sp_layer_vt;
 
 struct sp_layer {
@@ -132,6 +137,9 @@ static inline int64_t sp_shape_numel(sp_shape s) { return s.c * s.h * s.w; }
 
 /* Checks a forward/backward output for NaN/Inf: SP_EINVAL naming the layer and what. */
 sp_status sp_check_finite(const sp_layer *l, const char *what, const float *v, int64_t n);
+
+/* The CSR weight of a linear layer stored as CSR, else NULL (linear.c). */
+const sp_csr *sp_linear_csr(const sp_layer *l);
 
 /* Layer constructors (one file each in src/nn/). */
 sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);

@@ -330,6 +330,98 @@ static sp_status linear_set_pattern(sp_layer *l, const sp_mask *keep) {
     return SP_OK;
 }
 
+/* Dynamic sparse training: entries drop[] go, positions grow[] come in at weight 0, in one merge
+ * pass per row over the old entries (sorted by column) and the grown ones (sorted by position). */
+static sp_status linear_rewire(sp_layer *l, const int64_t *drop, const int64_t *grow, int64_t n,
+                               int64_t *src) {
+    linear_layer *L = (linear_layer *)l;
+    if (L->format != LIN_CSR)
+        return sp_fail(SP_EINVAL, "layer %s stores its weight as %s; only CSR rewires", l->name,
+                       format_names[L->format]);
+    sp_csr *c = L->csr;
+    const int64_t nnz = c->nnz, total = L->out * L->in;
+    /* validate everything before changing anything */
+    for (int64_t k = 0; k < n; k++) {
+        if (drop[k] < 0 || drop[k] >= nnz || (k > 0 && drop[k] <= drop[k - 1]))
+            return sp_fail(SP_EINVAL, "layer %s: drop[%lld] = %lld is out of range [0, %lld) or "
+                           "not ascending", l->name, (long long)k, (long long)drop[k],
+                           (long long)nnz);
+        if (grow[k] < 0 || grow[k] >= total || (k > 0 && grow[k] <= grow[k - 1]))
+            return sp_fail(SP_EINVAL, "layer %s: grow[%lld] = %lld is out of range [0, %lld) or "
+                           "not ascending", l->name, (long long)k, (long long)grow[k],
+                           (long long)total);
+    }
+    int64_t *rp = sp_alloc(sizeof(int64_t) * (size_t)(L->out + 1));
+    int32_t *ci = sp_alloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
+    float *v = sp_alloc(sizeof(float) * (size_t)(nnz > 0 ? nnz : 1));
+    if (!rp || !ci || !v) {
+        sp_free(rp);
+        sp_free(ci);
+        sp_free(v);
+        return SP_ENOMEM;
+    }
+    sp_status st = SP_OK;
+    int64_t o = 0, d = 0, g = 0;
+    rp[0] = 0;
+    for (int64_t i = 0; i < L->out && st == SP_OK; i++) {
+        int64_t k = c->row_ptr[i];
+        const int64_t k1 = c->row_ptr[i + 1];
+        for (;;) {
+            while (k < k1 && d < n && drop[d] == k) k++, d++; /* dropped */
+            const bool have_old = k < k1;
+            const bool have_new = g < n && grow[g] / L->in == i;
+            if (!have_old && !have_new) break;
+            const int64_t oc = have_old ? sp_csr_col(c, k) : INT64_MAX;
+            const int64_t nc = have_new ? grow[g] % L->in : INT64_MAX;
+            if (have_new && nc == oc) {
+                st = sp_fail(SP_EINVAL, "layer %s: grow position %lld (row %lld, column %lld) "
+                             "is already stored", l->name, (long long)grow[g], (long long)i,
+                             (long long)nc);
+                break;
+            }
+            if (o >= nnz) {
+                st = sp_fail(SP_EINVAL, "layer %s: more grown than dropped entries", l->name);
+                break;
+            }
+            if (oc < nc) {
+                ci[o] = (int32_t)oc;
+                v[o] = l->param[k];
+                src[o++] = k++;
+            } else {
+                ci[o] = (int32_t)nc;
+                v[o] = 0.0f;
+                src[o++] = -1;
+                g++;
+            }
+        }
+        rp[i + 1] = o;
+    }
+    if (st == SP_OK && (o != nnz || d != n || g != n))
+        st = sp_fail(SP_EINVAL, "layer %s: %lld drops and %lld grows did not all apply (a grow "
+                     "position out of order?)", l->name, (long long)d, (long long)g);
+    if (st == SP_OK) {
+        memcpy(c->row_ptr, rp, sizeof(int64_t) * (size_t)(L->out + 1));
+        for (int64_t k = 0; k < nnz; k++) {
+            if (c->col_idx16) c->col_idx16[k] = (uint16_t)ci[k];
+            else c->col_idx[k] = ci[k];
+        }
+        memcpy(l->param, v, sizeof(float) * (size_t)nnz);
+        memset(l->grad, 0, sizeof(float) * (size_t)nnz);
+    }
+    sp_free(rp);
+    sp_free(ci);
+    sp_free(v);
+    return st;
+}
+
+static const sp_layer_vt linear_vt;
+
+const sp_csr *sp_linear_csr(const sp_layer *l) {
+    if (!l || l->vt != &linear_vt) return NULL;
+    const linear_layer *L = (const linear_layer *)l;
+    return L->format == LIN_CSR ? L->csr : NULL;
+}
+
 static const sp_layer_vt linear_vt = {
     .kind = "linear",
     .forward = linear_forward,
@@ -343,6 +435,7 @@ static const sp_layer_vt linear_vt = {
     .get_dense = linear_get_dense,
     .set_dense = linear_set_dense,
     .set_pattern = linear_set_pattern,
+    .rewire = linear_rewire,
 };
 
 /* ---- construction --------------------------------------------------------------------------- */

@@ -766,6 +766,26 @@ sp_status sp_model_layer_set_pattern(sp_model *m, int i, const sp_mask *keep) {
     return l->vt->set_pattern(l, keep);
 }
 
+const sp_csr *sp_model_layer_csr(const sp_model *m, int i) {
+    if (!m || i < 0 || i >= m->nlayers) return NULL;
+    return sp_linear_csr(m->flat[i]);
+}
+
+sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const int64_t *grow,
+                                int64_t n, int64_t *src) {
+    if (!m || i < 0 || i >= m->nlayers)
+        return sp_fail(SP_EINVAL, "model_layer_rewire: index %d not in [0, %d)", i,
+                       m ? m->nlayers : 0);
+    if (n < 0 || (n > 0 && (!drop || !grow)) || !src)
+        return sp_fail(SP_EINVAL, "model_layer_rewire: bad count %lld or NULL array",
+                       (long long)n);
+    sp_layer *l = m->flat[i];
+    if (!l->vt->rewire)
+        return sp_fail(SP_EINVAL, "layer %s is not a CSR linear layer: its topology cannot be "
+                       "rewired", l->name);
+    return l->vt->rewire(l, drop, grow, n, src);
+}
+
 int64_t sp_model_nnz(const sp_model *m) {
     int64_t nnz = 0;
     for (int64_t k = 0; k < m->nparams; k++) nnz += m->params[k] != 0.0f;

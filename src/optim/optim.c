@@ -173,6 +173,28 @@ sp_status sp_optim_mask_state(sp_optim *o, int64_t offset, const sp_mask *keep) 
     return SP_OK;
 }
 
+sp_status sp_optim_remap(sp_optim *o, int64_t offset, int64_t n, const int64_t *src) {
+    if (!o || (n > 0 && !src)) return sp_fail(SP_EINVAL, "optim_remap: NULL argument");
+    if (offset < 0 || n < 0 || n > o->n - offset)
+        return sp_fail(SP_EINVAL, "optim_remap: %lld entries at parameter %lld leave the %lld "
+                       "parameters", (long long)n, (long long)offset, (long long)o->n);
+    for (int64_t k = 0; k < n; k++)
+        if (src[k] >= n)
+            return sp_fail(SP_EINVAL, "optim_remap: src[%lld] = %lld not below %lld",
+                           (long long)k, (long long)src[k], (long long)n);
+    const int64_t copies = o->nstate / (o->n > 0 ? o->n : 1);
+    if (copies == 0 || n == 0) return SP_OK;
+    float *tmp = sp_alloc(sizeof(float) * (size_t)n);
+    if (!tmp) return SP_ENOMEM;
+    for (int64_t c = 0; c < copies; c++) {
+        float *s = o->state + c * o->n + offset;
+        memcpy(tmp, s, sizeof(float) * (size_t)n);
+        for (int64_t k = 0; k < n; k++) s[k] = src[k] >= 0 ? tmp[src[k]] : 0.0f;
+    }
+    sp_free(tmp);
+    return SP_OK;
+}
+
 float *sp_optim_state(sp_optim *o) { return o->state; }
 int64_t sp_optim_state_size(const sp_optim *o) { return o->nstate; }
 int64_t sp_optim_steps(const sp_optim *o) { return o->t; }

@@ -1,0 +1,195 @@
+/*
+ * dst.c - dynamic sparse training: the topology of CSR layers changes while they train, their
+ * weights, gradients and optimizer state existing only for the stored entries throughout.
+ *
+ * SET (Mocanu et al. 2018): every update drops the fraction zeta of the positive weights closest
+ * to zero and the fraction zeta of the negative weights closest to zero, and grows as many
+ * entries at positions drawn uniformly from the empty ones. Grown weights start at zero (as
+ * RigL's do; Adam moves them at the next step), and their optimizer state is zero; surviving
+ * weights keep theirs (sp_model_layer_rewire + sp_optim_remap). Static sparse training
+ * ("FixProb" in SET's paper) never changes the topology.
+ *
+ * Everything is a function of (seed, step, layer): the random positions come from the stream
+ * (seed, 0x5e7 << 32 | layer) split by the step, so runs repeat bit for bit on any thread count.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sparrow/prune.h"
+
+#include "../core/internal.h"
+
+static double dst_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *sp_dst_name(sp_dst_kind kind) {
+    switch (kind) {
+    case SP_DST_STATIC: return "static";
+    case SP_DST_SET: return "set";
+    case SP_DST_RIGL: return "rigl";
+    }
+    return "?";
+}
+
+sp_status sp_dst_check(const sp_dst *d) {
+    if (!d) return sp_fail(SP_EINVAL, "dst: NULL settings");
+    if ((int)d->kind < 0 || d->kind > SP_DST_RIGL)
+        return sp_fail(SP_EINVAL, "dst: unknown kind %d", (int)d->kind);
+    if (d->update_every < 1)
+        return sp_fail(SP_EINVAL, "dst: update interval %lld must be >= 1",
+                       (long long)d->update_every);
+    if (!(d->drop_fraction >= 0.0 && d->drop_fraction < 1.0))
+        return sp_fail(SP_EINVAL, "dst: drop fraction %g not in [0, 1)", d->drop_fraction);
+    if (d->end_step < 0)
+        return sp_fail(SP_EINVAL, "dst: end step %lld is negative", (long long)d->end_step);
+    return SP_OK;
+}
+
+/* An entry (value, stored index) for ordering. */
+typedef struct ranked {
+    float v;
+    int64_t k;
+} ranked;
+
+static int by_value_up(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->v != y->v) return x->v < y->v ? -1 : 1;
+    return x->k < y->k ? -1 : x->k > y->k;
+}
+
+static int by_value_down(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->k < y->k ? -1 : x->k > y->k;
+}
+
+static int by_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* SET's drop: the zeta fraction of the positive (>= 0) weights with the smallest values and of
+ * the negative ones with the largest. Writes the stored indices, ascending, to drop; returns
+ * their number, or -1 on allocation failure. */
+static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t *drop) {
+    ranked *pos = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
+    ranked *neg = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
+    if (!pos || !neg) {
+        sp_free(pos);
+        sp_free(neg);
+        return -1;
+    }
+    int64_t np = 0, nn = 0;
+    for (int64_t k = 0; k < nnz; k++) {
+        if (w[k] >= 0.0f) pos[np++] = (ranked){w[k], k};
+        else neg[nn++] = (ranked){w[k], k};
+    }
+    const int64_t kp = (int64_t)llround(zeta * (double)np), kn = (int64_t)llround(zeta * (double)nn);
+    qsort(pos, (size_t)np, sizeof *pos, by_value_up);
+    qsort(neg, (size_t)nn, sizeof *neg, by_value_down);
+    int64_t n = 0;
+    for (int64_t i = 0; i < kp; i++) drop[n++] = pos[i].k;
+    for (int64_t i = 0; i < kn; i++) drop[n++] = neg[i].k;
+    qsort(drop, (size_t)n, sizeof *drop, by_i64);
+    sp_free(pos);
+    sp_free(neg);
+    return n;
+}
+
+/* True if column c is stored in row i of the pattern (columns ascending within a row). */
+static bool stored(const sp_csr *c, int64_t i, int64_t col) {
+    int64_t lo = c->row_ptr[i], hi = c->row_ptr[i + 1];
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2, mc = sp_csr_col(c, mid);
+        if (mc == col) return true;
+        if (mc < col) lo = mid + 1;
+        else hi = mid;
+    }
+    return false;
+}
+
+/* n positions drawn uniformly from the empty ones of a rows x cols pattern (by rejection; the
+ * caller guarantees n <= the empty count), ascending in grow. */
+static sp_status random_grows(const sp_csr *c, int64_t n, sp_rng *r, int64_t *grow) {
+    const int64_t total = c->rows * c->cols, empty = total - c->nnz;
+    if (n > empty)
+        return sp_fail(SP_EINVAL, "dst: %lld entries to grow, %lld empty positions", (long long)n,
+                       (long long)empty);
+    /* an open-addressing set of the positions taken so far */
+    int64_t cap = 16;
+    while (cap < 2 * n + 2) cap *= 2;
+    int64_t *set = sp_alloc(sizeof(int64_t) * (size_t)cap);
+    if (!set) return SP_ENOMEM;
+    for (int64_t k = 0; k < cap; k++) set[k] = -1;
+    for (int64_t g = 0; g < n;) {
+        int64_t p = (int64_t)sp_rng_below(r, (uint64_t)total);
+        if (stored(c, p / c->cols, p % c->cols)) continue;
+        uint64_t h = ((uint64_t)p * 0x9e3779b97f4a7c15ull) >> 7;
+        int64_t slot = (int64_t)(h & (uint64_t)(cap - 1));
+        bool dup = false;
+        while (set[slot] >= 0) {
+            if (set[slot] == p) {
+                dup = true;
+                break;
+            }
+            slot = (slot + 1) & (cap - 1);
+        }
+        if (dup) continue;
+        set[slot] = p;
+        grow[g++] = p;
+    }
+    sp_free(set);
+    qsort(grow, (size_t)n, sizeof *grow, by_i64);
+    return SP_OK;
+}
+
+sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) {
+    sp_status st = sp_dst_check(d);
+    if (st != SP_OK) return st;
+    if (!m) return sp_fail(SP_EINVAL, "dst: NULL model");
+    if (d->kind == SP_DST_STATIC) return SP_OK;
+    if (d->kind == SP_DST_RIGL)
+        return sp_fail(SP_EUNSUPPORTED, "dst: RigL's growth is not wired into training yet");
+    const double t0 = dst_now();
+    for (int i = 0; i < sp_model_nlayers(m); i++) {
+        const sp_csr *c = sp_model_layer_csr(m, i);
+        if (!c || c->nnz == 0) continue;
+        sp_layer_info li;
+        sp_model_layer(m, i, &li);
+        const float *w = sp_model_params(m) + li.param_offset;
+        int64_t *drop = sp_alloc(sizeof(int64_t) * (size_t)c->nnz);
+        int64_t *grow = sp_alloc(sizeof(int64_t) * (size_t)c->nnz);
+        int64_t *src = sp_alloc(sizeof(int64_t) * (size_t)c->nnz);
+        st = SP_ENOMEM;
+        int64_t n = -1;
+        if (drop && grow && src) n = set_drops(w, c->nnz, d->drop_fraction, drop);
+        if (n >= 0) {
+            sp_rng base, r;
+            sp_rng_init(&base, d->seed, ((uint64_t)0x5e7 << 32) | (uint64_t)i);
+            r = sp_rng_split(&base, (uint64_t)step);
+            st = random_grows(c, n, &r, grow);
+            if (st == SP_OK) st = sp_model_layer_rewire(m, i, drop, grow, n, src);
+            if (st == SP_OK && o) st = sp_optim_remap(o, li.param_offset, c->nnz, src);
+        }
+        sp_free(drop);
+        sp_free(grow);
+        sp_free(src);
+        if (st != SP_OK) return st;
+    }
+    d->updates++;
+    d->update_seconds += dst_now() - t0;
+    return SP_OK;
+}
+
+sp_status sp_dst_hook(sp_model *m, sp_optim *o, int64_t step, void *user) {
+    sp_dst *d = user;
+    if (!d) return sp_fail(SP_EINVAL, "dst_hook: NULL settings");
+    if (d->kind == SP_DST_STATIC || step == 0 || step % d->update_every != 0) return SP_OK;
+    if (d->end_step > 0 && step >= d->end_step) return SP_OK;
+    return sp_dst_update(m, o, d, step);
+}

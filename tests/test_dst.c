@@ -1,0 +1,251 @@
+/*
+ * test_dst.c - dynamic sparse training: CSR layers rewired in place (entries dropped and grown
+ * without a dense detour, optimizer state following its weights), SET's updates (the right
+ * entries dropped, valid and duplicate-free patterns of constant size, determinism), and a
+ * rewired layer computing exactly what a freshly built one with the same pattern computes.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "test.h"
+#include "toy_data.h"
+
+static const sp_shape IN16 = {1, 4, 4};
+static const char *SPARSE_MLP = "flatten\nlinear out=12 format=csr density=0.25\nrelu\n"
+                                "linear out=8 format=csr density=0.5\nrelu\nlinear out=classes\n";
+
+/* Checks the CSR invariants of every CSR layer: rows ascending, columns strictly ascending and
+ * in range within a row (sp_csr_validate), and the entry count. */
+static void check_csr_layers(const sp_model *m, const int64_t *want_nnz) {
+    for (int i = 0, c = 0; i < sp_model_nlayers(m); i++) {
+        const sp_csr *w = sp_model_layer_csr(m, i);
+        if (!w) continue;
+        CHECK_MSG(sp_csr_validate(w) == SP_OK, "layer %d: %s", i, sp_last_error());
+        if (want_nnz) CHECK_EQ(w->nnz, want_nnz[c]);
+        c++;
+    }
+}
+
+TEST(rewire_drops_and_grows_in_place_and_reports_sources) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("flatten\nlinear out=3 format=csr density=0.5\nlinear out=classes\n",
+                          (sp_shape){1, 1, 4}, 2, 5, &m));
+    if (!m) return;
+    const sp_csr *c = sp_model_layer_csr(m, 1);
+    CHECK(c && c->nnz == 6);
+    CHECK(sp_model_layer_csr(m, 2) == NULL); /* dense */
+    sp_layer_info li;
+    sp_model_layer(m, 1, &li);
+    float *w = sp_model_params(m) + li.param_offset;
+    for (int k = 0; k < 6; k++) w[k] = (float)(k + 1);
+    /* the old positions, then drop entries 1 and 4, grow two free positions */
+    int64_t old_pos[6];
+    for (int64_t i = 0, k = 0; i < 3; i++)
+        for (int64_t q = c->row_ptr[i]; q < c->row_ptr[i + 1]; q++) old_pos[k++] = i * 4 + sp_csr_col(c, q);
+    int64_t grow[2], ng = 0;
+    for (int64_t p = 0; p < 12 && ng < 2; p++) {
+        bool taken = false;
+        for (int k = 0; k < 6; k++) taken = taken || old_pos[k] == p;
+        if (!taken) grow[ng++] = p;
+    }
+    const int64_t drop[2] = {1, 4};
+    int64_t src[6];
+    CHECK_OK(sp_model_layer_rewire(m, 1, drop, grow, 2, src));
+    CHECK_EQ(c->nnz, 6);
+    CHECK_OK(sp_csr_validate(c));
+    /* every new entry is either an old survivor with its value, or a grown one at zero */
+    int grown = 0;
+    for (int64_t i = 0; i < 3; i++)
+        for (int64_t q = c->row_ptr[i]; q < c->row_ptr[i + 1]; q++) {
+            int64_t pos = i * 4 + sp_csr_col(c, q);
+            if (src[q] < 0) {
+                CHECK(pos == grow[0] || pos == grow[1]);
+                CHECK(w[q] == 0.0f);
+                grown++;
+            } else {
+                CHECK(src[q] != 1 && src[q] != 4);
+                CHECK_EQ(pos, old_pos[src[q]]);
+                CHECK(w[q] == (float)(src[q] + 1));
+            }
+        }
+    CHECK_EQ(grown, 2);
+    /* bad requests change nothing */
+    float before[6];
+    memcpy(before, w, sizeof before);
+    const int64_t bad_drop[2] = {4, 1}, far[2] = {0, 12}, dup_drop[2] = {2, 2};
+    CHECK_STATUS(sp_model_layer_rewire(m, 1, bad_drop, grow, 2, src), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "drop[1] = 1") != NULL);
+    CHECK_STATUS(sp_model_layer_rewire(m, 1, drop, far, 2, src), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "grow[1] = 12") != NULL);
+    CHECK_STATUS(sp_model_layer_rewire(m, 1, dup_drop, grow, 2, src), SP_EINVAL);
+    /* growing where an entry is stored (one that is not dropped) */
+    int64_t here[1] = {0}, d0[1] = {5};
+    here[0] = 0 * 4 + sp_csr_col(c, 0);
+    CHECK_STATUS(sp_model_layer_rewire(m, 1, d0, here, 1, src), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "already stored") != NULL);
+    CHECK(!memcmp(before, w, sizeof before));
+    CHECK_OK(sp_csr_validate(c));
+    CHECK_STATUS(sp_model_layer_rewire(m, 2, drop, grow, 2, src), SP_EINVAL); /* dense */
+    CHECK(strstr(sp_last_error(), "only CSR") != NULL);
+    sp_model_free(m);
+}
+
+TEST(optim_remap_moves_state_with_its_weights) {
+    sp_optim_config oc = sp_optim_defaults(SP_OPTIM_ADAM);
+    sp_optim *o = NULL;
+    CHECK_OK(sp_optim_new(&oc, 8, &o));
+    float p[8] = {0}, g[8];
+    for (int i = 0; i < 8; i++) g[i] = (float)(i + 1);
+    CHECK_OK(sp_optim_step(o, p, g, 0.1f));
+    float m_before[8];
+    memcpy(m_before, sp_optim_state(o), sizeof m_before);
+    const int64_t src[4] = {2, -1, 0, 3}; /* parameters 3..6 */
+    CHECK_OK(sp_optim_remap(o, 3, 4, src));
+    const float *s = sp_optim_state(o);
+    CHECK(s[3] == m_before[5] && s[4] == 0.0f && s[5] == m_before[3] && s[6] == m_before[6]);
+    CHECK(s[8 + 4] == 0.0f);                               /* v too */
+    CHECK(s[0] == m_before[0] && s[7] == m_before[7]);     /* outside the range */
+    const int64_t bad[4] = {0, 1, 2, 4};
+    CHECK_STATUS(sp_optim_remap(o, 3, 4, bad), SP_EINVAL);
+    CHECK_STATUS(sp_optim_remap(o, 6, 4, src), SP_EINVAL);
+    sp_optim_free(o);
+}
+
+TEST(set_update_drops_closest_to_zero_and_keeps_patterns_valid) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new(SPARSE_MLP, IN16, 4, 3, &m));
+    if (!m) return;
+    /* known weights: layer 1's entry k = (k - nnz/2) / 10, so the closest to zero are known */
+    const sp_csr *c = sp_model_layer_csr(m, 1);
+    sp_layer_info li;
+    sp_model_layer(m, 1, &li);
+    float *w = sp_model_params(m) + li.param_offset;
+    const int64_t nnz1 = c->nnz;
+    int64_t pos_before = 0, neg_before = 0;
+    for (int64_t k = 0; k < nnz1; k++) {
+        w[k] = (float)(k - nnz1 / 2) / 10.0f + 0.05f;
+        pos_before += w[k] >= 0.0f;
+        neg_before += w[k] < 0.0f;
+    }
+    const int64_t nnz[2] = {nnz1, sp_model_layer_csr(m, 3)->nnz};
+    sp_dst d = {.kind = SP_DST_SET, .update_every = 1, .drop_fraction = 0.25, .seed = 9};
+    CHECK_OK(sp_dst_update(m, NULL, &d, 1));
+    check_csr_layers(m, nnz);
+    CHECK_EQ(d.updates, 1);
+    /* the survivors: all but the round(0.25 * count) of each sign closest to zero, so the
+     * smallest surviving positive and the largest surviving negative are known */
+    const float min_pos = (float)llround(0.25 * (double)pos_before) / 10.0f + 0.05f;
+    const float max_neg = -1.0f / 10.0f + 0.05f - (float)llround(0.25 * (double)neg_before) / 10.0f;
+    int64_t zeros = 0;
+    for (int64_t k = 0; k < nnz1; k++) {
+        if (w[k] == 0.0f) {
+            zeros++;
+            continue;
+        }
+        CHECK_MSG(w[k] >= min_pos - 1e-6f || w[k] <= max_neg + 1e-6f, "survivor %g", (double)w[k]);
+    }
+    CHECK_EQ(zeros, llround(0.25 * (double)pos_before) + llround(0.25 * (double)neg_before));
+    /* determinism: the same seed and step give the same pattern */
+    sp_model *a = NULL, *b = NULL;
+    CHECK_OK(sp_model_new(SPARSE_MLP, IN16, 4, 3, &a));
+    CHECK_OK(sp_model_new(SPARSE_MLP, IN16, 4, 3, &b));
+    sp_dst da = d, db = d;
+    CHECK_OK(sp_dst_update(a, NULL, &da, 7));
+    CHECK_OK(sp_dst_update(b, NULL, &db, 7));
+    const sp_csr *ca = sp_model_layer_csr(a, 3), *cb = sp_model_layer_csr(b, 3);
+    CHECK(!memcmp(ca->row_ptr, cb->row_ptr, sizeof(int64_t) * (size_t)(ca->rows + 1)));
+    for (int64_t k = 0; k < ca->nnz; k++) CHECK_EQ(sp_csr_col(ca, k), sp_csr_col(cb, k));
+    /* bad settings */
+    sp_dst bad = d;
+    bad.drop_fraction = 1.0;
+    CHECK_STATUS(sp_dst_update(m, NULL, &bad, 1), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "drop fraction 1") != NULL);
+    bad = d;
+    bad.update_every = 0;
+    CHECK_STATUS(sp_dst_update(m, NULL, &bad, 1), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "interval 0") != NULL);
+    sp_model_free(a);
+    sp_model_free(b);
+    sp_model_free(m);
+}
+
+/* The hook, checking the patterns after every update. */
+typedef struct checked_dst {
+    sp_dst d;
+    int64_t nnz[2];
+    int64_t updates_seen;
+} checked_dst;
+
+static sp_status checked_hook(sp_model *m, sp_optim *o, int64_t step, void *user) {
+    checked_dst *c = user;
+    int64_t before = c->d.updates;
+    sp_status st = sp_dst_hook(m, o, step, &c->d);
+    if (st == SP_OK && c->d.updates != before) {
+        c->updates_seen++;
+        check_csr_layers(m, c->nnz);
+    }
+    return st;
+}
+
+TEST(set_training_rewires_learns_and_matches_a_fresh_build) {
+    sp_dataset *data = test_toy_dataset(320, 31);
+    sp_model *m = NULL, *f = NULL;
+    sp_optim *o = NULL;
+    if (!data) return;
+    CHECK_OK(sp_model_new(SPARSE_MLP, IN16, 4, 4, &m));
+    sp_optim_config oc = sp_optim_defaults(SP_OPTIM_ADAM);
+    CHECK_OK(sp_optim_new(&oc, sp_model_nparams(m), &o));
+    checked_dst cd = {.d = {.kind = SP_DST_SET, .update_every = 10, .drop_fraction = 0.3,
+                            .seed = 2},
+                      .nnz = {sp_model_layer_csr(m, 1)->nnz, sp_model_layer_csr(m, 3)->nnz}};
+    sp_train_opts to = {.epochs = 4, .batch = 16, .sched = {.kind = SP_SCHED_CONSTANT, .lr = 0.02},
+                        .nthreads = 1, .hook = checked_hook, .hook_user = &cd};
+    sp_train_state state = {.data_seed = 5};
+    CHECK_OK(sp_train(m, o, data, NULL, &to, &state));
+    CHECK_EQ(cd.updates_seen, 7); /* steps 10, 20, ..., 70 of 80 */
+    double acc = 0.0;
+    CHECK_OK(sp_evaluate(m, data, 64, 1, NULL, &acc, NULL));
+    CHECK_MSG(acc > 0.6, "accuracy %.3f on the toy task", acc);
+    /* a model built fresh on the rewired patterns, with the same weights, computes the same
+     * outputs and the same gradients */
+    sp_mask *pats[6] = {NULL};
+    for (int i = 0; i < 6; i++) CHECK_OK(sp_model_layer_pattern(m, i, &pats[i]));
+    CHECK_OK(sp_model_new_with_patterns(sp_model_config(m), IN16, 4, 4, 1 << 20,
+                                        (const sp_mask *const *)pats, 6, &f));
+    if (f) {
+        CHECK_EQ(sp_model_nparams(f), sp_model_nparams(m));
+        for (int i = 0; i < 6; i++) {
+            sp_layer_info li;
+            sp_model_layer(m, i, &li);
+            if (strcmp(li.kind, "linear")) continue;
+            float *w = malloc(sizeof(float) * (size_t)(li.out.c * li.in.c));
+            float *bias = malloc(sizeof(float) * (size_t)li.out.c);
+            CHECK_OK(sp_model_layer_get_weight(m, i, w, bias));
+            CHECK_OK(sp_model_layer_set_weight(f, i, w, bias));
+            free(w);
+            free(bias);
+        }
+        CHECK(!memcmp(sp_model_params(f), sp_model_params(m),
+                      sizeof(float) * (size_t)sp_model_nparams(m)));
+        float x[16 * 5], r[4 * 5];
+        for (int i = 0; i < 16 * 5; i++) x[i] = 0.05f * (float)((i * 7) % 19);
+        for (int i = 0; i < 4 * 5; i++) r[i] = 0.1f * (float)((i * 3) % 7) - 0.3f;
+        const float *ym, *yf;
+        CHECK_OK(sp_model_forward(m, x, 5, true, &ym));
+        float copy[4 * 5];
+        memcpy(copy, ym, sizeof copy);
+        CHECK_OK(sp_model_forward(f, x, 5, true, &yf));
+        CHECK(!memcmp(copy, yf, sizeof copy));
+        sp_model_zero_grad(m);
+        sp_model_zero_grad(f);
+        CHECK_OK(sp_model_backward(m, r, NULL));
+        CHECK_OK(sp_model_backward(f, r, NULL));
+        CHECK(!memcmp(sp_model_grads(m), sp_model_grads(f),
+                      sizeof(float) * (size_t)sp_model_nparams(m)));
+    }
+    for (int i = 0; i < 6; i++) sp_mask_free(pats[i]);
+    sp_model_free(f);
+    sp_model_free(m);
+    sp_optim_free(o);
+    sp_dataset_free(data);
+}
