@@ -67,6 +67,34 @@ int cli_prune_finish(const cli_prune_settings *p, const sp_model *m, sp_model **
 /* The fraction of zeros in the patterns of m's masked and sparse linear layers (0 if none). */
 double cli_model_sparsity(const sp_model *m);
 
+/* ---- sparse training (train_sparse.c) ---- */
+
+typedef struct cli_sparse_settings {
+    const char *kind;         /* --sparse-train set|rigl|static; NULL: off */
+    double density, epsilon;  /* overall density of the sparse layers; or ER's epsilon (> 0) */
+    const char *distribution; /* uniform | er | erk */
+    int64_t update_every;
+    double drop_fraction;
+    bool sparse_last;
+} cli_sparse_settings;
+
+#define CLI_SPARSE_DEFAULTS                                                                   \
+    {.density = 0.1, .distribution = "erk", .update_every = 100, .drop_fraction = 0.3}
+
+bool cli_sparse_enabled(const cli_sparse_settings *p);
+/* Parses one sparse-training option (v NULL for the flag --sparse-last): 0, 1 (error
+ * printed) or -1 (not one). */
+int cli_sparse_option(const char *a, const char *v, cli_sparse_settings *p);
+/* The settings as "--key value" lines for META ("" when off). */
+void cli_sparse_text(const cli_sparse_settings *p, char *buf, size_t n);
+/* The sparse config of a fresh model (owned *out, sp_free). 0, or 1 with a message. */
+int cli_sparse_config(const cli_sparse_settings *p, const char *cfg, sp_shape in,
+                      int64_t classes, char **out);
+/* The hook's settings for model m. 0, or 1 with a message. */
+int cli_sparse_setup(const cli_sparse_settings *p, const sp_model *m, uint64_t seed, sp_dst *d);
+/* The JSON summary's sparse-training fields (each starting with a comma). */
+void cli_sparse_json(const sp_model *m, const sp_dst *d, FILE *f);
+
 /* A recipe file (docs/RECIPES.md): `sparrow train` options one per line without the dashes
  * ("prune-sparsity 0.9"), `# comments`, and "prune-layer NAME SPARSITY" lines, gathered into
  * layers ("NAME=S,..." for --prune-layers). argv holds "--key" [value] words to parse like the

@@ -67,6 +67,17 @@ static void train_usage(FILE *f) {
         "                       others, one per line without the dashes; the command line\n"
         "                       overrides it)\n"
         "\n"
+        "sparse training, sparse from the first step (docs/SPARSE_TRAINING.md):\n"
+        "  --sparse-train K     set | static (rigl: to come): linear layers stored as CSR,\n"
+        "                       weights, gradients and optimizer state for nonzeros only\n"
+        "  --density D          overall density of the sparse layers, (0, 1] [0.1]\n"
+        "  --distribution S     uniform | er | erk: densities per layer [erk]\n"
+        "  --epsilon E          Erdos-Renyi densities eps (n_in + n_out) / (n_in n_out) instead\n"
+        "  --update-every N     steps between topology updates [100]\n"
+        "  --drop-fraction F    fraction of each layer's weights (of each sign) replaced per\n"
+        "                       update, [0, 1) [0.3]\n"
+        "  --sparse-last        make the output layer sparse too\n"
+        "\n"
         "running:\n"
         "  --threads T          threads [all]; results are identical for any T\n"
         "  --out FILE           model file to write [model.sparrow]\n"
@@ -151,12 +162,13 @@ typedef struct settings {
     double lr, momentum, weight_decay, gamma, label_smoothing, clip;
     bool nesterov, lr_set, momentum_set, wd_set;
     cli_prune_settings prune;
+    cli_sparse_settings sparse;
 } settings;
 
 /* The options that decide the weights, as "--key value" lines: saved in the model file. */
 static char *settings_text(const settings *s) {
     size_t layers = s->prune.layers ? strlen(s->prune.layers) : 0;
-    char *t = malloc(4096 + strlen(s->model) + strlen(s->data) + layers);
+    char *t = malloc(4096 + strlen(s->model) + strlen(s->data) + layers); /* = total below */
     if (!t) return NULL;
     int len = sprintf(t,
             "--model %s\n--data %s\n--epochs %lld\n--steps %lld\n--batch %lld\n--val %lld\n"
@@ -167,7 +179,10 @@ static char *settings_text(const settings *s) {
             (long long)s->val, s->optimizer, s->lr, s->momentum, s->weight_decay,
             s->nesterov ? "--nesterov\n" : "", s->schedule, (long long)s->warmup,
             (long long)s->step_size, s->gamma, s->label_smoothing, s->clip, (long long)s->seed);
-    cli_prune_text(&s->prune, t + len, 2048 + layers);
+    const size_t total = 4096 + strlen(s->model) + strlen(s->data) + layers;
+    cli_prune_text(&s->prune, t + len, total - (size_t)len);
+    len += (int)strlen(t + len);
+    cli_sparse_text(&s->sparse, t + len, total - (size_t)len);
     return t;
 }
 
@@ -183,7 +198,7 @@ static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r,
                         bool resuming) {
     const char *a = argv[*i];
     static const char *const flags[] = {"--nesterov", "--json", "--quiet", "--prune-last",
-                                        "--weights-only"};
+                                        "--weights-only", "--sparse-last"};
     bool is_flag = false;
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
         if (!strcmp(a, flags[k])) is_flag = true;
@@ -251,6 +266,7 @@ static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r,
     else if (!strcmp(a, "--weights-only")) r->weights_only = true;
     else {
         int rc = cli_prune_option(a, v, &s->prune);
+        if (rc < 0) rc = cli_sparse_option(a, v, &s->sparse);
         if (rc < 0) --*i;
         return rc;
     }
@@ -356,7 +372,7 @@ static bool on_report(const sp_train_report *r, void *user) {
 int cmd_train(int argc, char **argv) {
     settings s = {.model = NULL, .data = "fashion-mnist", .epochs = 15, .batch = 64,
                   .optimizer = "adam", .schedule = "cosine", .gamma = 0.1, .seed = 1,
-                  .prune = CLI_PRUNE_DEFAULTS};
+                  .prune = CLI_PRUNE_DEFAULTS, .sparse = CLI_SPARSE_DEFAULTS};
     run_opts r = {.out = "model.sparrow"};
     bool resuming = false;
     const char *recipe_path = NULL;
@@ -447,8 +463,9 @@ int cmd_train(int argc, char **argv) {
     sp_model *m = NULL, *final = NULL;
     sp_optim *o = NULL;
     sp_prune_gradual gradual;
+    sp_dst dst = {0};
     double *layer_sparsity = NULL;
-    const bool pruning = cli_prune_enabled(&s.prune);
+    const bool pruning = cli_prune_enabled(&s.prune), sparse = cli_sparse_enabled(&s.sparse);
     char *cfg = NULL, *meta = NULL;
     bool cfg_malloced = false;
     FILE *logf = NULL;
@@ -492,6 +509,14 @@ int cmd_train(int argc, char **argv) {
             cli_fail("--model");
             goto done;
         }
+        if (cli_sparse_enabled(&s.sparse)) {
+            char *sparse_cfg = NULL;
+            if (cli_sparse_config(&s.sparse, cfg, in, train->classes, &sparse_cfg)) goto done;
+            if (cfg_malloced) free(cfg);
+            else sp_free(cfg);
+            cfg = sparse_cfg;
+            cfg_malloced = false;
+        }
         if (sp_model_new(cfg, in, train->classes, (uint64_t)s.seed, &m) != SP_OK) {
             fprintf(stderr, "sparrow: --model %s: %s\n", s.model, sp_last_error());
             goto done;
@@ -501,6 +526,12 @@ int cmd_train(int argc, char **argv) {
     if (s.batch > train->n) batches = 1;
     int64_t epochs = s.epochs;
     if (s.steps > 0) epochs = (s.steps + batches - 1) / batches;
+    if (pruning && sparse) {
+        fprintf(stderr, "sparrow train: --sparse-train and --prune-* do not mix: sparse training "
+                        "keeps its density from the first step\n");
+        goto done;
+    }
+    if (sparse && cli_sparse_setup(&s.sparse, m, (uint64_t)s.seed, &dst)) goto done;
     if (pruning && cli_prune_setup(&s.prune, &m, !resuming, s.steps > 0 ? s.steps : epochs * batches,
                                    &gradual, &layer_sparsity))
         goto done;
@@ -534,7 +565,8 @@ int cmd_train(int argc, char **argv) {
         .label_smoothing = (float)s.label_smoothing, .clip_norm = s.clip,
         .nthreads = (int)r.threads, .checkpoint = r.out, .checkpoint_every = r.checkpoint_every,
         .max_steps = s.steps, .meta = meta, .callback = on_report,
-        .hook = pruning ? sp_prune_gradual_hook : NULL, .hook_user = &gradual};
+        .hook = pruning ? sp_prune_gradual_hook : sparse ? sp_dst_hook : NULL,
+        .hook_user = pruning ? (void *)&gradual : (void *)&dst};
     progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .log = logf,
                    .prune = pruning ? &gradual : NULL};
     to.user = &pr;
@@ -592,6 +624,10 @@ int cmd_train(int argc, char **argv) {
         if (pruning)
             printf(",\"sparsity\":%.6f,\"format\":\"%s\"", cli_model_sparsity(m),
                    cli_prune_format(&s.prune));
+        if (sparse) {
+            printf(",\"sparsity\":%.6f", cli_model_sparsity(m));
+            cli_sparse_json(m, &dst, stdout);
+        }
         printf("}\n");
     } else if (!r.quiet) {
         printf("test accuracy %.2f%%  test loss %.4f  (%lld params, %.1f s training, %.0f "
@@ -600,6 +636,10 @@ int cmd_train(int argc, char **argv) {
         if (pruning)
             printf("pruned layers %.1f%% sparse, stored as %s\n", 100.0 * cli_model_sparsity(m),
                    cli_prune_format(&s.prune));
+        if (sparse)
+            printf("sparse training (%s): layers %.1f%% sparse, %lld topology updates in %.2f s\n",
+                   sp_dst_name(dst.kind), 100.0 * cli_model_sparsity(m), (long long)dst.updates,
+                   dst.update_seconds);
     }
     rc = 0;
 done:

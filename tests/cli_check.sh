@@ -163,6 +163,38 @@ expect_fail "prune neuron: gradual" "do not apply" "$bin" prune --model "$tmp/a.
 "$bin" train --model "$tmp/m.cfg" --epochs 1 --weights-only --quiet --out "$tmp/w.sparrow"
 expect_fail "a weights-only file cannot be resumed" "no training state" "$bin" train --resume "$tmp/w.sparrow"
 
+# sparse training (SET): CSR from the first step, the same bytes on 1 and 2 threads, resumable
+strain() { "$bin" train --model "$tmp/m.cfg" --epochs 2 --seed 7 --sparse-train set --density 0.2 \
+  --update-every 50 "$@"; }
+out=$(strain --threads 1 --json --quiet --out "$tmp/s1.sparrow")
+strain --threads 2 --quiet --out "$tmp/s2.sparrow"
+if grep -q '"sparse_train":"set","layers_nnz":\[5024,320\],"topology_updates":37,' <<<"$out" &&
+   grep -q '"peak_rss_mb":[0-9]' <<<"$out"
+then pass "train --sparse-train set --json"; else fail "train --sparse-train set --json: $out"; fi
+if cmp -s "$tmp/s1.sparrow" "$tmp/s2.sparrow"; then pass "SET: 1 and 2 threads, same bytes"
+else fail "SET: 1 and 2 threads, same bytes"; fi
+strain --threads 2 --quiet --out "$tmp/sk.sparrow" --checkpoint-every 40 &
+pid=$!
+for _ in $(seq 1 400); do [ -s "$tmp/sk.sparrow" ] && break; sleep 0.01; done
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+if [ ! -s "$tmp/sk.sparrow" ] || cmp -s "$tmp/sk.sparrow" "$tmp/s1.sparrow"; then
+  fail "SET run killed and resumed: no mid-run checkpoint to resume from"
+else
+  "$bin" train --resume "$tmp/sk.sparrow" --threads 1 --quiet --out "$tmp/sk.sparrow"
+  if cmp -s "$tmp/sk.sparrow" "$tmp/s1.sparrow"; then pass "SET run killed and resumed: same bytes"
+  else fail "SET run killed and resumed: same bytes"; fi
+fi
+expect_fail "sparse training: density 0" "--density 0 must be in (0, 1]" "$bin" train --model lenet300 --sparse-train set --density 0
+expect_fail "sparse training: density above 1" "--density expects a number" "$bin" train --model lenet300 --sparse-train set --density 1.5
+expect_fail "sparse training: update interval 0" "--update-every 0 must be >= 1" "$bin" train --model lenet300 --sparse-train set --update-every 0
+expect_fail "sparse training: drop fraction 1" "--drop-fraction 1 must be in [0, 1)" "$bin" train --model lenet300 --sparse-train set --drop-fraction 1
+expect_fail "sparse training: unknown kind" "must be set, rigl or static" "$bin" train --model lenet300 --sparse-train fast
+expect_fail "sparse training of a saved dense model" "no CSR linear layer" "$bin" train --model "$tmp/a.sparrow" --sparse-train set --out "$tmp/x.sparrow"
+expect_fail "sparse training and pruning together" "do not mix" "$bin" train --model lenet300 --sparse-train set --prune-sparsity 0.5 --out "$tmp/x.sparrow"
+printf 'flatten\nlinear out=classes\n' >"$tmp/one.cfg"
+expect_fail "sparse training with nothing to make sparse" "no linear layer to make sparse" "$bin" train --model "$tmp/one.cfg" --sparse-train set --out "$tmp/x.sparrow"
+
 for r in "$(dirname "$0")"/../examples/*.recipe; do
   if "$bin" train --model lenet300 --recipe "$r" --steps 30 --quiet --out "$tmp/ex.sparrow"
   then pass "example recipe $(basename "$r")"; else fail "example recipe $(basename "$r")"; fi

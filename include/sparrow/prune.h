@@ -298,6 +298,14 @@ typedef struct sp_dst {
     double update_seconds; /* out: time spent in them */
 } sp_dst;
 
+/* The config text for sparse training: each linear layer of config (the last one only with
+ * sparse_last) gets `format=csr density=d_l`, with d_l from sp_prune_densities(dist, ...,
+ * density) or, when epsilon > 0, Erdos-Renyi's min(1, epsilon (n_in + n_out) / (n_in n_out))
+ * directly; a layer at density 1 stays dense. The shapes come from a probe whose linear layers
+ * hold one entry per row, so a network far too large to build dense is configured in memory
+ * proportional to its neurons. Owned text in *out (sp_free). */
+sp_status sp_dst_config(const char *config, sp_shape in, int64_t classes, sp_prune_alloc dist,
+                        double density, double epsilon, bool sparse_last, char **out);
 /* "static", "set", "rigl"; "?" otherwise. */
 const char *sp_dst_name(sp_dst_kind kind);
 /* SP_OK or SP_EINVAL naming the bad setting. */

@@ -601,6 +601,7 @@ static sp_status build_pattern(linear_layer *L, sp_args *a, sp_build *b) {
         sp_free(bits);
         sp_free(cols);
         L->nw = out * in;
+        L->density = (double)k / (double)in; /* what was built, so that describe round-trips */
         return st;
     }
     if (L->format == LIN_CSR) {
@@ -625,6 +626,7 @@ static sp_status build_pattern(linear_layer *L, sp_args *a, sp_build *b) {
         if (st == SP_OK) memset(L->csr->val, 0, sizeof(float) * (size_t)nnz);
         if (st == SP_OK) st = sp_csr_validate(L->csr);
         L->nw = nnz;
+        L->density = (double)k / (double)in; /* what was built, as a loaded model reports it */
         return st;
     }
     if (L->format == LIN_BSR) {
@@ -647,6 +649,7 @@ static sp_status build_pattern(linear_layer *L, sp_args *a, sp_build *b) {
         sp_free(cols);
         if (st == SP_OK) st = sp_bsr_validate(L->bsr);
         L->nw = nw;
+        L->density = (double)k / (double)bcols; /* block density, as built */
         return st;
     }
     /* N:M: n random offsets of every group of m (the last, partial group has at least n) */

@@ -13,6 +13,7 @@
  * (seed, 0x5e7 << 32 | layer) split by the step, so runs repeat bit for bit on any thread count.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +21,7 @@
 #include "sparrow/prune.h"
 
 #include "../core/internal.h"
+#include "internal.h"
 
 static double dst_now(void) {
     struct timespec ts;
@@ -192,4 +194,110 @@ sp_status sp_dst_hook(sp_model *m, sp_optim *o, int64_t step, void *user) {
     if (d->kind == SP_DST_STATIC || step == 0 || step % d->update_every != 0) return SP_OK;
     if (d->end_step > 0 && step >= d->end_step) return SP_OK;
     return sp_dst_update(m, o, d, step);
+}
+
+sp_status sp_dst_config(const char *config, sp_shape in, int64_t classes, sp_prune_alloc dist,
+                        double density, double epsilon, bool sparse_last, char **out) {
+    if (!config || !out) return sp_fail(SP_EINVAL, "dst_config: NULL argument");
+    *out = NULL;
+    if (epsilon > 0.0 ? !(epsilon < 1e12) : !(density > 0.0 && density <= 1.0))
+        return sp_fail(SP_EINVAL, epsilon > 0.0 ? "dst_config: epsilon %g is not finite"
+                                                : "dst_config: density %g not in (0, 1]",
+                       epsilon > 0.0 ? epsilon : density);
+    /* the shapes, from a probe model whose linear layers hold one entry per row: a network
+     * too large to build dense is probed in memory proportional to its rows */
+    sp_model *probe = NULL;
+    char *probe_cfg = NULL, *text = NULL;
+    char **opts = NULL;
+    sp_prune_layer_shape *shapes = NULL;
+    double *dens = NULL;
+    int *which = NULL;
+    int n = 0;
+    sp_status st = SP_ENOMEM;
+    /* count the layer lines (an upper bound on the layers) */
+    for (const char *s = config; *s; s++) n += *s == '\n';
+    n += 2;
+    opts = sp_calloc((size_t)n, sizeof *opts);
+    if (!opts) goto done;
+    for (int i = 0; i < n; i++) opts[i] = NULL;
+    static char probe_opt[] = "format=csr density=1e-9";
+    /* the linear layers' lines get the probe options */
+    {
+        int layer = 0;
+        const char *s = config;
+        while (*s) {
+            const char *end = strchr(s, '\n');
+            size_t ll = end ? (size_t)(end - s) : strlen(s);
+            const char *q = s;
+            while (q < s + ll && (*q == ' ' || *q == '\t')) q++;
+            bool is_layer = q < s + ll && strncmp(q, "input", 5) != 0 && *q != '}' && *q != '#';
+            if (is_layer) {
+                if (layer < n && ll - (size_t)(q - s) >= 6 && !strncmp(q, "linear", 6) &&
+                    (q[6] == ' ' || q[6] == '\t' || q + 6 == s + ll))
+                    opts[layer] = probe_opt;
+                layer++;
+            }
+            s = end ? end + 1 : s + ll;
+        }
+    }
+    st = SP_ENOMEM;
+    probe_cfg = sp_prune_rewrite_config(config, opts, n);
+    if (!probe_cfg) goto done;
+    if ((st = sp_model_new(probe_cfg, in, classes, 1, &probe)) != SP_OK) goto done;
+    const int nl = sp_model_nlayers(probe);
+    st = SP_ENOMEM;
+    shapes = sp_calloc((size_t)nl + 1, sizeof *shapes);
+    dens = sp_calloc((size_t)nl + 1, sizeof *dens);
+    which = sp_calloc((size_t)nl + 1, sizeof *which);
+    if (!shapes || !dens || !which) goto done;
+    int last = -1, ns = 0;
+    for (int i = 0; i < nl; i++) {
+        sp_layer_info li;
+        sp_model_layer(probe, i, &li);
+        if (!strcmp(li.kind, "linear")) last = i;
+    }
+    for (int i = 0; i < nl; i++) {
+        sp_layer_info li;
+        sp_model_layer(probe, i, &li);
+        if (strcmp(li.kind, "linear") || (i == last && !sparse_last)) continue;
+        shapes[ns] = (sp_prune_layer_shape){.n_in = li.in.c, .n_out = li.out.c};
+        which[ns++] = i;
+    }
+    if (ns == 0) {
+        st = sp_fail(SP_EINVAL, "dst_config: the model has no linear layer to make sparse%s",
+                     sparse_last ? "" : " (the output layer stays dense without sparse_last)");
+        goto done;
+    }
+    if (epsilon > 0.0) {
+        for (int k = 0; k < ns; k++)
+            dens[k] = SP_MIN(1.0, epsilon * (double)(shapes[k].n_in + shapes[k].n_out) /
+                                      ((double)shapes[k].n_in * (double)shapes[k].n_out));
+    } else if ((st = sp_prune_densities(dist, ns, shapes, density, dens)) != SP_OK) {
+        goto done;
+    }
+    for (int i = 0; i < n; i++) opts[i] = NULL;
+    st = SP_ENOMEM;
+    for (int k = 0; k < ns; k++) {
+        if (dens[k] >= 1.0) continue; /* dense */
+        opts[which[k]] = sp_alloc(64);
+        if (!opts[which[k]]) goto done;
+        snprintf(opts[which[k]], 64, "format=csr density=%.9g", SP_MAX(dens[k], 1e-9));
+    }
+    text = sp_prune_rewrite_config(config, opts, n);
+    if (!text) goto done;
+    *out = text;
+    text = NULL;
+    st = SP_OK;
+done:
+    if (opts)
+        for (int i = 0; i < n; i++)
+            if (opts[i] != probe_opt) sp_free(opts[i]);
+    sp_free(opts);
+    sp_free(probe_cfg);
+    sp_free(text);
+    sp_free(shapes);
+    sp_free(dens);
+    sp_free(which);
+    sp_model_free(probe);
+    return st;
 }

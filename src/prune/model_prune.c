@@ -15,6 +15,7 @@
 #include "sparrow/nn.h"
 
 #include "../core/internal.h"
+#include "internal.h"
 
 #define MAX_LAYERS 4096
 
@@ -40,7 +41,7 @@ static bool key_in(const char *t, size_t tl, const char *opt) {
 
 /* The config with layer i's line carrying opts[i] (when not NULL): its options replace those of
  * the same key, a trailing comment is dropped. Returns owned text. */
-static char *rewrite_config(const char *cfg, char *const *opts, int n) {
+char *sp_prune_rewrite_config(const char *cfg, char *const *opts, int n) {
     size_t extra = 0;
     for (int i = 0; i < n; i++)
         if (opts[i]) extra += strlen(opts[i]) + 1;
@@ -109,7 +110,7 @@ static sp_status rebuild(const sp_model *m, char *const *opts, sp_mask **masks, 
         else pat[i] = own[i];
     }
     st = SP_ENOMEM;
-    cfg = rewrite_config(sp_model_config(m), opts, n);
+    cfg = sp_prune_rewrite_config(sp_model_config(m), opts, n);
     if (!cfg) goto done;
     st = sp_model_new_with_patterns(cfg, sp_model_in(m), sp_model_classes(m), sp_model_seed(m),
                                     (int64_t)1 << 34, pat, n, &pm);
