@@ -249,3 +249,50 @@ TEST(set_training_rewires_learns_and_matches_a_fresh_build) {
     sp_optim_free(o);
     sp_dataset_free(data);
 }
+
+/* Records dy x^T of layer `want` (a linear layer) as the tap sees it. */
+typedef struct tap_probe {
+    int want, calls;
+    int64_t out, in;
+    double g[12 * 16];
+} tap_probe;
+
+static sp_status probe_tap(int layer, const float *x, const float *dy, int64_t batch, void *user) {
+    tap_probe *p = user;
+    p->calls++;
+    if (layer != p->want) return SP_OK;
+    for (int64_t i = 0; i < p->out; i++)
+        for (int64_t j = 0; j < p->in; j++) {
+            double s = 0.0;
+            for (int64_t b = 0; b < batch; b++) s += (double)dy[i * batch + b] * x[j * batch + b];
+            p->g[i * p->in + j] = s;
+        }
+    return SP_OK;
+}
+
+TEST(backward_tap_sees_each_layers_input_and_output_gradient) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("flatten\nlinear out=12\nrelu\nlinear out=classes\n", IN16, 4, 2, &m));
+    if (!m) return;
+    tap_probe p = {.want = 1, .out = 12, .in = 16};
+    float x[16 * 3], r[4 * 3];
+    for (int i = 0; i < 16 * 3; i++) x[i] = 0.1f * (float)((i * 5) % 11) - 0.4f;
+    for (int i = 0; i < 4 * 3; i++) r[i] = 0.2f * (float)((i * 7) % 5) - 0.3f;
+    const float *y;
+    CHECK_OK(sp_model_forward(m, x, 3, true, &y));
+    sp_model_zero_grad(m);
+    sp_model_set_backward_tap(m, probe_tap, &p);
+    CHECK_OK(sp_model_backward(m, r, NULL));
+    CHECK_EQ(p.calls, 4);
+    sp_layer_info li;
+    sp_model_layer(m, 1, &li);
+    const float *g = sp_model_grads(m) + li.param_offset; /* the dense weight gradient */
+    for (int k = 0; k < 12 * 16; k++)
+        CHECK_MSG(fabs(g[k] - p.g[k]) <= 1e-5 + 1e-4 * fabs(p.g[k]), "entry %d: %g vs %g", k,
+                  (double)g[k], p.g[k]);
+    sp_model_set_backward_tap(m, NULL, NULL);
+    p.calls = 0;
+    CHECK_OK(sp_model_backward(m, r, NULL));
+    CHECK_EQ(p.calls, 0);
+    sp_model_free(m);
+}

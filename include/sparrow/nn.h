@@ -92,6 +92,15 @@ void sp_model_set_threads(sp_model *m, int nthreads);
  * (Dropout), so that a resumed run draws the same numbers. */
 void sp_model_set_step(sp_model *m, int64_t step);
 
+/* A look at the backward pass: called for every layer, before its backward, with its index (as
+ * sp_model_layer counts), its input x and the gradient dy of its output, both feature-major
+ * (features x (h * w * batch))). Borrowed, valid during the call. An error stops the pass.
+ * RigL uses it to see dL/dW = dy x^T of its sparse layers without storing it. */
+typedef sp_status (*sp_backward_tap)(int layer, const float *x, const float *dy, int64_t batch,
+                                     void *user);
+/* Installs tap (NULL removes it) for the following backward passes. */
+void sp_model_set_backward_tap(sp_model *m, sp_backward_tap tap, void *user);
+
 /* The input convention the model was trained with: a feature is raw value * scale (1/255 for
  * u8 images, the default). Saved in model files, so that an imported or evaluated model is fed
  * what it was trained on; sp_train and sp_evaluate refuse data with another scale. */

@@ -41,6 +41,8 @@ typedef struct sp_run {
     int nthreads;      /* threads for kernels and GEMM; results do not depend on it */
     uint64_t seed;     /* with step and the layer index: the stream of stochastic layers */
     int64_t step;
+    sp_backward_tap tap; /* backward: called before each layer's backward (may be NULL) */
+    void *tap_user;
 } sp_run;
 
 typedef struct sp_layer_vt {

@@ -50,6 +50,8 @@ struct sp_model {
     int64_t nparams, nbuffers;
     float *params, *grads, *buffers;
     char *config;
+    sp_backward_tap tap;
+    void *tap_user;
 };
 
 /* ---- sequences ------------------------------------------------------------------------------ */
@@ -123,7 +125,8 @@ static sp_status seq_backward(sp_seq *s, const sp_run *run, const float *x, cons
         const float *xi = i ? s->act[i - 1] : x;
         const float *dyi = i == s->n - 1 ? dy : s->dact[i];
         float *dxi = i ? s->dact[i - 1] : dx;
-        sp_status st = l->vt->backward(l, run, xi, s->act[i], dyi, dxi);
+        sp_status st = run->tap ? run->tap(l->index, xi, dyi, run->batch, run->tap_user) : SP_OK;
+        if (st == SP_OK) st = l->vt->backward(l, run, xi, s->act[i], dyi, dxi);
         if (st != SP_OK) return st;
     }
     return SP_OK;
@@ -583,7 +586,7 @@ void sp_model_free(sp_model *m) {
 
 static sp_run make_run(const sp_model *m, int64_t batch, bool train) {
     sp_run r = {.batch = batch, .train = train, .nthreads = m->nthreads, .seed = m->seed,
-                .step = m->step};
+                .step = m->step, .tap = m->tap, .tap_user = m->tap_user};
     if (r.nthreads <= 0) r.nthreads = sp_threads_available();
     return r;
 }
@@ -699,6 +702,12 @@ void sp_model_set_input_scale(sp_model *m, float scale) { m->input_scale = scale
 float sp_model_input_scale(const sp_model *m) { return m->input_scale; }
 
 void sp_model_set_threads(sp_model *m, int nthreads) { m->nthreads = nthreads; }
+void sp_model_set_backward_tap(sp_model *m, sp_backward_tap tap, void *user) {
+    if (!m) return;
+    m->tap = tap;
+    m->tap_user = user;
+}
+
 void sp_model_set_step(sp_model *m, int64_t step) { m->step = step; }
 int64_t sp_model_nparams(const sp_model *m) { return m->nparams; }
 float *sp_model_params(sp_model *m) { return m->params; }
