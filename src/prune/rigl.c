@@ -167,7 +167,7 @@ sp_status sp_rigl_grow(const sp_csr *w, const float *dy, const float *x, int64_t
     sp_status st = check_args(who, w, dy, x, cols, k, grow_idx, &nfree);
     if (st != SP_OK || k == 0) return st;
     const int64_t rows = w->rows, in = w->cols; /* both >= 1 since k <= rows * in - nnz */
-    if (tile_rows <= 0) tile_rows = SP_MAX((int64_t)1, RIGL_TILE_BYTES / (4 * in));
+    if (tile_rows <= 0) tile_rows = SP_MAX((int64_t)1, RIGL_TILE_BYTES / (int64_t)sizeof(float) / in);
     tile_rows = SP_MIN(tile_rows, rows);
 
     topk t = {.k = k, .cap = k <= nfree / 2 ? 2 * k : nfree};
