@@ -129,6 +129,24 @@ typedef struct sp_prune_layer_shape {
 sp_status sp_prune_densities(sp_prune_alloc kind, int64_t nlayers,
                              const sp_prune_layer_shape *layers, double density, double *out);
 
+/* ---- RigL growth ---- */
+/* The k positions outside w's pattern (rows x in CSR) where |G| is largest, G = dy x^T with dy
+ * (w->rows x cols) and x (w->cols x cols) row-major (feature-major activations, `cols` samples),
+ * computed tile_rows rows of G at a time (<= 0: a default that keeps a tile near 1 MiB), never
+ * the whole G: memory O(k + one tile). Ties: the lower row-major index wins; NaN in G is SP_EINVAL.
+ * grow_idx (k entries, caller-owned) gets the positions as row * w->cols + col, ascending.
+ * score, if not NULL (k entries), gets |G| at those positions in the same order.
+ * SP_EINVAL if k exceeds the free positions (rows*cols - nnz) or k < 0. nthreads as elsewhere.
+ * (RigL, Evci et al. 2020: the growth step.) Borrows everything; allocates one tile of
+ * tile_rows x w->cols floats and 12 bytes per candidate for at most min(2k, free) candidates,
+ * both freed before returning. w is validated (SP_EFORMAT); NULL w, dy, x, or grow_idx with
+ * k > 0, and cols < 1, are SP_EINVAL; k = 0 returns SP_OK without computing G; SP_ENOMEM. */
+sp_status sp_rigl_grow(const sp_csr *w, const float *dy, const float *x, int64_t cols, int64_t k,
+                       int64_t tile_rows, int nthreads, int64_t *grow_idx, float *score);
+/* The readable reference: the whole G, then the same selection. For tests. */
+sp_status sp_rigl_grow_ref(const sp_csr *w, const float *dy, const float *x, int64_t cols,
+                           int64_t k, int64_t *grow_idx, float *score);
+
 /* ---- schedules ------------------------------------------------------------------------------ */
 
 /* Zhu & Gupta (2017) gradual pruning: s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3 for t in
