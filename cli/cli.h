@@ -91,7 +91,9 @@ void cli_sparse_text(const cli_sparse_settings *p, char *buf, size_t n);
 int cli_sparse_config(const cli_sparse_settings *p, const char *cfg, sp_shape in,
                       int64_t classes, char **out);
 /* The hook's settings for model m. 0, or 1 with a message. */
-int cli_sparse_setup(const cli_sparse_settings *p, const sp_model *m, uint64_t seed, sp_dst *d);
+int cli_sparse_setup(const cli_sparse_settings *p, const sp_model *m, uint64_t seed,
+                     const sp_dataset *train, int64_t batch, int64_t total_steps, int nthreads,
+                     sp_dst *d);
 /* The JSON summary's sparse-training fields (each starting with a comma). */
 void cli_sparse_json(const sp_model *m, const sp_dst *d, FILE *f);
 

@@ -68,14 +68,15 @@ static void train_usage(FILE *f) {
         "                       overrides it)\n"
         "\n"
         "sparse training, sparse from the first step (docs/SPARSE_TRAINING.md):\n"
-        "  --sparse-train K     set | static (rigl: to come): linear layers stored as CSR,\n"
-        "                       weights, gradients and optimizer state for nonzeros only\n"
+        "  --sparse-train K     set | rigl | static: linear layers stored as CSR, weights,\n"
+        "                       gradients and optimizer state for nonzeros only\n"
         "  --density D          overall density of the sparse layers, (0, 1] [0.1]\n"
         "  --distribution S     uniform | er | erk: densities per layer [erk]\n"
         "  --epsilon E          Erdos-Renyi densities eps (n_in + n_out) / (n_in n_out) instead\n"
         "  --update-every N     steps between topology updates [100]\n"
-        "  --drop-fraction F    fraction of each layer's weights (of each sign) replaced per\n"
-        "                       update, [0, 1) [0.3]\n"
+        "  --drop-fraction F    fraction of each layer's weights replaced per update (SET: of\n"
+        "                       each sign; RigL: annealed by cosine to 0 at 75%% of the run),\n"
+        "                       [0, 1) [0.3]\n"
         "  --sparse-last        make the output layer sparse too\n"
         "\n"
         "running:\n"
@@ -531,7 +532,10 @@ int cmd_train(int argc, char **argv) {
                         "keeps its density from the first step\n");
         goto done;
     }
-    if (sparse && cli_sparse_setup(&s.sparse, m, (uint64_t)s.seed, &dst)) goto done;
+    if (sparse && cli_sparse_setup(&s.sparse, m, (uint64_t)s.seed, train, s.batch,
+                                   s.steps > 0 ? s.steps : epochs * batches, (int)r.threads,
+                                   &dst))
+        goto done;
     if (pruning && cli_prune_setup(&s.prune, &m, !resuming, s.steps > 0 ? s.steps : epochs * batches,
                                    &gradual, &layer_sparsity))
         goto done;

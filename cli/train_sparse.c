@@ -85,6 +85,7 @@ int cli_sparse_config(const cli_sparse_settings *p, const char *cfg, sp_shape in
 }
 
 int cli_sparse_setup(const cli_sparse_settings *p, const sp_model *m, uint64_t seed,
+                     const sp_dataset *train, int64_t batch, int64_t total_steps, int nthreads,
                      sp_dst *d) {
     bool any = false;
     for (int i = 0; i < sp_model_nlayers(m); i++) any = any || sp_model_layer_csr(m, i);
@@ -96,10 +97,12 @@ int cli_sparse_setup(const cli_sparse_settings *p, const sp_model *m, uint64_t s
     *d = (sp_dst){.kind = !strcmp(p->kind, "set") ? SP_DST_SET
                         : !strcmp(p->kind, "rigl") ? SP_DST_RIGL : SP_DST_STATIC,
                   .update_every = p->update_every, .drop_fraction = p->drop_fraction,
-                  .seed = seed};
+                  .seed = seed, .data = train, .batch = batch, .nthreads = nthreads};
+    /* RigL stops changing the topology at 75% of the run, its drop fraction annealed to 0
+     * there (Evci et al. 2020) */
     if (d->kind == SP_DST_RIGL) {
-        fprintf(stderr, "sparrow: --sparse-train rigl is not available yet (set or static)\n");
-        return 1;
+        d->end_step = (int64_t)(0.75 * (double)total_steps);
+        if (d->end_step < 1) d->end_step = 1;
     }
     if (sp_dst_check(d) != SP_OK) return cli_fail("--sparse-train");
     return 0;

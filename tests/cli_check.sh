@@ -185,6 +185,10 @@ else
   if cmp -s "$tmp/sk.sparrow" "$tmp/s1.sparrow"; then pass "SET run killed and resumed: same bytes"
   else fail "SET run killed and resumed: same bytes"; fi
 fi
+out=$("$bin" train --model "$tmp/m.cfg" --epochs 1 --seed 7 --sparse-train rigl --density 0.2 \
+  --update-every 100 --json --quiet --out "$tmp/rg.sparrow")
+if grep -q '"sparse_train":"rigl","layers_nnz":\[5024,320\],"topology_updates":7,' <<<"$out"
+then pass "train --sparse-train rigl --json"; else fail "train --sparse-train rigl --json: $out"; fi
 expect_fail "sparse training: density 0" "--density 0 must be in (0, 1]" "$bin" train --model lenet300 --sparse-train set --density 0
 expect_fail "sparse training: density above 1" "--density expects a number" "$bin" train --model lenet300 --sparse-train set --density 1.5
 expect_fail "sparse training: update interval 0" "--update-every 0 must be >= 1" "$bin" train --model lenet300 --sparse-train set --update-every 0

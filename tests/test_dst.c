@@ -296,3 +296,75 @@ TEST(backward_tap_sees_each_layers_input_and_output_gradient) {
     CHECK_EQ(p.calls, 0);
     sp_model_free(m);
 }
+
+/* The reference growth of a RigL update: in a tap, the whole gradient of each CSR layer and its
+ * top-k empty positions by sp_rigl_grow_ref. */
+typedef struct rigl_ref {
+    sp_model *m;
+    int64_t k[8];
+    int64_t grow[8][64];
+} rigl_ref;
+
+static sp_status ref_tap(int layer, const float *x, const float *dy, int64_t batch, void *user) {
+    rigl_ref *r = user;
+    const sp_csr *c = sp_model_layer_csr(r->m, layer);
+    if (!c || r->k[layer] == 0) return SP_OK;
+    return sp_rigl_grow_ref(c, dy, x, batch, r->k[layer], r->grow[layer], NULL);
+}
+
+TEST(rigl_update_grows_where_a_dense_gradient_reference_says) {
+    sp_dataset *data = test_toy_dataset(32, 41);
+    sp_model *m = NULL;
+    if (!data) return;
+    CHECK_OK(sp_model_new(SPARSE_MLP, IN16, 4, 6, &m));
+    sp_dst d = {.kind = SP_DST_RIGL, .update_every = 1, .drop_fraction = 0.3, .end_step = 0,
+                .seed = 3, .data = data, .batch = 32, .nthreads = 1};
+    /* the reference: k = round(0.3 nnz) per CSR layer (end_step 0: no annealing) */
+    rigl_ref ref = {.m = m};
+    sp_mask *before[6] = {NULL};
+    for (int i = 0; i < 6; i++) {
+        const sp_csr *c = sp_model_layer_csr(m, i);
+        if (c) ref.k[i] = llround(0.3 * (double)c->nnz);
+        CHECK_OK(sp_model_layer_pattern(m, i, &before[i]));
+    }
+    float x[16 * 32], dl[4 * 32];
+    int32_t y[32];
+    int64_t idx[32];
+    for (int b = 0; b < 32; b++) idx[b] = b;
+    CHECK_OK(sp_dataset_batch(data, idx, 32, x, 32, y));
+    const float *logits;
+    double loss;
+    CHECK_OK(sp_model_forward(m, x, 32, true, &logits));
+    CHECK_OK(sp_loss_xent(logits, 4, 32, y, 0.0f, &loss, dl, NULL));
+    sp_model_set_backward_tap(m, ref_tap, &ref);
+    CHECK_OK(sp_model_backward(m, dl, NULL));
+    sp_model_set_backward_tap(m, NULL, NULL);
+    /* the update itself */
+    const int64_t nnz[2] = {sp_model_layer_csr(m, 1)->nnz, sp_model_layer_csr(m, 3)->nnz};
+    CHECK_OK(sp_dst_update(m, NULL, &d, 1));
+    check_csr_layers(m, nnz);
+    for (int i = 1; i <= 3; i += 2) {
+        sp_mask *after = NULL;
+        CHECK_OK(sp_model_layer_pattern(m, i, &after));
+        /* the positions added are exactly the reference's */
+        int64_t added = 0, matched = 0;
+        for (int64_t r = 0; r < after->rows; r++)
+            for (int64_t c = 0; c < after->cols; c++)
+                if (sp_mask_get(after, r, c) && !sp_mask_get(before[i], r, c)) {
+                    added++;
+                    for (int64_t q = 0; q < ref.k[i]; q++)
+                        matched += ref.grow[i][q] == r * after->cols + c;
+                }
+        CHECK_EQ(added, ref.k[i]);
+        CHECK_EQ(matched, ref.k[i]);
+        sp_mask_free(after);
+    }
+    for (int i = 0; i < 6; i++) sp_mask_free(before[i]);
+    CHECK_STATUS(sp_dst_update(m, NULL, &(sp_dst){.kind = SP_DST_RIGL, .update_every = 1,
+                                                   .drop_fraction = 0.3},
+                               2),
+                 SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "RigL needs a dataset") != NULL);
+    sp_model_free(m);
+    sp_dataset_free(data);
+}

@@ -302,16 +302,21 @@ sp_status sp_prune_gradual_hook(sp_model *m, sp_optim *o, int64_t step, void *gr
 typedef enum sp_dst_kind {
     SP_DST_STATIC = 0, /* a fixed random pattern: the baseline ("FixProb") */
     SP_DST_SET = 1,    /* Mocanu et al. 2018: drop closest to zero, grow at random */
-    SP_DST_RIGL = 2,   /* Evci et al. 2020: drop by magnitude, grow by gradient (to come) */
+    SP_DST_RIGL = 2,   /* Evci et al. 2020: drop by magnitude, grow by gradient */
 } sp_dst_kind;
 
 typedef struct sp_dst {
     sp_dst_kind kind;
     int64_t update_every;  /* >= 1: steps between topology updates (steps 0 and t % dT != 0
                             * never update) */
-    double drop_fraction;  /* [0, 1): zeta, of each sign's weights (SET) */
-    int64_t end_step;      /* no updates from this step on (0: none such) */
-    uint64_t seed;         /* the random positions */
+    double drop_fraction;  /* [0, 1): zeta, of each sign's weights (SET); alpha, annealed by
+                            * cosine to 0 at end_step (RigL) */
+    int64_t end_step;      /* no updates from this step on (0: none such; RigL then keeps alpha) */
+    uint64_t seed;         /* the random positions (SET), the gradient batch (RigL) */
+    const sp_dataset *data; /* RigL: the data its gradient batch is drawn from (with
+                             * replacement, by seed and step; a batch >= data->n takes it all) */
+    int64_t batch;         /* RigL: that batch's size */
+    int nthreads;          /* RigL: threads of its gradient tiles (<= 0: all) */
     int64_t updates;       /* out: updates made */
     double update_seconds; /* out: time spent in them */
 } sp_dst;

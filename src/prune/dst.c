@@ -150,14 +150,130 @@ static sp_status random_grows(const sp_csr *c, int64_t n, sp_rng *r, int64_t *gr
     return SP_OK;
 }
 
+/* RigL's drop: the k stored entries of smallest |w| (ties: the lower index), ascending. */
+static sp_status magnitude_drops(const float *w, int64_t nnz, int64_t k, int64_t *drop) {
+    ranked *r = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
+    if (!r) return SP_ENOMEM;
+    for (int64_t i = 0; i < nnz; i++) r[i] = (ranked){fabsf(w[i]), i};
+    qsort(r, (size_t)nnz, sizeof *r, by_value_up);
+    for (int64_t i = 0; i < k; i++) drop[i] = r[i].k;
+    qsort(drop, (size_t)k, sizeof *drop, by_i64);
+    sp_free(r);
+    return SP_OK;
+}
+
+/* What the backward tap of a RigL update gathers: per CSR layer, the positions to grow. */
+typedef struct rigl_ctx {
+    sp_model *m;
+    const int64_t *k;   /* per layer: entries to replace */
+    int64_t **grow;     /* per layer: k positions */
+    int nthreads;
+} rigl_ctx;
+
+static sp_status rigl_tap(int layer, const float *x, const float *dy, int64_t batch, void *user) {
+    rigl_ctx *c = user;
+    const sp_csr *w = sp_model_layer_csr(c->m, layer);
+    if (!w || c->k[layer] == 0) return SP_OK;
+    sp_layer_info li;
+    sp_model_layer(c->m, layer, &li);
+    return sp_rigl_grow(w, dy, x, li.in.h * li.in.w * batch, c->k[layer], 0, c->nthreads,
+                        c->grow[layer], NULL);
+}
+
+/* RigL (Evci et al. 2020): k_l = f(t) nnz_l entries of smallest magnitude go; as many come in
+ * where |dL/dW| of one batch is largest among the empty positions, f(t) = alpha/2 (1 +
+ * cos(pi t / T_end)). The batch is drawn from d->data by (seed, step); its gradient is seen
+ * through the backward tap, layer by layer, tile by tile (sp_rigl_grow), never whole. */
+static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) {
+    if (!d->data || d->batch < 1)
+        return sp_fail(SP_EINVAL, "dst: RigL needs a dataset and a batch size for its gradient");
+    const double f = d->end_step > 0
+                         ? d->drop_fraction / 2.0 *
+                               (1.0 + cos(3.14159265358979323846 * (double)step / (double)d->end_step))
+                         : d->drop_fraction;
+    const int n = sp_model_nlayers(m);
+    const int64_t B = SP_MIN(d->batch, d->data->n), feat = d->data->features;
+    const int64_t classes = sp_model_classes(m);
+    sp_status st = SP_ENOMEM;
+    int64_t *k = sp_calloc((size_t)n, sizeof *k), **grow = sp_calloc((size_t)n, sizeof *grow);
+    int64_t *idx = sp_alloc(sizeof(int64_t) * (size_t)B);
+    float *x = sp_alloc(sizeof(float) * (size_t)(feat * B));
+    float *dl = sp_alloc(sizeof(float) * (size_t)(classes * B));
+    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)B);
+    int64_t *drop = NULL, *src = NULL;
+    if (!k || !grow || !idx || !x || !dl || !y) goto done;
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        const sp_csr *c = sp_model_layer_csr(m, i);
+        if (!c) continue;
+        k[i] = SP_MIN((int64_t)llround(f * (double)c->nnz), c->rows * c->cols - c->nnz);
+        if (k[i] > 0 && !(grow[i] = sp_alloc(sizeof(int64_t) * (size_t)k[i]))) goto done;
+        any += k[i] > 0;
+    }
+    if (!any) {
+        st = SP_OK;
+        goto done;
+    }
+    /* one batch, its gradient seen through the tap */
+    sp_rng base, r;
+    sp_rng_init(&base, d->seed, (uint64_t)0x5161 << 32);
+    r = sp_rng_split(&base, (uint64_t)step);
+    /* a batch as large as the data takes it whole, in order */
+    for (int64_t b = 0; b < B; b++)
+        idx[b] = B == d->data->n ? b : (int64_t)sp_rng_below(&r, (uint64_t)d->data->n);
+    const float *logits;
+    double loss;
+    if ((st = sp_dataset_batch(d->data, idx, B, x, B, y)) != SP_OK ||
+        (st = sp_model_forward(m, x, B, true, &logits)) != SP_OK ||
+        (st = sp_loss_xent(logits, classes, B, y, 0.0f, &loss, dl, NULL)) != SP_OK)
+        goto done;
+    rigl_ctx ctx = {.m = m, .k = k, .grow = grow, .nthreads = d->nthreads};
+    sp_model_zero_grad(m);
+    sp_model_set_backward_tap(m, rigl_tap, &ctx);
+    st = sp_model_backward(m, dl, NULL);
+    sp_model_set_backward_tap(m, NULL, NULL);
+    sp_model_zero_grad(m);
+    if (st != SP_OK) goto done;
+    for (int i = 0; i < n && st == SP_OK; i++) {
+        if (k[i] == 0) continue;
+        const sp_csr *c = sp_model_layer_csr(m, i);
+        sp_layer_info li;
+        sp_model_layer(m, i, &li);
+        st = SP_ENOMEM;
+        sp_free(drop);
+        sp_free(src);
+        drop = sp_alloc(sizeof(int64_t) * (size_t)k[i]);
+        src = sp_alloc(sizeof(int64_t) * (size_t)c->nnz);
+        if (!drop || !src) goto done;
+        st = magnitude_drops(sp_model_params(m) + li.param_offset, c->nnz, k[i], drop);
+        if (st == SP_OK) st = sp_model_layer_rewire(m, i, drop, grow[i], k[i], src);
+        if (st == SP_OK && o) st = sp_optim_remap(o, li.param_offset, c->nnz, src);
+    }
+done:
+    for (int i = 0; i < n && grow; i++) sp_free(grow[i]);
+    sp_free(grow);
+    sp_free(k);
+    sp_free(idx);
+    sp_free(x);
+    sp_free(dl);
+    sp_free(y);
+    sp_free(drop);
+    sp_free(src);
+    return st;
+}
+
 sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) {
     sp_status st = sp_dst_check(d);
     if (st != SP_OK) return st;
     if (!m) return sp_fail(SP_EINVAL, "dst: NULL model");
     if (d->kind == SP_DST_STATIC) return SP_OK;
-    if (d->kind == SP_DST_RIGL)
-        return sp_fail(SP_EUNSUPPORTED, "dst: RigL's growth is not wired into training yet");
     const double t0 = dst_now();
+    if (d->kind == SP_DST_RIGL) {
+        if ((st = rigl_update(m, o, d, step)) != SP_OK) return st;
+        d->updates++;
+        d->update_seconds += dst_now() - t0;
+        return SP_OK;
+    }
     for (int i = 0; i < sp_model_nlayers(m); i++) {
         const sp_csr *c = sp_model_layer_csr(m, i);
         if (!c || c->nnz == 0) continue;
