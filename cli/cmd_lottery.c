@@ -238,9 +238,15 @@ static int write_svg(const char *path, const char *title, sp_lottery_round *cons
                 L, y, L + pw, y, L - 6, y + 4, v);
     }
     /* x grid and ticks at round percentages */
-    static const double xt[] = {100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01};
-    for (size_t i = 0; i < sizeof xt / sizeof xt[0]; i++) {
-        if (xt[i] / 100.0 < minrem * 0.95) break;
+    static const double round_ticks[] = {100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02,
+                                         0.01};
+    double xt[1024];
+    int nxt = 0;
+    for (size_t i = 0; i < sizeof round_ticks / sizeof round_ticks[0]; i++)
+        if (round_ticks[i] / 100.0 >= minrem * 0.95) xt[nxt++] = round_ticks[i];
+    if (nxt < 3) /* a short run: a tick at every round instead */
+        for (nxt = 0; nxt < n; nxt++) xt[nxt] = round(1000.0 * mean[nxt].remaining) / 10.0;
+    for (int i = 0; i < nxt; i++) {
         double x = XOF(xt[i] / 100.0);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n"
                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n",
@@ -276,8 +282,9 @@ static int write_svg(const char *path, const char *title, sp_lottery_round *cons
                     double u = 100.0 * field(&runs[k][r], S[s].field);
                     a = fmin(a, u), b = fmax(b, u);
                 }
+                const double bx = x + 3.0 * (s - 1); /* side by side where series meet */
                 fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n",
-                        x, YOF(a), x, YOF(b), S[s].color);
+                        bx, YOF(a), bx, YOF(b), S[s].color);
             }
             marker(f, S[s].marker, x, YOF(v), S[s].color);
         }
