@@ -204,5 +204,28 @@ for r in "$(dirname "$0")"/../examples/*.recipe; do
   then pass "example recipe $(basename "$r")"; else fail "example recipe $(basename "$r")"; fi
 done
 
+# lottery tickets: bad options are usage errors (exit 2) with their own message; one tiny run
+expect_usage() { # name, needle, command...
+  local name=$1 needle=$2
+  shift 2
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  if [ "$rc" -eq 2 ] && grep -qF -- "$needle" <<<"$out"; then pass "$name"
+  else fail "$name (exit $rc): $out"; fi
+}
+expect_usage "lottery: rate 1" "--rate is the fraction pruned per round and must be in (0, 1), got '1'" "$bin" lottery --rate 1
+expect_usage "lottery: rate 0" "must be in (0, 1), got '0'" "$bin" lottery --rate 0
+expect_usage "lottery: rounds 0" "--rounds must be in [1, 1000], got '0'" "$bin" lottery --rounds 0
+expect_usage "lottery: negative rewind" "--rewind-iter must be >= 0" "$bin" lottery --rewind-iter -3
+expect_usage "lottery: rewind beyond a round" "--rewind-iter 5000 is not below the 4584 steps of one round" "$bin" lottery --rewind-iter 5000 --epochs 1 --batch 12
+expect_usage "lottery: plot extension" "the file name must end in .svg, got 'x.png'" "$bin" lottery --plot x.png
+expect_usage "lottery: granularity" "--granularity must be layerwise or global" "$bin" lottery --granularity nm
+expect_usage "lottery: seeds" "--seeds takes 1 to 16" "$bin" lottery --seeds 1,,2
+out=$("$bin" lottery --model "$tmp/m.cfg" --rounds 2 --epochs 1 --batch 256 --val 1000 --eval-every 50 \
+      --threads 2 --quiet --json --plot "$tmp/l.svg")
+if grep -q '"round":1,"remaining":0\.80124' <<<"$out" && grep -q '"round":2,"remaining":0\.64' <<<"$out" &&
+   grep -q '"reinit_accuracy":0\.[5-9]' <<<"$out" && grep -q '</svg>' "$tmp/l.svg"
+then pass "lottery --json --plot"; else fail "lottery --json --plot: $out"; fi
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

@@ -9,6 +9,7 @@
  *   nn.h       models: layers from a config or built-in spec, forward and backward
  *   train.h    losses, optimizers, learning-rate schedules, checkpoints, the training loop
  *   prune.h    pruning: criteria (scores), granularities (masks), layer densities, schedules
+ *   lottery.h  lottery tickets: iterative magnitude pruning with rewinding, random-reinit control
  */
 #ifndef SPARROW_H
 #define SPARROW_H
@@ -16,6 +17,7 @@
 #include "sparrow/core.h"
 #include "sparrow/data.h"
 #include "sparrow/kernels.h"
+#include "sparrow/lottery.h"
 #include "sparrow/nn.h"
 #include "sparrow/prune.h"
 #include "sparrow/sparse.h"
