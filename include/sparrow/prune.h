@@ -226,7 +226,7 @@ typedef struct sp_prune_spec {
     uint64_t seed;                /* for the random criterion */
     /* per-layer overrides (may be NULL): layer_sparsity[i] >= 0 gives layer i (model layer
      * index, i < nlayer_sparsity) that sparsity, layerwise, outside a global threshold; 0 keeps
-     * it whole; < 0 (or NaN) leaves it to the settings above. Read by sp_model_prune_masks. */
+     * it whole; < 0 (or NaN) leaves it to the settings above. */
     const double *layer_sparsity;
     int nlayer_sparsity;
 } sp_prune_spec;

@@ -342,18 +342,14 @@ sp_status sp_dst_config(const char *config, sp_shape in, int64_t classes, sp_pru
         int layer = 0;
         const char *s = config;
         while (*s) {
-            const char *end = strchr(s, '\n');
-            size_t ll = end ? (size_t)(end - s) : strlen(s);
-            const char *q = s;
-            while (q < s + ll && (*q == ' ' || *q == '\t')) q++;
-            bool is_layer = q < s + ll && strncmp(q, "input", 5) != 0 && *q != '}' && *q != '#';
-            if (is_layer) {
-                if (layer < n && ll - (size_t)(q - s) >= 6 && !strncmp(q, "linear", 6) &&
-                    (q[6] == ' ' || q[6] == '\t' || q + 6 == s + ll))
-                    opts[layer] = probe_opt;
-                layer++;
-            }
-            s = end ? end + 1 : s + ll;
+            sp_cfg_line l;
+            s = sp_cfg_next_line(s, &l);
+            if (!l.is_layer) continue;
+            const size_t rest = l.len - (size_t)(l.body - l.text);
+            if (layer < n && rest >= 6 && !strncmp(l.body, "linear", 6) &&
+                (rest == 6 || l.body[6] == ' ' || l.body[6] == '\t'))
+                opts[layer] = probe_opt;
+            layer++;
         }
     }
     st = SP_ENOMEM;

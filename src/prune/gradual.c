@@ -15,6 +15,7 @@
 #include "sparrow/train.h"
 
 #include "../core/internal.h"
+#include "internal.h"
 
 /* The layers that prune_masks changes: masked linear layers, the last linear layer excepted
  * with keep_last. */
@@ -23,11 +24,80 @@ static bool target(const sp_model *m, int i, bool keep_last, int last, sp_layer_
            !strcmp(li->format, "mask") && !(keep_last && i == last);
 }
 
-/* Layer i's own sparsity from the spec's overrides, or -1. */
-static double override(const sp_prune_spec *spec, int i) {
+double sp_prune_override(const sp_prune_spec *spec, int i) {
     if (!spec->layer_sparsity || i >= spec->nlayer_sparsity) return -1.0;
     double v = spec->layer_sparsity[i];
     return v >= 0.0 ? v : -1.0;
+}
+
+sp_status sp_prune_masks_for(const sp_model *m, const sp_prune_spec *spec, double sparsity,
+                             float *const *scores, sp_mask **masks, const char *who) {
+    const int n = sp_model_nlayers(m);
+    int nglobal = 0;
+    sp_status st = SP_ENOMEM;
+    sp_prune_layer *gl = sp_calloc((size_t)n + 1, sizeof *gl);
+    if (!gl) return st;
+    for (int i = 0; i < n; i++) {
+        if (!scores[i] || sp_prune_override(spec, i) >= 0.0 ||
+            spec->granularity != SP_PRUNE_GLOBAL)
+            continue;
+        sp_layer_info li;
+        sp_model_layer(m, i, &li);
+        gl[nglobal++] = (sp_prune_layer){li.out.c, li.in.c, scores[i]};
+    }
+    if (nglobal > 0) {
+        sp_mask **gm = sp_calloc((size_t)nglobal, sizeof *gm);
+        st = SP_ENOMEM;
+        if (!gm) goto done;
+        st = sp_prune_mask_global(nglobal, gl, sparsity, gm);
+        for (int i = 0, k = 0; i < n && st == SP_OK; i++)
+            if (scores[i] && !(sp_prune_override(spec, i) >= 0.0)) masks[i] = gm[k++];
+        if (st != SP_OK)
+            for (int k = 0; k < nglobal; k++) sp_mask_free(gm[k]);
+        sp_free(gm);
+        if (st != SP_OK) goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!scores[i] || masks[i]) continue;
+        sp_layer_info li;
+        sp_model_layer(m, i, &li);
+        const int64_t rows = li.out.c, cols = li.in.c;
+        const double own = sp_prune_override(spec, i);
+        if (own >= 0.0) {
+            st = sp_prune_mask_unstructured(rows, cols, scores[i], own, &masks[i]);
+        } else {
+            switch (spec->granularity) {
+            case SP_PRUNE_LAYERWISE:
+                st = sp_prune_mask_unstructured(rows, cols, scores[i], sparsity, &masks[i]);
+                break;
+            case SP_PRUNE_NM:
+                st = sp_prune_mask_nm(rows, cols, scores[i], spec->n, spec->m, &masks[i]);
+                break;
+            case SP_PRUNE_BLOCK:
+                st = sp_prune_mask_blocks(rows, cols, scores[i], spec->br > 0 ? spec->br : 4,
+                                          spec->bc > 0 ? spec->bc : 4, sparsity, &masks[i]);
+                break;
+            default:
+                st = sp_fail(SP_EINVAL, "%s: unknown granularity %d", who,
+                             (int)spec->granularity);
+            }
+        }
+        if (st != SP_OK) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s", sp_last_error());
+            st = sp_fail(st, "%s: layer %s: %s", who, li.name, msg);
+            goto done;
+        }
+    }
+    st = SP_OK;
+done:
+    if (st != SP_OK)
+        for (int i = 0; i < n; i++) {
+            sp_mask_free(masks[i]);
+            masks[i] = NULL;
+        }
+    sp_free(gl);
+    return st;
 }
 
 sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *spec,
@@ -40,7 +110,7 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
     if (!(sparsity >= 0.0 && sparsity < 1.0))
         return sp_fail(SP_EINVAL, "prune_masks: sparsity %g not in [0, 1)", sparsity);
     const int n = sp_model_nlayers(m);
-    int last = -1, count = 0, nglobal = 0;
+    int last = -1, count = 0;
     for (int i = 0; i < n; i++) {
         sp_layer_info li;
         if (sp_model_layer(m, i, &li) == SP_OK && !strcmp(li.kind, "linear")) last = i;
@@ -52,9 +122,8 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
     sp_status st = SP_ENOMEM;
     float **scores = sp_calloc((size_t)n, sizeof *scores);
     sp_mask **masks = sp_calloc((size_t)n, sizeof *masks);
-    sp_prune_layer *gl = sp_calloc((size_t)n, sizeof *gl);
     float *w = NULL;
-    if (!scores || !masks || !gl) goto done;
+    if (!scores || !masks) goto done;
     for (int i = 0; i < n; i++) {
         sp_layer_info li;
         if (!target(m, i, spec->keep_last, last, &li)) continue;
@@ -77,58 +146,14 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
         sp_mask_free(old);
         if (st != SP_OK) goto done;
         count++;
-        if (!(override(spec, i) >= 0.0) && spec->granularity == SP_PRUNE_GLOBAL)
-            gl[nglobal++] = (sp_prune_layer){rows, cols, scores[i]};
     }
     if (count == 0) {
         st = sp_fail(SP_EINVAL, "prune_masks: the model has no masked linear layer (format=mask) "
                      "to prune");
         goto done;
     }
-    if (nglobal > 0) {
-        sp_mask **gm = sp_calloc((size_t)nglobal, sizeof *gm);
-        st = SP_ENOMEM;
-        if (!gm) goto done;
-        st = sp_prune_mask_global(nglobal, gl, sparsity, gm);
-        for (int i = 0, k = 0; i < n && st == SP_OK; i++)
-            if (scores[i] && !(override(spec, i) >= 0.0)) masks[i] = gm[k++];
-        if (st != SP_OK)
-            for (int k = 0; k < nglobal; k++) sp_mask_free(gm[k]);
-        sp_free(gm);
-        if (st != SP_OK) goto done;
-    }
-    for (int i = 0; i < n; i++) {
-        if (!scores[i] || masks[i]) continue;
-        sp_layer_info li;
-        sp_model_layer(m, i, &li);
-        const int64_t rows = li.out.c, cols = li.in.c;
-        const double own = override(spec, i);
-        if (own >= 0.0) {
-            st = sp_prune_mask_unstructured(rows, cols, scores[i], own, &masks[i]);
-        } else {
-            switch (spec->granularity) {
-            case SP_PRUNE_LAYERWISE:
-                st = sp_prune_mask_unstructured(rows, cols, scores[i], sparsity, &masks[i]);
-                break;
-            case SP_PRUNE_NM:
-                st = sp_prune_mask_nm(rows, cols, scores[i], spec->n, spec->m, &masks[i]);
-                break;
-            case SP_PRUNE_BLOCK:
-                st = sp_prune_mask_blocks(rows, cols, scores[i], spec->br > 0 ? spec->br : 4,
-                                          spec->bc > 0 ? spec->bc : 4, sparsity, &masks[i]);
-                break;
-            default:
-                st = sp_fail(SP_EINVAL, "prune_masks: unknown granularity %d",
-                             (int)spec->granularity);
-            }
-        }
-        if (st != SP_OK) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "%s", sp_last_error());
-            st = sp_fail(st, "prune_masks: layer %s: %s", li.name, msg);
-            goto done;
-        }
-    }
+    if ((st = sp_prune_masks_for(m, spec, sparsity, scores, masks, "prune_masks")) != SP_OK)
+        goto done;
     for (int i = 0; i < n; i++) {
         if (!masks[i]) continue;
         sp_layer_info li;
@@ -142,7 +167,6 @@ done:
     for (int i = 0; i < n && masks; i++) sp_mask_free(masks[i]);
     sp_free(scores);
     sp_free(masks);
-    sp_free(gl);
     sp_free(w);
     return st;
 }

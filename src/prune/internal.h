@@ -4,9 +4,36 @@
 #ifndef SPARROW_PRUNE_INTERNAL_H
 #define SPARROW_PRUNE_INTERNAL_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "sparrow/prune.h"
+
 /* The config with layer i's line carrying opts[i] (when not NULL; n layers): its options
  * replace those of the same key, a trailing comment is dropped. Owned result (sp_free), or NULL
  * when out of memory. Config lines map to layers depth-first (model_prune.c). */
 char *sp_prune_rewrite_config(const char *cfg, char *const *opts, int n);
+
+/* Layer i's own sparsity from spec's per-layer overrides, or -1 when it has none. */
+double sp_prune_override(const sp_prune_spec *spec, int i);
+
+/* Masks (owned, into masks[i]) for the layers of m with scores[i] != NULL: layers with an
+ * override unstructured at their own sparsity; the others by spec's granularity at `sparsity`
+ * (global: one threshold over all of them). who names the caller in messages. On error every
+ * mask is freed and NULL. */
+sp_status sp_prune_masks_for(const sp_model *m, const sp_prune_spec *spec, double sparsity,
+                             float *const *scores, sp_mask **masks, const char *who);
+
+/* One line of a model config (docs/CONFIG.md): text[0..len) without its newline, body = text
+ * past leading blanks, is_layer = the line is a layer (not "input", "}", a comment or blank).
+ * Lines map to layers in depth-first order, as sp_model_layer counts them. */
+typedef struct sp_cfg_line {
+    const char *text, *body;
+    size_t len;
+    bool is_layer;
+} sp_cfg_line;
+/* Reads the line starting at s (not at the end of the text) into *l; returns the start of the
+ * next line. */
+const char *sp_cfg_next_line(const char *s, sp_cfg_line *l);
 
 #endif

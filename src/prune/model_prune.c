@@ -23,6 +23,17 @@ static bool prunable(const sp_layer_info *li) {
     return !strcmp(li->kind, "linear") && !strcmp(li->format, "dense");
 }
 
+const char *sp_cfg_next_line(const char *s, sp_cfg_line *l) {
+    const char *end = strchr(s, '\n');
+    l->text = s;
+    l->len = end ? (size_t)(end - s) : strlen(s);
+    const char *q = s;
+    while (q < s + l->len && (*q == ' ' || *q == '\t')) q++;
+    l->body = q;
+    l->is_layer = q < s + l->len && strncmp(q, "input", 5) != 0 && *q != '}' && *q != '#';
+    return end ? end + 1 : s + l->len;
+}
+
 /* True if the option token t (up to its '=') is one of the keys set by opt ("k1=v1 k2=v2"). */
 static bool key_in(const char *t, size_t tl, const char *opt) {
     const char *eq = memchr(t, '=', tl);
@@ -52,11 +63,10 @@ char *sp_prune_rewrite_config(const char *cfg, char *const *opts, int n) {
     int layer = 0;
     const char *s = cfg;
     while (*s) {
-        const char *end = strchr(s, '\n');
-        size_t ll = end ? (size_t)(end - s) : strlen(s);
-        const char *q = s;
-        while (q < s + ll && (*q == ' ' || *q == '\t')) q++;
-        bool is_layer = q < s + ll && strncmp(q, "input", 5) != 0 && *q != '}' && *q != '#';
+        sp_cfg_line line;
+        const char *next = sp_cfg_next_line(s, &line);
+        const size_t ll = line.len;
+        const bool is_layer = line.is_layer;
         const char *opt = is_layer && layer < n ? opts[layer] : NULL;
         if (is_layer) layer++;
         if (!opt) {
@@ -83,8 +93,8 @@ char *sp_prune_rewrite_config(const char *cfg, char *const *opts, int n) {
             memcpy(t + o, opt, strlen(opt));
             o += strlen(opt);
         }
-        if (end) t[o++] = '\n';
-        s = end ? end + 1 : s + ll;
+        if (s[ll] == '\n') t[o++] = '\n';
+        s = next;
     }
     t[o] = '\0';
     return t;
@@ -186,8 +196,7 @@ sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model 
     float **scores = sp_calloc((size_t)n, sizeof *scores);
     sp_mask **masks = sp_calloc((size_t)n, sizeof *masks);
     char **opts = sp_calloc((size_t)n, sizeof *opts);
-    sp_prune_layer *gl = sp_calloc((size_t)n, sizeof *gl);
-    if (!w || !scores || !masks || !opts || !gl) goto done;
+    if (!w || !scores || !masks || !opts) goto done;
     for (int i = 0; i < n; i++) {
         sp_layer_info li;
         if ((st = sp_model_layer(m, i, &li)) != SP_OK) goto done;
@@ -202,7 +211,7 @@ sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model 
         sp_prune_inputs pin = {.seed = spec->seed + (uint64_t)i};
         if ((st = sp_prune_scores(spec->criterion, rows, cols, w[i], &pin, scores[i])) != SP_OK)
             goto done;
-        gl[count++] = (sp_prune_layer){rows, cols, scores[i]};
+        count++;
         if (!strcmp(fmt, "nm"))
             snprintf(opts[i], 64, "format=nm nm=%d:%d", (int)spec->n, (int)spec->m);
         else if (!strcmp(fmt, "bsr"))
@@ -216,46 +225,8 @@ sp_status sp_model_prune(const sp_model *m, const sp_prune_spec *spec, sp_model 
         goto done;
     }
     /* masks */
-    if (spec->granularity == SP_PRUNE_GLOBAL) {
-        sp_mask **gm = sp_calloc((size_t)count, sizeof *gm);
-        st = SP_ENOMEM;
-        if (!gm) goto done;
-        st = sp_prune_mask_global(count, gl, spec->sparsity, gm);
-        for (int i = 0, k = 0; i < n && st == SP_OK; i++)
-            if (scores[i]) masks[i] = gm[k++];
-        if (st != SP_OK)
-            for (int k = 0; k < count; k++) sp_mask_free(gm[k]);
-        sp_free(gm);
-        if (st != SP_OK) goto done;
-    } else {
-        for (int i = 0; i < n; i++) {
-            if (!scores[i]) continue;
-            sp_layer_info li;
-            sp_model_layer(m, i, &li);
-            const int64_t rows = li.out.c, cols = li.in.c;
-            switch (spec->granularity) {
-            case SP_PRUNE_LAYERWISE:
-                st = sp_prune_mask_unstructured(rows, cols, scores[i], spec->sparsity, &masks[i]);
-                break;
-            case SP_PRUNE_NM:
-                st = sp_prune_mask_nm(rows, cols, scores[i], spec->n, spec->m, &masks[i]);
-                break;
-            case SP_PRUNE_BLOCK:
-                st = sp_prune_mask_blocks(rows, cols, scores[i], spec->br > 0 ? spec->br : 4,
-                                          spec->bc > 0 ? spec->bc : 4, spec->sparsity, &masks[i]);
-                break;
-            default:
-                st = sp_fail(SP_EINVAL, "model_prune: unknown granularity %d",
-                             (int)spec->granularity);
-            }
-            if (st != SP_OK) {
-                char msg[300];
-                snprintf(msg, sizeof msg, "%s", sp_last_error());
-                st = sp_fail(st, "model_prune: layer %s: %s", li.name, msg);
-                goto done;
-            }
-        }
-    }
+    if ((st = sp_prune_masks_for(m, spec, spec->sparsity, scores, masks, "model_prune")) != SP_OK)
+        goto done;
     st = rebuild(m, opts, masks, w, out);
 done:
     for (int i = 0; i < n && w; i++) sp_free(w[i]);
@@ -266,7 +237,6 @@ done:
     sp_free(scores);
     sp_free(masks);
     sp_free(opts);
-    sp_free(gl);
     return st;
 }
 

@@ -34,6 +34,7 @@
 #include "sparrow/nn.h"
 
 #include "../core/internal.h"
+#include "internal.h"
 
 #define MAX_LAYERS 4096
 static const char who[] = "model_prune_structured";
@@ -120,11 +121,11 @@ static sp_status map_lines(const char *cfg, plan *p, int n) {
     int layer = 0, depth = 0, stack[MAX_NEST];
     const char *s = cfg;
     while (*s) {
-        const char *end = strchr(s, '\n');
-        size_t ll = end ? (size_t)(end - s) : strlen(s);
-        const char *q = s;
-        while (q < s + ll && (*q == ' ' || *q == '\t')) q++;
-        bool is_layer = q < s + ll && strncmp(q, "input", 5) != 0 && *q != '}' && *q != '#';
+        sp_cfg_line l;
+        const char *next = sp_cfg_next_line(s, &l);
+        const char *q = l.body;
+        const size_t ll = l.len;
+        const bool is_layer = l.is_layer;
         if (is_layer) {
             if (layer >= n) break;
             const char *hash = memchr(q, '#', (size_t)(s + ll - q));
@@ -143,7 +144,7 @@ static sp_status map_lines(const char *cfg, plan *p, int n) {
                                            "opened", who);
             depth--;
         }
-        s = end ? end + 1 : s + ll;
+        s = next;
     }
     if (layer != n)
         return sp_fail(SP_EINVAL, "%s: the config has %d layer lines for %d layers", who, layer, n);
