@@ -48,6 +48,21 @@ static long long file_size(const char *p) {
     return stat(p, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
+/* Runs `sparrow train` with words[0..nwords) and then each (option, value) pair whose value is
+ * set: how pruning with fine-tuning runs (it is training with pruning settings). */
+static int run_train(const char *const *words, int nwords, const char *const (*pairs)[2],
+                     size_t npairs) {
+    const char *targv[64];
+    int targc = 0;
+    for (int i = 0; i < nwords && targc < 62; i++) targv[targc++] = words[i];
+    for (size_t k = 0; k < npairs && targc < 62; k++)
+        if (pairs[k][1]) {
+            targv[targc++] = pairs[k][0];
+            targv[targc++] = pairs[k][1];
+        }
+    return cmd_train(targc, (char **)targv);
+}
+
 int cmd_prune(int argc, char **argv) {
     const char *model = NULL, *outp = NULL, *data = "fashion-mnist", *method = "magnitude",
                *gran = "layerwise", *format = NULL, *nm = "2:4", *block = "4x4";
@@ -164,24 +179,19 @@ int cmd_prune(int argc, char **argv) {
         snprintf(epochs_s, sizeof epochs_s, "%lld", (long long)finetune);
         snprintf(sparsity_s, sizeof sparsity_s, "%.17g", sparsity);
         snprintf(seed_s, sizeof seed_s, "%lld", (long long)seed);
-        const char *targv[48] = {"train", "--model", model, "--data", data, "--out", outp,
-                                 "--epochs", epochs_s, "--prune-sparsity", sparsity_s,
-                                 "--prune-method", method, "--prune-granularity", gran,
-                                 "--prune-schedule", schedule, "--prune-nm", nm,
-                                 "--prune-block", block, "--seed", seed_s, "--quiet"};
-        int targc = 24;
-        const char *pairs[][2] = {{"--prune-format", format}, {"--prune-end", prune_end},
-                                  {"--prune-every", prune_every}, {"--lr", lr},
-                                  {"--batch", batch}, {"--threads", threads}};
-        for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++)
-            if (pairs[k][1]) {
-                targv[targc++] = pairs[k][0];
-                targv[targc++] = pairs[k][1];
-            }
-        if (prune_last) targv[targc++] = "--prune-last";
+        const char *const words[] = {"train", "--model", model, "--data", data, "--out", outp,
+                                     "--epochs", epochs_s, "--prune-sparsity", sparsity_s,
+                                     "--prune-method", method, "--prune-granularity", gran,
+                                     "--prune-schedule", schedule, "--prune-nm", nm,
+                                     "--prune-block", block, "--seed", seed_s, "--quiet",
+                                     "--prune-last"}; /* the last word only with it */
+        const char *const pairs[][2] = {{"--prune-format", format}, {"--prune-end", prune_end},
+                                        {"--prune-every", prune_every}, {"--lr", lr},
+                                        {"--batch", batch}, {"--threads", threads}};
         if (!json) fprintf(stderr, "fine-tuning %lld epochs while pruning (%s) ...\n",
                            (long long)finetune, schedule);
-        int trc = cmd_train(targc, (char **)targv);
+        const int nwords = (int)(sizeof words / sizeof words[0]) - (prune_last ? 0 : 1);
+        int trc = run_train(words, nwords, pairs, sizeof pairs / sizeof pairs[0]);
         if (trc) return trc;
     }
 
@@ -204,21 +214,18 @@ int cmd_prune(int argc, char **argv) {
             char epochs_s[32], seed_s[32];
             snprintf(epochs_s, sizeof epochs_s, "%lld", (long long)finetune);
             snprintf(seed_s, sizeof seed_s, "%lld", (long long)seed);
-            const char *targv[24] = {"train", "--model", outp, "--data", data, "--out", outp,
-                                     "--epochs", epochs_s, "--seed", seed_s, "--weights-only",
-                                     "--quiet"};
-            int targc = 13;
-            const char *pairs[][2] = {{"--lr", lr}, {"--batch", batch}, {"--threads", threads}};
-            for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++)
-                if (pairs[k][1]) {
-                    targv[targc++] = pairs[k][0];
-                    targv[targc++] = pairs[k][1];
-                }
+            const char *const words[] = {"train", "--model", outp, "--data", data, "--out", outp,
+                                         "--epochs", epochs_s, "--seed", seed_s,
+                                         "--weights-only", "--quiet"};
+            const char *const pairs[][2] = {{"--lr", lr}, {"--batch", batch},
+                                            {"--threads", threads}};
             if (!json) fprintf(stderr, "fine-tuning the smaller model for %lld epochs ...\n",
                                (long long)finetune);
             sp_model_free(pm);
             pm = NULL;
-            if ((rc = cmd_train(targc, (char **)targv)) != 0) goto done;
+            rc = run_train(words, (int)(sizeof words / sizeof words[0]), pairs,
+                           sizeof pairs / sizeof pairs[0]);
+            if (rc != 0) goto done;
             rc = 1;
             sp_checkpoint pc = {0};
             if (sp_checkpoint_load(outp, &pc) != SP_OK) {

@@ -58,6 +58,25 @@ expect_fail() { # name, needle, command...
   if [ "$rc" -ne 0 ] && grep -qF -- "$needle" <<<"$out"; then pass "$name"
   else fail "$name (exit $rc): $out"; fi
 }
+# kill_and_resume NAME FILE REFERENCE COMMAND...: runs COMMAND --out FILE --checkpoint-every 40 in
+# the background, kills it (SIGKILL) once the first checkpoint is there, resumes from FILE and
+# compares with REFERENCE (an uninterrupted run of the same command). The command must be
+# sparrow itself: killing a shell function's subshell would leave sparrow running on, writing.
+kill_and_resume() {
+  local name=$1 file=$2 ref=$3
+  shift 3
+  "$@" --out "$file" --checkpoint-every 40 &
+  local pid=$!
+  for _ in $(seq 1 400); do [ -s "$file" ] && break; sleep 0.01; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  if [ ! -s "$file" ] || cmp -s "$file" "$ref"; then
+    fail "$name: no mid-run checkpoint to resume from"
+  else
+    "$bin" train --resume "$file" --threads 1 --quiet --out "$file"
+    if cmp -s "$file" "$ref"; then pass "$name: same bytes"; else fail "$name: same bytes"; fi
+  fi
+}
 cp "$tmp/a.sparrow" "$tmp/good.sparrow"
 mkdir -p "$tmp/idx"
 expect_fail "unknown data" "idx:DIR" "$bin" train --model lenet300 --data mnist --out "$tmp/good.sparrow"
@@ -127,19 +146,8 @@ RECIPE
 ins=$("$bin" inspect "$tmp/r1.sparrow")
 if grep -Eq '^1.linear .* csr +12576 ' <<<"$ins" && grep -Eq '^4.linear .* csr +42 ' <<<"$ins"
 then pass "train --recipe: per-layer sparsity"; else fail "train --recipe: $ins"; fi
-"$bin" train --model "$tmp/m.cfg" --recipe "$tmp/r.recipe" --threads 2 --quiet \
-  --out "$tmp/rk.sparrow" --checkpoint-every 40 &
-pid=$!
-for _ in $(seq 1 400); do [ -s "$tmp/rk.sparrow" ] && break; sleep 0.01; done
-kill -9 "$pid" 2>/dev/null || true
-wait "$pid" 2>/dev/null || true
-if [ ! -s "$tmp/rk.sparrow" ] || cmp -s "$tmp/rk.sparrow" "$tmp/r1.sparrow"; then
-  fail "pruning run killed and resumed: no mid-run checkpoint to resume from"
-else
-  "$bin" train --resume "$tmp/rk.sparrow" --threads 1 --quiet --out "$tmp/rk.sparrow"
-  if cmp -s "$tmp/rk.sparrow" "$tmp/r1.sparrow"; then pass "pruning run killed and resumed: same bytes"
-  else fail "pruning run killed and resumed: same bytes"; fi
-fi
+kill_and_resume "pruning run killed and resumed" "$tmp/rk.sparrow" "$tmp/r1.sparrow" \
+  "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/r.recipe" --threads 2 --quiet
 printf 'prune-sparsity 0.9\nprune-layer 7.linear 0.5\n' >"$tmp/bad1.recipe"
 expect_fail "recipe naming a layer that does not exist" "no linear layer named '7.linear'" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/bad1.recipe" --out "$tmp/x.sparrow"
 printf 'prune-sparsity 0.9\nprune-speed 3\n' >"$tmp/bad2.recipe"
@@ -173,18 +181,9 @@ if grep -q '"sparse_train":"set","layers_nnz":\[5024,320\],"topology_updates":37
 then pass "train --sparse-train set --json"; else fail "train --sparse-train set --json: $out"; fi
 if cmp -s "$tmp/s1.sparrow" "$tmp/s2.sparrow"; then pass "SET: 1 and 2 threads, same bytes"
 else fail "SET: 1 and 2 threads, same bytes"; fi
-strain --threads 2 --quiet --out "$tmp/sk.sparrow" --checkpoint-every 40 &
-pid=$!
-for _ in $(seq 1 400); do [ -s "$tmp/sk.sparrow" ] && break; sleep 0.01; done
-kill -9 "$pid" 2>/dev/null || true
-wait "$pid" 2>/dev/null || true
-if [ ! -s "$tmp/sk.sparrow" ] || cmp -s "$tmp/sk.sparrow" "$tmp/s1.sparrow"; then
-  fail "SET run killed and resumed: no mid-run checkpoint to resume from"
-else
-  "$bin" train --resume "$tmp/sk.sparrow" --threads 1 --quiet --out "$tmp/sk.sparrow"
-  if cmp -s "$tmp/sk.sparrow" "$tmp/s1.sparrow"; then pass "SET run killed and resumed: same bytes"
-  else fail "SET run killed and resumed: same bytes"; fi
-fi
+kill_and_resume "SET run killed and resumed" "$tmp/sk.sparrow" "$tmp/s1.sparrow" \
+  "$bin" train --model "$tmp/m.cfg" --epochs 2 --seed 7 --sparse-train set --density 0.2 \
+  --update-every 50 --threads 2 --quiet
 out=$("$bin" train --model "$tmp/m.cfg" --epochs 1 --seed 7 --sparse-train rigl --density 0.2 \
   --update-every 100 --json --quiet --out "$tmp/rg.sparrow")
 if grep -q '"sparse_train":"rigl","layers_nnz":\[5024,320\],"topology_updates":7,' <<<"$out"
