@@ -276,9 +276,14 @@ static int parse_option(int argc, char **argv, int *i, settings *s, run_opts *r,
 
 /* Re-reads the settings saved in a model file's META text. */
 static int settings_from_meta(char *meta, settings *s, run_opts *r) {
-    char *argv[64];
+    char *argv[128];
     int argc = 0;
-    for (char *line = strtok(meta, "\n"); line && argc < 62; line = strtok(NULL, "\n")) {
+    for (char *line = strtok(meta, "\n"); line; line = strtok(NULL, "\n")) {
+        if (argc > 126) {
+            fprintf(stderr, "sparrow train: the model file holds more settings than this "
+                            "version reads (%d words)\n", argc);
+            return 1;
+        }
         char *sp = strchr(line, ' ');
         argv[argc++] = line;
         if (sp) {
@@ -399,6 +404,13 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
         for (int i = 0; i < recipe.argc; i++) {
+            if (strncmp(recipe.argv[i], "--", 2)) {
+                fprintf(stderr, "sparrow train: recipe %s line %d: '%s' is not a setting (a value "
+                                "after a setting that takes none?)\n", recipe_path,
+                        recipe.line[i], recipe.argv[i]);
+                cli_recipe_free(&recipe);
+                return 2;
+            }
             int rc = parse_option(recipe.argc, recipe.argv, &i, &s, &r, false, false);
             if (rc) {
                 if (rc < 0)
@@ -527,6 +539,12 @@ int cmd_train(int argc, char **argv) {
     if (s.batch > train->n) batches = 1;
     int64_t epochs = s.epochs;
     if (s.steps > 0) epochs = (s.steps + batches - 1) / batches;
+    if (s.prune.layers && !pruning) {
+        fprintf(stderr, "sparrow train: --prune-layers (or a recipe's prune-layer lines) needs "
+                        "--prune-sparsity S or --prune-granularity nm: nothing is pruned "
+                        "otherwise\n");
+        goto done;
+    }
     if (pruning && sparse) {
         fprintf(stderr, "sparrow train: --sparse-train and --prune-* do not mix: sparse training "
                         "keeps its density from the first step\n");

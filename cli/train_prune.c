@@ -96,8 +96,10 @@ const char *cli_prune_format(const cli_prune_settings *p) {
     return "csr";
 }
 
-/* Fills own[0..n) from "NAME=S,NAME=S": -1 where not named. */
-static int parse_layers(const char *list, const sp_model *m, double *own, int n) {
+/* Fills own[0..n) from "NAME=S,NAME=S": -1 where not named. The output layer (the last linear
+ * one) can be named only when it is pruned (prune_last). */
+static int parse_layers(const char *list, const sp_model *m, double *own, int n,
+                        bool prune_last) {
     for (int i = 0; i < n; i++) own[i] = -1.0;
     if (!list) return 0;
     const char *s = list;
@@ -128,6 +130,16 @@ static int parse_layers(const char *list, const sp_model *m, double *own, int n)
                             "(its linear layers: %s)\n", name, names);
             return 1;
         }
+        int last = -1;
+        for (int i = 0; i < n; i++) {
+            sp_layer_info li;
+            if (sp_model_layer(m, i, &li) == SP_OK && !strcmp(li.kind, "linear")) last = i;
+        }
+        if (found == last && !prune_last) {
+            fprintf(stderr, "sparrow: --prune-layers: '%s' is the output layer, which stays dense "
+                            "unless --prune-last is given\n", name);
+            return 1;
+        }
         double v;
         if (!cli_parse_f64("--prune-layers", val, 0.0, 0.999999, &v)) return 1;
         own[found] = v;
@@ -148,6 +160,11 @@ int cli_prune_setup(const cli_prune_settings *p, sp_model **m, bool fresh, int64
         fprintf(stderr, "sparrow: --prune-format nm needs --prune-granularity nm\n");
         return 1;
     }
+    if (!strcmp(cli_prune_format(p), "nm") && p->layers) {
+        fprintf(stderr, "sparrow: --prune-layers gives layers an unstructured sparsity, which N:M "
+                        "storage cannot hold: use --prune-format csr or drop --prune-layers\n");
+        return 1;
+    }
     if (fresh) {
         sp_prune_spec ms = {.granularity = SP_PRUNE_LAYERWISE, .sparsity = 0.0,
                             .format = "mask", .keep_last = !p->prune_last};
@@ -159,7 +176,7 @@ int cli_prune_setup(const cli_prune_settings *p, sp_model **m, bool fresh, int64
     const int n = sp_model_nlayers(*m);
     double *o = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
     if (!o) return cli_fail("pruning");
-    if (parse_layers(p->layers, *m, o, n)) {
+    if (parse_layers(p->layers, *m, o, n, p->prune_last)) {
         free(o);
         return 1;
     }
@@ -286,6 +303,12 @@ double cli_model_sparsity(const sp_model *m) {
     for (int i = 0; i < sp_model_nlayers(m); i++) {
         sp_layer_info li;
         sp_mask *p = NULL;
+        const sp_csr *c = sp_model_layer_csr(m, i);
+        if (c) { /* without a dense bit mask: a sparse layer may be huge */
+            kept += c->nnz;
+            total += c->rows * c->cols;
+            continue;
+        }
         if (sp_model_layer(m, i, &li) != SP_OK || strcmp(li.kind, "linear") ||
             sp_model_layer_pattern(m, i, &p) != SP_OK || !p)
             continue;

@@ -154,6 +154,11 @@ printf 'prune-sparsity 0.9\nprune-speed 3\n' >"$tmp/bad2.recipe"
 expect_fail "recipe with an unknown setting" "line 2" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/bad2.recipe" --out "$tmp/x.sparrow"
 printf 'prune-sparsity 1.5\n' >"$tmp/bad3.recipe"
 expect_fail "recipe with sparsity out of range" "--prune-sparsity expects a number" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/bad3.recipe" --out "$tmp/x.sparrow"
+expect_fail "per-layer sparsity without pruning" "needs --prune-sparsity" "$bin" train --model "$tmp/m.cfg" --prune-layers 1.linear=0.5 --out "$tmp/x.sparrow"
+expect_fail "per-layer sparsity for the dense output layer" "is the output layer" "$bin" train --model "$tmp/m.cfg" --prune-sparsity 0.5 --prune-layers 4.linear=0.5 --out "$tmp/x.sparrow"
+expect_fail "per-layer sparsity with N:M storage" "N:M storage cannot hold" "$bin" train --model "$tmp/m.cfg" --prune-granularity nm --prune-layers 1.linear=0.5 --out "$tmp/x.sparrow"
+printf 'prune-sparsity 0.5\nprune-last 1\n' >"$tmp/bad4.recipe"
+expect_fail "recipe: a value after a flag" "line 2: '1' is not a setting" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/bad4.recipe" --out "$tmp/x.sparrow"
 expect_fail "missing recipe" "cannot open" "$bin" train --model "$tmp/m.cfg" --recipe "$tmp/none.recipe" --out "$tmp/x.sparrow"
 expect_fail "prune: gradual without fine-tuning" "--finetune-epochs" "$bin" prune --model "$tmp/a.sparrow" --schedule gradual --out "$tmp/x.sparrow"
 expect_fail "prune: N:M that does not divide the layer, while training" "not a multiple of m = 5" "$bin" prune --model "$tmp/a.sparrow" --granularity nm --nm 2:5 --finetune-epochs 1 --out "$tmp/x.sparrow"
@@ -186,8 +191,13 @@ kill_and_resume "SET run killed and resumed" "$tmp/sk.sparrow" "$tmp/s1.sparrow"
   --update-every 50 --threads 2 --quiet
 out=$("$bin" train --model "$tmp/m.cfg" --epochs 1 --seed 7 --sparse-train rigl --density 0.2 \
   --update-every 100 --json --quiet --out "$tmp/rg.sparrow")
+"$bin" train --model "$tmp/m.cfg" --epochs 1 --seed 7 --sparse-train rigl --density 0.2 \
+  --update-every 40 --threads 1 --quiet --out "$tmp/rg2.sparrow"
 if grep -q '"sparse_train":"rigl","layers_nnz":\[5024,320\],"topology_updates":7,' <<<"$out"
 then pass "train --sparse-train rigl --json"; else fail "train --sparse-train rigl --json: $out"; fi
+kill_and_resume "RigL run (with dropout) killed and resumed" "$tmp/rk2.sparrow" "$tmp/rg2.sparrow" \
+  "$bin" train --model "$tmp/m.cfg" --epochs 1 --seed 7 --sparse-train rigl --density 0.2 \
+  --update-every 40 --threads 2 --quiet
 expect_fail "sparse training: density 0" "--density 0 must be in (0, 1]" "$bin" train --model lenet300 --sparse-train set --density 0
 expect_fail "sparse training: density above 1" "--density expects a number" "$bin" train --model lenet300 --sparse-train set --density 1.5
 expect_fail "sparse training: update interval 0" "--update-every 0 must be >= 1" "$bin" train --model lenet300 --sparse-train set --update-every 0

@@ -155,6 +155,19 @@ TEST(set_update_drops_closest_to_zero_and_keeps_patterns_valid) {
     const sp_csr *ca = sp_model_layer_csr(a, 3), *cb = sp_model_layer_csr(b, 3);
     CHECK(!memcmp(ca->row_ptr, cb->row_ptr, sizeof(int64_t) * (size_t)(ca->rows + 1)));
     for (int64_t k = 0; k < ca->nnz; k++) CHECK_EQ(sp_csr_col(ca, k), sp_csr_col(cb, k));
+    /* a dense layer (90%) has fewer empty positions than zeta asks to regrow: SET replaces only
+     * as many as fit */
+    sp_model *dz = NULL;
+    CHECK_OK(sp_model_new("flatten\nlinear out=8 format=csr density=0.875\nlinear out=classes\n",
+                          IN16, 4, 3, &dz));
+    if (dz) {
+        const int64_t nd[1] = {sp_model_layer_csr(dz, 1)->nnz};
+        CHECK_EQ(nd[0], 8 * 14);
+        sp_dst dd = {.kind = SP_DST_SET, .update_every = 1, .drop_fraction = 0.5, .seed = 1};
+        CHECK_OK(sp_dst_update(dz, NULL, &dd, 1));
+        check_csr_layers(dz, nd);
+        sp_model_free(dz);
+    }
     /* bad settings */
     sp_dst bad = d;
     bad.drop_fraction = 1.0;
@@ -364,7 +377,7 @@ TEST(rigl_update_grows_where_a_dense_gradient_reference_says) {
                                                    .drop_fraction = 0.3},
                                2),
                  SP_EINVAL);
-    CHECK(strstr(sp_last_error(), "RigL needs a dataset") != NULL);
+    CHECK(strstr(sp_last_error(), "RigL needs a non-empty dataset") != NULL);
     sp_model_free(m);
     sp_dataset_free(data);
 }

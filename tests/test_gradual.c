@@ -131,6 +131,14 @@ TEST(prune_masks_is_monotone_and_keeps_the_largest) {
         revived += sp_mask_get(p2, i / 16, i % 16) && !sp_mask_get(p1, i / 16, i % 16);
     CHECK_EQ(revived, 0);
     CHECK_EQ(sp_mask_count(p2), 24 * 16 / 4);
+    /* a lower target than the layer has leaves it as it is: nothing comes back */
+    sp.criterion = SP_PRUNE_MAGNITUDE;
+    CHECK_OK(sp_model_prune_masks(m, NULL, &sp, 0.5));
+    CHECK_EQ(check_dropped_are_zero(m, 1), 24 * 16 * 3 / 4);
+    sp.granularity = SP_PRUNE_GLOBAL;
+    CHECK_OK(sp_model_prune_masks(m, NULL, &sp, 0.0));
+    CHECK_EQ(check_dropped_are_zero(m, 3), 16 * 24 * 3 / 4);
+    sp.granularity = SP_PRUNE_LAYERWISE;
     /* global: one threshold over both layers' 768 weights */
     sp.criterion = SP_PRUNE_MAGNITUDE;
     sp.granularity = SP_PRUNE_GLOBAL;

@@ -153,16 +153,16 @@ sp_status sp_model_layer_set_weight(sp_model *m, int i, const float *w, const fl
  * keep (out x in, borrowed) and zeroes the weights it drops: pruning during training. Any other
  * layer is SP_EINVAL (sparse storage changes its pattern by rebuilding, sp_model_prune). */
 sp_status sp_model_layer_set_pattern(sp_model *m, int i, const sp_mask *keep);
+/* The CSR structure of layer i (borrowed; valid until the next topology change), or NULL if the
+ * layer is not a CSR linear layer. Its values are the parameter arena slice of the layer. */
+const sp_csr *sp_model_layer_csr(const sp_model *m, int i);
 /* Changes the topology of layer i, a linear layer stored as CSR, keeping its number of stored
  * entries: the entries drop[0..n) (stored-entry indices, ascending, distinct) go and the
- * positions grow[0..n) (row * in + col, ascending, distinct, not stored before) come in with
+ * positions grow[0..n) (row * in + col, ascending, distinct, not among the entries that stay) come in with
  * weight 0, without a dense detour. The layer's values in the parameter arena are re-ordered to
  * the new CSR order; src (the layer's entry count) gets, for each new entry, the index of the
  * old entry it came from, or -1 for a grown one, so that a caller can re-order optimizer state
  * alike (sp_optim_remap). SP_EINVAL naming the first bad index; on error nothing changes. */
-/* The CSR structure of layer i (borrowed; valid until the next topology change), or NULL if the
- * layer is not a CSR linear layer. Its values are the parameter arena slice of the layer. */
-const sp_csr *sp_model_layer_csr(const sp_model *m, int i);
 sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const int64_t *grow,
                                 int64_t n, int64_t *src);
 /* Nonzero parameters over the whole model. */

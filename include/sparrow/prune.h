@@ -274,7 +274,8 @@ sp_status sp_prune_pick_format(const sp_model *m, int i, int64_t batch, int nthr
 /* Prunes, in place, the masked linear layers (format=mask) of m (the last linear layer
  * excepted with spec->keep_last) to `sparsity` by spec's criterion (magnitude or random) and
  * granularity (layerwise, global, block; N:M keeps spec->n of every spec->m and ignores
- * sparsity), with spec's per-layer overrides. Entries already dropped stay dropped (they rank below every kept one); the dropped
+ * sparsity), with spec's per-layer overrides. Entries already dropped stay dropped (they rank
+ * below every kept one, and a target below a layer's sparsity leaves it as it is); the dropped
  * weights become zero and, when o is not NULL, their optimizer state too, so that they stay
  * zero while training goes on. spec->sparsity and spec->format are not read. SP_EINVAL if m has
  * no masked layer to prune. */
@@ -334,7 +335,9 @@ const char *sp_dst_name(sp_dst_kind kind);
 /* SP_OK or SP_EINVAL naming the bad setting. */
 sp_status sp_dst_check(const sp_dst *d);
 /* One topology update of every CSR linear layer of m at step `step`, with o's state re-ordered
- * alike (o may be NULL). */
+ * alike (o may be NULL). Layer by layer: an error part way (out of memory) leaves the layers
+ * before it updated, and training must stop there (sp_train does). A layer too dense to regrow
+ * what SET drops replaces only as many entries as it has empty positions. */
 sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step);
 /* The training hook: sp_dst_update at the steps d's settings say. */
 sp_status sp_dst_hook(sp_model *m, sp_optim *o, int64_t step, void *d);

@@ -78,7 +78,7 @@ static int by_i64(const void *a, const void *b) {
 /* SET's drop: the zeta fraction of the positive (>= 0) weights with the smallest values and of
  * the negative ones with the largest. Writes the stored indices, ascending, to drop; returns
  * their number, or -1 on allocation failure. */
-static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t *drop) {
+static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t max, int64_t *drop) {
     ranked *pos = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
     ranked *neg = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
     if (!pos || !neg) {
@@ -91,7 +91,12 @@ static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t *drop
         if (w[k] >= 0.0f) pos[np++] = (ranked){w[k], k};
         else neg[nn++] = (ranked){w[k], k};
     }
-    const int64_t kp = (int64_t)llround(zeta * (double)np), kn = (int64_t)llround(zeta * (double)nn);
+    int64_t kp = (int64_t)llround(zeta * (double)np), kn = (int64_t)llround(zeta * (double)nn);
+    if (kp + kn > max) { /* a dense layer has fewer empty positions than zeta asks to regrow */
+        const int64_t total = kp + kn;
+        kp = (int64_t)((double)kp * (double)max / (double)total);
+        kn = SP_MIN(kn, max - kp);
+    }
     qsort(pos, (size_t)np, sizeof *pos, by_value_up);
     qsort(neg, (size_t)nn, sizeof *neg, by_value_down);
     int64_t n = 0;
@@ -185,8 +190,9 @@ static sp_status rigl_tap(int layer, const float *x, const float *dy, int64_t ba
  * cos(pi t / T_end)). The batch is drawn from d->data by (seed, step); its gradient is seen
  * through the backward tap, layer by layer, tile by tile (sp_rigl_grow), never whole. */
 static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) {
-    if (!d->data || d->batch < 1)
-        return sp_fail(SP_EINVAL, "dst: RigL needs a dataset and a batch size for its gradient");
+    if (!d->data || d->batch < 1 || d->data->n < 1)
+        return sp_fail(SP_EINVAL, "dst: RigL needs a non-empty dataset and a batch size for its "
+                       "gradient");
     const double f = d->end_step > 0
                          ? d->drop_fraction / 2.0 *
                                (1.0 + cos(3.14159265358979323846 * (double)step / (double)d->end_step))
@@ -201,6 +207,7 @@ static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) 
     float *dl = sp_alloc(sizeof(float) * (size_t)(classes * B));
     int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)B);
     int64_t *drop = NULL, *src = NULL;
+    float *saved = NULL;
     if (!k || !grow || !idx || !x || !dl || !y) goto done;
     int any = 0;
     for (int i = 0; i < n; i++) {
@@ -223,6 +230,16 @@ static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) 
         idx[b] = B == d->data->n ? b : (int64_t)sp_rng_below(&r, (uint64_t)d->data->n);
     const float *logits;
     double loss;
+    /* the forward runs at this step's dropout stream (as the training step will, so a resumed
+     * run repeats it), and the state buffers (BatchNorm's running statistics) it would update
+     * are put back afterwards */
+    const int64_t nbuf = sp_model_nbuffers(m);
+    if (nbuf > 0) {
+        st = SP_ENOMEM;
+        if (!(saved = sp_alloc(sizeof(float) * (size_t)nbuf))) goto done;
+        memcpy(saved, sp_model_buffers(m), sizeof(float) * (size_t)nbuf);
+    }
+    sp_model_set_step(m, step);
     if ((st = sp_dataset_batch(d->data, idx, B, x, B, y)) != SP_OK ||
         (st = sp_model_forward(m, x, B, true, &logits)) != SP_OK ||
         (st = sp_loss_xent(logits, classes, B, y, 0.0f, &loss, dl, NULL)) != SP_OK)
@@ -259,6 +276,8 @@ done:
     sp_free(y);
     sp_free(drop);
     sp_free(src);
+    if (saved) memcpy(sp_model_buffers(m), saved, sizeof(float) * (size_t)sp_model_nbuffers(m));
+    sp_free(saved);
     return st;
 }
 
@@ -285,7 +304,8 @@ sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) {
         int64_t *src = sp_alloc(sizeof(int64_t) * (size_t)c->nnz);
         st = SP_ENOMEM;
         int64_t n = -1;
-        if (drop && grow && src) n = set_drops(w, c->nnz, d->drop_fraction, drop);
+        if (drop && grow && src)
+            n = set_drops(w, c->nnz, d->drop_fraction, c->rows * c->cols - c->nnz, drop);
         if (n >= 0) {
             sp_rng base, r;
             sp_rng_init(&base, d->seed, ((uint64_t)0x5e7 << 32) | (uint64_t)i);

@@ -122,8 +122,9 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
     sp_status st = SP_ENOMEM;
     float **scores = sp_calloc((size_t)n, sizeof *scores);
     sp_mask **masks = sp_calloc((size_t)n, sizeof *masks);
+    sp_mask **olds = sp_calloc((size_t)n, sizeof *olds);
     float *w = NULL;
-    if (!scores || !masks) goto done;
+    if (!scores || !masks || !olds) goto done;
     for (int i = 0; i < n; i++) {
         sp_layer_info li;
         if (!target(m, i, spec->keep_last, last, &li)) continue;
@@ -133,17 +134,16 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
         w = sp_alloc(sizeof(float) * (size_t)(rows * cols));
         scores[i] = sp_alloc(sizeof(float) * (size_t)(rows * cols));
         if (!w || !scores[i]) goto done;
-        sp_mask *old = NULL;
         if ((st = sp_model_layer_get_weight(m, i, w, NULL)) != SP_OK ||
-            (st = sp_model_layer_pattern(m, i, &old)) != SP_OK)
+            (st = sp_model_layer_pattern(m, i, &olds[i])) != SP_OK)
             goto done;
+        const sp_mask *old = olds[i];
         sp_prune_inputs pin = {.seed = spec->seed + (uint64_t)i};
         st = sp_prune_scores(spec->criterion, rows, cols, w, &pin, scores[i]);
         /* dropped entries rank below all kept ones */
         for (int64_t r = 0; r < rows && st == SP_OK; r++)
             for (int64_t c = 0; c < cols; c++)
                 if (!sp_mask_get(old, r, c)) scores[i][r * cols + c] = -INFINITY;
-        sp_mask_free(old);
         if (st != SP_OK) goto done;
         count++;
     }
@@ -158,6 +158,9 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
         if (!masks[i]) continue;
         sp_layer_info li;
         sp_model_layer(m, i, &li);
+        /* a target below the layer's sparsity would take dropped entries back: they stay out */
+        for (int64_t k = 0; k < masks[i]->rows * masks[i]->words_per_row; k++)
+            masks[i]->bits[k] &= olds[i]->bits[k];
         if ((st = sp_model_layer_set_pattern(m, i, masks[i])) != SP_OK) goto done;
         if (o && (st = sp_optim_mask_state(o, li.param_offset, masks[i])) != SP_OK) goto done;
     }
@@ -165,6 +168,8 @@ sp_status sp_model_prune_masks(sp_model *m, sp_optim *o, const sp_prune_spec *sp
 done:
     for (int i = 0; i < n && scores; i++) sp_free(scores[i]);
     for (int i = 0; i < n && masks; i++) sp_mask_free(masks[i]);
+    for (int i = 0; i < n && olds; i++) sp_mask_free(olds[i]);
+    sp_free(olds);
     sp_free(scores);
     sp_free(masks);
     sp_free(w);
