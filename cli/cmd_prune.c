@@ -63,6 +63,19 @@ static int run_train(const char *const *words, int nwords, const char *const (*p
     return cmd_train(targc, (char **)targv);
 }
 
+/* The model of a model file (owned), or NULL with a message naming --out. */
+static sp_model *load_model(const char *path) {
+    sp_checkpoint pc = {0};
+    if (sp_checkpoint_load(path, &pc) != SP_OK) {
+        cli_fail("--out");
+        return NULL;
+    }
+    sp_model *m = pc.model;
+    pc.model = NULL;
+    sp_checkpoint_free(&pc);
+    return m;
+}
+
 int cmd_prune(int argc, char **argv) {
     const char *model = NULL, *outp = NULL, *data = "fashion-mnist", *method = "magnitude",
                *gran = "layerwise", *format = NULL, *nm = "2:4", *block = "4x4";
@@ -227,24 +240,10 @@ int cmd_prune(int argc, char **argv) {
                            sizeof pairs / sizeof pairs[0]);
             if (rc != 0) goto done;
             rc = 1;
-            sp_checkpoint pc = {0};
-            if (sp_checkpoint_load(outp, &pc) != SP_OK) {
-                cli_fail("--out");
-                goto done;
-            }
-            pm = pc.model;
-            pc.model = NULL;
-            sp_checkpoint_free(&pc);
+            if (!(pm = load_model(outp))) goto done;
         }
     } else if (finetune > 0) {
-        sp_checkpoint pc = {0};
-        if (sp_checkpoint_load(outp, &pc) != SP_OK) {
-            cli_fail("--out");
-            goto done;
-        }
-        pm = pc.model;
-        pc.model = NULL;
-        sp_checkpoint_free(&pc);
+        if (!(pm = load_model(outp))) goto done; /* what the fine-tuning run wrote */
     } else {
         const bool autof = format && !strcmp(format, "auto");
         if (autof) spec.format = "mask"; /* masks first, then the measured formats */

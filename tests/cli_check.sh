@@ -50,14 +50,18 @@ else
 fi
 
 # bad input: non-zero exit, a message naming the problem, the good file untouched
-expect_fail() { # name, needle, command...
-  local name=$1 needle=$2
-  shift 2
+# expect_exit WANT NAME NEEDLE COMMAND...: the command fails (exit WANT; "any": any non-zero)
+# and says NEEDLE
+expect_exit() {
+  local want=$1 name=$2 needle=$3
+  shift 3
   local out rc=0
   out=$("$@" 2>&1) || rc=$?
-  if [ "$rc" -ne 0 ] && grep -qF -- "$needle" <<<"$out"; then pass "$name"
+  if [ "$rc" -ne 0 ] && { [ "$want" = any ] || [ "$rc" -eq "$want" ]; } &&
+     grep -qF -- "$needle" <<<"$out"; then pass "$name"
   else fail "$name (exit $rc): $out"; fi
 }
+expect_fail() { expect_exit any "$@"; }  # name, needle, command...
 # kill_and_resume NAME FILE REFERENCE COMMAND...: runs COMMAND --out FILE --checkpoint-every 40 in
 # the background, kills it (SIGKILL) once the first checkpoint is there, resumes from FILE and
 # compares with REFERENCE (an uninterrupted run of the same command). The command must be
@@ -214,14 +218,7 @@ for r in "$(dirname "$0")"/../examples/*.recipe; do
 done
 
 # lottery tickets: bad options are usage errors (exit 2) with their own message; one tiny run
-expect_usage() { # name, needle, command...
-  local name=$1 needle=$2
-  shift 2
-  local out rc=0
-  out=$("$@" 2>&1) || rc=$?
-  if [ "$rc" -eq 2 ] && grep -qF -- "$needle" <<<"$out"; then pass "$name"
-  else fail "$name (exit $rc): $out"; fi
-}
+expect_usage() { expect_exit 2 "$@"; }  # name, needle, command...
 expect_usage "lottery: rate 1" "--rate is the fraction pruned per round and must be in (0, 1), got '1'" "$bin" lottery --rate 1
 expect_usage "lottery: rate 0" "must be in (0, 1), got '0'" "$bin" lottery --rate 0
 expect_usage "lottery: rounds 0" "--rounds must be in [1, 1000], got '0'" "$bin" lottery --rounds 0

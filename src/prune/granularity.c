@@ -15,6 +15,7 @@
 #include "sparrow/prune.h"
 
 #include "../core/internal.h"
+#include "internal.h"
 
 /* Order-preserving map float -> uint32 (a < b <=> key(a) < key(b)); -0 maps like +0. */
 static inline uint32_t fkey(float f) {
@@ -49,11 +50,7 @@ static sel select_top(const seg *s, int64_t ns, int64_t k) {
                 uint32_t u = fkey(s[l].p[i]);
                 hist[(u >> shift) & 255u] += (u & pmask) == prefix; /* branch-free */
             }
-        int d = 255;
-        for (; d > 0; d--) {
-            if (hist[d] >= need) break;
-            need -= hist[d];
-        }
+        const int d = sp_radix_pick(hist, &need);
         prefix |= (uint32_t)d << shift;
         pmask |= 0xffu << shift;
     }

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sparrow/prune.h"
 
@@ -23,6 +24,18 @@ double sp_prune_override(const sp_prune_spec *spec, int i);
  * mask is freed and NULL. */
 sp_status sp_prune_masks_for(const sp_model *m, const sp_prune_spec *spec, double sparsity,
                              float *const *scores, sp_mask **masks, const char *who);
+
+/* One digit of a radix select for the k highest keys: with hist[d] the count of candidates
+ * (matching the digits so far) whose current 8-bit digit is d, the highest digit d whose
+ * candidates reach the `need` still to find; *need is reduced by the candidates above d. */
+static inline int sp_radix_pick(const int64_t hist[256], int64_t *need) {
+    int d = 255;
+    for (; d > 0; d--) {
+        if (hist[d] >= *need) break;
+        *need -= hist[d];
+    }
+    return d;
+}
 
 /* One line of a model config (docs/CONFIG.md): text[0..len) without its newline, body = text
  * past leading blanks, is_layer = the line is a layer (not "input", "}", a comment or blank).

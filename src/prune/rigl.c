@@ -39,6 +39,7 @@
 #include "sparrow/tensor.h"
 
 #include "../core/internal.h"
+#include "internal.h"
 
 #define RIGL_TILE_BYTES ((int64_t)1 << 20) /* default tile: about 1 MiB of G */
 
@@ -106,11 +107,7 @@ static void topk_compact(topk *t) {
             uint32_t u = t->key[i];
             hist[(u >> shift) & 255u] += (u & pmask) == prefix;
         }
-        int d = 255;
-        for (; d > 0; d--) {
-            if (hist[d] >= need) break;
-            need -= hist[d];
-        }
+        const int d = sp_radix_pick(hist, &need);
         prefix |= (uint32_t)d << shift;
         pmask |= 0xffu << shift;
     }
