@@ -8,12 +8,13 @@
 #
 #   bench/sparse_train.sh                 784-4096-4096-10, SET at densities 1% 2% 5% 10% 20%
 #                                         (uniform, update every 100 steps), sparrow dense, PyTorch
-#                                         masked-dense at 2% (and dense); 2 rounds, sparrow and
+#                                         masked-dense at 2% (and dense); 3 rounds
+#                                         (BENCH_SPARSE_ROUNDS), about 10 min, sparrow and
 #                                         PyTorch alternating, best per setting; writes
 #                                         bench/out/sparse_train.jsonl and the sparse-train
 #                                         section of docs/BENCHMARKS.md (bench/sparse_train_report.py)
-#   BENCH_QUICK=1 bench/sparse_train.sh   784-1024-1024-10, one round, fewer steps (checks the
-#                                         scripts in a couple of minutes)
+#   BENCH_QUICK=1 bench/sparse_train.sh   784-1024-1024-10, one round, 101 steps (checks the
+#                                         scripts in under a minute)
 #
 # Each run trains --steps N steps (not a whole epoch: a dense epoch of this network takes
 # minutes); its time per epoch is extrapolated (see bench/sparse_train_report.py). --steps is
@@ -44,7 +45,7 @@ if [ "$quick" = 1 ]; then
   torch_steps=10
 else
   hidden=4096
-  rounds=${BENCH_SPARSE_ROUNDS:-2}
+  rounds=${BENCH_SPARSE_ROUNDS:-3}
   # about 5-20 s of training each on this 2-core machine (0.2: ~45 s, the least it can be with
   # one timed topology update)
   steps_for() {
@@ -81,21 +82,38 @@ EOF
 core=$($bin info | sed -n 's/^dense gemm: //p')
 echo "{\"run\":\"sparse_train\",\"quick\":$([ "$quick" = 1 ] && echo true || echo false),\"hidden\":[$hidden,$hidden],\"densities\":[$(echo $densities | tr ' ' ,)],\"rounds\":$rounds,\"dense_gemm\":\"$core\",\"cpus\":$(nproc),\"start\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" >>"$res"
 
-tag() { # prefix a JSON line with the benchmark's own fields
-  sed "s/^{/{\"peer\":\"$1\",\"round\":$2,\"density_arg\":$3,\"steps_arg\":$4,\"loadavg\":$(cut -d' ' -f1 /proc/loadavg),/"
+psi() { sed -n 's/^some .*total=\([0-9]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0; }
+# run_sparrow PEER ROUND DENSITY STEPS ARGS...: one sparrow run, its JSON line prefixed with the
+# benchmark's fields: load average at the start, cpu_pressure (share of the wall time in which
+# some task waited for a CPU, /proc/pressure/cpu) and the process's peak RSS from /usr/bin/time
+# (sparrow prints peak_rss_mb for sparse runs only)
+run_sparrow() {
+  local peer=$1 round=$2 d=$3 n=$4 load p0 p1 t0 t1 rss pressure
+  shift 4
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  p0=$(psi)
+  t0=$(date +%s%N)
+  /usr/bin/time -f '%M' -o "$tmp/rss" $bin train --model "$cfg" --data "idx:$tmp/data" \
+    --steps "$n" --batch 64 --threads 2 --json --quiet --weights-only --out "$tmp/m.sparrow" \
+    "$@" >"$tmp/line"
+  t1=$(date +%s%N)
+  p1=$(psi)
+  rss=$(tail -1 "$tmp/rss")
+  pressure=$(awk -v a="$p0" -v b="$p1" -v t0="$t0" -v t1="$t1" \
+    'BEGIN { printf "%.3f", (b - a) * 1000 / (t1 - t0) }')
+  sed "s/^{/{\"peer\":\"$peer\",\"round\":$round,\"density_arg\":$d,\"steps_arg\":$n,\"loadavg\":$load,\"cpu_pressure\":$pressure,\"max_rss_mb_time\":$((rss / 1024)),/" \
+    "$tmp/line" >>"$res"
 }
 
 for round in $(seq 1 "$rounds"); do
   for d in $densities; do
     n=$(steps_for "$d")
     echo "bench: sparrow train --sparse-train set --density $d --steps $n (round $round)" >&2
-    $bin train --model "$cfg" --data "idx:$tmp/data" --sparse-train set --density "$d" \
-      --distribution uniform --update-every 100 --steps "$n" --batch 64 --threads 2 \
-      --json --quiet --weights-only --out "$tmp/m.sparrow" | tag sparrow-set "$round" "$d" "$n" >>"$res"
+    run_sparrow sparrow-set "$round" "$d" "$n" --sparse-train set --density "$d" \
+      --distribution uniform --update-every 100
   done
   echo "bench: sparrow train (dense) --steps $dense_steps (round $round)" >&2
-  $bin train --model "$cfg" --data "idx:$tmp/data" --steps "$dense_steps" --batch 64 --threads 2 \
-    --json --quiet --weights-only --out "$tmp/m.sparrow" | tag sparrow-dense "$round" 1 "$dense_steps" >>"$res"
+  run_sparrow sparrow-dense "$round" 1 "$dense_steps"
   echo "bench: PyTorch masked-dense (2%) and dense, --steps $torch_steps (round $round)" >&2
   $PY bench/sparse_train_torch.py --hidden "$hidden,$hidden" --density 0.02 --modes masked,dense \
     --steps "$torch_steps" --data "$fm" |

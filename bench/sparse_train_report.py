@@ -53,6 +53,12 @@ def fit(xs, ys):
     return my - b * mx, b
 
 
+def rss(r):
+    """Peak RSS in MB: /usr/bin/time's for sparrow runs (sparse and dense), else the run's own."""
+    v = r.get("max_rss_mb_time") or r.get("peak_rss_mb")
+    return "%.0f" % v if v else "-"
+
+
 def verdict(ok):
     return "**PASS**" if ok else "**FAIL**"
 
@@ -119,20 +125,20 @@ def section(records):
         e, r = best[d]
         nnz = sum(r["layers_nnz"])
         per[d] = e[2] / nnz
-        L.append("| %g%% | %s = %d | %d | %.1f | %.1f | %.1f | %.2f | %s | %.0f |" % (
+        L.append("| %g%% | %s = %d | %d | %.1f | %.1f | %.1f | %.2f | %s | %s |" % (
             100 * d, "+".join(str(x) for x in r["layers_nnz"]), nnz, r["steps"], e[0], e[1],
-            e[2], per[d] * 1e6, "%.2f" % (per[d] / ref) if ref else "-", r["peak_rss_mb"]))
+            e[2], per[d] * 1e6, "%.2f" % (per[d] / ref) if ref else "-", rss(r)))
     if dense_best:
         de = EPOCH / dense_best["samples_per_second"]
         L.append("| dense (sparrow) | %d | %d | %.1f | - | %.1f | %.2f | %s | %s |" % (
             dense_nnz, dense_best["steps"], de, de, de / dense_nnz * 1e6,
-            "%.2f" % (de / dense_nnz / ref) if ref else "-", "-"))
+            "%.2f" % (de / dense_nnz / ref) if ref else "-", rss(dense_best)))
     for name, r in (("PyTorch masked 2%", m_best), ("PyTorch dense", td_best)):
         if r:
             nnz = sum(r["layers_nnz"])
-            L.append("| %s (%s, %s) | %d | %d | - | - | %.1f | %.2f | %s | %.0f |" % (
+            L.append("| %s (%s, %s) | %d | %d | - | - | %.1f | %.2f | %s | %s |" % (
                 name, r["threads"], r["omp_wait_policy"], nnz, r["steps"], r["epoch_seconds"],
-                r["epoch_seconds"] / nnz * 1e6, "-", r["peak_rss_mb"]))
+                r["epoch_seconds"] / nnz * 1e6, "-", rss(r)))
     L.append("")
 
     # criteria
@@ -171,26 +177,30 @@ def section(records):
     L.append("")
 
     # every run
-    L += ["Every run (epoch seconds as above; load average at its start; cpu_pressure: share "
-          "of the time some task waited for a CPU, PyTorch only):", "",
+    L += ["Every run (epoch seconds as above; load: load average at its start; cpu_pressure: "
+          "share of the time some task waited for a CPU (/proc/pressure/cpu), over the whole "
+          "sparrow process, over the timed steps for PyTorch; above ~0.1 another process "
+          "competed for the cores and the time is an upper bound):", "",
           "| run | round | steps | train s | topology updates (s) | epoch s | peak RSS MB | "
           "load | cpu_pressure |", "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(set_runs, key=lambda r: (r["density_arg"], r["round"])):
         e = sparrow_epoch(r)
-        L.append("| sparrow SET %g%% | %d | %d | %.2f | %d (%.2f) | %.1f | %.0f | %.2f | - |" % (
+        L.append("| sparrow SET %g%% | %d | %d | %.2f | %d (%.2f) | %.1f | %s | %.2f | %s |" % (
             100 * r["density_arg"], r["round"], r["steps"], r["train_seconds"],
-            r["topology_updates"], r["topology_update_seconds"], e[2], r["peak_rss_mb"],
-            r["loadavg"]))
+            r["topology_updates"], r["topology_update_seconds"], e[2], rss(r),
+            r["loadavg"], r.get("cpu_pressure", "-")))
     for r in dense_runs:
-        L.append("| sparrow dense | %d | %d | %.2f | - | %.1f | - | %.2f | - |" % (
+        L.append("| sparrow dense | %d | %d | %.2f | - | %.1f | %s | %.2f | %s |" % (
             r["round"], r["steps"], r["train_seconds"], EPOCH / r["samples_per_second"],
-            r["loadavg"]))
+            rss(r), r["loadavg"], r.get("cpu_pressure", "-")))
     for r in sorted(masked + tdense, key=lambda r: (r["peer"], r["round"])):
-        L.append("| %s %s/%s | %d | %d | %.2f | - | %.1f | %.0f | %.2f | %s |" % (
+        L.append("| %s %s/%s | %d | %d | %.2f | - | %.1f | %s | %.2f | %s |" % (
             r["peer"], r["threads"], r["omp_wait_policy"], r["round"], r["steps"], r["seconds"],
-            r["epoch_seconds"], r["peak_rss_mb"], r["loadavg"][0], r.get("cpu_pressure")))
-    L += ["", "sparrow's peak RSS (`peak_rss_mb`, getrusage) is only printed for sparse runs; "
-          "PyTorch's includes torch itself and the dataset as float32 (~190 MB).", "", END]
+            r["epoch_seconds"], rss(r), r["loadavg"][0], r.get("cpu_pressure")))
+    L += ["", "Peak RSS: sparrow's from `/usr/bin/time` (for sparse runs it matches "
+          "`peak_rss_mb` of `sparrow train --json`); PyTorch's (getrusage, the worker process, "
+          "after all its settings) includes torch itself and the dataset as float32 (~190 MB).",
+          "", END]
     return "\n".join(L)
 
 
