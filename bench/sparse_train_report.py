@@ -87,7 +87,7 @@ def section(records):
     torch_version = next((r.get("torch_version") for r in masked + tdense), "?")
     dirty = git("status", "--porcelain", "--untracked-files=no")
     L = [BEGIN, "", "## Sparse training: time against nnz, and 98% against dense", "",
-         "%s, commit %s%s, %s, %d CPUs; sparrow dense gemm %s; torch %s%s. "
+         "Run started %s, report %s, commit %s%s, %s, %d CPUs; sparrow dense gemm %s; torch %s%s. "
          "`bench/sparse_train.sh`%s: network 784-%s-10 (config: `flatten`, `linear out=%d`, "
          "`relu`, `linear out=%d`, `relu`, `linear out=classes`), Fashion-MNIST, batch 64, Adam "
          "lr 1e-3, 2 threads. sparrow: `sparrow train --sparse-train set --density D "
@@ -99,7 +99,8 @@ def section(records):
          "fastest of its thread settings (torch:OpenBLAS threads, OMP_WAIT_POLICY=passive). "
          "%d round(s), sparrow and PyTorch alternating; best of the rounds per setting. "
          "OpenBLAS at full speed (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset) for both." % (
-             time.strftime("%Y-%m-%d"), git("rev-parse", "--short", "HEAD"),
+             meta.get("start", "?"), time.strftime("%Y-%m-%d"),
+             git("rev-parse", "--short", "HEAD"),
              " (+ uncommitted changes)" if dirty else "", cpu_model(), meta.get("cpus", 0),
              meta.get("dense_gemm", "?"), torch_version,
              next((" (" + r["blas"].split("; ")[1] + ")" for r in masked if "; " in
@@ -154,7 +155,7 @@ def section(records):
         L.append("- %s time per epoch linear in nnz within 25%% over 1%%..20%% (defined as: epoch "
                  "seconds per nonzero at each density within 25%% of that at 20%%) — measured "
                  "per-nnz cost relative to 20%%: %s" % (
-                     verdict(lin_ok), ", ".join("%g%% %+.0f%%" % (100 * d, 100 * dev[d])
+                     verdict(lin_ok), ", ".join("%g%% %+.1f%%" % (100 * d, 100 * dev[d])
                                                 for d in ds)))
         L.append("  - for information, least-squares line epoch = a + b nnz: a = %.2f s, b = "
                  "%.2f s per million nnz; deviations from it: %s (all within 25%%: %s)" % (
