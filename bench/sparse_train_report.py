@@ -175,6 +175,20 @@ def section(records):
                      "measured %.1f s / %.1f s = %.1fx (PyTorch dense, no mask: %s)" % (
                          verdict(q >= 10), m_best["epoch_seconds"], se, q,
                          "%.1f s" % td_best["epoch_seconds"] if td_best else "-"))
+        rounds = sorted({r["round"] for r in set_runs})
+        per_round = []
+        for rd in rounds:
+            sp = [sparrow_epoch(r)[2] for r in set_runs if r["round"] == rd
+                  and r["density_arg"] == 0.02]
+            dn = [EPOCH / r["samples_per_second"] for r in dense_runs if r["round"] == rd]
+            mk = [r["epoch_seconds"] for r in masked if r["round"] == rd]
+            if sp:
+                per_round.append("round %d: %s, %s" % (
+                    rd, "dense %.1fx" % (min(dn) / sp[0]) if dn else "dense -",
+                    "PyTorch masked %.1fx" % (min(mk) / sp[0]) if mk else "PyTorch masked -"))
+        if per_round:
+            L.append("  - the same ratios within each round (the machine is shared; best of "
+                     "the rounds above): %s" % "; ".join(per_round))
     L.append("")
 
     # every run
