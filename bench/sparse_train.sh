@@ -80,7 +80,7 @@ for name, rec in (("t10k-images-idx3-ubyte", 784), ("t10k-labels-idx1-ubyte", 1)
 EOF
 
 core=$($bin info | sed -n 's/^dense gemm: //p')
-echo "{\"run\":\"sparse_train\",\"quick\":$([ "$quick" = 1 ] && echo true || echo false),\"hidden\":[$hidden,$hidden],\"densities\":[$(echo $densities | tr ' ' ,)],\"rounds\":$rounds,\"dense_gemm\":\"$core\",\"cpus\":$(nproc),\"start\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" >>"$res"
+echo "{\"run\":\"sparse_train\",\"quick\":$([ "$quick" = 1 ] && echo true || echo false),\"hidden\":[$hidden,$hidden],\"densities\":[$(echo "$densities" | tr ' ' ,)],\"rounds\":$rounds,\"dense_gemm\":\"$core\",\"cpus\":$(nproc),\"start\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" >>"$res"
 
 psi() { sed -n 's/^some .*total=\([0-9]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0; }
 # run_sparrow PEER ROUND DENSITY STEPS ARGS...: one sparrow run, its JSON line prefixed with the
