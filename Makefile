@@ -2,8 +2,9 @@
 #
 #   make            build build/sparrow (CLI), build/libsparrow.a and build/libsparrow.so
 #   make test       the suite: plain, with SPARROW_ISA=scalar, and under ASan+UBSan
-#   make bench      the kernel sweep and training throughput, with their peers (OpenBLAS,
-#                   PyTorch, SciPy); writes docs/BENCHMARKS.md
+#   make bench      the kernel sweep, training throughput and sparse training (time against
+#                   nnz, 98% against dense), with their peers (OpenBLAS, PyTorch, SciPy);
+#                   writes docs/BENCHMARKS.md
 #                   (BENCH_QUICK=1 make bench: a small grid, a few minutes)
 #   make run        the main job end to end: train LeNet-300-100 on Fashion-MNIST, evaluate it
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
@@ -106,6 +107,7 @@ bench: build
 	@$(DEPS) bench data
 	@bench/run.sh
 	@bench/train.sh
+	@bench/sparse_train.sh
 
 run: build
 	@$(DEPS) data

@@ -614,13 +614,15 @@ def main():
         w("- " + n)
     w("")
 
-    # keep the training section that bench/train_report.py maintains in the same file
-    begin, end = "<!-- training:begin", "<!-- training:end -->"
+    # keep the sections that other scripts maintain in the same file (training:
+    # bench/train_report.py, sparse-train: bench/sparse_train_report.py, pruning: scripts/run.sh)
     if os.path.exists(a.out):
         old = open(a.out).read()
-        if begin in old and end in old:
-            kept = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
-            L += ["", kept, ""]
+        for name in ("training", "sparse-train", "pruning"):
+            begin, end = "<!-- %s:begin" % name, "<!-- %s:end -->" % name
+            if begin in old and end in old:
+                kept = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+                L += ["", kept, ""]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         f.write("\n".join(L))

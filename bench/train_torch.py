@@ -66,15 +66,16 @@ import time
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def reexec_without_openblas_env(argv):
-    """Restarts this script without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when either is set."""
+def reexec_without_openblas_env(argv, script=None):
+    """Restarts this script (or script) without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when either
+    is set."""
     if not any(v in os.environ for v in OPENBLAS_VARS):
         return
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
     print("train_torch: restarting without %s" % ", ".join(v for v in OPENBLAS_VARS
                                                            if v in os.environ), file=sys.stderr)
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + argv, env)
+    os.execve(sys.executable, [sys.executable, os.path.abspath(script or __file__)] + argv, env)
 
 
 def parse_args(argv):
@@ -305,15 +306,15 @@ def measure(args, torch, nn, data, openblas, blas):
                           "train_seconds": round(secs, 1)}), flush=True)
 
 
-def run_worker(argv, policy, keep_openblas_env):
-    """Runs this script as a worker with OMP_WAIT_POLICY set for its whole life (libgomp reads it
+def run_worker(argv, policy, keep_openblas_env, script=None):
+    """Runs this script (or another that shares it, bench/sparse_train_torch.py) as a worker with OMP_WAIT_POLICY set for its whole life (libgomp reads it
     once, when torch loads); returns the JSON records it printed (and passes its lines through)."""
     env = {k: v for k, v in os.environ.items()
            if keep_openblas_env or k not in OPENBLAS_VARS}
     env.pop("OMP_WAIT_POLICY", None)
     if policy != "unset":
         env["OMP_WAIT_POLICY"] = policy.upper()
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + argv
+    cmd = [sys.executable, os.path.abspath(script or __file__), "--worker"] + argv
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, universal_newlines=True)
     records = []
     for line in proc.stdout.splitlines():
