@@ -45,6 +45,8 @@ typedef struct linear_layer {
     int64_t nw;            /* weight floats in the arena */
     sp_mask *mask;         /* LIN_MASK */
     sp_csr *csr;           /* LIN_CSR: val aliases the arena */
+    sp_csr *csr_t;         /* LIN_CSR: W^T for the input gradient, built on first use */
+    int64_t *tperm;        /* entry k of csr_t is entry tperm[k] of csr */
     sp_bsr *bsr;
     sp_nm *nm;
 } linear_layer;
@@ -78,6 +80,53 @@ static sp_status linear_forward(sp_layer *l, const sp_run *run, const float *x, 
     return SP_EINVAL;
 }
 
+/* dX = W^T dY for a CSR weight, as the forward product of W^T: each row of dX gathers its
+ * entries, where scattering W's rows into dX (sp_csr_spmm_t) measured 8-12x slower than the
+ * forward product on the same matrix (bench/sparse_train.sh, perf). W^T's structure is built
+ * once per topology (csr_t, tperm: counting sort by column); its values are gathered from W's
+ * before each use, since the optimizer changes them every step. */
+static sp_status csr_input_grad(linear_layer *L, const float *dy, int64_t cols, float *dx,
+                                int nthreads) {
+    const sp_csr *c = L->csr;
+    if (!L->csr_t) {
+        sp_csr *t = NULL;
+        sp_status st = sp_csr_new(L->in, L->out, c->nnz, 0, &t);
+        if (st != SP_OK) return st;
+        int64_t *perm = sp_alloc(sizeof(int64_t) * (size_t)(c->nnz > 0 ? c->nnz : 1));
+        int64_t *next = sp_calloc((size_t)L->in + 1, sizeof(int64_t));
+        if (!perm || !next) {
+            sp_free(perm);
+            sp_free(next);
+            sp_csr_free(t);
+            return SP_ENOMEM;
+        }
+        for (int64_t k = 0; k < c->nnz; k++) next[sp_csr_col(c, k) + 1]++;
+        for (int64_t j = 0; j < L->in; j++) next[j + 1] += next[j];
+        memcpy(t->row_ptr, next, sizeof(int64_t) * (size_t)(L->in + 1));
+        for (int64_t i = 0; i < L->out; i++)
+            for (int64_t k = c->row_ptr[i]; k < c->row_ptr[i + 1]; k++) {
+                const int64_t q = next[sp_csr_col(c, k)]++;
+                if (t->col_idx16) t->col_idx16[q] = (uint16_t)i;
+                else t->col_idx[q] = (int32_t)i;
+                perm[q] = k;
+            }
+        sp_free(next);
+        L->csr_t = t;
+        L->tperm = perm;
+    }
+    sp_csr *t = L->csr_t;
+    for (int64_t q = 0; q < t->nnz; q++) t->val[q] = L->base.param[L->tperm[q]];
+    return sp_csr_spmm(t, dy, cols, cols, dx, cols, NULL, SP_ACT_NONE, nthreads);
+}
+
+/* Drops W^T after a topology change. */
+static void drop_transpose(linear_layer *L) {
+    sp_csr_free(L->csr_t);
+    sp_free(L->tperm);
+    L->csr_t = NULL;
+    L->tperm = NULL;
+}
+
 static sp_status linear_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
                                  const float *dy, float *dx) {
     linear_layer *L = (linear_layer *)l;
@@ -103,8 +152,7 @@ static sp_status linear_backward(sp_layer *l, const sp_run *run, const float *x,
         return st;
     case LIN_CSR:
         st = sp_csr_sddmm(L->csr, dy, cols, x, cols, cols, dw, true, run->nthreads);
-        if (st == SP_OK && dx)
-            st = sp_csr_spmm_t(L->csr, dy, cols, cols, dx, cols, false, run->nthreads);
+        if (st == SP_OK && dx) st = csr_input_grad(L, dy, cols, dx, run->nthreads);
         return st;
     case LIN_BSR:
         st = sp_bsr_sddmm(L->bsr, dy, cols, x, cols, cols, dw, true, run->nthreads);
@@ -199,6 +247,7 @@ static void linear_free(sp_layer *l) {
     if (L->csr && L->csr->val == l->param) L->csr->val = NULL;
     if (L->bsr && L->bsr->val == l->param) L->bsr->val = NULL;
     if (L->nm && L->nm->val == l->param) L->nm->val = NULL;
+    drop_transpose(L);
     sp_mask_free(L->mask);
     sp_csr_free(L->csr);
     sp_bsr_free(L->bsr);
@@ -407,6 +456,7 @@ static sp_status linear_rewire(sp_layer *l, const int64_t *drop, const int64_t *
         }
         memcpy(l->param, v, sizeof(float) * (size_t)nnz);
         memset(l->grad, 0, sizeof(float) * (size_t)nnz);
+        drop_transpose(L);
     }
     sp_free(rp);
     sp_free(ci);
