@@ -23,13 +23,12 @@ Criteria (the issue's line; definitions fixed here, before the numbers):
   masked-dense epoch (fastest thread setting) / sparrow sparse epoch >= 10.
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_report import cpu_model, git  # noqa: E402
+from train_report import cpu_model, git, read_jsonl, write_section  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN = "<!-- sparse-train:begin (bench/sparse_train_report.py) -->"
@@ -225,24 +224,8 @@ def main():
                     default=os.path.join(ROOT, "bench", "out", "sparse_train.jsonl"))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
     a = ap.parse_args()
-    records = []
-    with open(a.inp) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    pass
-    text = section(records)
-    old = open(a.out).read() if os.path.exists(a.out) else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    with open(a.out, "w") as f:
-        f.write(new)
+    text = section(read_jsonl(a.inp))
+    write_section(a.out, text, BEGIN, END)
     print(text)
     return 0
 

@@ -99,13 +99,10 @@ def section(records):
     return "\n".join(L)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--in", dest="inp", default=os.path.join(ROOT, "bench", "out", "train.jsonl"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
-    a = ap.parse_args()
+def read_jsonl(path):
+    """The JSON objects of a results file, one per line (other lines skipped)."""
     records = []
-    with open(a.inp) as f:
+    with open(path) as f:
         for line in f:
             line = line.strip()
             if line.startswith("{"):
@@ -113,15 +110,28 @@ def main():
                     records.append(json.loads(line))
                 except ValueError:
                     pass
-    text = section(records)
-    old = open(a.out).read() if os.path.exists(a.out) else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text + rest.split(END, 1)[1]
+    return records
+
+
+def write_section(path, text, begin, end):
+    """Replaces the text between the markers begin..end of path (or appends it)."""
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + text + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
-    with open(a.out, "w") as f:
+    with open(path, "w") as f:
         f.write(new)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--in", dest="inp", default=os.path.join(ROOT, "bench", "out", "train.jsonl"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+    a = ap.parse_args()
+    text = section(read_jsonl(a.inp))
+    write_section(a.out, text, BEGIN, END)
     print(text)
     return 0
 
