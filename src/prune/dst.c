@@ -52,60 +52,78 @@ sp_status sp_dst_check(const sp_dst *d) {
     return SP_OK;
 }
 
-/* An entry (value, stored index) for ordering. */
-typedef struct ranked {
-    float v;
-    int64_t k;
-} ranked;
-
-static int by_value_up(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
-    if (x->v != y->v) return x->v < y->v ? -1 : 1;
-    return x->k < y->k ? -1 : x->k > y->k;
-}
-
-static int by_value_down(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
-    if (x->v != y->v) return x->v > y->v ? -1 : 1;
-    return x->k < y->k ? -1 : x->k > y->k;
-}
-
 static int by_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
 }
 
-/* SET's drop: the zeta fraction of the positive (>= 0) weights with the smallest values and of
- * the negative ones with the largest. Writes the stored indices, ascending, to drop; returns
- * their number, or -1 on allocation failure. */
-static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t max, int64_t *drop) {
-    ranked *pos = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
-    ranked *neg = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
-    if (!pos || !neg) {
-        sp_free(pos);
-        sp_free(neg);
+/* The key of the k-th highest among the keys of group g (group[i] == g), and how many entries
+ * equal to it are taken (the lowest indices first): a radix select, four passes over n. */
+static uint32_t kth_highest(const uint32_t *key, const uint8_t *group, uint8_t g, int64_t n,
+                            int64_t k, int64_t *ties) {
+    uint32_t prefix = 0, pmask = 0;
+    int64_t need = k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        int64_t hist[256] = {0};
+        for (int64_t i = 0; i < n; i++)
+            hist[(key[i] >> shift) & 255u] += group[i] == g && (key[i] & pmask) == prefix;
+        prefix |= (uint32_t)sp_radix_pick(hist, &need) << shift;
+        pmask |= 0xffu << shift;
+    }
+    *ties = need;
+    return prefix;
+}
+
+/* The entries to drop, ascending, in O(nnz): per group (SET: 0 = w >= 0 ranked by -w, 1 = w < 0
+ * ranked by w, so that each ranks the values closest to zero highest; RigL: one group ranked by
+ * -|w|), the k[g] highest keys, ties to the lower index. Returns their number, or -1 when out of
+ * memory. */
+static int64_t select_drops(const float *w, int64_t nnz, bool by_sign, const int64_t k[2],
+                            int64_t *drop) {
+    uint32_t *key = sp_alloc(sizeof(uint32_t) * (size_t)(nnz > 0 ? nnz : 1));
+    uint8_t *group = sp_alloc((size_t)(nnz > 0 ? nnz : 1));
+    if (!key || !group) {
+        sp_free(key);
+        sp_free(group);
         return -1;
     }
-    int64_t np = 0, nn = 0;
-    for (int64_t k = 0; k < nnz; k++) {
-        if (w[k] >= 0.0f) pos[np++] = (ranked){w[k], k};
-        else neg[nn++] = (ranked){w[k], k};
+    for (int64_t i = 0; i < nnz; i++) {
+        group[i] = by_sign && w[i] < 0.0f;
+        key[i] = by_sign && w[i] < 0.0f ? sp_fkey(w[i]) : ~sp_fkey(by_sign ? w[i] : fabsf(w[i]));
     }
+    uint32_t thr[2] = {0, 0};
+    int64_t ties[2] = {0, 0}, left[2] = {k[0], k[1]};
+    for (int g = 0; g < (by_sign ? 2 : 1); g++)
+        if (k[g] > 0) thr[g] = kth_highest(key, group, (uint8_t)g, nnz, k[g], &ties[g]);
+    int64_t n = 0;
+    for (int64_t i = 0; i < nnz; i++) {
+        const int g = group[i];
+        if (left[g] == 0) continue;
+        if (key[i] > thr[g] || (key[i] == thr[g] && ties[g] > 0)) {
+            if (key[i] == thr[g]) ties[g]--;
+            left[g]--;
+            drop[n++] = i;
+        }
+    }
+    sp_free(key);
+    sp_free(group);
+    return n;
+}
+
+/* SET's drop: the zeta fraction of the positive (>= 0) weights with the smallest values and of
+ * the negative ones with the largest, at most max in all. */
+static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t max, int64_t *drop) {
+    int64_t np = 0;
+    for (int64_t i = 0; i < nnz; i++) np += w[i] >= 0.0f;
+    const int64_t nn = nnz - np;
     int64_t kp = (int64_t)llround(zeta * (double)np), kn = (int64_t)llround(zeta * (double)nn);
     if (kp + kn > max) { /* a dense layer has fewer empty positions than zeta asks to regrow */
         const int64_t total = kp + kn;
         kp = (int64_t)((double)kp * (double)max / (double)total);
         kn = SP_MIN(kn, max - kp);
     }
-    qsort(pos, (size_t)np, sizeof *pos, by_value_up);
-    qsort(neg, (size_t)nn, sizeof *neg, by_value_down);
-    int64_t n = 0;
-    for (int64_t i = 0; i < kp; i++) drop[n++] = pos[i].k;
-    for (int64_t i = 0; i < kn; i++) drop[n++] = neg[i].k;
-    qsort(drop, (size_t)n, sizeof *drop, by_i64);
-    sp_free(pos);
-    sp_free(neg);
-    return n;
+    const int64_t k[2] = {kp, kn};
+    return select_drops(w, nnz, true, k, drop);
 }
 
 /* True if column c is stored in row i of the pattern (columns ascending within a row). */
@@ -157,14 +175,8 @@ static sp_status random_grows(const sp_csr *c, int64_t n, sp_rng *r, int64_t *gr
 
 /* RigL's drop: the k stored entries of smallest |w| (ties: the lower index), ascending. */
 static sp_status magnitude_drops(const float *w, int64_t nnz, int64_t k, int64_t *drop) {
-    ranked *r = sp_alloc(sizeof(ranked) * (size_t)(nnz > 0 ? nnz : 1));
-    if (!r) return SP_ENOMEM;
-    for (int64_t i = 0; i < nnz; i++) r[i] = (ranked){fabsf(w[i]), i};
-    qsort(r, (size_t)nnz, sizeof *r, by_value_up);
-    for (int64_t i = 0; i < k; i++) drop[i] = r[i].k;
-    qsort(drop, (size_t)k, sizeof *drop, by_i64);
-    sp_free(r);
-    return SP_OK;
+    const int64_t kk[2] = {k, 0};
+    return select_drops(w, nnz, false, kk, drop) < 0 ? SP_ENOMEM : SP_OK;
 }
 
 /* What the backward tap of a RigL update gathers: per CSR layer, the positions to grow. */

@@ -17,14 +17,6 @@
 #include "../core/internal.h"
 #include "internal.h"
 
-/* Order-preserving map float -> uint32 (a < b <=> key(a) < key(b)); -0 maps like +0. */
-static inline uint32_t fkey(float f) {
-    f = f + 0.0f; /* -0 + +0 = +0 in round-to-nearest */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    /* negative: flip every bit; positive: set the sign bit (branch-free) */
-    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
-}
 
 typedef struct seg {
     const float *p;
@@ -47,7 +39,7 @@ static sel select_top(const seg *s, int64_t ns, int64_t k) {
         int64_t hist[256] = {0};
         for (int64_t l = 0; l < ns; l++)
             for (int64_t i = 0; i < s[l].n; i++) {
-                uint32_t u = fkey(s[l].p[i]);
+                uint32_t u = sp_fkey(s[l].p[i]);
                 hist[(u >> shift) & 255u] += (u & pmask) == prefix; /* branch-free */
             }
         const int d = sp_radix_pick(hist, &need);
@@ -60,7 +52,7 @@ static sel select_top(const seg *s, int64_t ns, int64_t k) {
 }
 
 static inline bool sel_keep(sel *r, float f) {
-    uint32_t u = fkey(f);
+    uint32_t u = sp_fkey(f);
     if (u > r->thr) return true;
     if (u == r->thr && r->ties > 0) {
         r->ties--;
@@ -213,7 +205,7 @@ sp_status sp_prune_mask_nm(int64_t rows, int64_t cols, const float *scores, int3
         for (int64_t g = 0; g < cols; g += m) {
             const float *p = scores + i * cols + g;
             uint32_t key[32];
-            for (int32_t t = 0; t < m; t++) key[t] = fkey(p[t]);
+            for (int32_t t = 0; t < m; t++) key[t] = sp_fkey(p[t]);
             /* keep offset t if fewer than n offsets beat it (higher key, or equal key at a
              * lower offset): O(m^2) per group, branch-free */
             for (int32_t t = 0; t < m; t++) {

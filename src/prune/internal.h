@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "sparrow/prune.h"
 
@@ -24,6 +25,15 @@ double sp_prune_override(const sp_prune_spec *spec, int i);
  * mask is freed and NULL. */
 sp_status sp_prune_masks_for(const sp_model *m, const sp_prune_spec *spec, double sparsity,
                              float *const *scores, sp_mask **masks, const char *who);
+
+/* Order-preserving map float -> uint32 (a < b <=> key(a) < key(b)); -0 maps like +0. */
+static inline uint32_t sp_fkey(float f) {
+    f = f + 0.0f; /* -0 + +0 = +0 in round-to-nearest */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    /* negative: flip every bit; positive: set the sign bit (branch-free) */
+    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
+}
 
 /* One digit of a radix select for the k highest keys: with hist[d] the count of candidates
  * (matching the digits so far) whose current 8-bit digit is d, the highest digit d whose

@@ -43,13 +43,6 @@
 
 #define RIGL_TILE_BYTES ((int64_t)1 << 20) /* default tile: about 1 MiB of G */
 
-/* Order-preserving map float -> uint32 (a < b <=> key(a) < key(b)); -0 maps like +0. */
-static inline uint32_t fkey(float f) {
-    f = f + 0.0f; /* -0 + +0 = +0 in round-to-nearest */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
-}
 
 /* Inverse of fkey for keys of floats >= +0 (sign bit set in the key). */
 static inline float fkey_inv_nonneg(uint32_t u) {
@@ -87,7 +80,7 @@ static sp_status check_args(const char *who, const sp_csr *w, const float *dy, c
 /* ---- the running top-k ---------------------------------------------------------------------- */
 
 typedef struct topk {
-    uint32_t *key;  /* cap keys, fkey(|G|) */
+    uint32_t *key;  /* cap keys, sp_fkey(|G|) */
     int64_t *idx;   /* cap indices, ascending */
     int64_t n, cap, k;
     bool have_thr;  /* n >= k survivors were selected once: thr is the k-th best key */
@@ -132,7 +125,7 @@ static void topk_offer(topk *t, const float *tile, int64_t count, int64_t base) 
     for (int64_t e = 0; e < count; e++) {
         float v = tile[e];
         if (v < 0.0f) continue; /* in the pattern */
-        uint32_t u = fkey(v);
+        uint32_t u = sp_fkey(v);
         if (t->have_thr && u <= t->thr) continue; /* a tie loses: its index is higher */
         t->key[t->n] = u;
         t->idx[t->n] = base + e;
