@@ -4,6 +4,8 @@
 #ifndef SPARROW_INTERNAL_H
 #define SPARROW_INTERNAL_H
 
+#include <time.h>
+
 #include "sparrow/core.h"
 
 /* Sets this thread's last-error message (printf-style) and returns st, so that a check reads
@@ -18,5 +20,12 @@ void sp_parallel_for(int64_t ntasks, int nthreads, sp_task_fn fn, void *ctx);
 #define SP_UNUSED(x) ((void)(x))
 #define SP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SP_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Seconds on the monotonic clock, for progress reports and timings (never for results). */
+static inline double sp_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 #endif

@@ -17,12 +17,6 @@
 
 #define AUTO_CANDIDATES 8
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Fraction of stored entries that are in the pattern when stored in br x bc blocks. */
 static double block_fill(const sp_mask *p, int64_t br, int64_t bc) {
     int64_t blocks = 0;
@@ -55,17 +49,17 @@ static sp_status time_forward(sp_model *lm, const float *x, int64_t batch, doubl
     const float *y;
     sp_status st = sp_model_forward(lm, x, batch, false, &y); /* warm up, size the buffers */
     if (st != SP_OK) return st;
-    double t0 = seconds_now();
+    double t0 = sp_now_seconds();
     int k = 1;
     if ((st = sp_model_forward(lm, x, batch, false, &y)) != SP_OK) return st;
-    double one = seconds_now() - t0;
+    double one = sp_now_seconds() - t0;
     if (one > 0) k = (int)SP_MIN(1000.0, SP_MAX(1.0, 2e-3 / one)); /* ~2 ms per round */
     *best = 1e30;
     for (int r = 0; r < 5; r++) {
-        double s = seconds_now();
+        double s = sp_now_seconds();
         for (int i = 0; i < k && st == SP_OK; i++) st = sp_model_forward(lm, x, batch, false, &y);
         if (st != SP_OK) return st;
-        *best = SP_MIN(*best, (seconds_now() - s) / k);
+        *best = SP_MIN(*best, (sp_now_seconds() - s) / k);
     }
     return SP_OK;
 }

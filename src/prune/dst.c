@@ -23,12 +23,6 @@
 #include "../core/internal.h"
 #include "internal.h"
 
-static double dst_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 const char *sp_dst_name(sp_dst_kind kind) {
     switch (kind) {
     case SP_DST_STATIC: return "static";
@@ -298,11 +292,11 @@ sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) {
     if (st != SP_OK) return st;
     if (!m) return sp_fail(SP_EINVAL, "dst: NULL model");
     if (d->kind == SP_DST_STATIC) return SP_OK;
-    const double t0 = dst_now();
+    const double t0 = sp_now_seconds();
     if (d->kind == SP_DST_RIGL) {
         if ((st = rigl_update(m, o, d, step)) != SP_OK) return st;
         d->updates++;
-        d->update_seconds += dst_now() - t0;
+        d->update_seconds += sp_now_seconds() - t0;
         return SP_OK;
     }
     for (int i = 0; i < sp_model_nlayers(m); i++) {
@@ -332,7 +326,7 @@ sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) {
         if (st != SP_OK) return st;
     }
     d->updates++;
-    d->update_seconds += dst_now() - t0;
+    d->update_seconds += sp_now_seconds() - t0;
     return SP_OK;
 }
 

@@ -19,12 +19,6 @@
 
 #include "../core/internal.h"
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 const char *sp_lottery_phase_name(sp_lottery_phase p) {
     switch (p) {
     case SP_LOTTERY_DENSE: return "dense";
@@ -127,7 +121,7 @@ static sp_status train_one(sp_model *m, run_ctx *c, const sp_dataset *train,
                            const sp_dataset *test, int64_t start, int64_t batches,
                            run_result *res) {
     const sp_lottery_opts *o = c->o;
-    const double t0 = now_seconds();
+    const double t0 = sp_now_seconds();
     sp_optim *opt = NULL;
     float *keep = NULL;
     sp_status st = sp_optim_new(&o->optim, c->np, &opt);
@@ -162,7 +156,7 @@ static sp_status train_one(sp_model *m, run_ctx *c, const sp_dataset *train,
             if (st != SP_OK) goto done;
         }
     }
-    res->seconds = now_seconds() - t0;
+    res->seconds = sp_now_seconds() - t0;
     st = SP_OK;
 done:
     sp_optim_free(opt);

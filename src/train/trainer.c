@@ -16,12 +16,6 @@
 
 #include "../core/internal.h"
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static sp_status check_fit(const sp_model *m, const sp_dataset *d) {
     sp_shape in = sp_model_in(m), out = sp_model_out(m);
     if (in.c * in.h * in.w != d->features)
@@ -115,7 +109,7 @@ static sp_train_report make_report(const sp_train_opts *opts, const sp_train_sta
         .epoch_seconds = e->seconds, .lr = e->lr, .val_loss = NAN, .val_accuracy = NAN};
     int64_t done_steps = state->step - clock->steps_at_start;
     if (with_eta && done_steps > 0)
-        r.eta_seconds = (now_seconds() - clock->start) / (double)done_steps *
+        r.eta_seconds = (sp_now_seconds() - clock->start) / (double)done_steps *
                         (double)(clock->total_steps - state->step);
     return r;
 }
@@ -154,7 +148,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
     st = SP_ENOMEM;
     if (!perm || !x || !dlogits || !y) goto done;
     sp_model_set_threads(m, opts->nthreads);
-    const run_clock clock = {now_seconds(), state->step, total_steps};
+    const run_clock clock = {sp_now_seconds(), state->step, total_steps};
 
     for (; state->epoch < opts->epochs; state->epoch++, state->batch_index = 0) {
         epoch_order(perm, n, state->data_seed, state->epoch);
@@ -172,7 +166,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             }
             if (opts->hook && (st = opts->hook(m, o, state->step, opts->hook_user)) != SP_OK)
                 goto done;
-            const double t0 = now_seconds();
+            const double t0 = sp_now_seconds();
             const int64_t s0 = state->batch_index * B, b = SP_MIN(B, n - s0);
             st = sp_dataset_batch(train, perm + s0, b, x, b, y);
             if (st != SP_OK) goto done;
@@ -207,7 +201,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             st = sp_optim_step_mt(o, sp_model_params(m), sp_model_grads(m), e.lr, opts->nthreads);
             if (st != SP_OK) goto done;
             state->step++;
-            e.seconds += now_seconds() - t0;
+            e.seconds += sp_now_seconds() - t0;
             e.loss_sum += loss * (double)b;
             e.right += c;
             e.seen += b;
