@@ -22,6 +22,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "layer.h"
@@ -493,20 +494,24 @@ static const sp_layer_vt linear_vt = {
 /* Chooses k distinct positions of [0, n) (Floyd's algorithm: k draws, whatever n) and writes
  * them sorted to out. bits is an all-zero scratch bitmap of n bits, left all-zero again. Memory
  * stays O(n / 64 + k): a layer's pattern never needs a dense (out x in) buffer. */
+/* k distinct values of [0, n), ascending, into out: Floyd's sampling over a bitmap of n bits
+ * (zero on entry and on return). Costs O(k log k), not O(n): a row of a million inputs with
+ * forty entries is drawn without scanning the bitmap. */
+static int cmp_i64(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 static void pick_sorted(int64_t n, int64_t k, uint64_t *bits, int64_t *out, sp_rng *rng) {
+    int64_t c = 0;
     for (int64_t j = n - k; j < n; j++) {
         int64_t t = (int64_t)sp_rng_below(rng, (uint64_t)(j + 1));
         if (bits[t >> 6] >> (t & 63) & 1u) t = j;
         bits[t >> 6] |= (uint64_t)1 << (t & 63);
+        out[c++] = t;
     }
-    int64_t c = 0;
-    for (int64_t w = 0; w < (n + 63) / 64 && c < k; w++) {
-        while (bits[w]) {
-            int b = __builtin_ctzll(bits[w]);
-            out[c++] = w * 64 + b;
-            bits[w] &= bits[w] - 1;
-        }
-    }
+    qsort(out, (size_t)k, sizeof *out, cmp_i64);
+    for (int64_t i = 0; i < k; i++) bits[out[i] >> 6] = 0;
 }
 
 static sp_status budget_fail(const sp_args *a, int64_t need, int64_t have) {
@@ -747,13 +752,17 @@ sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out)
     if (sscanf(nm, "%d:%d%n", &nn, &mm, &used) != 2 || nm[used] || nn < 1 || mm < nn || mm > 32)
         return sp_fail(SP_EINVAL, "config line %d (linear): nm=%s is not N:M with "
                        "1 <= N <= M <= 32", a->line, nm);
+    /* dense storage (also behind a mask) holds every weight and is limited to 2^31 of them; a
+     * sparse layer's dense size only has to be countable: its indices are int32 and its
+     * storage grows with its entries (checked in build_pattern, before allocating) */
     int64_t wcount;
-    if (!sp_mul_i64(nout, in.c, &wcount) || wcount > ((int64_t)1 << 31))
-        return sp_fail(SP_ESHAPE, "config line %d (linear): weight %lld x %lld is too large",
-                       a->line, (long long)nout, (long long)in.c);
-    /* dense storage (also behind a mask) holds every weight; sparse formats check their own
-     * sizes in build_pattern, before allocating */
-    if ((f == LIN_DENSE || f == LIN_MASK) && wcount + nout > b->max_params)
+    const bool stores_all = f == LIN_DENSE || f == LIN_MASK;
+    if (!sp_mul_i64(nout, in.c, &wcount) || (stores_all && wcount > ((int64_t)1 << 31)) ||
+        in.c > INT32_MAX)
+        return sp_fail(SP_ESHAPE, "config line %d (linear): weight %lld x %lld is too large%s",
+                       a->line, (long long)nout, (long long)in.c,
+                       stores_all ? " for dense storage (the limit is 2^31 weights)" : "");
+    if (stores_all && wcount + nout > b->max_params)
         return sp_fail(SP_EFORMAT, "config line %d (linear): %lld x %lld weights exceed the "
                        "budget of %lld parameters", a->line, (long long)nout, (long long)in.c,
                        (long long)b->max_params);
