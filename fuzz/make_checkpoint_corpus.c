@@ -1,7 +1,8 @@
 /*
  * make_checkpoint_corpus.c - writes the seed corpus of fuzz_checkpoint: three tiny valid model
  * files (an MLP without optimizer, a CNN with BatchNorm and a CSR layer with SGD state, an N:M /
- * residual / BSR model with Adam state and no training position).
+ * residual / BSR model with Adam state and no training position). seed3.sparrow is seed1 as
+ * written before CSR patterns had their own record kind (a bit mask): old files still load.
  *
  *   cc -Iinclude fuzz/make_checkpoint_corpus.c build/libsparrow.a -lopenblas -lz -lm -lpthread \
  *      -o /tmp/mkc && /tmp/mkc fuzz/corpus/checkpoint

@@ -567,6 +567,51 @@ done:
     sp_mask_free(p7);
 }
 
+/* A CSR structure as a pattern: a CSR layer takes it entry for entry (the model initializes
+ * the values; the given ones are not read), any other layer refuses it, and a layer given two patterns fails. */
+TEST(model_takes_csr_patterns) {
+    const char *cfg = "flatten\nlinear out=12 format=csr density=0.5\nrelu\n"
+                      "linear out=8 format=mask density=0.5\nrelu\nlinear out=classes\n";
+    sp_mask *p1 = odd_pattern(12, 16), *p3 = odd_pattern(8, 12);
+    float *dense = calloc(12 * 16, sizeof(float)), *d3 = calloc(8 * 12, sizeof(float));
+    sp_csr *c1 = NULL, *c3 = NULL;
+    for (int64_t i = 0; i < 12 * 16; i++) dense[i] = 1.0f + (float)i;
+    for (int64_t i = 0; i < 8 * 12; i++) d3[i] = 1.0f;
+    CHECK_OK(sp_csr_from_dense(12, 16, dense, 16, p1, SP_CSR_IDX32, &c1));
+    CHECK_OK(sp_csr_from_dense(8, 12, d3, 12, p3, 0, &c3));
+    sp_model *m = NULL, *bad = NULL;
+    const sp_csr *csrs[2] = {NULL, c1};
+    CHECK_OK(sp_model_new_with_structure(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, NULL, csrs, 2,
+                                         &m));
+    const sp_csr *got = m ? sp_model_layer_csr(m, 1) : NULL;
+    CHECK(got && c1 && got->nnz == c1->nnz);
+    for (int64_t i = 0; got && c1 && i <= 12; i++) CHECK_EQ(got->row_ptr[i], c1->row_ptr[i]);
+    for (int64_t k = 0; got && c1 && k < c1->nnz; k++) {
+        CHECK_EQ(sp_csr_col(got, k), sp_csr_col(c1, k));
+        CHECK(fabsf(got->val[k]) < 1.0f); /* initialized by the model, not c1's 1 + i */
+    }
+    const sp_csr *on_mask[4] = {NULL, NULL, NULL, c3};
+    CHECK_STATUS(sp_model_new_with_structure(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, NULL,
+                                             on_mask, 4, &bad), SP_EFORMAT);
+    CHECK(strstr(sp_last_error(), "a CSR pattern was given for a layer stored as mask") != NULL);
+    const sp_mask *masks[2] = {NULL, p1};
+    CHECK_STATUS(sp_model_new_with_structure(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, masks, csrs,
+                                             2, &bad), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "both a mask and a CSR pattern") != NULL);
+    const sp_csr *wrong[2] = {NULL, c3};
+    CHECK_STATUS(sp_model_new_with_structure(cfg, (sp_shape){1, 4, 4}, 4, 5, 1 << 20, NULL, wrong,
+                                             2, &bad), SP_EFORMAT);
+    CHECK(strstr(sp_last_error(), "pattern is 8x12, the layer 12x16") != NULL);
+    CHECK(bad == NULL);
+    sp_model_free(m);
+    sp_csr_free(c1);
+    sp_csr_free(c3);
+    free(dense);
+    free(d3);
+    sp_mask_free(p1);
+    sp_mask_free(p3);
+}
+
 /* Offset of the payload of section `tag` in a checkpoint, or 0. */
 static size_t find_section(const uint8_t *b, size_t len, const char *tag) {
     size_t pos = 16;
@@ -581,7 +626,7 @@ static size_t find_section(const uint8_t *b, size_t len, const char *tag) {
 
 TEST(checkpoint_rejects_corrupt_patterns) {
     sp_model *m = NULL;
-    CHECK_OK(sp_model_new("flatten\nlinear out=6 format=csr density=0.5\nrelu\nlinear out=classes\n",
+    CHECK_OK(sp_model_new("flatten\nlinear out=6 format=mask density=0.5\nrelu\nlinear out=classes\n",
                           (sp_shape){1, 4, 4}, 4, 5, &m));
     if (!m) return;
     char path[128];
@@ -613,6 +658,78 @@ TEST(checkpoint_rejects_corrupt_patterns) {
         else if (!strcmp(n, "huge rows")) put64(rec + 8, (uint64_t)1 << 40);
         else if (!strcmp(n, "section length")) put32(b + pp, 2);
         else if (!strcmp(n, "stray bit")) rec[24] |= 0x80, rec[24 + 2] |= 0x01; /* bit 16+ of row 0 */
+        reseal(b, len);
+        sp_checkpoint c = {0};
+        CHECK_STATUS(sp_checkpoint_parse(b, len, &c), SP_EFORMAT);
+        CHECK_MSG(strstr(sp_last_error(), cases[k].needle), "%s: %s", n, sp_last_error());
+        CHECK(c.model == NULL);
+    }
+    free(b);
+    sp_free(good);
+    unlink(path);
+    sp_model_free(m);
+}
+
+/* A CSR layer's pattern is saved as its row offsets and column indices (PATT kind 1), which
+ * grow with its entries: 3 x 16 with 7 entries a row is 32 header bytes, 4 offsets, 21 indices
+ * and 4 bytes of padding. Every field is checked before and after the structure is built. */
+TEST(checkpoint_rejects_corrupt_csr_patterns) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("flatten\nlinear out=3 format=csr density=0.4375\nrelu\n"
+                          "linear out=classes\n", (sp_shape){1, 4, 4}, 4, 5, &m));
+    if (!m) return;
+    char path[128];
+    tmp_path(path, sizeof path, "badcsrpatt");
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    size_t len;
+    uint8_t *good = slurp(path, &len);
+    size_t pp = good ? find_section(good, len, "PATT") : 0;
+    CHECK(pp != 0);
+    /* the good file loads, with the same pattern */
+    sp_checkpoint ok = {0};
+    if (good) CHECK_OK(sp_checkpoint_parse(good, len, &ok));
+    if (ok.model) {
+        const sp_csr *a = sp_model_layer_csr(m, 1), *c = sp_model_layer_csr(ok.model, 1);
+        CHECK(a && c && a->nnz == 21 && c->nnz == 21);
+        for (int64_t k = 0; a && c && k < 21; k++) CHECK(sp_csr_col(a, k) == sp_csr_col(c, k));
+    }
+    sp_checkpoint_free(&ok);
+    uint8_t *b = malloc(len);
+    static const struct {
+        const char *name, *needle;
+    } cases[] = {
+        {"kind", "has kind 7"},
+        {"nnz", "!= nnz 22"},
+        {"nnz past the section", "need more than"},
+        {"huge nnz", "need more than"},
+        {"first offset", "row_ptr[0] = 1"},
+        {"offsets decrease", "not monotonic"},
+        {"offset past nnz", "row_ptr"},
+        {"column out of range", "out of range [0, 16)"},
+        {"columns unsorted", "row 0"},
+        {"cols", "is 3x20, the layer 3x16"},
+        {"padding", "padding is not 4 zero bytes"},
+        {"layer of relu", "takes no sparsity pattern"},
+        {"layer of dense", "takes no sparsity pattern"},
+    };
+    for (size_t k = 0; pp && b && k < sizeof cases / sizeof cases[0]; k++) {
+        memcpy(b, good, len);
+        const char *n = cases[k].name;
+        uint8_t *rec = b + pp + 8; /* layer, kind, rows, cols, nnz, offsets, indices, pad */
+        uint8_t *off = rec + 32, *col = off + 4 * 8;
+        if (!strcmp(n, "kind")) put32(rec + 4, 7);
+        else if (!strcmp(n, "nnz")) put64(rec + 24, 22); /* fits, in the padding */
+        else if (!strcmp(n, "nnz past the section")) put64(rec + 24, 23);
+        else if (!strcmp(n, "huge nnz")) put64(rec + 24, (uint64_t)1 << 40);
+        else if (!strcmp(n, "first offset")) put64(off, 1);
+        else if (!strcmp(n, "offsets decrease")) put64(off + 16, 6); /* row 1: 7 -> 6 */
+        else if (!strcmp(n, "offset past nnz")) put64(off + 8, 1000);
+        else if (!strcmp(n, "column out of range")) put32(col, 16);
+        else if (!strcmp(n, "columns unsorted")) put32(col, 15);
+        else if (!strcmp(n, "cols")) put64(rec + 16, 20);
+        else if (!strcmp(n, "padding")) col[84] = 1;
+        else if (!strcmp(n, "layer of relu")) put32(rec, 2);
+        else if (!strcmp(n, "layer of dense")) put32(rec, 3);
         reseal(b, len);
         sp_checkpoint c = {0};
         CHECK_STATUS(sp_checkpoint_parse(b, len, &c), SP_EFORMAT);

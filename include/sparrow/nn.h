@@ -63,6 +63,15 @@ sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t clas
                                      uint64_t seed, int64_t max_params,
                                      const sp_mask *const *patterns, int npatterns,
                                      sp_model **out);
+/* As sp_model_new_with_patterns, where a layer's pattern may also come as a CSR structure:
+ * csrs[i] (NULL for none; its row_ptr and column indices count, its values are ignored) is the
+ * pattern of layer i, which must then be a CSR linear layer. A CSR pattern costs memory in its
+ * entries, not in out x in bits: how a layer too large for a bit mask is saved and loaded. At
+ * most one of masks[i] and csrs[i] per layer; either array may be NULL. */
+sp_status sp_model_new_with_structure(const char *text, sp_shape in, int64_t classes,
+                                      uint64_t seed, int64_t max_params,
+                                      const sp_mask *const *masks, const sp_csr *const *csrs,
+                                      int npatterns, sp_model **out);
 /* Accepts NULL. */
 void sp_model_free(sp_model *m);
 

@@ -117,6 +117,7 @@ typedef struct sp_build {
                             * allocate more than that many floats) fails with SP_EFORMAT before
                             * allocating; bounds what an untrusted checkpoint can make us build */
     const sp_mask *pattern; /* an explicit (out x in) sparsity pattern for this layer, or NULL */
+    const sp_csr *pattern_csr; /* or the same as a CSR structure (values ignored), or NULL */
     bool pattern_used;     /* set by a constructor that took the pattern */
 } sp_build;
 

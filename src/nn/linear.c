@@ -637,8 +637,38 @@ static sp_status build_given(linear_layer *L, sp_args *a, sp_build *b) {
 }
 
 /* The random pattern of a masked or sparse layer, built straight into its structure. */
+/* A given CSR structure: only a CSR layer takes it, copied entry by entry (its values are not
+ * read), so a layer too large for a bit mask loads in memory proportional to its entries. */
+static sp_status build_given_csr(linear_layer *L, sp_args *a, sp_build *b) {
+    const sp_csr *pc = b->pattern_csr;
+    if (L->format != LIN_CSR)
+        return sp_fail(SP_EFORMAT, "config line %d (linear): a CSR pattern was given for a layer "
+                       "stored as %s", a->line, format_names[L->format]);
+    if (pc->rows != L->out || pc->cols != L->in)
+        return sp_fail(SP_EFORMAT, "config line %d (linear): the given pattern is %lldx%lld, the "
+                       "layer %lldx%lld", a->line, (long long)pc->rows, (long long)pc->cols,
+                       (long long)L->out, (long long)L->in);
+    sp_status st = sp_csr_validate(pc);
+    if (st != SP_OK) return st;
+    if (pc->nnz + L->out > b->max_params) return budget_fail(a, pc->nnz + L->out, b->max_params);
+    b->pattern_used = true;
+    st = sp_csr_new(L->out, L->in, pc->nnz, 0, &L->csr);
+    if (st != SP_OK) return st;
+    memcpy(L->csr->row_ptr, pc->row_ptr, sizeof(int64_t) * (size_t)(L->out + 1));
+    for (int64_t k = 0; k < pc->nnz; k++) {
+        const int64_t j = sp_csr_col(pc, k);
+        if (L->csr->col_idx16) L->csr->col_idx16[k] = (uint16_t)j;
+        else L->csr->col_idx[k] = (int32_t)j;
+    }
+    memset(L->csr->val, 0, sizeof(float) * (size_t)pc->nnz);
+    L->nw = pc->nnz;
+    L->density = SP_MAX(1e-9, (double)pc->nnz / ((double)L->out * (double)L->in));
+    return SP_OK;
+}
+
 static sp_status build_pattern(linear_layer *L, sp_args *a, sp_build *b) {
     if (b->pattern) return build_given(L, a, b);
+    if (b->pattern_csr) return build_given_csr(L, a, b);
     const int64_t out = L->out, in = L->in;
     sp_status st = SP_OK;
     if (L->format == LIN_MASK) {

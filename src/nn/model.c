@@ -204,8 +204,14 @@ typedef struct parser {
     int64_t max_params;    /* budget over the whole model */
     int64_t params_so_far;
     const sp_mask *const *patterns; /* explicit patterns by layer index, or NULL */
+    const sp_csr *const *csr_patterns; /* the same as CSR structures, or NULL */
     int npatterns;
 } parser;
+
+static bool has_pattern(const parser *p, int index) {
+    return index < p->npatterns && ((p->patterns && p->patterns[index]) ||
+                                    (p->csr_patterns && p->csr_patterns[index]));
+}
 
 /* Next non-empty line, comments stripped, split in place into tokens. Returns the token count
  * (0 at the end of the text), -1 on too many tokens. */
@@ -292,7 +298,7 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
         if (strcmp(tok[0], "residual") == 0) {
             if (nt != 2 || strcmp(tok[1], "{") != 0)
                 return sp_fail(SP_EINVAL, "config line %d: write 'residual {'", p->line);
-            if (index < p->npatterns && p->patterns[index])
+            if (has_pattern(p, index))
                 return sp_fail(SP_EFORMAT, "config line %d: layer %d is a residual block and "
                                "takes no sparsity pattern, but one was given", p->line, index);
             if (depth + 1 >= MAX_DEPTH)
@@ -319,11 +325,17 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
                 a.val[a.n] = strcmp(eq + 1, "classes") == 0 ? p->classes_str : eq + 1;
                 a.n++;
             }
-            sp_build b = {.index = index, .max_params = p->max_params - p->params_so_far,
-                          .pattern = index < p->npatterns ? p->patterns[index] : NULL};
+            sp_build b = {.index = index, .max_params = p->max_params - p->params_so_far};
+            if (index < p->npatterns) {
+                b.pattern = p->patterns ? p->patterns[index] : NULL;
+                b.pattern_csr = p->csr_patterns ? p->csr_patterns[index] : NULL;
+            }
+            if (b.pattern && b.pattern_csr)
+                return sp_fail(SP_EINVAL, "config line %d (%s): layer %d is given both a mask "
+                               "and a CSR pattern", p->line, tok[0], index);
             sp_rng_init(&b.rng, p->seed, 0x5eed0000u + (uint64_t)index);
             st = create(&a, cur, &b, &l);
-            if (st == SP_OK && b.pattern && !b.pattern_used) {
+            if (st == SP_OK && (b.pattern || b.pattern_csr) && !b.pattern_used) {
                 sp_layer_free(l);
                 return sp_fail(SP_EFORMAT, "config line %d (%s): layer %d takes no sparsity "
                                "pattern, but one was given", p->line, tok[0], index);
@@ -476,6 +488,14 @@ sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t clas
                                      uint64_t seed, int64_t max_params,
                                      const sp_mask *const *patterns, int npatterns,
                                      sp_model **out) {
+    return sp_model_new_with_structure(text, in, classes, seed, max_params, patterns, NULL,
+                                       npatterns, out);
+}
+
+sp_status sp_model_new_with_structure(const char *text, sp_shape in, int64_t classes,
+                                      uint64_t seed, int64_t max_params,
+                                      const sp_mask *const *patterns, const sp_csr *const *csrs,
+                                      int npatterns, sp_model **out) {
     if (!text || !out) return sp_fail(SP_EINVAL, "model: NULL argument");
     *out = NULL;
     int64_t in_numel;
@@ -488,7 +508,8 @@ sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t clas
         return sp_fail(SP_EINVAL, "model: classes %lld not in [1, 2^24]", (long long)classes);
     sp_model *m = sp_calloc(1, sizeof *m);
     parser p = {.line = 0, .classes = classes, .seed = seed, .max_params = max_params,
-                .patterns = patterns, .npatterns = patterns ? npatterns : 0};
+                .patterns = patterns, .csr_patterns = csrs,
+                .npatterns = patterns || csrs ? npatterns : 0};
     if (!m) return SP_ENOMEM;
     sp_status st = SP_ENOMEM;
     size_t tlen = strlen(text);
@@ -512,7 +533,7 @@ sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t clas
         goto fail;
     }
     for (int i = p.next_index; i < p.npatterns; i++)
-        if (p.patterns[i]) {
+        if (has_pattern(&p, i)) {
             st = sp_fail(SP_EFORMAT, "a sparsity pattern is given for layer %d, but the model "
                          "has %d layers", i, p.next_index);
             goto fail;

@@ -35,6 +35,8 @@
 #define TAG_INPT TAG('I', 'N', 'P', 'T')
 #define TAG_PATT TAG('P', 'A', 'T', 'T')
 #define PATT_MAX_LAYERS 4096
+#define PATT_MASK 0u /* PATT record kinds */
+#define PATT_CSR 1u
 
 #define MODL_BYTES (7 * 8)
 #define OPTM_HEAD_BYTES (8 + 5 * 4 + 4 + 2 * 8)
@@ -61,71 +63,76 @@ uint32_t sp_crc32(uint32_t crc, const void *bytes, size_t len) {
 
 /* ---- writing --------------------------------------------------------------------------------- */
 
-typedef struct wbuf {
-    uint8_t *p;
-    size_t len, cap;
-} wbuf;
+/* The file is streamed through a small buffer, its CRC-32 taken on the way: a checkpoint of a
+ * model with hundreds of millions of bytes of state costs no second copy of it in memory. */
+typedef struct wfile {
+    int fd;
+    int err;       /* errno of the first failed write, or 0 */
+    uint32_t crc;  /* of every byte flushed so far */
+    uint64_t len;  /* bytes put so far */
+    size_t n;      /* bytes waiting in buf */
+    uint8_t buf[1 << 16];
+} wfile;
 
-static bool wb_put(wbuf *w, const void *src, size_t n) {
-    if (w->len + n > w->cap) {
-        size_t cap = w->cap ? w->cap : 4096;
-        while (cap < w->len + n) cap *= 2;
-        uint8_t *q = sp_alloc(cap);
-        if (!q) return false;
-        if (w->len) memcpy(q, w->p, w->len);
-        sp_free(w->p);
-        w->p = q;
-        w->cap = cap;
-    }
-    if (n) memcpy(w->p + w->len, src, n);
-    w->len += n;
-    return true;
-}
-static bool wb_u32(wbuf *w, uint32_t v) {
-    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    return wb_put(w, b, 4);
-}
-static bool wb_u64(wbuf *w, uint64_t v) { return wb_u32(w, (uint32_t)v) && wb_u32(w, (uint32_t)(v >> 32)); }
-static bool wb_f32(wbuf *w, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return wb_u32(w, u);
-}
-static bool wb_f32s(wbuf *w, const float *v, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (!wb_f32(w, v[i])) return false;
-    return true;
-}
-static bool wb_section(wbuf *w, uint32_t tag, uint64_t len) {
-    return wb_u32(w, tag) && wb_u32(w, 0) && wb_u64(w, len);
-}
-static bool wb_pad(wbuf *w) {
-    static const uint8_t z[8] = {0};
-    return wb_put(w, z, (8 - w->len % 8) % 8);
-}
-
-static sp_status write_file_atomic(const char *path, const uint8_t *bytes, size_t len) {
-    size_t plen = strlen(path);
-    char *tmp = sp_alloc(plen + 16);
-    if (!tmp) return SP_ENOMEM;
-    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        sp_status st = sp_fail(SP_EIO, "checkpoint: cannot create a temporary file next to %s: %s",
-                               path, strerror(errno));
-        sp_free(tmp);
-        return st;
-    }
+static void wf_flush(wfile *w) {
+    if (w->err || !w->n) return;
+    w->crc = sp_crc32(w->crc, w->buf, w->n);
     size_t done = 0;
-    while (done < len) {
-        ssize_t k = write(fd, bytes + done, len - done);
+    while (done < w->n) {
+        ssize_t k = write(w->fd, w->buf + done, w->n - done);
         if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
+        if (k <= 0) {
+            w->err = k < 0 && errno ? errno : EIO;
+            break;
+        }
         done += (size_t)k;
     }
-    int err = done == len ? 0 : errno ? errno : EIO;
-    if (!err && fsync(fd) != 0) err = errno;
-    if (close(fd) != 0 && !err) err = errno;
+    w->n = 0;
+}
+static void wf_put(wfile *w, const void *src, size_t n) {
+    const uint8_t *p = src;
+    w->len += n;
+    while (n) {
+        size_t k = SP_MIN(n, sizeof w->buf - w->n);
+        memcpy(w->buf + w->n, p, k);
+        w->n += k, p += k, n -= k;
+        if (w->n == sizeof w->buf) wf_flush(w);
+    }
+}
+static void wf_u32(wfile *w, uint32_t v) {
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    wf_put(w, b, 4);
+}
+static void wf_u64(wfile *w, uint64_t v) {
+    wf_u32(w, (uint32_t)v);
+    wf_u32(w, (uint32_t)(v >> 32));
+}
+static void wf_f32(wfile *w, float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    wf_u32(w, u);
+}
+static void wf_f32s(wfile *w, const float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) wf_f32(w, v[i]);
+}
+static void wf_section(wfile *w, uint32_t tag, uint64_t len) {
+    wf_u32(w, tag);
+    wf_u32(w, 0);
+    wf_u64(w, len);
+}
+static void wf_pad(wfile *w) {
+    static const uint8_t z[8] = {0};
+    wf_put(w, z, (8 - w->len % 8) % 8);
+}
+
+/* fsyncs and closes w's temporary file tmp and renames it over path (then fsyncs the
+ * directory, so that the rename itself is durable); on any error the temporary file goes and
+ * path is untouched. */
+static sp_status commit_file(wfile *w, char *tmp, const char *path) {
+    wf_flush(w);
+    int err = w->err;
+    if (!err && fsync(w->fd) != 0) err = errno;
+    if (close(w->fd) != 0 && !err) err = errno;
     if (!err) {
         /* mkstemp makes 0600; a model file is an ordinary file */
         mode_t mask = umask(0);
@@ -135,11 +142,9 @@ static sp_status write_file_atomic(const char *path, const uint8_t *bytes, size_
     if (!err && rename(tmp, path) != 0) err = errno;
     if (err) {
         unlink(tmp);
-        sp_free(tmp);
         return sp_fail(SP_EIO, "checkpoint: writing %s failed: %s", path, strerror(err));
     }
-    sp_free(tmp);
-    /* make the rename itself durable */
+    size_t plen = strlen(path);
     char *dir = sp_alloc(plen + 2);
     if (dir) {
         memcpy(dir, path, plen + 1);
@@ -156,6 +161,44 @@ static sp_status write_file_atomic(const char *path, const uint8_t *bytes, size_
     return SP_OK;
 }
 
+/* PATT records: a CSR layer's structure (row offsets and column indices, which grow with its
+ * entries), any other masked or sparse layer's bit mask. */
+typedef struct patt_rec {
+    int layer;
+    const sp_csr *csr; /* borrowed from the model, or NULL */
+    sp_mask *mask;     /* owned, or NULL */
+} patt_rec;
+
+static uint64_t patt_rec_bytes(const patt_rec *r) {
+    if (r->csr) {
+        uint64_t b = 32 + 8 * ((uint64_t)r->csr->rows + 1) + 4 * (uint64_t)r->csr->nnz;
+        return b + (8 - b % 8) % 8;
+    }
+    return 24 + 8 * (uint64_t)(r->mask->rows * r->mask->words_per_row);
+}
+
+static void wf_patt_rec(wfile *w, const patt_rec *r) {
+    const uint64_t start = w->len;
+    wf_u32(w, (uint32_t)r->layer);
+    if (r->csr) {
+        const sp_csr *c = r->csr;
+        wf_u32(w, PATT_CSR);
+        wf_u64(w, (uint64_t)c->rows);
+        wf_u64(w, (uint64_t)c->cols);
+        wf_u64(w, (uint64_t)c->nnz);
+        for (int64_t i = 0; i <= c->rows; i++) wf_u64(w, (uint64_t)c->row_ptr[i]);
+        for (int64_t k = 0; k < c->nnz; k++) wf_u32(w, (uint32_t)sp_csr_col(c, k));
+        static const uint8_t z[8] = {0};
+        wf_put(w, z, (8 - (w->len - start) % 8) % 8);
+        return;
+    }
+    const sp_mask *mk = r->mask;
+    wf_u32(w, PATT_MASK);
+    wf_u64(w, (uint64_t)mk->rows);
+    wf_u64(w, (uint64_t)mk->cols);
+    for (int64_t k = 0; k < mk->rows * mk->words_per_row; k++) wf_u64(w, mk->bits[k]);
+}
+
 sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_optim *o,
                              const sp_train_state *ts, const char *meta) {
     if (!path || !cm) return sp_fail(SP_EINVAL, "checkpoint_save: NULL argument");
@@ -164,69 +207,91 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
     sp_shape in = sp_model_in(m);
     int64_t np = sp_model_nparams(m), nb = sp_model_nbuffers(m);
     /* the sparsity patterns of masked and sparse layers: a pruned pattern cannot be redrawn */
-    wbuf pw = {0};
+    const int nl = sp_model_nlayers(m);
+    patt_rec *recs = sp_calloc((size_t)nl + 1, sizeof *recs);
+    if (!recs) return SP_ENOMEM;
     uint32_t npat = 0;
-    bool pok = true;
-    for (int i = 0; i < sp_model_nlayers(m) && pok; i++) {
-        sp_mask *mk = NULL;
-        if (sp_model_layer_pattern(m, i, &mk) != SP_OK) {
-            pok = false;
-            break;
+    uint64_t patt_len = 8;
+    sp_status st = SP_OK;
+    for (int i = 0; i < nl && st == SP_OK; i++) {
+        patt_rec r = {.layer = i, .csr = sp_model_layer_csr(m, i)};
+        if (!r.csr && (st = sp_model_layer_pattern(m, i, &r.mask)) != SP_OK) break;
+        if (!r.csr && !r.mask) continue;
+        patt_len += patt_rec_bytes(&r);
+        recs[npat++] = r;
+    }
+    wfile *w = st == SP_OK ? sp_calloc(1, sizeof *w) : NULL;
+    char *tmp = w ? sp_alloc(strlen(path) + 16) : NULL;
+    if (st == SP_OK && !tmp) st = SP_ENOMEM;
+    if (st == SP_OK) {
+        snprintf(tmp, strlen(path) + 16, "%s.tmpXXXXXX", path);
+        w->fd = mkstemp(tmp);
+        if (w->fd < 0)
+            st = sp_fail(SP_EIO, "checkpoint: cannot create a temporary file next to %s: %s",
+                         path, strerror(errno));
+    }
+    if (st == SP_OK) {
+        uint32_t nsec = 5 + (npat ? 1 : 0) + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
+        wf_put(w, CKPT_MAGIC, 8);
+        wf_u32(w, CKPT_VERSION);
+        wf_u32(w, nsec);
+        wf_section(w, TAG_CONF, strlen(cfg));
+        wf_put(w, cfg, strlen(cfg));
+        wf_pad(w);
+        wf_section(w, TAG_MODL, MODL_BYTES);
+        const int64_t modl[7] = {in.c, in.h, in.w, sp_model_classes(m), (int64_t)sp_model_seed(m),
+                                 np, nb};
+        for (int k = 0; k < 7; k++) wf_u64(w, (uint64_t)modl[k]);
+        wf_section(w, TAG_INPT, 8);
+        wf_f32(w, sp_model_input_scale(m));
+        wf_u32(w, 0);
+        if (npat) {
+            wf_section(w, TAG_PATT, patt_len);
+            wf_u32(w, npat);
+            wf_u32(w, 0);
+            for (uint32_t k = 0; k < npat; k++) wf_patt_rec(w, &recs[k]);
         }
-        if (!mk) continue;
-        npat++;
-        pok = wb_u32(&pw, (uint32_t)i) && wb_u32(&pw, 0) && wb_u64(&pw, (uint64_t)mk->rows) &&
-              wb_u64(&pw, (uint64_t)mk->cols);
-        for (int64_t k = 0; pok && k < mk->rows * mk->words_per_row; k++) pok = wb_u64(&pw, mk->bits[k]);
-        sp_mask_free(mk);
+        wf_section(w, TAG_PARM, (uint64_t)np * 4);
+        wf_f32s(w, sp_model_params(m), np);
+        wf_pad(w);
+        wf_section(w, TAG_BUFF, (uint64_t)nb * 4);
+        wf_f32s(w, sp_model_buffers(m), nb);
+        wf_pad(w);
+        if (o) {
+            sp_optim *oo = (sp_optim *)o;
+            const sp_optim_config *c = sp_optim_get_config(o);
+            int64_t ns = sp_optim_state_size(o);
+            wf_section(w, TAG_OPTM, OPTM_HEAD_BYTES + (uint64_t)ns * 4);
+            wf_u32(w, (uint32_t)c->kind);
+            wf_u32(w, c->nesterov ? 1 : 0);
+            const float f[5] = {c->momentum, c->weight_decay, c->beta1, c->beta2, c->eps};
+            for (int k = 0; k < 5; k++) wf_f32(w, f[k]);
+            wf_u32(w, 0);
+            wf_u64(w, (uint64_t)sp_optim_steps(o));
+            wf_u64(w, (uint64_t)ns);
+            wf_f32s(w, sp_optim_state(oo), ns);
+            wf_pad(w);
+        }
+        if (ts) {
+            wf_section(w, TAG_TRST, TRST_BYTES);
+            wf_u64(w, (uint64_t)ts->step);
+            wf_u64(w, (uint64_t)ts->epoch);
+            wf_u64(w, (uint64_t)ts->batch_index);
+            wf_u64(w, ts->data_seed);
+        }
+        if (meta) {
+            wf_section(w, TAG_META, strlen(meta));
+            wf_put(w, meta, strlen(meta));
+            wf_pad(w);
+        }
+        wf_flush(w);
+        wf_u32(w, w->crc); /* of every byte before it */
+        st = commit_file(w, tmp, path);
     }
-    if (!pok) {
-        sp_free(pw.p);
-        return sp_fail(SP_ENOMEM, "checkpoint_save: out of memory");
-    }
-    uint32_t nsec = 5 + (npat ? 1 : 0) + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
-    wbuf w = {0};
-    bool ok = wb_put(&w, CKPT_MAGIC, 8) && wb_u32(&w, CKPT_VERSION) && wb_u32(&w, nsec);
-    ok = ok && wb_section(&w, TAG_CONF, strlen(cfg)) && wb_put(&w, cfg, strlen(cfg)) && wb_pad(&w);
-    ok = ok && wb_section(&w, TAG_MODL, MODL_BYTES) && wb_u64(&w, (uint64_t)in.c) &&
-         wb_u64(&w, (uint64_t)in.h) && wb_u64(&w, (uint64_t)in.w) &&
-         wb_u64(&w, (uint64_t)sp_model_classes(m)) && wb_u64(&w, sp_model_seed(m)) &&
-         wb_u64(&w, (uint64_t)np) && wb_u64(&w, (uint64_t)nb);
-    ok = ok && wb_section(&w, TAG_INPT, 8) && wb_f32(&w, sp_model_input_scale(m)) &&
-         wb_u32(&w, 0);
-    if (npat)
-        ok = ok && wb_section(&w, TAG_PATT, 8 + pw.len) && wb_u32(&w, npat) && wb_u32(&w, 0) &&
-             wb_put(&w, pw.p, pw.len);
-    sp_free(pw.p);
-    ok = ok && wb_section(&w, TAG_PARM, (uint64_t)np * 4) && wb_f32s(&w, sp_model_params(m), np) &&
-         wb_pad(&w);
-    ok = ok && wb_section(&w, TAG_BUFF, (uint64_t)nb * 4) && wb_f32s(&w, sp_model_buffers(m), nb) &&
-         wb_pad(&w);
-    if (o) {
-        sp_optim *oo = (sp_optim *)o;
-        const sp_optim_config *c = sp_optim_get_config(o);
-        int64_t ns = sp_optim_state_size(o);
-        ok = ok && wb_section(&w, TAG_OPTM, OPTM_HEAD_BYTES + (uint64_t)ns * 4) &&
-             wb_u32(&w, (uint32_t)c->kind) && wb_u32(&w, c->nesterov ? 1 : 0) &&
-             wb_f32(&w, c->momentum) && wb_f32(&w, c->weight_decay) && wb_f32(&w, c->beta1) &&
-             wb_f32(&w, c->beta2) && wb_f32(&w, c->eps) && wb_u32(&w, 0) &&
-             wb_u64(&w, (uint64_t)sp_optim_steps(o)) && wb_u64(&w, (uint64_t)ns) &&
-             wb_f32s(&w, sp_optim_state(oo), ns) && wb_pad(&w);
-    }
-    if (ts)
-        ok = ok && wb_section(&w, TAG_TRST, TRST_BYTES) && wb_u64(&w, (uint64_t)ts->step) &&
-             wb_u64(&w, (uint64_t)ts->epoch) && wb_u64(&w, (uint64_t)ts->batch_index) &&
-             wb_u64(&w, ts->data_seed);
-    if (meta)
-        ok = ok && wb_section(&w, TAG_META, strlen(meta)) && wb_put(&w, meta, strlen(meta)) &&
-             wb_pad(&w);
-    ok = ok && wb_u32(&w, sp_crc32(0, w.p, w.len));
-    if (!ok) {
-        sp_free(w.p);
-        return sp_fail(SP_ENOMEM, "checkpoint_save: out of memory");
-    }
-    sp_status st = write_file_atomic(path, w.p, w.len);
-    sp_free(w.p);
+    for (uint32_t k = 0; k < npat; k++) sp_mask_free(recs[k].mask);
+    sp_free(recs);
+    sp_free(tmp);
+    sp_free(w);
     return st;
 }
 
@@ -268,10 +333,13 @@ void sp_checkpoint_free(sp_checkpoint *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* PATT: u32 count, u32 zero, then per record u32 layer, u32 zero, u64 rows, u64 cols and
- * rows * ceil(cols / 64) u64 words of mask bits. Every size is checked against the bytes left
- * before a mask is allocated. pats is indexed by layer; *npats = highest layer + 1. */
-static sp_status parse_patterns(section s, sp_mask **pats, int *npats) {
+/* PATT: u32 count, u32 zero, then per record u32 layer, u32 kind, u64 rows, u64 cols and
+ * - kind 0 (mask): rows * ceil(cols / 64) u64 words of mask bits;
+ * - kind 1 (CSR): u64 nnz, (rows + 1) u64 row offsets, nnz u32 column indices, zero pad to 8.
+ * Every size is checked against the bytes left before anything is allocated, and a CSR record
+ * against every CSR invariant after. masks and csrs are indexed by layer; *npats = highest
+ * layer + 1. */
+static sp_status parse_patterns(section s, sp_mask **masks, sp_csr **csrs, int *npats) {
     if (s.len < 8) return sp_fail(SP_EFORMAT, "checkpoint: PATT section of %llu bytes is too short",
                                   (unsigned long long)s.len);
     uint32_t count = rd_u32(s.p);
@@ -282,33 +350,90 @@ static sp_status parse_patterns(section s, sp_mask **pats, int *npats) {
     for (uint32_t r = 0; r < count; r++) {
         if (s.len - pos < 24)
             return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u runs past its section", r);
-        uint32_t layer = rd_u32(s.p + pos);
+        const uint64_t start = pos;
+        uint32_t layer = rd_u32(s.p + pos), kind = rd_u32(s.p + pos + 4);
         uint64_t rows = rd_u64(s.p + pos + 8), cols = rd_u64(s.p + pos + 16);
         pos += 24;
-        if (layer >= PATT_MAX_LAYERS || rd_u32(s.p + pos - 20) != 0)
+        if (layer >= PATT_MAX_LAYERS)
             return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u names layer %u", r, layer);
-        if ((int)layer < *npats && pats[layer])
+        if (kind != PATT_MASK && kind != PATT_CSR)
+            return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u (layer %u) has kind %u "
+                           "(0 mask, 1 CSR)", r, layer, kind);
+        if ((int)layer < *npats && (masks[layer] || csrs[layer]))
             return sp_fail(SP_EFORMAT, "checkpoint: PATT gives layer %u twice", layer);
         if (rows < 1 || cols < 1 || rows > ((uint64_t)1 << 31) || cols > ((uint64_t)1 << 31))
             return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u pattern %llux%llu out of range",
                            layer, (unsigned long long)rows, (unsigned long long)cols);
-        uint64_t words = rows * ((cols + 63) / 64); /* < 2^57: no overflow */
-        if (words > (s.len - pos) / 8)
-            return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u needs %llu bytes, %llu left",
-                           layer, (unsigned long long)(words * 8),
-                           (unsigned long long)(s.len - pos));
-        sp_mask *m = NULL;
-        sp_status st = sp_mask_new((int64_t)rows, (int64_t)cols, &m);
-        if (st != SP_OK) return st;
-        for (uint64_t k = 0; k < words; k++) m->bits[k] = rd_u64(s.p + pos + 8 * k);
-        pos += 8 * words;
-        pats[layer] = m;
+        if (kind == PATT_CSR) {
+            if (s.len - pos < 8)
+                return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u runs past its section", r);
+            uint64_t nnz = rd_u64(s.p + pos);
+            pos += 8;
+            /* rows * cols < 2^62, and the offsets and indices must fit in what is left */
+            const uint64_t left = s.len - pos;
+            if (nnz > rows * cols || rows + 1 > left / 8 || nnz > (left - 8 * (rows + 1)) / 4)
+                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u: %llu entries in %llux%llu "
+                               "need more than the %llu bytes left", layer,
+                               (unsigned long long)nnz, (unsigned long long)rows,
+                               (unsigned long long)cols, (unsigned long long)left);
+            sp_csr *c = NULL;
+            sp_status st = sp_csr_new((int64_t)rows, (int64_t)cols, (int64_t)nnz, SP_CSR_IDX32, &c);
+            if (st != SP_OK) return st;
+            for (uint64_t i = 0; i <= rows; i++) {
+                const uint64_t v = rd_u64(s.p + pos + 8 * i);
+                c->row_ptr[i] = v > nnz ? -1 : (int64_t)v; /* -1: refused by validate */
+            }
+            pos += 8 * (rows + 1);
+            for (uint64_t k = 0; k < nnz; k++) {
+                const uint32_t j = rd_u32(s.p + pos + 4 * k);
+                c->col_idx[k] = j > INT32_MAX ? -1 : (int32_t)j;
+                c->val[k] = 0.0f;
+            }
+            pos += 4 * nnz;
+            const uint64_t pad = (8 - (pos - start) % 8) % 8;
+            bool zero = pad <= s.len - pos;
+            for (uint64_t k = 0; zero && k < pad; k++) zero = s.p[pos + k] == 0;
+            pos += pad;
+            if (!zero) {
+                sp_csr_free(c);
+                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u: padding is not %llu zero "
+                               "bytes", layer, (unsigned long long)pad);
+            }
+            if ((st = sp_csr_validate(c)) != SP_OK) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "%s", sp_last_error());
+                sp_csr_free(c);
+                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u: %s", layer, msg);
+            }
+            csrs[layer] = c;
+        } else {
+            uint64_t words = rows * ((cols + 63) / 64); /* < 2^57: no overflow */
+            if (words > (s.len - pos) / 8)
+                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u needs %llu bytes, %llu left",
+                               layer, (unsigned long long)(words * 8),
+                               (unsigned long long)(s.len - pos));
+            sp_mask *m = NULL;
+            sp_status st = sp_mask_new((int64_t)rows, (int64_t)cols, &m);
+            if (st != SP_OK) return st;
+            for (uint64_t k = 0; k < words; k++) m->bits[k] = rd_u64(s.p + pos + 8 * k);
+            pos += 8 * words;
+            masks[layer] = m;
+        }
         if ((int)layer + 1 > *npats) *npats = (int)layer + 1;
     }
     if (pos != s.len)
         return sp_fail(SP_EFORMAT, "checkpoint: %llu unexpected bytes at the end of PATT",
                        (unsigned long long)(s.len - pos));
     return SP_OK;
+}
+
+static void free_patterns(sp_mask **masks, sp_csr **csrs, int n) {
+    for (int i = 0; i < n; i++) {
+        if (masks) sp_mask_free(masks[i]);
+        if (csrs) sp_csr_free(csrs[i]);
+    }
+    sp_free(masks);
+    sp_free(csrs);
 }
 
 sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) {
@@ -377,21 +502,23 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
             return sp_fail(SP_EFORMAT, "checkpoint: NUL byte in the architecture at offset %llu",
                            (unsigned long long)k);
     sp_status st = SP_ENOMEM;
-    sp_mask *pats[PATT_MAX_LAYERS] = {NULL};
+    sp_mask **pats = sp_calloc(PATT_MAX_LAYERS, sizeof *pats);
+    sp_csr **csrs = sp_calloc(PATT_MAX_LAYERS, sizeof *csrs);
     int npats = 0;
+    if (!pats || !csrs) goto fail_pats;
     if (patt.present) {
-        st = parse_patterns(patt, pats, &npats);
+        st = parse_patterns(patt, pats, csrs, &npats);
         if (st != SP_OK) goto fail_pats;
     }
     char *cfg = dup_text(conf.p, conf.len);
     st = SP_ENOMEM;
     if (!cfg) goto fail_pats;
     /* the parameter count is bounded by the file: the model may not ask for more */
-    st = sp_model_new_with_patterns(cfg, in, classes, seed, np + nb,
-                                    (const sp_mask *const *)pats, npats, &out->model);
+    st = sp_model_new_with_structure(cfg, in, classes, seed, np + nb,
+                                     (const sp_mask *const *)pats, (const sp_csr *const *)csrs,
+                                     npats, &out->model);
     sp_free(cfg);
-    for (int i = 0; i < npats; i++) sp_mask_free(pats[i]);
-    npats = 0;
+    free_patterns(pats, csrs, npats);
     if (st != SP_OK) {
         char msg[400];
         snprintf(msg, sizeof msg, "%s", sp_last_error());
@@ -470,7 +597,7 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
     if (!out->meta) goto fail;
     return SP_OK;
 fail_pats:
-    for (int i = 0; i < npats; i++) sp_mask_free(pats[i]);
+    free_patterns(pats, csrs, npats);
 fail:
     sp_checkpoint_free(out);
     return st;
