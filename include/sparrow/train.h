@@ -216,7 +216,11 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
                    const sp_train_opts *opts, sp_train_state *state);
 
 /* Mean cross-entropy and accuracy of m on d in evaluation mode, batch by batch; pred (d->n), if
- * not NULL, gets each sample's predicted class. SP_ESHAPE if the model does not fit the data. */
+ * not NULL, gets each sample's predicted class. batch is an upper bound: a model whose
+ * activations at that batch would exceed SP_EVAL_ACT_BYTES is run in smaller batches (a
+ * million hidden units take 8 MB of activations per sample). SP_ESHAPE if the model does not
+ * fit the data. */
+#define SP_EVAL_ACT_BYTES ((int64_t)256 << 20)
 sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthreads,
                       double *loss, double *accuracy, int32_t *pred);
 

@@ -45,6 +45,13 @@ sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthre
     if (st != SP_OK) return st;
     if (d->n == 0) return sp_fail(SP_EINVAL, "evaluate: empty dataset");
     const int64_t f = d->features, classes = sp_model_classes(m);
+    int64_t per_sample = 0; /* activation floats of one sample, over every layer */
+    for (int i = 0; i < sp_model_nlayers(m); i++) {
+        sp_layer_info li;
+        sp_model_layer(m, i, &li);
+        per_sample += li.out.c * li.out.h * li.out.w;
+    }
+    batch = SP_MIN(batch, SP_MAX(1, SP_EVAL_ACT_BYTES / (4 * SP_MAX(1, per_sample))));
     batch = SP_MIN(batch, d->n);
     float *x = sp_alloc(sizeof(float) * (size_t)(f * batch));
     int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)batch);

@@ -1,11 +1,13 @@
 /*
  * csr_avx2.c - AVX2 + FMA CSR kernels (compiled with -mavx2 -mfma). The same plan as the
- * AVX-512 file with 8-wide vectors: batch tiles of 32/8 columns (4/1 ymm accumulators, the
+ * AVX-512 file with 8-wide vectors: batch tiles of 64/32/8 columns (8/4/1 ymm accumulators, the
  * 8-wide tile unrolled over four nonzeros) and a masked tail; SpMV is the shared row dot of csr_spmv.h.
  */
 #include <immintrin.h>
 
 #include "../csr_spmv.h"
+
+#define PF 8 /* entries ahead whose rows are prefetched */
 
 static inline __attribute__((always_inline)) int64_t col_at(const sp_csr *w, int64_t k, bool wide) {
     return wide ? (int64_t)w->col_idx[k] : (int64_t)w->col_idx16[k];
@@ -35,6 +37,7 @@ static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int
                                                             const float *bias, sp_act act,
                                                             bool wide) {
     const float *val = w->val;
+    const int64_t kend = w->row_ptr[r1];
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         float *yr = y + i * ldy;
@@ -44,6 +47,33 @@ static inline __attribute__((always_inline)) void spmm_rows(const sp_csr *w, int
         }
         const __m256 vb = _mm256_set1_ps(bias ? bias[i] : 0.0f);
         int64_t b = 0;
+        for (; b + 64 <= batch; b += 64) {
+            /* tiles of 64 columns (8 accumulators), prefetching the X row segment of the entry
+             * PF ahead, across row ends (where the next row starts at column 0): the rows of a
+             * wide layer are scattered over more memory than the caches hold (333,334 x 64
+             * floats: 85 MB) and the hardware prefetcher cannot guess them; 1.3x measured */
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m256 a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int64_t k = k0; k < k1; k++) {
+                if (k + PF < kend) {
+                    const int64_t off = k + PF < k1 ? b : 0;
+                    const char *pf = (const char *)(x + col_at(w, k + PF, wide) * ldx + off);
+                    for (int l = 0; l < 4; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+                }
+                const float *xr = x + col_at(w, k, wide) * ldx + b;
+                const __m256 v = _mm256_set1_ps(val[k]);
+                a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr), a0);
+                a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8), a1);
+                a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 16), a2);
+                a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 24), a3);
+                a4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 32), a4);
+                a5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 40), a5);
+                a6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 48), a6);
+                a7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 56), a7);
+            }
+            const __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+            for (int l = 0; l < 8; l++) _mm256_storeu_ps(yr + b + 8 * l, epi(acc[l], vb, act));
+        }
         for (; b + 32 <= batch; b += 32) {
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t k = k0; k < k1; k++) {
