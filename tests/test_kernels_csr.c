@@ -31,6 +31,94 @@ static sp_csr *abs_csr(const sp_csr *w) {
 }
 
 
+/* W^T's structure (cols x rows, same index width; values copied) and perm: entry q of W^T is
+ * entry perm[q] of W. */
+static sp_csr *transpose_perm(const sp_csr *w, int64_t **perm) {
+    sp_csr *t = NULL;
+    *perm = malloc(sizeof(int64_t) * (size_t)(w->nnz + 1));
+    int64_t *next = calloc((size_t)w->cols + 1, sizeof(int64_t));
+    if (!*perm || !next ||
+        sp_csr_new(w->cols, w->rows, w->nnz, w->col_idx ? SP_CSR_IDX32 : 0, &t) != SP_OK) {
+        free(next);
+        return NULL;
+    }
+    for (int64_t k = 0; k < w->nnz; k++) next[sp_csr_col(w, k) + 1]++;
+    for (int64_t j = 0; j < w->cols; j++) next[j + 1] += next[j];
+    memcpy(t->row_ptr, next, sizeof(int64_t) * (size_t)(w->cols + 1));
+    for (int64_t i = 0; i < w->rows; i++)
+        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++) {
+            const int64_t q = next[sp_csr_col(w, k)]++;
+            if (t->col_idx) t->col_idx[q] = (int32_t)i;
+            else t->col_idx16[q] = (uint16_t)i;
+            t->val[q] = w->val[k];
+            (*perm)[q] = k;
+        }
+    free(next);
+    return t;
+}
+
+/* The fused backward over W^T: its reference against the two separate references (dX = W^T dY
+ * from zero, sddmm), then every variant against its reference. */
+static void fused_case(const sp_csr *w, const sp_csr *wa, int64_t batch, int64_t ld,
+                       const float *dy, const float *dya, const float *x, const float *xa,
+                       const float *dx0, const float *dv0, bool accumulate, const char *label) {
+    int64_t *perm = NULL, *perma = NULL;
+    sp_csr *wt = transpose_perm(w, &perm), *wta = transpose_perm(wa, &perma);
+    const int64_t rows = w->rows, cols = w->cols;
+    const size_t xn = (size_t)(cols * ld), vn = (size_t)w->nnz + 1;
+    float *dx_want = malloc(sizeof(float) * xn), *dx_mag = malloc(sizeof(float) * xn);
+    float *dx_got = malloc(sizeof(float) * xn), *dx_sep = malloc(sizeof(float) * xn);
+    float *v_want = malloc(sizeof(float) * vn), *v_mag = malloc(sizeof(float) * vn);
+    float *v_got = malloc(sizeof(float) * vn), *v_sep = malloc(sizeof(float) * vn);
+    const sp_kernel_family *ff = sp_kernel_family_get("csr_spmm_t_sddmm");
+    if (!wt || !wta || !ff || !dx_want || !dx_mag || !dx_got || !dx_sep || !v_want || !v_mag ||
+        !v_got || !v_sep) {
+        sp_test_fail(__FILE__, __LINE__, "fused setup failed for %s", label);
+        goto done;
+    }
+    const sp_csr_spmm_t_sddmm_fn ref = (sp_csr_spmm_t_sddmm_fn)ff->kernels[0].fn;
+    CHECK(ff->kernels[0].is_ref);
+    /* the reference: dX from dx0's padding, dval from dv0 */
+    memcpy(dx_want, dx0, sizeof(float) * xn);
+    memcpy(dx_mag, dx0, sizeof(float) * xn);
+    memcpy(v_want, dv0, sizeof(float) * (size_t)w->nnz);
+    for (int64_t k = 0; k < w->nnz; k++) v_mag[k] = accumulate ? fabsf(dv0[k]) : 0.0f;
+    ref(wt, perm, w->val, 0, cols, dy, ld, x, ld, batch, dx_want, ld, v_want, accumulate);
+    ref(wta, perma, wa->val, 0, cols, dya, ld, xa, ld, batch, dx_mag, ld, v_mag, true);
+    /* = the separate products */
+    const sp_kernel_family *ft = sp_kernel_family_get("csr_spmm_t");
+    const sp_kernel_family *fd = sp_kernel_family_get("csr_sddmm");
+    memcpy(dx_sep, dx0, sizeof(float) * xn);
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t b = 0; b < batch; b++) dx_sep[j * ld + b] = 0.0f;
+    ((sp_csr_spmm_t_fn)ft->kernels[0].fn)(w, 0, batch, dy, ld, dx_sep, ld);
+    sp_test_compare_block("fused = spmm_t", label, dx_want, dx_sep, dx_mag, cols, batch, ld, dx0);
+    memcpy(v_sep, dv0, sizeof(float) * (size_t)w->nnz);
+    ((sp_csr_sddmm_fn)fd->kernels[0].fn)(w, 0, rows, dy, ld, x, ld, batch, v_sep, accumulate);
+    char why[200];
+    if (!sp_close(v_want, v_sep, v_mag, w->nnz, sp_tol_for(SP_F32), why, sizeof why))
+        sp_test_fail(__FILE__, __LINE__, "fused = sddmm %s: %s", label, why);
+    for (int i = 1; i < ff->count; i++) {
+        const sp_kernel *k = &ff->kernels[i];
+        if (!sp_isa_supported(k->isa)) continue;
+        memcpy(dx_got, dx0, sizeof(float) * xn);
+        memcpy(v_got, dv0, sizeof(float) * (size_t)w->nnz);
+        /* in two calls split mid-way, as tasks are */
+        const sp_csr_spmm_t_sddmm_fn f = (sp_csr_spmm_t_sddmm_fn)k->fn;
+        f(wt, perm, w->val, 0, cols / 2, dy, ld, x, ld, batch, dx_got, ld, v_got, accumulate);
+        f(wt, perm, w->val, cols / 2, cols, dy, ld, x, ld, batch, dx_got, ld, v_got, accumulate);
+        char what[200];
+        snprintf(what, sizeof what, "fused dX %s", label);
+        sp_test_compare_block(what, k->name, dx_got, dx_want, dx_mag, cols, batch, ld, dx0);
+        if (!sp_close(v_got, v_want, v_mag, w->nnz, sp_tol_for(SP_F32), why, sizeof why))
+            sp_test_fail(__FILE__, __LINE__, "fused dval %s %s: %s", label, k->name, why);
+    }
+done:
+    free(perm), free(perma), free(dx_want), free(dx_mag), free(dx_got), free(dx_sep);
+    free(v_want), free(v_mag), free(v_got), free(v_sep);
+    sp_csr_free(wt), sp_csr_free(wta);
+}
+
 static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, unsigned flags,
                      int64_t pad, uint64_t seed) {
     sp_rng r;
@@ -141,6 +229,7 @@ static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, 
                 sp_test_fail(__FILE__, __LINE__, "sddmm %s %s: %s", label, k->name, why);
         }
     }
+    fused_case(w, wa, batch, ld, dy, dya, x, xa, dx0, dv0, accumulate, label);
     free(dense), free(x), free(xa), free(dy), free(dya), free(bias), free(biasa), free(y0);
     free(dx0), free(dv0), free(want), free(mag), free(got);
     sp_csr_free(w), sp_csr_free(wa);
@@ -224,6 +313,27 @@ TEST(csr_public_products_are_deterministic) {
         CHECK_OK(sp_csr_sddmm(w, dy, batch, x, batch, batch, g2, false, 2));
         CHECK(!memcmp(g1, g2, sizeof(float) * (size_t)w->nnz));
     }
+    /* the fused backward over W^T, on 1 and 2 threads */
+    int64_t *perm = NULL;
+    sp_csr *wt = transpose_perm(w, &perm);
+    CHECK(wt != NULL);
+    if (wt) {
+        CHECK_OK(sp_csr_spmm_t_sddmm(wt, perm, w->val, dy, batch, x, batch, batch, dx1, batch, g1,
+                                     false, 1));
+        CHECK_OK(sp_csr_spmm_t_sddmm(wt, perm, w->val, dy, batch, x, batch, batch, dx2, batch, g2,
+                                     false, 2));
+        CHECK(!memcmp(dx1, dx2, sizeof(float) * cols * batch));
+        CHECK(!memcmp(g1, g2, sizeof(float) * (size_t)w->nnz));
+        /* argument checks: shapes are W^T's (in x out) */
+        CHECK_STATUS(sp_csr_spmm_t_sddmm(NULL, perm, w->val, dy, batch, x, batch, batch, dx1,
+                                         batch, g1, false, 1), SP_EINVAL);
+        CHECK_STATUS(sp_csr_spmm_t_sddmm(wt, NULL, w->val, dy, batch, x, batch, batch, dx1, batch,
+                                         g1, false, 1), SP_EINVAL);
+        CHECK_STATUS(sp_csr_spmm_t_sddmm(wt, perm, w->val, dy, batch, x, batch, batch, dx1,
+                                         batch - 1, g1, false, 1), SP_ESHAPE);
+    }
+    sp_csr_free(wt);
+    free(perm);
     /* against the reference, through the dense matrix in double */
     for (int64_t i = 0; i < rows; i++)
         for (int64_t b = 0; b < batch; b++) {

@@ -43,6 +43,17 @@ sp_status sp_csr_spmm_t(const sp_csr *w, const float *dy, int64_t lddy, int64_t 
 /* dval (+)= (dY X^T) at W's stored entries */
 sp_status sp_csr_sddmm(const sp_csr *w, const float *dy, int64_t lddy, const float *x,
                        int64_t ldx, int64_t batch, float *dval, bool accumulate, int nthreads);
+/* Both halves of a CSR layer's backward pass in one sweep over W^T, for layers whose
+ * activations do not fit in cache: each row of dY is fetched once for both products.
+ * wt is the structure of W^T (in x out; its values are not read), perm[q] the index in W of
+ * W^T's entry q, wval W's values (in W's order). Computes
+ *     dX = W^T dY                         (in, batch), overwritten
+ *     dval[perm[q]] (+)= dY[col(q), :] . X[j, :] for every entry q of row j of wt,
+ * i.e. sp_csr_spmm_t and sp_csr_sddmm of W, summed in another order. */
+sp_status sp_csr_spmm_t_sddmm(const sp_csr *wt, const int64_t *perm, const float *wval,
+                              const float *dy, int64_t lddy, const float *x, int64_t ldx,
+                              int64_t batch, float *dx, int64_t lddx, float *dval,
+                              bool accumulate, int nthreads);
 
 sp_status sp_bsr_spmm(const sp_bsr *w, const float *x, int64_t ldx, int64_t batch, float *y,
                       int64_t ldy, const float *bias, sp_act act, int nthreads);

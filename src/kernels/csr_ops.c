@@ -95,6 +95,50 @@ sp_status sp_csr_spmm_t(const sp_csr *w, const float *dy, int64_t lddy, int64_t 
     return SP_OK;
 }
 
+typedef struct fused_task {
+    const sp_csr *wt;
+    const int64_t *perm;
+    const float *wval, *dy, *x;
+    int64_t lddy, ldx, batch, lddx, rows_per_task;
+    float *dx, *dval;
+    bool accumulate;
+    sp_csr_spmm_t_sddmm_fn fn;
+} fused_task;
+
+static void fused_task_run(void *vctx, int64_t t) {
+    const fused_task *c = vctx;
+    const int64_t r0 = t * c->rows_per_task, r1 = SP_MIN(c->wt->rows, r0 + c->rows_per_task);
+    c->fn(c->wt, c->perm, c->wval, r0, r1, c->dy, c->lddy, c->x, c->ldx, c->batch, c->dx,
+          c->lddx, c->dval, c->accumulate);
+}
+
+/* Tasks are row ranges of W^T: each writes its own rows of dX and its own entries of dval, so
+ * every value is summed in the same order for any thread count. */
+sp_status sp_csr_spmm_t_sddmm(const sp_csr *wt, const int64_t *perm, const float *wval,
+                              const float *dy, int64_t lddy, const float *x, int64_t ldx,
+                              int64_t batch, float *dx, int64_t lddx, float *dval,
+                              bool accumulate, int nthreads) {
+    static const char fn[] = "csr_spmm_t_sddmm";
+    if (!wt) return sp_fail(SP_EINVAL, "%s: W^T is NULL", fn);
+    sp_status st;
+    if ((st = sp_check_dense(fn, "dY", dy, wt->cols, batch, lddy)) ||
+        (st = sp_check_dense(fn, "X", x, wt->rows, batch, ldx)) ||
+        (st = sp_check_dense(fn, "dX", dx, wt->rows, batch, lddx)))
+        return st;
+    if (wt->nnz > 0 && (!perm || !wval || !dval))
+        return sp_fail(SP_EINVAL, "%s: perm, wval or dval is NULL", fn);
+    if (batch == 0 || wt->rows == 0) return SP_OK;
+    static const sp_kernel *_Atomic cached;
+    const sp_kernel *k = sp_kernel_cached("csr_spmm_t_sddmm", &cached);
+    fused_task c = {.wt = wt, .perm = perm, .wval = wval, .dy = dy, .x = x, .lddy = lddy,
+                    .ldx = ldx, .batch = batch, .lddx = lddx, .dx = dx, .dval = dval,
+                    .accumulate = accumulate, .fn = (sp_csr_spmm_t_sddmm_fn)k->fn};
+    c.rows_per_task = sp_rows_per_task(wt->rows, 2 * wt->nnz * batch + wt->rows, TASK_WORK);
+    sp_parallel_for((wt->rows + c.rows_per_task - 1) / c.rows_per_task,
+                    sp_resolve_threads(nthreads), fused_task_run, &c);
+    return SP_OK;
+}
+
 static void sddmm_task(void *vctx, int64_t t) {
     const csr_task *c = vctx;
     int64_t r0 = t * c->rows_per_task, r1 = SP_MIN(c->w->rows, r0 + c->rows_per_task);

@@ -49,6 +49,12 @@ static const sp_kernel csr_sddmm[] = {
     X86(SP_KERNEL(sp_f32_sddmm_csr__avx512, SP_ISA_AVX512))
     ARM(SP_KERNEL(sp_f32_sddmm_csr__neon, SP_ISA_NEON))
 };
+static const sp_kernel csr_spmm_t_sddmm[] = {
+    SP_KERNEL_REF(sp_f32_spmm_t_sddmm_csr__ref),
+    SP_KERNEL(sp_f32_spmm_t_sddmm_csr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_f32_spmm_t_sddmm_csr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_f32_spmm_t_sddmm_csr__avx512, SP_ISA_AVX512))
+};
 
 static const sp_kernel bsr_spmm[] = {
     SP_KERNEL_REF(sp_f32_spmm_bsr__ref),
@@ -100,6 +106,7 @@ const sp_kernel_family sp_kernel_families[] = {
     FAMILY("csr_spmm_panels", csr_spmm_panels),
     FAMILY("csr_spmm_t", csr_spmm_t),
     FAMILY("csr_sddmm", csr_sddmm),
+    FAMILY("csr_spmm_t_sddmm", csr_spmm_t_sddmm),
     FAMILY("bsr_spmm", bsr_spmm),
     FAMILY("bsr_spmm_t", bsr_spmm_t),
     FAMILY("bsr_sddmm", bsr_sddmm),

@@ -33,6 +33,13 @@ typedef void (*sp_csr_sddmm_fn)(const sp_csr *w, int64_t r0, int64_t r1, const f
                                 int64_t lddy, const float *x, int64_t ldx, int64_t batch,
                                 float *dval, bool accumulate);
 
+/* For rows j in [r0, r1) of wt = W^T: dx[j, :] = sum_q wval[perm[q]] dy[col(q), :] and
+ * dval[perm[q]] (+)= dy[col(q), :] . x[j, :] (sp_csr_spmm_t_sddmm). */
+typedef void (*sp_csr_spmm_t_sddmm_fn)(const sp_csr *wt, const int64_t *perm, const float *wval,
+                                       int64_t r0, int64_t r1, const float *dy, int64_t lddy,
+                                       const float *x, int64_t ldx, int64_t batch, float *dx,
+                                       int64_t lddx, float *dval, bool accumulate);
+
 /* BSR: ranges are in block rows. */
 typedef void (*sp_bsr_spmm_fn)(const sp_bsr *w, int64_t br0, int64_t br1, const float *x,
                                int64_t ldx, int64_t batch, float *y, int64_t ldy,
@@ -97,7 +104,11 @@ static inline float sp_epilogue(float v, const float *bias, int64_t row, sp_act 
     void sp_f32_spmm_t_csr__##suffix(const sp_csr *, int64_t, int64_t, const float *, int64_t, \
                                      float *, int64_t);                                         \
     void sp_f32_sddmm_csr__##suffix(const sp_csr *, int64_t, int64_t, const float *, int64_t,  \
-                                    const float *, int64_t, int64_t, float *, bool);
+                                    const float *, int64_t, int64_t, float *, bool);            \
+    void sp_f32_spmm_t_sddmm_csr__##suffix(const sp_csr *, const int64_t *, const float *,      \
+                                           int64_t, int64_t, const float *, int64_t,            \
+                                           const float *, int64_t, int64_t, float *, int64_t,   \
+                                           float *, bool);
 #define SP_DECLARE_BSR(suffix)                                                                  \
     void sp_f32_spmm_bsr__##suffix(const sp_bsr *, int64_t, int64_t, const float *, int64_t,   \
                                    int64_t, float *, int64_t, const float *, sp_act);          \

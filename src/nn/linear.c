@@ -81,13 +81,15 @@ static sp_status linear_forward(sp_layer *l, const sp_run *run, const float *x, 
     return SP_EINVAL;
 }
 
-/* dX = W^T dY for a CSR weight, as the forward product of W^T: each row of dX gathers its
+/* The backward pass of a CSR weight that needs dX: dX = W^T dY and dW += dY X^T at W's
+ * entries in one sweep over the rows of W^T (sp_csr_spmm_t_sddmm). Each row of dX gathers its
  * entries, where scattering W's rows into dX (sp_csr_spmm_t) measured 8-12x slower than the
- * forward product on the same matrix (bench/sparse_train.sh, perf). W^T's structure is built
- * once per topology (csr_t, tperm: counting sort by column); its values are gathered from W's
- * before each use, since the optimizer changes them every step. */
-static sp_status csr_input_grad(linear_layer *L, const float *dy, int64_t cols, float *dx,
-                                int nthreads) {
+ * forward product on the same matrix (bench/sparse_train.sh, perf), and each row of dY is read
+ * once for both products, which is what a layer too wide for the caches pays for. W^T's
+ * structure is built once per topology (csr_t, tperm: counting sort by column); its values are
+ * read from W's through tperm, since the optimizer changes them every step. */
+static sp_status csr_backward(linear_layer *L, const float *x, const float *dy, int64_t cols,
+                              float *dx, float *dw, int nthreads) {
     const sp_csr *c = L->csr;
     if (!L->csr_t) {
         sp_csr *t = NULL;
@@ -115,9 +117,8 @@ static sp_status csr_input_grad(linear_layer *L, const float *dy, int64_t cols, 
         L->csr_t = t;
         L->tperm = perm;
     }
-    sp_csr *t = L->csr_t;
-    for (int64_t q = 0; q < t->nnz; q++) t->val[q] = L->base.param[L->tperm[q]];
-    return sp_csr_spmm(t, dy, cols, cols, dx, cols, NULL, SP_ACT_NONE, nthreads);
+    return sp_csr_spmm_t_sddmm(L->csr_t, L->tperm, L->base.param, dy, cols, x, cols, cols, dx,
+                               cols, dw, true, nthreads);
 }
 
 /* Drops W^T after a topology change. */
@@ -152,8 +153,8 @@ static sp_status linear_backward(sp_layer *l, const sp_run *run, const float *x,
                           dx, cols, run->nthreads);
         return st;
     case LIN_CSR:
-        st = sp_csr_sddmm(L->csr, dy, cols, x, cols, cols, dw, true, run->nthreads);
-        if (st == SP_OK && dx) st = csr_input_grad(L, dy, cols, dx, run->nthreads);
+        if (dx) st = csr_backward(L, x, dy, cols, dx, dw, run->nthreads);
+        else st = sp_csr_sddmm(L->csr, dy, cols, x, cols, cols, dw, true, run->nthreads);
         return st;
     case LIN_BSR:
         st = sp_bsr_sddmm(L->bsr, dy, cols, x, cols, cols, dw, true, run->nthreads);

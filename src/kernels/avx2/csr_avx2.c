@@ -255,3 +255,73 @@ void sp_f32_spmm_csr_panels__avx2(const sp_csr *w, int64_t r0, int64_t r1, const
         for (; b < batch; b += 8) panels_tile(w, blk, x, ldx, b, SP_MIN(8, batch - b), false, y, ldy, bias, act);
     }
 }
+
+/* The fused backward (sp_csr_spmm_t_sddmm) over rows j of W^T: tiles of 64 columns of dX row j
+ * in 8 accumulators while each entry's row of dY passes once and is also dotted with X's row j
+ * (from L1); 8-column masked tiles for the rest. The entry PF ahead has its row of dY and its
+ * value and gradient (scattered through perm) prefetched: 0.77 -> 0.58 s for 333,334 x 333,334
+ * with 40 entries a row at batch 64, against spmm of W^T plus sddmm. */
+static inline __attribute__((always_inline)) void spmm_t_sddmm_rows(
+    const sp_csr *wt, const int64_t *perm, const float *wval, int64_t r0, int64_t r1,
+    const float *dy, int64_t lddy, const float *x, int64_t ldx, int64_t batch, float *dx,
+    int64_t lddx, float *dval, bool accumulate, bool wide) {
+    const int64_t qend = wt->row_ptr[r1];
+    for (int64_t j = r0; j < r1; j++) {
+        const int64_t q0 = wt->row_ptr[j], q1 = wt->row_ptr[j + 1];
+        const float *xj = x + j * ldx;
+        float *dxj = dx + j * lddx;
+        int64_t b = 0;
+        for (; b + 64 <= batch; b += 64) {
+            __m256 a[8];
+            for (int l = 0; l < 8; l++) a[l] = _mm256_setzero_ps();
+            for (int64_t q = q0; q < q1; q++) {
+                if (q + PF < qend) {
+                    const int64_t off = q + PF < q1 ? b : 0;
+                    const char *pf = (const char *)(dy + col_at(wt, q + PF, wide) * lddy + off);
+                    for (int l = 0; l < 4; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(wval + perm[q + PF]), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(dval + perm[q + PF]), _MM_HINT_T0);
+                }
+                const float *g = dy + col_at(wt, q, wide) * lddy + b;
+                const __m256 v = _mm256_set1_ps(wval[perm[q]]);
+                __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+                for (int l = 0; l < 8; l += 2) {
+                    const __m256 g0 = _mm256_loadu_ps(g + 8 * l), g1 = _mm256_loadu_ps(g + 8 * l + 8);
+                    a[l] = _mm256_fmadd_ps(v, g0, a[l]);
+                    a[l + 1] = _mm256_fmadd_ps(v, g1, a[l + 1]);
+                    s0 = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xj + b + 8 * l), s0);
+                    s1 = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xj + b + 8 * l + 8), s1);
+                }
+                const float dot = hsum(_mm256_add_ps(s0, s1));
+                float *d = dval + perm[q];
+                *d = accumulate || b > 0 ? *d + dot : dot;
+            }
+            for (int l = 0; l < 8; l++) _mm256_storeu_ps(dxj + b + 8 * l, a[l]);
+        }
+        for (; b < batch; b += 8) {
+            const __m256i m = lanes(SP_MIN(8, batch - b));
+            const __m256 xv = _mm256_maskload_ps(xj + b, m);
+            __m256 a0 = _mm256_setzero_ps();
+            for (int64_t q = q0; q < q1; q++) {
+                const __m256 g = _mm256_maskload_ps(dy + col_at(wt, q, wide) * lddy + b, m);
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(wval[perm[q]]), g, a0);
+                const float dot = hsum(_mm256_mul_ps(g, xv));
+                float *d = dval + perm[q];
+                *d = accumulate || b > 0 ? *d + dot : dot;
+            }
+            _mm256_maskstore_ps(dxj + b, m, a0);
+        }
+    }
+}
+
+void sp_f32_spmm_t_sddmm_csr__avx2(const sp_csr *wt, const int64_t *perm, const float *wval,
+                                   int64_t r0, int64_t r1, const float *dy, int64_t lddy,
+                                   const float *x, int64_t ldx, int64_t batch, float *dx,
+                                   int64_t lddx, float *dval, bool accumulate) {
+    if (wt->col_idx16)
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, false);
+    else
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, true);
+}

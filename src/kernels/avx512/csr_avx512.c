@@ -301,3 +301,75 @@ void sp_f32_spmm_csr_panels__avx512(const sp_csr *w, int64_t r0, int64_t r1, con
         }
     }
 }
+
+/* The fused backward (sp_csr_spmm_t_sddmm) over rows j of W^T: tiles of 64 columns of dX row j
+ * in 4 accumulators while each entry's row of dY (prefetched PF entries ahead) passes once and
+ * is also dotted with X's row j; 16-column masked tiles for the rest. */
+static inline __attribute__((always_inline)) void spmm_t_sddmm_rows(
+    const sp_csr *wt, const int64_t *perm, const float *wval, int64_t r0, int64_t r1,
+    const float *dy, int64_t lddy, const float *x, int64_t ldx, int64_t batch, float *dx,
+    int64_t lddx, float *dval, bool accumulate, bool wide) {
+    const int64_t qend = wt->row_ptr[r1];
+    for (int64_t j = r0; j < r1; j++) {
+        const int64_t q0 = wt->row_ptr[j], q1 = wt->row_ptr[j + 1];
+        const float *xj = x + j * ldx;
+        float *dxj = dx + j * lddx;
+        int64_t b = 0;
+        for (; b + 64 <= batch; b += 64) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t q = q0; q < q1; q++) {
+                if (q + PF < qend) {
+                    const int64_t off = q + PF < q1 ? b : 0;
+                    const char *pf = (const char *)(dy + col_at(wt, q + PF, wide) * lddy + off);
+                    for (int l = 0; l < 4; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(wval + perm[q + PF]), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(dval + perm[q + PF]), _MM_HINT_T0);
+                }
+                const float *g = dy + col_at(wt, q, wide) * lddy + b;
+                const __m512 v = _mm512_set1_ps(wval[perm[q]]);
+                const __m512 g0 = _mm512_loadu_ps(g), g1 = _mm512_loadu_ps(g + 16);
+                const __m512 g2 = _mm512_loadu_ps(g + 32), g3 = _mm512_loadu_ps(g + 48);
+                a0 = _mm512_fmadd_ps(v, g0, a0);
+                a1 = _mm512_fmadd_ps(v, g1, a1);
+                a2 = _mm512_fmadd_ps(v, g2, a2);
+                a3 = _mm512_fmadd_ps(v, g3, a3);
+                __m512 s0 = _mm512_mul_ps(g0, _mm512_loadu_ps(xj + b));
+                __m512 s1 = _mm512_mul_ps(g1, _mm512_loadu_ps(xj + b + 16));
+                s0 = _mm512_fmadd_ps(g2, _mm512_loadu_ps(xj + b + 32), s0);
+                s1 = _mm512_fmadd_ps(g3, _mm512_loadu_ps(xj + b + 48), s1);
+                const float dot = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+                float *d = dval + perm[q];
+                *d = accumulate || b > 0 ? *d + dot : dot;
+            }
+            _mm512_storeu_ps(dxj + b, a0);
+            _mm512_storeu_ps(dxj + b + 16, a1);
+            _mm512_storeu_ps(dxj + b + 32, a2);
+            _mm512_storeu_ps(dxj + b + 48, a3);
+        }
+        for (; b < batch; b += 16) {
+            const __mmask16 m = (batch - b >= 16) ? 0xFFFF : (__mmask16)((1u << (batch - b)) - 1);
+            const __m512 xv = _mm512_maskz_loadu_ps(m, xj + b);
+            __m512 a0 = _mm512_setzero_ps();
+            for (int64_t q = q0; q < q1; q++) {
+                const __m512 g = _mm512_maskz_loadu_ps(m, dy + col_at(wt, q, wide) * lddy + b);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(wval[perm[q]]), g, a0);
+                const float dot = _mm512_reduce_add_ps(_mm512_mul_ps(g, xv));
+                float *d = dval + perm[q];
+                *d = accumulate || b > 0 ? *d + dot : dot;
+            }
+            _mm512_mask_storeu_ps(dxj + b, m, a0);
+        }
+    }
+}
+
+void sp_f32_spmm_t_sddmm_csr__avx512(const sp_csr *wt, const int64_t *perm, const float *wval,
+                                     int64_t r0, int64_t r1, const float *dy, int64_t lddy,
+                                     const float *x, int64_t ldx, int64_t batch, float *dx,
+                                     int64_t lddx, float *dval, bool accumulate) {
+    if (wt->col_idx16)
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, false);
+    else
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, true);
+}

@@ -66,3 +66,24 @@ void sp_f32_sddmm_csr__ref(const sp_csr *w, int64_t r0, int64_t r1, const float 
         }
     }
 }
+
+/* dX[j, b] = sum_q W^T[j, col(q)] * dY[col(q), b] and dval[perm[q]] (+)= sum_b dY[col(q), b] *
+ * X[j, b], where W^T[j, col(q)] = wval[perm[q]] */
+void sp_f32_spmm_t_sddmm_csr__ref(const sp_csr *wt, const int64_t *perm, const float *wval,
+                                  int64_t r0, int64_t r1, const float *dy, int64_t lddy,
+                                  const float *x, int64_t ldx, int64_t batch, float *dx,
+                                  int64_t lddx, float *dval, bool accumulate) {
+    for (int64_t j = r0; j < r1; j++) {
+        for (int64_t b = 0; b < batch; b++) {
+            float acc = 0.0f;
+            for (int64_t q = wt->row_ptr[j]; q < wt->row_ptr[j + 1]; q++)
+                acc += wval[perm[q]] * dy[sp_csr_col(wt, q) * lddy + b];
+            dx[j * lddx + b] = acc;
+        }
+        for (int64_t q = wt->row_ptr[j]; q < wt->row_ptr[j + 1]; q++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < batch; b++) acc += dy[sp_csr_col(wt, q) * lddy + b] * x[j * ldx + b];
+            dval[perm[q]] = accumulate ? dval[perm[q]] + acc : acc;
+        }
+    }
+}

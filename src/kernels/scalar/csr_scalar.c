@@ -145,3 +145,51 @@ void sp_f32_spmm_csr_panels__scalar(const sp_csr *w, int64_t r0, int64_t r1, con
         }
     }
 }
+
+/* The fused backward (sp_csr_spmm_t_sddmm) over rows of W^T: a tile of SP_TILE columns of dX
+ * row j accumulates locally while each entry's row of dY passes once, giving its dot with X's
+ * row j (in 8 partial sums, as sddmm) on the way. */
+static inline __attribute__((always_inline)) void spmm_t_sddmm_rows(
+    const sp_csr *wt, const int64_t *perm, const float *wval, int64_t r0, int64_t r1,
+    const float *dy, int64_t lddy, const float *x, int64_t ldx, int64_t batch, float *dx,
+    int64_t lddx, float *dval, bool accumulate, bool wide) {
+    for (int64_t j = r0; j < r1; j++) {
+        const float *xj = x + j * ldx;
+        for (int64_t b0 = 0; b0 < batch; b0 += SP_TILE) {
+            const int64_t nb = SP_MIN(SP_TILE, batch - b0);
+            float acc[SP_TILE] = {0};
+            for (int64_t q = wt->row_ptr[j]; q < wt->row_ptr[j + 1]; q++) {
+                const float *g = dy + col_at(wt, q, wide) * lddy + b0;
+                const float v = wval[perm[q]];
+                float part[8] = {0};
+                int64_t b = 0;
+                for (; b + 8 <= nb; b += 8)
+                    for (int l = 0; l < 8; l++) {
+                        acc[b + l] += v * g[b + l];
+                        part[l] += g[b + l] * xj[b0 + b + l];
+                    }
+                for (; b < nb; b++) {
+                    acc[b] += v * g[b];
+                    part[0] += g[b] * xj[b0 + b];
+                }
+                const float dot = ((part[0] + part[1]) + (part[2] + part[3])) +
+                                  ((part[4] + part[5]) + (part[6] + part[7]));
+                float *d = dval + perm[q];
+                *d = accumulate || b0 > 0 ? *d + dot : dot;
+            }
+            memcpy(dx + j * lddx + b0, acc, sizeof(float) * (size_t)nb);
+        }
+    }
+}
+
+void sp_f32_spmm_t_sddmm_csr__scalar(const sp_csr *wt, const int64_t *perm, const float *wval,
+                                     int64_t r0, int64_t r1, const float *dy, int64_t lddy,
+                                     const float *x, int64_t ldx, int64_t batch, float *dx,
+                                     int64_t lddx, float *dval, bool accumulate) {
+    if (wt->col_idx16)
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, false);
+    else
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, true);
+}
