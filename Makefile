@@ -6,6 +6,9 @@
 #                   nnz, 98% against dense), with their peers (OpenBLAS, PyTorch, SciPy);
 #                   writes docs/BENCHMARKS.md
 #                   (BENCH_QUICK=1 make bench: a small grid, a few minutes)
+#   make bench-million  one epoch of a 784-333334-333334-333334-10 MLP trained sparse with
+#                   SET (a million hidden neurons; about 17 minutes); writes its section of
+#                   docs/BENCHMARKS.md
 #   make run        the main job end to end: train LeNet-300-100 on Fashion-MNIST, evaluate it
 #   make install    PREFIX=/usr/local: headers, libraries, CLI, pkg-config, CMake package
 #   make test-arm   cross-compile for aarch64; under qemu-user: the suite with NEON, with
@@ -23,7 +26,7 @@ DEPS := scripts/install-deps.sh
 export MAKEFLAGS += --no-print-directory
 
 .PHONY: all deps build test test-plain test-scalar test-asan test-noblas test-arm test-install \
-        bench run install clean fuzz
+        bench bench-million run install clean fuzz
 
 all: build
 
@@ -108,6 +111,10 @@ bench: build
 	@bench/run.sh
 	@bench/train.sh
 	@bench/sparse_train.sh
+
+bench-million: build
+	@$(DEPS) data
+	@bench/million.sh
 
 run: build
 	@$(DEPS) data

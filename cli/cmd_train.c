@@ -21,7 +21,8 @@ static void train_usage(FILE *f) {
         "usage: sparrow train --model SPEC|CONFIG|MODEL [options]\n"
         "\n"
         "Trains a model on a dataset and writes it (architecture, weights, optimizer state) to\n"
-        "--out. Progress goes to stderr; one line per epoch, or a progress bar on a terminal.\n"
+        "--out. Progress goes to stderr; one line per epoch (and one a minute during a long\n"
+        "epoch), or a progress bar on a terminal.\n"
         "\n"
         "model and data:\n"
         "  --model M            built-in spec (lenet300, lenet5, mlp:H1,H2,..., mobilenet,\n"
@@ -330,8 +331,20 @@ static bool on_report(const sp_train_report *r, void *user) {
     char eta[32];
     fmt_time(eta, sizeof eta, r->eta_seconds);
     if (!r->epoch_done) {
-        if (!p->tty || p->quiet) return true;
+        if (p->quiet) return true;
         double t = wall();
+        if (!p->tty) {
+            /* a log, not a terminal: a plain line a minute during a long epoch */
+            if (t - p->last_draw < 60.0) return true;
+            p->last_draw = t;
+            fprintf(p->json ? stderr : stdout, "epoch %lld/%lld  step %lld/%lld (%d%%)  loss %.4f  "
+                    "acc %.2f%%  %.0f samples/s  ETA %s\n", (long long)r->epoch + 1,
+                    (long long)r->epochs, (long long)r->batch_index, (long long)r->batches,
+                    (int)(100 * r->batch_index / r->batches), r->loss, 100.0 * r->accuracy,
+                    r->samples_per_second, eta);
+            fflush(p->json ? stderr : stdout);
+            return true;
+        }
         if (t - p->last_draw < 0.1) return true;
         p->last_draw = t;
         int width = 24, fill = (int)(width * r->batch_index / r->batches);
@@ -590,7 +603,7 @@ int cmd_train(int argc, char **argv) {
         .hook = pruning ? sp_prune_gradual_hook : sparse ? sp_dst_hook : NULL,
         .hook_user = pruning ? (void *)&gradual : (void *)&dst};
     progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .log = logf,
-                   .prune = pruning ? &gradual : NULL};
+                   .prune = pruning ? &gradual : NULL, .last_draw = wall()};
     to.user = &pr;
     if (!r.quiet)
         fprintf(r.json ? stderr : stdout, "%s %lld samples (%lld validation), model %s: %lld "

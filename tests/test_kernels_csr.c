@@ -259,7 +259,7 @@ TEST(csr_kernels_long_rows) {
 /* Dispatch runs the active level's own variant whenever the table has one; on aarch64 every
  * CSR family has a NEON variant and NEON is the best level, so the suite there exercises it. */
 TEST(csr_dispatch_picks_active_isa) {
-    static const char *fams[] = {"csr_spmm", "csr_spmm_t", "csr_sddmm"};
+    static const char *fams[] = {"csr_spmm", "csr_spmm_t", "csr_sddmm", "csr_spmm_t_sddmm"};
     const sp_isa active = sp_isa_active();
 #if defined(__aarch64__)
     CHECK(sp_isa_best() == SP_ISA_NEON);

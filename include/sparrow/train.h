@@ -220,7 +220,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
  * activations at that batch would exceed SP_EVAL_ACT_BYTES is run in smaller batches (a
  * million hidden units take 8 MB of activations per sample). SP_ESHAPE if the model does not
  * fit the data. */
-#define SP_EVAL_ACT_BYTES ((int64_t)256 << 20)
+#define SP_EVAL_ACT_BYTES ((int64_t)512 << 20)
 sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthreads,
                       double *loss, double *accuracy, int32_t *pred);
 

@@ -54,6 +54,7 @@ static const sp_kernel csr_spmm_t_sddmm[] = {
     SP_KERNEL(sp_f32_spmm_t_sddmm_csr__scalar, SP_ISA_SCALAR),
     X86(SP_KERNEL(sp_f32_spmm_t_sddmm_csr__avx2, SP_ISA_AVX2))
     X86(SP_KERNEL(sp_f32_spmm_t_sddmm_csr__avx512, SP_ISA_AVX512))
+    ARM(SP_KERNEL(sp_f32_spmm_t_sddmm_csr__neon, SP_ISA_NEON))
 };
 
 static const sp_kernel bsr_spmm[] = {

@@ -120,50 +120,48 @@ static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t max, 
     return select_drops(w, nnz, true, k, drop);
 }
 
-/* True if column c is stored in row i of the pattern (columns ascending within a row). */
-static bool stored(const sp_csr *c, int64_t i, int64_t col) {
-    int64_t lo = c->row_ptr[i], hi = c->row_ptr[i + 1];
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2, mc = sp_csr_col(c, mid);
-        if (mc == col) return true;
-        if (mc < col) lo = mid + 1;
-        else hi = mid;
-    }
-    return false;
-}
-
-/* n positions drawn uniformly from the empty ones of a rows x cols pattern (by rejection; the
- * caller guarantees n <= the empty count), ascending in grow. */
+/* n positions drawn uniformly from the empty ones of a rows x cols pattern, ascending in
+ * grow (the caller guarantees n <= the empty count). In rounds: as many candidates as are still
+ * missing, drawn uniformly over all positions, are sorted and walked together with the pattern
+ * and the positions taken so far, so every read is in order (a random probe of a 333,334-row
+ * pattern per candidate took seconds); candidates that are stored, taken or repeated are
+ * dropped. Each round's survivors are a uniformly random subset of the free positions (every
+ * free position is equally likely to be drawn), so the n positions are a uniform n-subset. */
 static sp_status random_grows(const sp_csr *c, int64_t n, sp_rng *r, int64_t *grow) {
     const int64_t total = c->rows * c->cols, empty = total - c->nnz;
     if (n > empty)
         return sp_fail(SP_EINVAL, "dst: %lld entries to grow, %lld empty positions", (long long)n,
                        (long long)empty);
-    /* an open-addressing set of the positions taken so far */
-    int64_t cap = 16;
-    while (cap < 2 * n + 2) cap *= 2;
-    int64_t *set = sp_alloc(sizeof(int64_t) * (size_t)cap);
-    if (!set) return SP_ENOMEM;
-    for (int64_t k = 0; k < cap; k++) set[k] = -1;
-    for (int64_t g = 0; g < n;) {
-        int64_t p = (int64_t)sp_rng_below(r, (uint64_t)total);
-        if (stored(c, p / c->cols, p % c->cols)) continue;
-        uint64_t h = ((uint64_t)p * 0x9e3779b97f4a7c15ull) >> 7;
-        int64_t slot = (int64_t)(h & (uint64_t)(cap - 1));
-        bool dup = false;
-        while (set[slot] >= 0) {
-            if (set[slot] == p) {
-                dup = true;
-                break;
-            }
-            slot = (slot + 1) & (cap - 1);
-        }
-        if (dup) continue;
-        set[slot] = p;
-        grow[g++] = p;
+    int64_t *cand = sp_alloc(sizeof(int64_t) * (size_t)(n + 1));
+    int64_t *merged = sp_alloc(sizeof(int64_t) * (size_t)(n + 1));
+    if (!cand || !merged) {
+        sp_free(cand);
+        sp_free(merged);
+        return SP_ENOMEM;
     }
-    sp_free(set);
-    qsort(grow, (size_t)n, sizeof *grow, by_i64);
+    int64_t have = 0;
+    while (have < n) {
+        const int64_t want = n - have;
+        for (int64_t k = 0; k < want; k++) cand[k] = (int64_t)sp_rng_below(r, (uint64_t)total);
+        qsort(cand, (size_t)want, sizeof *cand, by_i64);
+        int64_t kept = 0, row = -1, q = 0, q1 = 0, t = 0;
+        for (int64_t k = 0; k < want; k++) {
+            const int64_t p = cand[k];
+            if (k > 0 && p == cand[k - 1]) continue; /* repeated */
+            const int64_t i = p / c->cols, j = p % c->cols;
+            if (i != row) row = i, q = c->row_ptr[i], q1 = c->row_ptr[i + 1];
+            while (q < q1 && sp_csr_col(c, q) < j) q++;
+            if (q < q1 && sp_csr_col(c, q) == j) continue; /* stored */
+            while (t < have && grow[t] < p) merged[kept++] = grow[t++];
+            if (t < have && grow[t] == p) continue; /* taken in an earlier round */
+            merged[kept++] = p;
+        }
+        while (t < have) merged[kept++] = grow[t++];
+        memcpy(grow, merged, sizeof(int64_t) * (size_t)kept);
+        have = kept;
+    }
+    sp_free(cand);
+    sp_free(merged);
     return SP_OK;
 }
 

@@ -231,3 +231,78 @@ void sp_f32_sddmm_csr__neon(const sp_csr *w, int64_t r0, int64_t r1, const float
     if (w->col_idx16) sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, false);
     else sddmm_rows(w, r0, r1, dy, lddy, x, ldx, batch, dval, accumulate, true);
 }
+
+/* The fused backward (sp_csr_spmm_t_sddmm) over rows j of W^T: tiles of 16 columns of dX row j
+ * in 4 accumulators while each entry's row of dY passes once and is also dotted with X's row j;
+ * then tiles of 4 and 1-3 scalar columns (no masked loads). A tile after the first adds its part
+ * of an entry's dot to dval. */
+static inline __attribute__((always_inline)) void spmm_t_sddmm_rows(
+    const sp_csr *wt, const int64_t *perm, const float *wval, int64_t r0, int64_t r1,
+    const float *dy, int64_t lddy, const float *x, int64_t ldx, int64_t batch, float *dx,
+    int64_t lddx, float *dval, bool accumulate, bool wide) {
+    for (int64_t j = r0; j < r1; j++) {
+        const int64_t q0 = wt->row_ptr[j], q1 = wt->row_ptr[j + 1];
+        const float *xj = x + j * ldx;
+        float *dxj = dx + j * lddx;
+        int64_t b = 0;
+        for (; b + 16 <= batch; b += 16) {
+            float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+            const float32x4_t x0 = vld1q_f32(xj + b), x1 = vld1q_f32(xj + b + 4);
+            const float32x4_t x2 = vld1q_f32(xj + b + 8), x3 = vld1q_f32(xj + b + 12);
+            for (int64_t q = q0; q < q1; q++) {
+                const float *g = dy + col_at(wt, q, wide) * lddy + b;
+                const float v = wval[perm[q]];
+                const float32x4_t g0 = vld1q_f32(g), g1 = vld1q_f32(g + 4);
+                const float32x4_t g2 = vld1q_f32(g + 8), g3 = vld1q_f32(g + 12);
+                a0 = vfmaq_n_f32(a0, g0, v);
+                a1 = vfmaq_n_f32(a1, g1, v);
+                a2 = vfmaq_n_f32(a2, g2, v);
+                a3 = vfmaq_n_f32(a3, g3, v);
+                float32x4_t s0 = vmulq_f32(g0, x0), s1 = vmulq_f32(g1, x1);
+                s0 = vfmaq_f32(s0, g2, x2);
+                s1 = vfmaq_f32(s1, g3, x3);
+                const float dot = vaddvq_f32(vaddq_f32(s0, s1));
+                float *d = dval + perm[q];
+                *d = accumulate || b > 0 ? *d + dot : dot;
+            }
+            vst1q_f32(dxj + b, a0);
+            vst1q_f32(dxj + b + 4, a1);
+            vst1q_f32(dxj + b + 8, a2);
+            vst1q_f32(dxj + b + 12, a3);
+        }
+        for (; b + 4 <= batch; b += 4) {
+            float32x4_t a0 = vdupq_n_f32(0.0f);
+            const float32x4_t xv = vld1q_f32(xj + b);
+            for (int64_t q = q0; q < q1; q++) {
+                const float32x4_t g = vld1q_f32(dy + col_at(wt, q, wide) * lddy + b);
+                a0 = vfmaq_n_f32(a0, g, wval[perm[q]]);
+                const float dot = vaddvq_f32(vmulq_f32(g, xv));
+                float *d = dval + perm[q];
+                *d = accumulate || b > 0 ? *d + dot : dot;
+            }
+            vst1q_f32(dxj + b, a0);
+        }
+        for (; b < batch; b++) {
+            float a = 0.0f;
+            for (int64_t q = q0; q < q1; q++) {
+                const float g = dy[col_at(wt, q, wide) * lddy + b];
+                a += wval[perm[q]] * g;
+                float *d = dval + perm[q];
+                *d = accumulate || b > 0 ? *d + g * xj[b] : g * xj[b];
+            }
+            dxj[b] = a;
+        }
+    }
+}
+
+void sp_f32_spmm_t_sddmm_csr__neon(const sp_csr *wt, const int64_t *perm, const float *wval,
+                                   int64_t r0, int64_t r1, const float *dy, int64_t lddy,
+                                   const float *x, int64_t ldx, int64_t batch, float *dx,
+                                   int64_t lddx, float *dval, bool accumulate) {
+    if (wt->col_idx16)
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, false);
+    else
+        spmm_t_sddmm_rows(wt, perm, wval, r0, r1, dy, lddy, x, ldx, batch, dx, lddx, dval,
+                          accumulate, true);
+}
