@@ -43,7 +43,7 @@ def section(r):
          "| parameters stored (with biases) | {:,} |".format(r["params"]),
          "| the same network dense | {:,} parameters, {:.0f} GB as float32 |".format(
              dense, dense * 4 / 1e9),
-         "| density of the hidden layers | %s |" % " / ".join(
+         "| density of each linear layer | %s |" % " / ".join(
              "%.3g%%" % (100.0 * n / (a * b)) for n, a, b in zip(nnz, sizes, sizes[1:])),
          "| training (938 steps) | %.0f s (%.1f samples/s) |" % (r["train_seconds"],
                                                                r["samples_per_second"]),

@@ -4,7 +4,10 @@
  * bit-identical, a catalogue of corrupt checkpoints, the NaN guard.
  */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -565,6 +568,49 @@ done:
     sp_mask_free(p3);
     sp_mask_free(p5);
     sp_mask_free(p7);
+}
+
+/* A full disk in the middle of a save: the file size limit (RLIMIT_FSIZE, SIGXFSZ ignored, so
+ * write fails with EFBIG) cuts the streamed write after 64 KiB. The save fails with SP_EIO,
+ * leaves the previous file whole and no temporary file behind. */
+TEST(checkpoint_save_survives_a_full_disk) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("flatten\nlinear out=2000\nlinear out=classes\n", (sp_shape){1, 4, 4},
+                          4, 5, &m)); /* 42,000 parameters: 168 KB */
+    if (!m) return;
+    char dir[128], path[160];
+    tmp_path(dir, sizeof dir, "fulldisk");
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(path, sizeof path, "%s/m.sparrow", dir);
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    size_t len;
+    uint8_t *good = slurp(path, &len);
+    sp_model_params(m)[0] += 1.0f; /* the next save differs */
+    struct rlimit old, lim;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    lim = old;
+    lim.rlim_cur = 65536;
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    sp_status st = sp_checkpoint_save(path, m, NULL, NULL, NULL);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", sp_last_error());
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, prev);
+    CHECK_MSG(st == SP_EIO && strstr(msg, path) && strstr(msg, "too large"), "%s: %s",
+              sp_status_name(st), msg);
+    size_t len2;
+    uint8_t *again = slurp(path, &len2);
+    CHECK(good && again && len2 == len && memcmp(again, good, len) == 0);
+    /* nothing else in the directory: the temporary file is gone */
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "test $(ls -A %s | wc -l) -eq 1", dir);
+    CHECK(system(cmd) == 0);
+    sp_free(good);
+    sp_free(again);
+    unlink(path);
+    rmdir(dir);
+    sp_model_free(m);
 }
 
 /* A CSR structure as a pattern: a CSR layer takes it entry for entry (the model initializes

@@ -74,18 +74,15 @@ typedef struct wfile {
     uint8_t buf[1 << 16];
 } wfile;
 
+/* Writes out the buffer; after a failed write the rest is discarded (err says why). */
 static void wf_flush(wfile *w) {
-    if (w->err || !w->n) return;
     w->crc = sp_crc32(w->crc, w->buf, w->n);
     size_t done = 0;
-    while (done < w->n) {
+    while (!w->err && done < w->n) {
         ssize_t k = write(w->fd, w->buf + done, w->n - done);
         if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            w->err = k < 0 && errno ? errno : EIO;
-            break;
-        }
-        done += (size_t)k;
+        if (k <= 0) w->err = k < 0 && errno ? errno : EIO;
+        else done += (size_t)k;
     }
     w->n = 0;
 }
