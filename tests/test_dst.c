@@ -182,46 +182,56 @@ TEST(set_update_drops_closest_to_zero_and_keeps_patterns_valid) {
     sp_model_free(m);
 }
 
-/* SET grows at positions drawn uniformly from the empty ones: over 4000 updates of the same
- * 4 x 16 layer (32 of 64 stored; 8 grown a time, among its 32 empty positions), each empty
- * position is grown 1000 times in expectation (binomial sd 27); every count must lie within
- * 6 sd, and no stored position may be grown. */
-TEST(set_grows_uniformly_over_the_empty_positions) {
-    const char *cfg = "flatten\nlinear out=4 format=csr density=0.5\nlinear out=classes\n";
+/* SET grows at positions drawn uniformly from the empty ones. Over `updates` updates of the
+ * same layer (layer 1 of cfg, rows x 16, weights of both signs), each of its empty positions must
+ * be grown updates * n / empty times within 6 binomial sd, and no stored one ever. */
+static void grows_uniform_case(const char *cfg, int64_t rows, int64_t updates, int64_t n) {
     sp_model *m0 = NULL;
     CHECK_OK(sp_model_new(cfg, IN16, 4, 3, &m0));
     if (!m0) return;
     const sp_csr *c0 = sp_model_layer_csr(m0, 1);
-    bool was[64] = {false};
-    for (int64_t i = 0; i < 4; i++)
+    bool was[256] = {false};
+    for (int64_t i = 0; i < rows; i++)
         for (int64_t k = c0->row_ptr[i]; k < c0->row_ptr[i + 1]; k++) was[i * 16 + sp_csr_col(c0, k)] = true;
-    int64_t count[64] = {0}, grown = 0;
-    for (int64_t step = 1; step <= 4000 && !sp_test_failures(); step++) {
+    const int64_t nnz = c0->nnz, empty = rows * 16 - nnz;
+    int64_t count[256] = {0}, grown = 0;
+    for (int64_t step = 1; step <= updates && !sp_test_failures(); step++) {
         sp_model *m = NULL;
         CHECK_OK(sp_model_new(cfg, IN16, 4, 3, &m));
         if (!m) break;
         sp_layer_info li;
         sp_model_layer(m, 1, &li);
         float *w = sp_model_params(m) + li.param_offset;
-        for (int64_t k = 0; k < 32; k++) w[k] = k % 2 ? 1.0f + (float)k : -1.0f - (float)k;
+        for (int64_t k = 0; k < nnz; k++) w[k] = k % 2 ? 1.0f + (float)k : -1.0f - (float)k;
         sp_dst d = {.kind = SP_DST_SET, .update_every = 1, .drop_fraction = 0.25, .seed = 5};
         CHECK_OK(sp_dst_update(m, NULL, &d, step));
         const sp_csr *c = sp_model_layer_csr(m, 1);
-        for (int64_t i = 0; i < 4; i++)
+        for (int64_t i = 0; i < rows; i++)
             for (int64_t k = c->row_ptr[i]; k < c->row_ptr[i + 1]; k++) {
                 const int64_t p = i * 16 + sp_csr_col(c, k);
                 if (!was[p]) count[p]++, grown++;
             }
         sp_model_free(m);
     }
-    CHECK_EQ(grown, 4000 * 8);
-    for (int64_t p = 0; p < 64; p++) {
+    CHECK_EQ(grown, updates * n);
+    const double mean = (double)(updates * n) / (double)empty;
+    const double sd = sqrt(mean * (1.0 - (double)n / (double)empty));
+    for (int64_t p = 0; p < rows * 16; p++) {
         if (was[p]) continue;
-        CHECK_MSG(count[p] > 1000 - 6 * 27 && count[p] < 1000 + 6 * 27,
-                  "position %lld grown %lld times of 4000 (expected 1000)", (long long)p,
-                  (long long)count[p]);
+        CHECK_MSG(fabs((double)count[p] - mean) < 6.0 * sd, "%s: position %lld grown %lld times "
+                  "of %lld (expected %.0f)", cfg, (long long)p, (long long)count[p],
+                  (long long)updates, mean);
     }
     sp_model_free(m0);
+}
+
+TEST(set_grows_uniformly_over_the_empty_positions) {
+    /* 4 x 16 at half density: 8 grown of 32 empty a time, by one ordered pass */
+    grows_uniform_case("flatten\nlinear out=4 format=csr density=0.5\nlinear out=classes\n",
+                       4, 4000, 8);
+    /* 8 x 16 with one entry a row: 2 grown of 120 empty a time, by rounds of candidates */
+    grows_uniform_case("flatten\nlinear out=8 format=csr density=0.0625\nlinear out=classes\n",
+                       8, 12000, 2);
 }
 
 /* The hook, checking the patterns after every update. */

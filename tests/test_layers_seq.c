@@ -368,6 +368,12 @@ TEST(seq_config_errors) {
         {"layernorm eps=x\n", {4, 1, 1}, SP_EINVAL, "eps=x"},
         {"tokens k=2\n", {1, 4, 4}, SP_EINVAL, "unknown option 'k'"},
         {"posembed dim=3\n", {4, 1, 4}, SP_EINVAL, "unknown option 'dim'"},
+        /* past 2^31 dense entries only CSR builds (wide_csr_layers_build_and_run) */
+        {"linear out=70000 format=bsr density=1e-6\n", {70000, 1, 1}, SP_ESHAPE,
+         "too large (the limit is 2^31 entries except in format=csr)"},
+        {"linear out=70000 format=mask density=1e-6\n", {70000, 1, 1}, SP_ESHAPE,
+         "except in format=csr"},
+        {"linear out=70000\n", {70000, 1, 1}, SP_ESHAPE, "except in format=csr"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sp_model *m = NULL;
@@ -509,4 +515,22 @@ TEST(seq_transformer_is_bitwise_identical_on_1_and_2_threads) {
     free(x);
     free(dy);
     free(cfg);
+}
+
+/* A CSR layer may exceed 2^31 dense entries (70,000 x 70,000 = 4.9e9 here, one entry a row):
+ * it is built and run in memory proportional to its entries. */
+TEST(wide_csr_layers_build_and_run) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("linear out=70000 format=csr density=1e-6\nlinear out=classes\n",
+                          (sp_shape){70000, 1, 1}, 3, 1, &m));
+    if (!m) return;
+    const sp_csr *c = sp_model_layer_csr(m, 0);
+    CHECK(c && c->rows == 70000 && c->cols == 70000 && c->nnz == 70000);
+    float *x = calloc(70000, sizeof(float));
+    const float *y = NULL;
+    for (int64_t i = 0; x && i < 70000; i++) x[i] = (float)(i % 7) / 7.0f;
+    if (x) CHECK_OK(sp_model_forward(m, x, 1, false, &y));
+    CHECK(y != NULL);
+    free(x);
+    sp_model_free(m);
 }

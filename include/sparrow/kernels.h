@@ -46,7 +46,8 @@ sp_status sp_csr_sddmm(const sp_csr *w, const float *dy, int64_t lddy, const flo
 /* Both halves of a CSR layer's backward pass in one sweep over W^T, for layers whose
  * activations do not fit in cache: each row of dY is fetched once for both products.
  * wt is the structure of W^T (in x out; its values are not read), perm[q] the index in W of
- * W^T's entry q, wval W's values (in W's order). Computes
+ * W^T's entry q (a permutation of [0, nnz), not checked: the caller builds it with wt), wval
+ * W's values (in W's order). Computes
  *     dX = W^T dY                         (in, batch), overwritten
  *     dval[perm[q]] (+)= dY[col(q), :] . X[j, :] for every entry q of row j of wt,
  * i.e. sp_csr_spmm_t and sp_csr_sddmm of W, summed in another order. */

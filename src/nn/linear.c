@@ -114,6 +114,8 @@ static sp_status csr_backward(linear_layer *L, const float *x, const float *dy, 
                 perm[q] = k;
             }
         sp_free(next);
+        sp_free(t->val); /* a structure only: the values are read from W through perm */
+        t->val = NULL;
         L->csr_t = t;
         L->tperm = perm;
     }
@@ -492,17 +494,15 @@ static const sp_layer_vt linear_vt = {
 
 /* ---- construction --------------------------------------------------------------------------- */
 
-/* Chooses k distinct positions of [0, n) (Floyd's algorithm: k draws, whatever n) and writes
- * them sorted to out. bits is an all-zero scratch bitmap of n bits, left all-zero again. Memory
- * stays O(n / 64 + k): a layer's pattern never needs a dense (out x in) buffer. */
-/* k distinct values of [0, n), ascending, into out: Floyd's sampling over a bitmap of n bits
- * (zero on entry and on return). Costs O(k log k), not O(n): a row of a million inputs with
- * forty entries is drawn without scanning the bitmap. */
 static int cmp_i64(const void *a, const void *b) {
     const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
 
+/* Chooses k distinct positions of [0, n) (Floyd's algorithm: k draws, whatever n) and writes
+ * them sorted to out. bits is an all-zero scratch bitmap of n bits, left all-zero again. Costs
+ * O(k log k), not O(n): a row of a million inputs with forty entries is drawn without scanning
+ * the bitmap; memory stays O(n / 64 + k), never a dense (out x in) buffer. */
 static void pick_sorted(int64_t n, int64_t k, uint64_t *bits, int64_t *out, sp_rng *rng) {
     int64_t c = 0;
     for (int64_t j = n - k; j < n; j++) {
@@ -637,7 +637,6 @@ static sp_status build_given(linear_layer *L, sp_args *a, sp_build *b) {
     return sp_nm_validate(L->nm);
 }
 
-/* The random pattern of a masked or sparse layer, built straight into its structure. */
 /* A given CSR structure: only a CSR layer takes it, copied entry by entry (its values are not
  * read), so a layer too large for a bit mask loads in memory proportional to its entries. */
 static sp_status build_given_csr(linear_layer *L, sp_args *a, sp_build *b) {
@@ -667,6 +666,7 @@ static sp_status build_given_csr(linear_layer *L, sp_args *a, sp_build *b) {
     return SP_OK;
 }
 
+/* The random pattern of a masked or sparse layer, built straight into its structure. */
 static sp_status build_pattern(linear_layer *L, sp_args *a, sp_build *b) {
     if (b->pattern) return build_given(L, a, b);
     if (b->pattern_csr) return build_given_csr(L, a, b);
@@ -783,16 +783,18 @@ sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out)
     if (sscanf(nm, "%d:%d%n", &nn, &mm, &used) != 2 || nm[used] || nn < 1 || mm < nn || mm > 32)
         return sp_fail(SP_EINVAL, "config line %d (linear): nm=%s is not N:M with "
                        "1 <= N <= M <= 32", a->line, nm);
-    /* dense storage (also behind a mask) holds every weight and is limited to 2^31 of them; a
-     * sparse layer's dense size only has to be countable: its indices are int32 and its
-     * storage grows with its entries (checked in build_pattern, before allocating) */
+    /* a weight is limited to 2^31 dense entries, except in CSR: a CSR layer's dense size only
+     * has to be countable (its indices are int32), since its storage, its pattern in model
+     * files and everything done to it grow with its entries (checked in build_pattern, before
+     * allocating). BSR and N:M layers keep the limit: their patterns are saved and pruned as
+     * out x in bit masks. */
     int64_t wcount;
     const bool stores_all = f == LIN_DENSE || f == LIN_MASK;
-    if (!sp_mul_i64(nout, in.c, &wcount) || (stores_all && wcount > ((int64_t)1 << 31)) ||
+    if (!sp_mul_i64(nout, in.c, &wcount) || (f != LIN_CSR && wcount > ((int64_t)1 << 31)) ||
         in.c > INT32_MAX)
-        return sp_fail(SP_ESHAPE, "config line %d (linear): weight %lld x %lld is too large%s",
-                       a->line, (long long)nout, (long long)in.c,
-                       stores_all ? " for dense storage (the limit is 2^31 weights)" : "");
+        return sp_fail(SP_ESHAPE, "config line %d (linear): weight %lld x %lld is too large "
+                       "(the limit is 2^31 entries%s)", a->line, (long long)nout, (long long)in.c,
+                       f == LIN_CSR ? "" : " except in format=csr");
     if (stores_all && wcount + nout > b->max_params)
         return sp_fail(SP_EFORMAT, "config line %d (linear): %lld x %lld weights exceed the "
                        "budget of %lld parameters", a->line, (long long)nout, (long long)in.c,

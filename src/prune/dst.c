@@ -126,12 +126,33 @@ static int64_t set_drops(const float *w, int64_t nnz, double zeta, int64_t max, 
  * and the positions taken so far, so every read is in order (a random probe of a 333,334-row
  * pattern per candidate took seconds); candidates that are stored, taken or repeated are
  * dropped. Each round's survivors are a uniformly random subset of the free positions (every
- * free position is equally likely to be drawn), so the n positions are a uniform n-subset. */
+ * free position is equally likely to be drawn), so the n positions are a uniform n-subset. A
+ * layer with total <= 8 (n + nnz) positions is sampled in one ordered pass instead: there every
+ * round would keep a fraction of its candidates that shrinks as the free positions run out. */
 static sp_status random_grows(const sp_csr *c, int64_t n, sp_rng *r, int64_t *grow) {
     const int64_t total = c->rows * c->cols, empty = total - c->nnz;
     if (n > empty)
         return sp_fail(SP_EINVAL, "dst: %lld entries to grow, %lld empty positions", (long long)n,
                        (long long)empty);
+    if (total <= 8 * (n + c->nnz)) {
+        /* a small or dense layer, where rounds would find ever fewer free positions: selection
+         * sampling over every position (Knuth's algorithm S), each empty one taken with
+         * probability (still needed) / (empty ones left), in O(total) = O(n + nnz) */
+        int64_t got = 0, left = empty, q = 0;
+        for (int64_t i = 0; i < c->rows && got < n; i++) {
+            const int64_t q1 = c->row_ptr[i + 1];
+            for (int64_t j = 0; j < c->cols && got < n; j++) {
+                if (q < q1 && sp_csr_col(c, q) == j) {
+                    q++;
+                    continue;
+                }
+                if ((int64_t)sp_rng_below(r, (uint64_t)left) < n - got) grow[got++] = i * c->cols + j;
+                left--;
+            }
+            q = q1;
+        }
+        return SP_OK;
+    }
     int64_t *cand = sp_alloc(sizeof(int64_t) * (size_t)(n + 1));
     int64_t *merged = sp_alloc(sizeof(int64_t) * (size_t)(n + 1));
     if (!cand || !merged) {
