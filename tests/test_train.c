@@ -670,6 +670,16 @@ static size_t find_section(const uint8_t *b, size_t len, const char *tag) {
     return 0;
 }
 
+/* Seals the corrupted checkpoint b (fresh CRC) and checks that parsing it fails with
+ * SP_EFORMAT, a message holding needle, and no model. */
+static void expect_corrupt(uint8_t *b, size_t len, const char *name, const char *needle) {
+    reseal(b, len);
+    sp_checkpoint c = {0};
+    CHECK_STATUS(sp_checkpoint_parse(b, len, &c), SP_EFORMAT);
+    CHECK_MSG(strstr(sp_last_error(), needle), "%s: %s", name, sp_last_error());
+    CHECK(c.model == NULL);
+}
+
 TEST(checkpoint_rejects_corrupt_patterns) {
     sp_model *m = NULL;
     CHECK_OK(sp_model_new("flatten\nlinear out=6 format=mask density=0.5\nrelu\nlinear out=classes\n",
@@ -704,11 +714,7 @@ TEST(checkpoint_rejects_corrupt_patterns) {
         else if (!strcmp(n, "huge rows")) put64(rec + 8, (uint64_t)1 << 40);
         else if (!strcmp(n, "section length")) put32(b + pp, 2);
         else if (!strcmp(n, "stray bit")) rec[24] |= 0x80, rec[24 + 2] |= 0x01; /* bit 16+ of row 0 */
-        reseal(b, len);
-        sp_checkpoint c = {0};
-        CHECK_STATUS(sp_checkpoint_parse(b, len, &c), SP_EFORMAT);
-        CHECK_MSG(strstr(sp_last_error(), cases[k].needle), "%s: %s", n, sp_last_error());
-        CHECK(c.model == NULL);
+        expect_corrupt(b, len, n, cases[k].needle);
     }
     free(b);
     sp_free(good);
@@ -776,11 +782,7 @@ TEST(checkpoint_rejects_corrupt_csr_patterns) {
         else if (!strcmp(n, "padding")) col[84] = 1;
         else if (!strcmp(n, "layer of relu")) put32(rec, 2);
         else if (!strcmp(n, "layer of dense")) put32(rec, 3);
-        reseal(b, len);
-        sp_checkpoint c = {0};
-        CHECK_STATUS(sp_checkpoint_parse(b, len, &c), SP_EFORMAT);
-        CHECK_MSG(strstr(sp_last_error(), cases[k].needle), "%s: %s", n, sp_last_error());
-        CHECK(c.model == NULL);
+        expect_corrupt(b, len, n, cases[k].needle);
     }
     free(b);
     sp_free(good);
