@@ -81,13 +81,21 @@ static sp_status linear_forward(sp_layer *l, const sp_run *run, const float *x, 
     return SP_EINVAL;
 }
 
-/* The backward pass of a CSR weight that needs dX: dX = W^T dY and dW += dY X^T at W's
- * entries in one sweep over the rows of W^T (sp_csr_spmm_t_sddmm). Each row of dX gathers its
+/* Activations (features x batch floats) from which a CSR layer's backward pass runs fused. */
+#define FUSED_MIN_BYTES ((int64_t)16 << 20)
+
+/* The backward pass of a CSR weight that needs dX, through W^T: each row of dX gathers its
  * entries, where scattering W's rows into dX (sp_csr_spmm_t) measured 8-12x slower than the
- * forward product on the same matrix (bench/sparse_train.sh, perf), and each row of dY is read
- * once for both products, which is what a layer too wide for the caches pays for. W^T's
- * structure is built once per topology (csr_t, tperm: counting sort by column); its values are
- * read from W's through tperm, since the optimizer changes them every step. */
+ * forward product on the same matrix (bench/sparse_train.sh, perf). W^T's structure is built
+ * once per topology (csr_t, tperm: counting sort by column).
+ * - Activations beyond the caches (FUSED_MIN_BYTES: a 333,334-wide layer at batch 64 has
+ *   85 MB): dX = W^T dY and dW += dY X^T in one sweep over W^T (sp_csr_spmm_t_sddmm), each
+ *   row of dY read once for both, W's values and gradients reached through tperm
+ *   (0.58 s against 0.77-0.90 s for the two passes there).
+ * - Otherwise two passes: sddmm in W's order (its gradient writes in order) and the forward
+ *   product of W^T with values gathered through tperm. At 784-4096-4096 (1 MB of activations)
+ *   the fused sweep's scattered gradient writes made the cost per entry grow by a third from
+ *   1% to 20% density (bench/sparse_train.sh at ff38891). */
 static sp_status csr_backward(linear_layer *L, const float *x, const float *dy, int64_t cols,
                               float *dx, float *dw, int nthreads) {
     const sp_csr *c = L->csr;
@@ -114,13 +122,17 @@ static sp_status csr_backward(linear_layer *L, const float *x, const float *dy, 
                 perm[q] = k;
             }
         sp_free(next);
-        sp_free(t->val); /* a structure only: the values are read from W through perm */
-        t->val = NULL;
         L->csr_t = t;
         L->tperm = perm;
     }
-    return sp_csr_spmm_t_sddmm(L->csr_t, L->tperm, L->base.param, dy, cols, x, cols, cols, dx,
-                               cols, dw, true, nthreads);
+    if (SP_MAX(L->in, L->out) * cols * (int64_t)sizeof(float) >= FUSED_MIN_BYTES)
+        return sp_csr_spmm_t_sddmm(L->csr_t, L->tperm, L->base.param, dy, cols, x, cols, cols,
+                                   dx, cols, dw, true, nthreads);
+    sp_status st = sp_csr_sddmm(c, dy, cols, x, cols, cols, dw, true, nthreads);
+    if (st != SP_OK) return st;
+    sp_csr *t = L->csr_t;
+    for (int64_t q = 0; q < t->nnz; q++) t->val[q] = L->base.param[L->tperm[q]];
+    return sp_csr_spmm(t, dy, cols, cols, dx, cols, NULL, SP_ACT_NONE, nthreads);
 }
 
 /* Drops W^T after a topology change. */
