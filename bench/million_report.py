@@ -8,14 +8,12 @@ set-up, one epoch of 60000 samples, the topology updates, the test-set evaluatio
 file) takes at most 20 minutes of wall time; the process's peak resident memory is at most
 4 GiB; and the network learns: test accuracy well above chance (10% for 10 classes; reported).
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_report import cpu_model, read_jsonl, write_section  # noqa: E402
+from train_report import cpu_model, report_main  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN = "<!-- million:begin (bench/million_report.py) -->"
 END = "<!-- million:end -->"
 HIDDEN = [333334, 333334, 333334]
@@ -63,20 +61,14 @@ def section(r):
     return "\n".join(L)
 
 
+def last_epoch(records):
+    """The section of the last whole-epoch run (a MILLION_STEPS check run is no epoch)."""
+    runs = [r for r in records if r.get("run") == "epoch"]
+    return section(runs[-1]) if runs else None
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--in", dest="inp", default=os.path.join(ROOT, "bench", "out",
-                                                             "million.jsonl"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
-    a = ap.parse_args()
-    runs = [r for r in read_jsonl(a.inp) if r.get("run") == "epoch"]
-    if not runs:
-        print("million_report: no whole-epoch run in %s" % a.inp, file=sys.stderr)
-        return 1
-    text = section(runs[-1])
-    write_section(a.out, text, BEGIN, END)
-    print(text)
-    return 0
+    return report_main(last_epoch, "million.jsonl", BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,13 @@ Criteria (the issue's line; definitions fixed here, before the numbers):
 - 98% sparsity (density 0.02): sparrow dense epoch / sparrow sparse epoch >= 10, and PyTorch
   masked-dense epoch (fastest thread setting) / sparrow sparse epoch >= 10.
 """
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_report import cpu_model, git, read_jsonl, write_section  # noqa: E402
+from train_report import cpu_model, git, report_main  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN = "<!-- sparse-train:begin (bench/sparse_train_report.py) -->"
 END = "<!-- sparse-train:end -->"
 EPOCH = 60000
@@ -219,15 +217,7 @@ def section(records):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--in", dest="inp",
-                    default=os.path.join(ROOT, "bench", "out", "sparse_train.jsonl"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
-    a = ap.parse_args()
-    text = section(read_jsonl(a.inp))
-    write_section(a.out, text, BEGIN, END)
-    print(text)
-    return 0
+    return report_main(section, "sparse_train.jsonl", BEGIN, END)
 
 
 if __name__ == "__main__":

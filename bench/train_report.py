@@ -125,15 +125,26 @@ def write_section(path, text, begin, end):
         f.write(new)
 
 
-def main():
+def report_main(section_of, results, begin, end):
+    """The command line every JSON-lines report shares: --in (bench/out/<results>) and --out
+    (docs/BENCHMARKS.md); section_of(records) gives the section's text, or None when the records
+    hold nothing to report (then exit status 1)."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--in", dest="inp", default=os.path.join(ROOT, "bench", "out", "train.jsonl"))
+    ap.add_argument("--in", dest="inp", default=os.path.join(ROOT, "bench", "out", results))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
     a = ap.parse_args()
-    text = section(read_jsonl(a.inp))
-    write_section(a.out, text, BEGIN, END)
+    text = section_of(read_jsonl(a.inp))
+    if text is None:
+        print("%s: nothing to report in %s" % (os.path.basename(sys.argv[0]), a.inp),
+              file=sys.stderr)
+        return 1
+    write_section(a.out, text, begin, end)
     print(text)
     return 0
+
+
+def main():
+    return report_main(section, "train.jsonl", BEGIN, END)
 
 
 if __name__ == "__main__":
