@@ -222,10 +222,11 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
  * not NULL, gets each sample's predicted class. Text data: both are per token (the loss in
  * nats per character; bits per character = loss / ln 2), and pred (d->n * d->label_len) gets
  * pred[i * T + t], the prediction after token t of window i. A model with a vocabulary
- * (sp_model_vocab) refuses text encoded with another one (SP_EINVAL). batch is an upper bound: a model whose
- * activations at that batch would exceed SP_EVAL_ACT_BYTES is run in smaller batches (a
- * million hidden units take 8 MB of activations per sample). SP_ESHAPE if the model does not
- * fit the data. */
+ * (sp_model_vocab) refuses text encoded with another one (SP_EINVAL). batch is an upper bound:
+ * a model whose activations at that batch would exceed SP_EVAL_ACT_BYTES is run in smaller
+ * batches (a million hidden units take 8 MB of activations per sample; attention adds its
+ * T x T caches per head, heads estimated as width / 16). SP_ESHAPE if the model does not fit
+ * the data. */
 #define SP_EVAL_ACT_BYTES ((int64_t)512 << 20)
 sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthreads,
                       double *loss, double *accuracy, int32_t *pred);

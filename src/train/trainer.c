@@ -71,6 +71,11 @@ sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthre
         sp_layer_info li;
         sp_model_layer(m, i, &li);
         per_sample += li.out.c * li.out.h * li.out.w;
+        /* attention keeps (heads, T, T) probabilities and as much backward scratch per
+         * sample: quadratic in the context (a charlm with ctx=256 holds 0.5 MB per head and
+         * sample); heads taken as d / 16, at least 1 (head width 16 or more) */
+        if (!strcmp(li.kind, "attention"))
+            per_sample += 2 * li.in.w * li.in.w * SP_MAX(1, li.in.c / 16);
     }
     batch = SP_MIN(batch, SP_MAX(1, SP_EVAL_ACT_BYTES / (4 * SP_MAX(1, per_sample))));
     batch = SP_MIN(batch, d->n);
