@@ -4,8 +4,8 @@
  *
  * Each step runs the model on the last T characters (T = its context length) and draws the next
  * character from softmax(logits / temperature) at the last real position, with sparrow's seeded
- * RNG: the same model, prompt, temperature and seed give the same text on every machine and
- * thread count.
+ * RNG: the same model, prompt, temperature and seed give the same text on any thread count
+ * (the forward pass is bitwise independent of it).
  */
 #include <math.h>
 #include <stdio.h>
