@@ -177,9 +177,9 @@ sp_status sp_dataset_open(const char *spec, sp_dataset **train, sp_dataset **tes
         classes = 0; /* from the training labels */
     } else {
         return sp_fail(SP_EINVAL,
-                       "data: unknown dataset '%s'; accepted: 'fashion-mnist', 'idx:DIR' (DIR "
+                       "data: unknown dataset '%s'; accepted: 'fashion-mnist' or 'idx:DIR' (DIR "
                        "holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz) or "
+                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz), or "
                        "'text:FILE' (a UTF-8 text file)",
                        spec);
     }
