@@ -611,3 +611,35 @@ done:
     sp_dataset_free(te);
     unlink(path);
 }
+
+/* ---- the book of the docs -------------------------------------------------------------------- */
+
+#define MOBY_DICK "/usr/share/gocode/src/github.com/colinmarc/hdfs/testdata/mobydick.txt"
+
+/* Moby Dick as Debian ships it (golang-github-colinmarc-hdfs-dev, installed by
+ * scripts/install-deps.sh test / data): a BOM, CRLF line ends, 1,257,273 characters of 86
+ * kinds (CR and LF among them; the rest is printable ASCII), cut 90/10 for a context of 64. */
+TEST(text_moby_dick_real_file) {
+    FILE *f = fopen(MOBY_DICK, "rb");
+    CHECK_MSG(f != NULL, "%s missing: install Debian's golang-github-colinmarc-hdfs-dev "
+              "(scripts/install-deps.sh test)", MOBY_DICK);
+    if (!f) return;
+    fclose(f);
+    sp_dataset *tr = NULL, *te = NULL;
+    CHECK_OK(sp_dataset_open_text(MOBY_DICK, NULL, 0, 64, &tr, &te));
+    if (!tr || !te) return;
+    CHECK_EQ(tr->ntokens + te->ntokens, 1257273);
+    CHECK_EQ(te->ntokens, 125727);
+    CHECK_EQ(tr->n, 17680);
+    CHECK_EQ(te->n, 1964);
+    CHECK_EQ(tr->classes, 86);
+    CHECK(tr->vocab[0] == '\n' && tr->vocab[1] == '\r' && tr->vocab[2] == ' ' &&
+          tr->vocab[85] == 'z');
+    CHECK_EQ(tr->vocab[tr->tokens[0]], 'T'); /* "The Project Gutenberg EBook", after the BOM */
+    int64_t cr = 0, lf = 0;
+    for (int64_t i = 0; i < tr->ntokens; i++) cr += tr->tokens[i] == 1, lf += tr->tokens[i] == 0;
+    for (int64_t i = 0; i < te->ntokens; i++) cr += te->tokens[i] == 1, lf += te->tokens[i] == 0;
+    CHECK(cr == 22108 && lf == 22108);
+    sp_dataset_free(tr);
+    sp_dataset_free(te);
+}
