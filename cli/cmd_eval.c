@@ -18,7 +18,8 @@ static void eval_usage(FILE *f) {
         "Evaluates a model file written by 'sparrow train' on the test split of a dataset.\n"
         "  --data D             fashion-mnist (default), idx:DIR or text:FILE (a language\n"
         "                       model on the last 10%% of a text, encoded with the model's\n"
-        "                       vocabulary, in windows of its context length)\n"
+        "                       vocabulary, in windows of its context length; default for a\n"
+        "                       language model: the text it was trained on)\n"
         "  --batch B            samples per forward pass [1000]\n"
         "  --threads T          threads [all]\n"
         "  --predictions FILE   write the predicted class of every test sample, one per line\n"
@@ -29,7 +30,7 @@ static void eval_usage(FILE *f) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = "fashion-mnist", *pred_path = NULL;
+    const char *model = NULL, *data = NULL, *pred_path = NULL;
     int64_t batch = 1000, threads = 0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
@@ -63,18 +64,35 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "sparrow eval: --model is required (see --help)\n");
         return 2;
     }
+    int rc = 1;
+    sp_checkpoint ck = {0};
+    sp_dataset *train = NULL, *test = NULL;
+    int32_t *pred = NULL;
+    char saved_data[4096];
+    if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
+    if (!data && sp_model_vocab(ck.model, NULL)) {
+        /* a language model: by default the text it was trained on (its file's settings) */
+        const char *d = strstr(ck.meta, "--data text:");
+        if (d && (d == ck.meta || d[-1] == '\n')) {
+            d += strlen("--data ");
+            size_t len = strcspn(d, "\n");
+            snprintf(saved_data, sizeof saved_data, "%.*s", (int)len, d);
+            data = saved_data;
+        } else {
+            fprintf(stderr, "sparrow eval: %s is a language model: give --data text:FILE\n",
+                    model);
+            goto done;
+        }
+    }
+    if (!data) data = "fashion-mnist";
     const bool text = strncmp(data, "text:", 5) == 0;
     if (text && pred_path) {
         fprintf(stderr, "sparrow eval: --predictions writes one class per sample and is for image "
                         "data; a text model predicts every character (its accuracy is per "
                         "character)\n");
-        return 2;
+        rc = 2;
+        goto done;
     }
-    int rc = 1;
-    sp_checkpoint ck = {0};
-    sp_dataset *train = NULL, *test = NULL;
-    int32_t *pred = NULL;
-    if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
     if (text) {
         if (cli_open_text(data, ck.model, NULL, &train, &test)) goto done;
     } else if (sp_dataset_open(data, &train, &test) != SP_OK) {

@@ -250,6 +250,9 @@ else fail "train on text --json: $out"; fi
 out=$("$bin" eval --model "$tmp/lm.sparrow" --data "text:$tmp/t.txt" --json)
 if grep -q "\"bits_per_char\":$bpc," <<<"$out" && grep -q '"characters":448' <<<"$out"
 then pass "eval on text --json: the same bits_per_char"; else fail "eval on text --json (train said $bpc): $out"; fi
+out=$("$bin" eval --model "$tmp/lm.sparrow" --json)
+if grep -q "\"bits_per_char\":$bpc," <<<"$out"; then pass "eval of a language model defaults to its text"
+else fail "eval of a language model defaults to its text: $out"; fi
 g1=$("$bin" generate --model "$tmp/lm.sparrow" --prompt "the qu" --tokens 40 --seed 5)
 g2=$("$bin" generate --model "$tmp/lm.sparrow" --prompt "the qu" --tokens 40 --seed 5 --threads 2)
 if [ "$g1" = "$g2" ] && [ "${#g1}" -eq 46 ] && [ "${g1:0:6}" = "the qu" ]
