@@ -43,17 +43,12 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 /* The per-sample shape a config states on its first line ("input C [H W]"), else Fashion-MNIST's
- * (1, 28, 28). */
+ * (1, 28, 28); a malformed input line is left for sp_model_new to report. */
 static sp_shape config_input(const char *cfg) {
-    while (*cfg == ' ' || *cfg == '\t' || *cfg == '\n' || *cfg == '#') {
-        if (*cfg == '#') cfg += strcspn(cfg, "\n");
-        else cfg++;
-    }
-    long long c = 0, h = 1, w = 1;
-    if (strncmp(cfg, "input", 5) == 0 && sscanf(cfg + 5, "%lld %lld %lld", &c, &h, &w) >= 1 &&
-        c > 0 && h > 0 && w > 0)
-        return (sp_shape){c, h, w};
-    return (sp_shape){1, 28, 28};
+    sp_shape in = {1, 28, 28};
+    bool found = false;
+    if (sp_model_config_input(cfg, &in, &found) != SP_OK || !found) return (sp_shape){1, 28, 28};
+    return in;
 }
 
 /* A model from a file (checkpoint or config) or a spec, for the input shape its config states
