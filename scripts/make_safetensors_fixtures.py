@@ -25,7 +25,7 @@ import gzip
 import json
 import os
 import struct
-import sys
+import warnings
 
 import torch
 from torch import nn
@@ -206,6 +206,7 @@ def build(config):
 
 
 def check_export(path, pred_out):
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     with open(path, "rb") as f:
         tensors, meta = st_loads(f.read())
     model = build(meta["sparrow.config"])
