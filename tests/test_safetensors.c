@@ -638,3 +638,145 @@ TEST(safetensors_fuzz_corpus_replays) {
     CHECK_MSG(files >= 4, "only %d seeds", files);
     CHECK_MSG(imported >= 2, "only %d seeds import into the fuzz config", imported);
 }
+
+/* Weights in F64, F16 and BF16 are converted; CSR components are checked entry by entry. */
+TEST(safetensors_import_converts_dtypes_and_checks_csr) {
+    sp_safetensors_builder *b = NULL;
+    CHECK_OK(sp_safetensors_builder_new(&b));
+    if (!b) return;
+    double w1[12];
+    for (int i = 0; i < 12; i++) w1[i] = 0.25 * i - 1.0;
+    const uint16_t b1[3] = {0x3C00, 0xC000, 0x3800};          /* F16 1, -2, 0.5 */
+    const uint16_t w3[6] = {0x3F80, 0xBF80, 0x4000, 0, 0, 0x3E80}; /* BF16 1, -1, 2, 0, 0, 0.25 */
+    const float b3[2] = {0.5f, -0.5f};
+    const int64_t s1[2] = {3, 4}, s3[2] = {2, 3}, n3 = 3, n2 = 2;
+    CHECK_OK(sp_safetensors_builder_add(b, "1.weight", SP_ST_F64, 2, s1, w1));
+    CHECK_OK(sp_safetensors_builder_add(b, "1.bias", SP_ST_F16, 1, &n3, b1));
+    CHECK_OK(sp_safetensors_builder_add(b, "3.weight", SP_ST_BF16, 2, s3, w3));
+    CHECK_OK(sp_safetensors_builder_add(b, "3.bias", SP_ST_F32, 1, &n2, b3));
+    char path[128];
+    tmp_path(path, sizeof path, "dtypes.safetensors");
+    CHECK_OK(sp_safetensors_write(b, path));
+    sp_safetensors_builder_free(b);
+    sp_safetensors *st = NULL;
+    CHECK_OK(sp_safetensors_load(path, &st));
+    sp_model *m = NULL;
+    if (st) CHECK_OK(sp_model_import_safetensors(st, TINY, (sp_shape){1, 2, 2}, 2, 1, &m));
+    if (m) {
+        float w[12], bias[3];
+        CHECK_OK(sp_model_layer_get_weight(m, 1, w, bias));
+        CHECK(w[0] == -1.0f && w[11] == 1.75f && bias[0] == 1.0f && bias[1] == -2.0f &&
+              bias[2] == 0.5f);
+        CHECK_OK(sp_model_layer_get_weight(m, 3, w, bias));
+        CHECK(w[1] == -1.0f && w[2] == 2.0f && w[5] == 0.25f);
+    }
+    sp_model_free(m);
+    sp_safetensors_free(st);
+
+    /* CSR components: good, then each broken in turn */
+    static const struct {
+        const char *name;
+        int64_t crow[4], col[5];
+        int64_t size0;
+        bool with_dense;
+        sp_status want;
+        const char *needle;
+    } cases[] = {
+        {"good", {0, 2, 3, 5}, {0, 3, 1, 0, 2}, 3, false, SP_OK, ""},
+        {"crow not from 0", {1, 2, 3, 5}, {0, 3, 1, 0, 2}, 3, false, SP_EFORMAT,
+         "crow_indices[0] = 1"},
+        {"crow decreasing", {0, 4, 3, 5}, {0, 3, 1, 0, 2}, 3, false, SP_EFORMAT,
+         "crow_indices[2] = 3 is out of order"},
+        {"column out of range", {0, 2, 3, 5}, {0, 4, 1, 0, 2}, 3, false, SP_EFORMAT,
+         "column 4 of entry 1 (row 0) is out of [0, 4)"},
+        {"repeated column", {0, 2, 3, 5}, {3, 3, 1, 0, 2}, 3, false, SP_EFORMAT,
+         "not increasing"},
+        {"size of another layer", {0, 2, 3, 5}, {0, 3, 1, 0, 2}, 4, false, SP_ESHAPE,
+         "'1.weight.size': expected shape [3, 4], found [4, 4]"},
+        {"dense and CSR at once", {0, 2, 3, 5}, {0, 3, 1, 0, 2}, 3, true, SP_EFORMAT,
+         "gives its weight both"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        CHECK_OK(sp_safetensors_builder_new(&b));
+        if (!b) return;
+        const int64_t n4 = 4, n5 = 5, two = 2, size[2] = {cases[k].size0, 4};
+        const float v[5] = {1, 2, 3, 4, 5};
+        float dense[12] = {0};
+        sp_safetensors_builder_add(b, "1.weight.crow_indices", SP_ST_I64, 1, &n4, cases[k].crow);
+        sp_safetensors_builder_add(b, "1.weight.col_indices", SP_ST_I64, 1, &n5, cases[k].col);
+        sp_safetensors_builder_add(b, "1.weight.values", SP_ST_F32, 1, &n5, v);
+        sp_safetensors_builder_add(b, "1.weight.size", SP_ST_I64, 1, &two, size);
+        if (cases[k].with_dense) sp_safetensors_builder_add(b, "1.weight", SP_ST_F32, 2, s1, dense);
+        sp_safetensors_builder_add(b, "1.bias", SP_ST_F16, 1, &n3, b1);
+        sp_safetensors_builder_add(b, "3.weight", SP_ST_BF16, 2, s3, w3);
+        sp_safetensors_builder_add(b, "3.bias", SP_ST_F32, 1, &n2, b3);
+        CHECK_OK(sp_safetensors_write(b, path));
+        sp_safetensors_builder_free(b);
+        st = NULL;
+        CHECK_OK(sp_safetensors_load(path, &st));
+        m = NULL;
+        sp_clear_error();
+        sp_status got = st ? sp_model_import_safetensors(
+                                 st, "flatten\nlinear out=3 format=csr density=0.5\nrelu\n"
+                                     "linear out=classes\n", (sp_shape){1, 2, 2}, 2, 1, &m)
+                           : SP_EINVAL;
+        CHECK_MSG(got == cases[k].want, "%s: got %s, want %s (%s)", cases[k].name,
+                  sp_status_name(got), sp_status_name(cases[k].want), sp_last_error());
+        CHECK_MSG(strstr(sp_last_error(), cases[k].needle), "%s: message '%s' lacks '%s'",
+                  cases[k].name, sp_last_error(), cases[k].needle);
+        if (m) {
+            /* the pattern is exactly the stored entries: rows {0, 3}, {1}, {0, 2} */
+            const sp_csr *c = sp_model_layer_csr(m, 1);
+            CHECK(c && c->nnz == 5 && c->row_ptr[1] == 2 && sp_csr_col(c, 1) == 3);
+            float w[12];
+            CHECK_OK(sp_model_layer_get_weight(m, 1, w, NULL));
+            CHECK(w[0] == 1 && w[3] == 2 && w[5] == 3 && w[8] == 4 && w[10] == 5 && w[1] == 0);
+        }
+        sp_model_free(m);
+        sp_safetensors_free(st);
+    }
+    unlink(path);
+}
+
+/* Every allocation of an import and an export may fail: SP_ENOMEM (or SP_EIO for the file),
+ * nothing leaks, and the file at the path is either the old one or complete. */
+TEST(safetensors_import_export_survive_allocation_failures) {
+    const spec good[] = {{"1.weight", 2, {3, 4}}, {"1.bias", 1, {3}}, {"3.weight", 2, {2, 3}},
+                         {"3.bias", 1, {2}}};
+    sp_safetensors *st = tiny_file(good, 4);
+    CHECK(st != NULL);
+    if (!st) return;
+    const char *cfg = "flatten\nlinear out=3 format=csr density=0.5\nrelu\nlinear out=classes\n";
+    char path[128];
+    tmp_path(path, sizeof path, "oom.safetensors");
+    int64_t live = sp_alloc_live();
+    bool imported = false, exported = false;
+    sp_model *good_m = NULL;
+    for (int n = 1; n < 400 && !imported; n++) {
+        sp_model *m = NULL;
+        sp_alloc_fail_after(n);
+        sp_status s = sp_model_import_safetensors(st, cfg, (sp_shape){1, 2, 2}, 2, 1, &m);
+        sp_alloc_fail_after(0);
+        CHECK_MSG(s == SP_OK || s == SP_ENOMEM, "import, allocation %d: %s (%s)", n,
+                  sp_status_name(s), sp_last_error());
+        imported = s == SP_OK;
+        if (imported) good_m = m;
+        else CHECK_EQ(sp_alloc_live(), live);
+    }
+    live = sp_alloc_live();
+    for (int n = 1; n < 400 && good_m && !exported; n++) {
+        sp_alloc_fail_after(n);
+        sp_status s = sp_model_export_safetensors(good_m, path, true);
+        sp_alloc_fail_after(0);
+        CHECK_MSG(s == SP_OK || s == SP_ENOMEM, "export, allocation %d: %s (%s)", n,
+                  sp_status_name(s), sp_last_error());
+        CHECK_MSG(s == SP_OK || access(path, F_OK) != 0, "export, allocation %d: a file was left",
+                  n);
+        exported = s == SP_OK;
+        CHECK_EQ(sp_alloc_live(), live);
+    }
+    sp_model_free(good_m);
+    CHECK(imported && exported);
+    sp_safetensors_free(st);
+    unlink(path);
+}

@@ -965,11 +965,15 @@ static void sb_json(sbuf *s, const char *str) {
     sb_put(s, "\"", 1);
 }
 
-static const sp_safetensors_builder *sort_builder; /* qsort has no context argument */
+/* Data layout order: element size, largest first, then name (as the reference writer). */
+typedef struct layout_key {
+    size_t size;
+    const char *name;
+    int64_t index;
+} layout_key;
 static int by_layout(const void *a, const void *b) {
-    const bentry *x = &sort_builder->e[*(const int64_t *)a], *y = &sort_builder->e[*(const int64_t *)b];
-    size_t sx = dtypes[x->dtype].size, sy = dtypes[y->dtype].size;
-    if (sx != sy) return sx > sy ? -1 : 1;
+    const layout_key *x = a, *y = b;
+    if (x->size != y->size) return x->size > y->size ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 
@@ -985,15 +989,16 @@ static sp_status write_all(int fd, const uint8_t *p, size_t n, int *err) {
 
 sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path) {
     if (!b || !path) return sp_fail(SP_EINVAL, "safetensors_write: NULL argument");
+    layout_key *keys = sp_calloc((size_t)b->n + 1, sizeof *keys);
     int64_t *order = sp_calloc((size_t)b->n + 1, sizeof *order);
     char *tmp = sp_alloc(strlen(path) + 16);
     sbuf h = {0};
     sp_status st = SP_ENOMEM;
-    if (!order || !tmp) goto done;
-    for (int64_t i = 0; i < b->n; i++) order[i] = i;
-    sort_builder = b;
-    qsort(order, (size_t)b->n, sizeof *order, by_layout);
-    sort_builder = NULL;
+    if (!keys || !order || !tmp) goto done;
+    for (int64_t i = 0; i < b->n; i++)
+        keys[i] = (layout_key){dtypes[b->e[i].dtype].size, b->e[i].name, i};
+    qsort(keys, (size_t)b->n, sizeof *keys, by_layout);
+    for (int64_t i = 0; i < b->n; i++) order[i] = keys[i].index;
     /* the header: metadata, then the tensors in data order */
     sb_str(&h, "{");
     bool first = true;
@@ -1023,7 +1028,7 @@ sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path
         sb_fmt(&h, "%llu]}", pos);
     }
     sb_str(&h, "}");
-    while ((8 + h.n) % 8) sb_str(&h, " ");
+    while (!h.oom && (8 + h.n) % 8) sb_str(&h, " ");
     if (h.oom) goto done;
     if (h.n > SP_SAFETENSORS_MAX_HEADER) {
         st = sp_fail(SP_EOVERFLOW, "safetensors: header of %zu bytes exceeds the limit", h.n);
@@ -1070,6 +1075,7 @@ sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path
     st = SP_OK;
 done:
     sp_free(h.p);
+    sp_free(keys);
     sp_free(order);
     sp_free(tmp);
     return st;

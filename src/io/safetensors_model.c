@@ -294,14 +294,15 @@ static sp_status read_csr_weight(const sp_safetensors *st, int64_t idx, int64_t 
                 "from 0 to nnz = %lld", crow->name, (long long)rp[0], (long long)out,
                 (long long)rp[out], (long long)nnz);
     if (rp[0] != 0 || rp[out] != nnz) goto done;
-    memset(w, 0, sizeof *w * (size_t)(out * in));
-    for (int64_t r = 0; r < out; r++) {
+    for (int64_t r = 0; r < out; r++)
         if (rp[r + 1] < rp[r] || rp[r + 1] > nnz) {
             s = sp_fail(SP_EFORMAT, "safetensors: '%s': crow_indices[%lld] = %lld is out of order "
                         "or past nnz %lld", crow->name, (long long)(r + 1), (long long)rp[r + 1],
                         (long long)nnz);
             goto done;
         }
+    memset(w, 0, sizeof *w * (size_t)(out * in));
+    for (int64_t r = 0; r < out; r++) {
         for (int64_t k = rp[r]; k < rp[r + 1]; k++) {
             if (ci[k] < 0 || ci[k] >= in || (k > rp[r] && ci[k] <= ci[k - 1])) {
                 s = sp_fail(SP_EFORMAT, "safetensors: '%s': column %lld of entry %lld (row %lld) "
@@ -421,24 +422,26 @@ sp_status sp_model_import_safetensors(const sp_safetensors *st, const char *conf
             if (strncmp(name, prefix, (size_t)pl)) continue;
             have++;
             bool known = false;
-            for (int j = 0; j < L->n && !known; j++) {
-                size_t sl = strlen(L->p[j].suffix);
+            for (int j = 0; j < L->n && !known; j++)
                 known = !strcmp(name + pl, L->p[j].suffix) ||
                         (L->linear && j == 0 && !strncmp(name + pl, "weight.", 7) &&
                          (!strcmp(name + pl + 7, "crow_indices") ||
                           !strcmp(name + pl + 7, "col_indices") ||
                           !strcmp(name + pl + 7, "values") || !strcmp(name + pl + 7, "size")));
-                (void)sl;
-            }
             if (!known && !extra) extra = name;
         }
-        if (have != used || extra) {
+        if (!extra && have != used) {
+            s = sp_fail(SP_EFORMAT, "safetensors: module %lld gives its weight both as '%s' and "
+                        "as CSR components", (long long)idx, "weight");
+            goto done;
+        }
+        if (extra) {
             char list[160] = "";
             for (int j = 0, len = 0; j < L->n && len < (int)sizeof list; j++)
                 len += snprintf(list + len, sizeof list - (size_t)len, "%s%s", j ? ", " : "",
                                 L->p[j].suffix);
             s = sp_fail(SP_EFORMAT, "safetensors: leftover key '%s': not a parameter of sparrow "
-                        "layer %s (module %lld; expected %s)", extra ? extra : prefix,
+                        "layer %s (module %lld; expected %s)", extra,
                         L->info.name, (long long)idx, list);
             goto done;
         }
