@@ -64,7 +64,8 @@ static bool parse_shape(const char *v, sp_shape *s) {
 /* The input shape from a normalized config's "input C H W" first line. */
 static bool config_input(const char *cfg, sp_shape *s) {
     long long c, h, w;
-    if (sscanf(cfg, "input %lld %lld %lld", &c, &h, &w) != 3 || c < 1 || h < 1 || w < 1) return false;
+    if (sscanf(cfg, "input %lld %lld %lld", &c, &h, &w) != 3 || c < 1 || h < 1 || w < 1)
+        return false;
     *s = (sp_shape){c, h, w};
     return true;
 }

@@ -115,7 +115,7 @@ sp_status sp_safetensors_builder_meta(sp_safetensors_builder *b, const char *key
  * starts at a multiple of 8. SP_EIO naming path on failure. */
 sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path);
 
-/* ---- PyTorch nn.Sequential state_dicts -------------------------------------------------------- */
+/* ---- PyTorch nn.Sequential state_dicts ------------------------------------------------------- */
 
 /* Builds the model of config_text (sp_model_new with in, classes, seed) and fills its
  * parameters from a PyTorch nn.Sequential state_dict: keys "<index>.<param>". The top-level

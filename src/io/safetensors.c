@@ -51,7 +51,7 @@ size_t sp_st_dtype_size(sp_st_dtype dt) {
     return (unsigned)dt < SP_ST_NDTYPES ? dtypes[dt].size : 0;
 }
 
-/* ---- UTF-8 ------------------------------------------------------------------------------------ */
+/* ---- UTF-8 ----------------------------------------------------------------------------------- */
 
 /* Length of the well-formed UTF-8 sequence at p (n bytes available), or 0 if it is not one:
  * no overlong forms, no surrogates, nothing above U+10FFFF (RFC 3629). */
@@ -83,7 +83,7 @@ static bool utf8_valid(const char *s) {
     return true;
 }
 
-/* ---- a strict JSON parser for the header -------------------------------------------------------- */
+/* ---- a strict JSON parser for the header ----------------------------------------------------- */
 
 typedef enum jkind { J_OBJ, J_ARR, J_STR, J_INT } jkind;
 
@@ -380,7 +380,8 @@ void sp_safetensors_free(sp_safetensors *st) {
 }
 
 static int by_tensor_name(const void *a, const void *b) {
-    return strcmp(((const sp_safetensors_tensor *)a)->name, ((const sp_safetensors_tensor *)b)->name);
+    return strcmp(((const sp_safetensors_tensor *)a)->name,
+                  ((const sp_safetensors_tensor *)b)->name);
 }
 
 static int by_offsets(const void *a, const void *b) {
@@ -712,7 +713,7 @@ const char *sp_safetensors_meta(const sp_safetensors *st, const char *key) {
     return NULL;
 }
 
-/* ---- element conversion ------------------------------------------------------------------------ */
+/* ---- element conversion ---------------------------------------------------------------------- */
 
 /* IEEE binary16 -> binary32, exact (subnormals, infinities and NaN included). */
 static float half_to_float(uint16_t h) {
@@ -752,7 +753,8 @@ sp_status sp_safetensors_read_f32(const sp_safetensors_tensor *t, float *dst, in
         }
         return SP_OK;
     case SP_ST_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = half_to_float((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = half_to_float((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         return SP_OK;
     case SP_ST_BF16:
         for (int64_t i = 0; i < n; i++) {
@@ -790,7 +792,7 @@ sp_status sp_safetensors_read_i64(const sp_safetensors_tensor *t, int64_t *dst, 
     return SP_OK;
 }
 
-/* ---- writing ------------------------------------------------------------------------------------ */
+/* ---- writing --------------------------------------------------------------------------------- */
 
 typedef struct bentry {
     char *name;
@@ -1022,7 +1024,8 @@ sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path
         sb_str(&h, ":{\"dtype\":\"");
         sb_str(&h, dtypes[e->dtype].name);
         sb_str(&h, "\",\"shape\":[");
-        for (int r = 0; r < e->rank; r++) sb_fmt(&h, r ? ",%llu" : "%llu", (unsigned long long)e->shape[r]);
+        for (int r = 0; r < e->rank; r++)
+            sb_fmt(&h, r ? ",%llu" : "%llu", (unsigned long long)e->shape[r]);
         sb_fmt(&h, "],\"data_offsets\":[%llu,", pos);
         pos += e->nbytes;
         sb_fmt(&h, "%llu]}", pos);
