@@ -22,6 +22,7 @@ static void usage(FILE *f) {
             "  inspect      a model file layer by layer: format, nonzeros, sparsity, bytes\n"
             "  prune        prune a trained model at once into a sparse model file\n"
             "  lottery      lottery tickets: iterative pruning with rewinding, random-reinit control\n"
+            "  convert      safetensors (PyTorch nn.Sequential) to and from sparrow model files\n"
             "  bench spmm   time a sparse kernel against dense OpenBLAS on the same data\n"
             "  bench model  time a model's forward pass, optionally against another (--vs)\n"
             "  info         CPU features, kernel variants and GEMM backend in use\n"
@@ -107,6 +108,7 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "inspect")) return cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(verb, "prune")) return cmd_prune(argc - 1, argv + 1);
     if (!strcmp(verb, "lottery")) return cmd_lottery(argc - 1, argv + 1);
+    if (!strcmp(verb, "convert")) return cmd_convert(argc - 1, argv + 1);
     fprintf(stderr, "sparrow: unknown command '%s' (see 'sparrow --help')\n", verb);
     return 2;
 }

@@ -272,5 +272,55 @@ expect_fail "text for a config without a context" "must start with 'input 1 1 T'
 expect_fail "charlm spec with a bad value" "heads=3 does not divide dim=16" "$bin" train --data "text:$tmp/t.txt" --model charlm:layers=1,dim=16,heads=3,ctx=16 --out "$tmp/x.sparrow"
 expect_fail "text model on image data" "the model has no vocabulary" "$bin" eval --model "$tmp/a.sparrow" --data "text:$tmp/t.txt"
 
+# safetensors interop (docs/INTEROP.md): the PyTorch-trained MLP of tests/golden/safetensors
+# imports with PyTorch's accuracy; sparrow -> safetensors -> sparrow gives the same bytes; a
+# pruned model exported dense and as CSR loads in PyTorch with sparrow's predictions (when
+# /usr/bin/python3 has torch); bad input fails clearly and leaves the output untouched.
+golden="$(dirname "$0")/golden/safetensors"
+"$bin" convert --in "$golden/mlp64.safetensors" --out "$tmp/st.sparrow" --model mlp:64 >/dev/null
+out=$("$bin" eval --model "$tmp/st.sparrow" --json)
+if grep -q '"test_accuracy":0\.831300' <<<"$out"; then pass "convert: PyTorch MLP keeps its accuracy (83.13%)"
+else fail "convert: PyTorch MLP keeps its accuracy: $out"; fi
+"$bin" convert --in "$tmp/st.sparrow" --out "$tmp/st.safetensors" >/dev/null
+"$bin" convert --in "$tmp/st.safetensors" --out "$tmp/st2.sparrow" >/dev/null
+if cmp -s "$tmp/st.sparrow" "$tmp/st2.sparrow"; then pass "convert: sparrow -> safetensors -> sparrow, same bytes"
+else fail "convert: sparrow -> safetensors -> sparrow, same bytes"; fi
+"$bin" prune --model "$tmp/st.sparrow" --sparsity 0.75 --out "$tmp/stp.sparrow" >/dev/null
+"$bin" convert --in "$tmp/stp.sparrow" --out "$tmp/stp_dense.safetensors" >/dev/null
+"$bin" convert --in "$tmp/stp.sparrow" --out "$tmp/stp_csr.safetensors" --csr >/dev/null
+"$bin" eval --model "$tmp/stp.sparrow" --predictions "$tmp/stp_sparrow.txt" --json >"$tmp/stp_eval.json"
+"$bin" convert --in "$tmp/stp_csr.safetensors" --out "$tmp/stp_back.sparrow" >/dev/null
+if cmp -s "$tmp/stp.sparrow" "$tmp/stp_back.sparrow"; then pass "convert: CSR export imports back to the same pruned model"
+else fail "convert: CSR export imports back to the same pruned model"; fi
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  sp_correct=$(sed -E 's/.*"test_accuracy":([0-9.]+).*/\1/' "$tmp/stp_eval.json")
+  for form in dense csr; do
+    py=$(/usr/bin/python3 "$(dirname "$0")/../scripts/make_safetensors_fixtures.py" \
+         --check-export "$tmp/stp_$form.safetensors" --predictions "$tmp/stp_torch_$form.txt")
+    torch_acc=$(sed -E 's/.*"accuracy": ([0-9.]+).*/\1/' <<<"$py")
+    diffs=$(paste -d' ' "$tmp/stp_sparrow.txt" "$tmp/stp_torch_$form.txt" | awk '$1 != $2' | wc -l)
+    if awk -v a="$sp_correct" -v b="$torch_acc" 'BEGIN { exit !(a + 0 == b + 0) }' && [ "$diffs" -eq 0 ]
+    then pass "pruned model exported $form loads in PyTorch: accuracy $torch_acc as sparrow's, 0 predictions differ"
+    else fail "pruned model exported $form in PyTorch: sparrow $sp_correct, PyTorch $py, $diffs predictions differ"; fi
+  done
+else
+  echo "SKIP pruned model in PyTorch (dense and CSR): /usr/bin/python3 has no torch (scripts/install-deps.sh bench installs python3-torch)"
+fi
+cp "$tmp/st.sparrow" "$tmp/keep.sparrow"
+expect_fail "convert: a file that is neither" "safetensors: header size" "$bin" convert --in "$tmp/m.cfg" --out "$tmp/keep.sparrow" --model mlp:64
+expect_fail "convert: wrong architecture" "key '1.weight': expected shape [32, 784], found [64, 784]" "$bin" convert --in "$golden/mlp64.safetensors" --out "$tmp/keep.sparrow" --model mlp:32
+expect_fail "convert: no architecture" "--model is required" "$bin" convert --in "$golden/mlp64.safetensors" --out "$tmp/keep.sparrow"
+expect_fail "convert: input shape of another size" "expected shape [64, 100], found [64, 784]" "$bin" convert --in "$golden/mlp64.safetensors" --out "$tmp/keep.sparrow" --model mlp:64 --input 1,10,10
+expect_usage "convert: --csr when importing" "--csr is for exporting" "$bin" convert --in "$golden/mlp64.safetensors" --out "$tmp/keep.sparrow" --csr
+expect_usage "convert: bad --input" "--input expects C,H,W" "$bin" convert --in "$golden/mlp64.safetensors" --out "$tmp/keep.sparrow" --model mlp:64 --input 28x28
+expect_usage "convert: --model with a sparrow input" "describes itself" "$bin" convert --in "$tmp/st.sparrow" --out "$tmp/x.safetensors" --model mlp:64
+expect_fail "convert: missing input" "cannot open" "$bin" convert --in "$tmp/none.safetensors" --out "$tmp/keep.sparrow"
+printf 'input 1 28 28\nflatten\nresidual {\n linear out=784\n}\nlinear out=classes\n' >"$tmp/res.cfg"
+"$bin" train --model "$tmp/res.cfg" --steps 1 --quiet --out "$tmp/res.sparrow"
+expect_fail "convert: nested model" "nested models are not imported or exported yet" "$bin" convert --in "$tmp/res.sparrow" --out "$tmp/x.safetensors"
+if cmp -s "$tmp/keep.sparrow" "$tmp/st.sparrow"; then pass "convert: failed conversions leave the output untouched"
+else fail "convert: failed conversions leave the output untouched"; fi
+if "$bin" convert --help | grep -q 'usage: sparrow convert'; then pass "convert --help"; else fail "convert --help"; fi
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

@@ -10,12 +10,14 @@
  *   train.h    losses, optimizers, learning-rate schedules, checkpoints, the training loop
  *   prune.h    pruning: criteria (scores), granularities (masks), layer densities, schedules
  *   lottery.h  lottery tickets: iterative magnitude pruning with rewinding, random-reinit control
+ *   io.h       safetensors files; PyTorch nn.Sequential state_dicts to and from models
  */
 #ifndef SPARROW_H
 #define SPARROW_H
 
 #include "sparrow/core.h"
 #include "sparrow/data.h"
+#include "sparrow/io.h"
 #include "sparrow/kernels.h"
 #include "sparrow/lottery.h"
 #include "sparrow/nn.h"
