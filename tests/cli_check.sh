@@ -117,7 +117,7 @@ out=$("$bin" bench model --model "$tmp/a.sparrow" --vs lenet300 --batch 8 --thre
 if grep -q '"ms":[0-9]' <<<"$out" && grep -q '"vs_ms":[0-9]' <<<"$out" && grep -q '"speedup":[0-9]' <<<"$out"
 then pass "bench model --vs --json"; else fail "bench model --vs --json: $out"; fi
 printf 'input 1 8 8\nflatten\nlinear out=classes\n' >"$tmp/small.cfg"
-expect_fail "bench model with mismatched inputs" "does not match" "$bin" bench model --model "$tmp/a.sparrow" --vs "$tmp/small.cfg"
+expect_fail "bench model with mismatched inputs" "takes 784 features" "$bin" bench model --model "$tmp/a.sparrow" --vs "$tmp/small.cfg"
 
 # one-shot pruning: the file is sparse, survives inspect, fine-tunes with its pattern intact
 out=$("$bin" prune --model "$tmp/a.sparrow" --sparsity 0.75 --out "$tmp/p.sparrow" --json)
