@@ -747,3 +747,101 @@ TEST(moe_changing_batch_sizes) {
     sp_model_free(a);
     sp_model_free(b);
 }
+
+/* ---- pruning and sparse training see the experts as ordinary layers --------------------------- */
+
+#include "prune/internal.h"
+
+static const char *const prune_cfg = "linear out=8\n"
+                                     "residual {\n"
+                                     "  layernorm\n"
+                                     "  moe experts=3 top_k=2 shared=1 {\n"
+                                     "    linear out=16\n"
+                                     "    relu\n"
+                                     "    linear out=8\n"
+                                     "  }\n"
+                                     "}\n"
+                                     "linear out=classes\n";
+
+TEST(moe_model_prune_reaches_every_expert) {
+    sp_model *m = NULL, *p = NULL;
+    CHECK_OK(sp_model_new(prune_cfg, shape(6, 1, 2), 4, 3, &m));
+    if (!m) return;
+    const int n = sp_model_nlayers(m);
+    CHECK_EQ(n, 4 + 4 * 3 + 1); /* linear, residual, layernorm, moe, 4 x 3, linear */
+    sp_prune_spec spec = {.criterion = SP_PRUNE_MAGNITUDE, .granularity = SP_PRUNE_LAYERWISE,
+                          .sparsity = 0.75, .keep_last = true};
+    CHECK_OK(sp_model_prune(m, &spec, &p));
+    if (p) {
+        /* one body line per expert layer: layer 0 and the two body lines say csr */
+        int ncsr = 0;
+        for (const char *q = sp_model_config(p); (q = strstr(q, "format=csr")); q++) ncsr++;
+        CHECK_EQ(ncsr, 3);
+        CHECK(strstr(sp_model_config(p), "moe experts=3") != NULL);
+        for (int e = 0; e < 4; e++)
+            for (int j = 0; j < 3; j += 2) {
+                const int i = 4 + 3 * e + j;
+                sp_layer_info a, b;
+                CHECK_OK(sp_model_layer(m, i, &a));
+                CHECK_OK(sp_model_layer(p, i, &b));
+                CHECK_MSG(!strcmp(b.format, "csr"), "layer %d is %s", i, b.format);
+                CHECK_EQ(b.nparam, a.out.c * a.in.c / 4 + a.out.c);
+                /* the kept weights are the expert's own */
+                float *wa = malloc(sizeof(float) * (size_t)(a.out.c * a.in.c));
+                float *wb = malloc(sizeof(float) * (size_t)(a.out.c * a.in.c));
+                CHECK_OK(sp_model_layer_get_weight(m, i, wa, NULL));
+                CHECK_OK(sp_model_layer_get_weight(p, i, wb, NULL));
+                int kept = 0;
+                for (int64_t k = 0; k < a.out.c * a.in.c; k++) {
+                    CHECK(wb[k] == 0.0f || wb[k] == wa[k]);
+                    kept += wb[k] != 0.0f;
+                }
+                CHECK_EQ(kept, a.out.c * a.in.c / 4);
+                free(wa);
+                free(wb);
+            }
+        /* the router is copied */
+        sp_layer_info ra, rb;
+        CHECK_OK(sp_model_layer(m, 3, &ra));
+        CHECK_OK(sp_model_layer(p, 3, &rb));
+        CHECK(!memcmp(sp_model_params(m) + ra.param_offset, sp_model_params(p) + rb.param_offset,
+                      sizeof(float) * (size_t)ra.nparam));
+    }
+    sp_model_free(p);
+    /* structured pruning refuses clearly */
+    sp_prune_structured_spec ss = {.criterion = SP_PRUNE_ROW_L1, .fraction = 0.5};
+    CHECK_STATUS(sp_model_prune_structured(m, &ss, &p), SP_EUNSUPPORTED);
+    CHECK(strstr(sp_last_error(), "3.moe") != NULL);
+    sp_model_free(m);
+}
+
+TEST(moe_config_rewrite_maps_expert_instances) {
+    const char *cfg = "moe experts=2 {\nlinear out=4\n}\nlinear out=3\n";
+    char *opts[4] = {NULL, "format=csr", "format=csr", "bias=0"};
+    char *out = NULL;
+    CHECK_OK(sp_prune_rewrite_config(cfg, opts, 4, &out));
+    CHECK(out && !strcmp(out, "moe experts=2 {\nlinear out=4 format=csr\n}\nlinear out=3 bias=0\n"));
+    sp_free(out);
+    /* instances that disagree cannot share one line */
+    char *bad[4] = {NULL, "format=csr", NULL, NULL};
+    CHECK_STATUS(sp_prune_rewrite_config(cfg, bad, 4, &out), SP_EINVAL);
+    CHECK(out == NULL && strstr(sp_last_error(), "layer 2") != NULL);
+}
+
+TEST(moe_sparse_training_config_reaches_experts) {
+    char *text = NULL;
+    CHECK_OK(sp_dst_config(prune_cfg, shape(6, 1, 2), 4, SP_PRUNE_ALLOC_ER, 0.3, 0.0, false,
+                           &text));
+    if (!text) return;
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new(text, shape(6, 1, 2), 4, 3, &m));
+    if (m) {
+        for (int e = 0; e < 4; e++) {
+            CHECK(sp_model_layer_csr(m, 4 + 3 * e) != NULL);
+            CHECK(sp_model_layer_csr(m, 6 + 3 * e) != NULL);
+        }
+        CHECK(sp_model_layer_csr(m, 16) == NULL); /* the output layer stays dense */
+    }
+    sp_model_free(m);
+    sp_free(text);
+}

@@ -398,7 +398,7 @@ sp_status sp_dst_config(const char *config, sp_shape in, int64_t classes, sp_pru
         }
     }
     st = SP_ENOMEM;
-    probe_cfg = sp_prune_rewrite_config(config, opts, n);
+    probe_cfg = sp_prune_rewrite_lines(config, opts, n);
     if (!probe_cfg) goto done;
     if ((st = sp_model_new(probe_cfg, in, classes, 1, &probe)) != SP_OK) goto done;
     const int nl = sp_model_nlayers(probe);
@@ -432,16 +432,20 @@ sp_status sp_dst_config(const char *config, sp_shape in, int64_t classes, sp_pru
     } else if ((st = sp_prune_densities(dist, ns, shapes, density, dens)) != SP_OK) {
         goto done;
     }
+    /* from here on opts is by layer (a moe block's body line stands for several layers) */
     for (int i = 0; i < n; i++) opts[i] = NULL;
+    sp_free(opts);
+    n = nl;
     st = SP_ENOMEM;
+    opts = sp_calloc((size_t)n + 1, sizeof *opts);
+    if (!opts) goto done;
     for (int k = 0; k < ns; k++) {
         if (dens[k] >= 1.0) continue; /* dense */
         opts[which[k]] = sp_alloc(64);
         if (!opts[which[k]]) goto done;
         snprintf(opts[which[k]], 64, "format=csr density=%.9g", SP_MAX(dens[k], 1e-9));
     }
-    text = sp_prune_rewrite_config(config, opts, n);
-    if (!text) goto done;
+    if ((st = sp_prune_rewrite_config(config, opts, n, &text)) != SP_OK) goto done;
     *out = text;
     text = NULL;
     st = SP_OK;
