@@ -845,3 +845,103 @@ TEST(moe_sparse_training_config_reaches_experts) {
     sp_model_free(m);
     sp_free(text);
 }
+
+/* ---- expert pruning --------------------------------------------------------------------------- */
+
+TEST(moe_prune_experts_keeps_the_most_loaded) {
+    const char *cfg = "linear out=6\n"
+                      "moe experts=5 top_k=1 renorm=1 shared=1 {\n"
+                      "  linear out=10 format=csr density=0.5\n"
+                      "  relu\n"
+                      "  linear out=6\n"
+                      "}\n"
+                      "linear out=classes\n";
+    sp_model *m = NULL, *p = NULL;
+    CHECK_OK(sp_model_new(cfg, shape(4, 1, 1), 3, 12, &m));
+    if (!m) return;
+    const int64_t B = 40;
+    float x[4 * 40];
+    sp_rng rng;
+    sp_rng_init(&rng, 12, 1);
+    for (int i = 0; i < 4 * 40; i++) x[i] = 2.0f * sp_rng_normal(&rng);
+    const float *y;
+    CHECK_OK(sp_model_forward(m, x, B, false, &y));
+    sp_moe_stats s;
+    CHECK_OK(sp_model_moe_stats(m, 1, &s));
+    /* the expected survivors: top 3 by load, ties to the lower index, in index order */
+    int want[3], nw = 0;
+    for (int e = 0; e < 5; e++) {
+        int above = 0;
+        for (int f = 0; f < 5; f++)
+            above += s.load[f] > s.load[e] || (s.load[f] == s.load[e] && f < e);
+        if (above < 3) want[nw++] = e;
+    }
+    CHECK_EQ(nw, 3);
+
+    CHECK_STATUS(sp_model_moe_prune_experts(m, 0, 2, &p), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "0.linear is not a moe layer") != NULL);
+    CHECK_STATUS(sp_model_moe_prune_experts(m, 1, 0, &p), SP_EINVAL);
+    CHECK_STATUS(sp_model_moe_prune_experts(m, 1, 6, &p), SP_EINVAL);
+    CHECK(strstr(sp_last_error(), "keep=6") != NULL);
+    CHECK_OK(sp_model_moe_prune_experts(m, 1, 3, &p));
+    if (!p) {
+        sp_model_free(m);
+        return;
+    }
+    /* 0 linear, 1 moe, 3 experts + the shared one of 3 layers, the output layer */
+    CHECK_EQ(sp_model_nlayers(p), 2 + 4 * 3 + 1);
+    CHECK(strstr(sp_model_config(p), "moe experts=3 ") != NULL);
+    for (int j = 0; j < 4; j++) {
+        const int oldf = j < 3 ? 2 + 3 * want[j] : 2 + 3 * 5, newf = 2 + 3 * j;
+        for (int t = 0; t < 3; t += 2) {
+            sp_layer_info a, b;
+            CHECK_OK(sp_model_layer(m, oldf + t, &a));
+            CHECK_OK(sp_model_layer(p, newf + t, &b));
+            CHECK(!strcmp(a.format, b.format) && a.nparam == b.nparam);
+            CHECK(!memcmp(sp_model_params(m) + a.param_offset, sp_model_params(p) + b.param_offset,
+                          sizeof(float) * (size_t)a.nparam));
+        }
+        sp_mask *pa = NULL, *pb = NULL;
+        CHECK_OK(sp_model_layer_pattern(m, oldf, &pa));
+        CHECK_OK(sp_model_layer_pattern(p, newf, &pb));
+        CHECK(pa && pb && !memcmp(pa->bits, pb->bits, sizeof(uint64_t) * (size_t)(10 * pa->words_per_row)));
+        sp_mask_free(pa);
+        sp_mask_free(pb);
+    }
+    /* router rows */
+    sp_layer_info ra, rb;
+    CHECK_OK(sp_model_layer(m, 1, &ra));
+    CHECK_OK(sp_model_layer(p, 1, &rb));
+    CHECK_EQ(rb.nparam, 3 * 6 + 3);
+    const float *wa = sp_model_params(m) + ra.param_offset, *wb = sp_model_params(p) + rb.param_offset;
+    for (int j = 0; j < 3; j++) {
+        CHECK(!memcmp(wb + 6 * j, wa + 6 * want[j], sizeof(float) * 6));
+        CHECK(wb[18 + j] == wa[30 + want[j]]);
+    }
+    /* the output layer is copied */
+    sp_layer_info oa, ob;
+    CHECK_OK(sp_model_layer(m, 18, &oa));
+    CHECK_OK(sp_model_layer(p, 13, &ob));
+    CHECK(!memcmp(sp_model_params(m) + oa.param_offset, sp_model_params(p) + ob.param_offset,
+                  sizeof(float) * (size_t)oa.nparam));
+    /* with top-1 and renorm (gate 1) a sample routed to a kept expert gives the same output */
+    float y0[3 * 40];
+    memcpy(y0, y, sizeof y0);
+    CHECK_OK(sp_model_forward(p, x, B, false, &y));
+    sp_moe_stats sp;
+    CHECK_OK(sp_model_moe_stats(p, 1, &sp));
+    int64_t sum = 0;
+    for (int j = 0; j < 3; j++) sum += sp.load[j];
+    CHECK_EQ(sum, B);
+    int same = 0;
+    for (int64_t b = 0; b < B; b++) {
+        bool eq = true;
+        for (int o = 0; o < 3; o++) eq &= fabsf(y[o * B + b] - y0[o * B + b]) <= 1e-5f * (1 + fabsf(y0[o * B + b]));
+        same += eq;
+    }
+    CHECK_MSG(same >= s.load[want[0]] + s.load[want[1]] + s.load[want[2]],
+              "%d samples unchanged, %lld were routed to kept experts", same,
+              (long long)(s.load[want[0]] + s.load[want[1]] + s.load[want[2]]));
+    sp_model_free(p);
+    sp_model_free(m);
+}

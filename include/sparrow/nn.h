@@ -208,6 +208,12 @@ void sp_model_moe_reset_stats(sp_model *m);
  * top_k it was built with. SP_EINVAL naming the layer if k < 1 or k > its experts (nothing
  * changes then), or if the model has no token-choice moe layer. */
 sp_status sp_model_moe_set_top_k(sp_model *m, int k);
+/* Expert pruning: a new model (owned *out) whose moe layer `layer` keeps its `keep` most-loaded
+ * experts by the accumulated statistics (ties: lower index), in their old order, with their
+ * router rows and weights (sparse experts keep their patterns); every other layer is copied.
+ * Layer indices after the dropped experts shift down. m is not changed. SP_EINVAL if layer is
+ * not moe, or keep is not in [top_k, experts]. */
+sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_model **out);
 
 #ifdef __cplusplus
 }

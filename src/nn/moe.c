@@ -759,3 +759,141 @@ sp_status sp_model_moe_set_top_k(sp_model *m, int k) {
     }
     return SP_OK;
 }
+
+/* ---- expert pruning --------------------------------------------------------------------------- */
+
+static int by_load(const void *a, const void *b) {
+    const prio *x = a, *y = b; /* key = load, higher first; ties: lower index */
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_model **out) {
+    if (!m || !out) return sp_fail(SP_EINVAL, "model_moe_prune_experts: NULL argument");
+    *out = NULL;
+    const sp_layer *l = sp_model_layer_ptr(m, layer);
+    if (!l)
+        return sp_fail(SP_EINVAL, "model_moe_prune_experts: layer %d not in [0, %d)", layer,
+                       sp_model_nlayers(m));
+    if (!sp_moe_is(l))
+        return sp_fail(SP_EINVAL, "model_moe_prune_experts: layer %s is not a moe layer",
+                       l->name);
+    const moe_layer *M = (const moe_layer *)l;
+    if (keep < 1 || keep > M->E)
+        return sp_fail(SP_EINVAL, "model_moe_prune_experts: keep=%d is not in [1, %d] (the "
+                       "experts of %s)", keep, M->E, l->name);
+    if (keep < M->K_cfg)
+        return sp_fail(SP_EINVAL, "model_moe_prune_experts: keep=%d is fewer than top_k=%d of "
+                       "%s", keep, M->K_cfg, l->name);
+    const int E = M->E, nl = sp_model_nlayers(m);
+    const int L = M->bodies[0].n; /* layers per expert, the same for every instance */
+    sp_status st = SP_ENOMEM;
+    prio *order = sp_alloc(sizeof *order * (size_t)E);
+    int *kept = sp_alloc(sizeof *kept * (size_t)keep);
+    int *map = sp_alloc(sizeof *map * (size_t)nl); /* old layer -> new layer, -1: dropped */
+    sp_mask **masks = sp_calloc((size_t)nl, sizeof *masks);
+    const sp_csr **csrs = sp_calloc((size_t)nl, sizeof *csrs);
+    char *cfg = NULL;
+    sp_model *pm = NULL;
+    if (!order || !kept || !map || !masks || !csrs) goto done;
+    /* the `keep` most-loaded experts, in their old order */
+    for (int e = 0; e < E; e++) order[e] = (prio){(float)M->st_load[e], e};
+    qsort(order, (size_t)E, sizeof *order, by_load);
+    for (int j = 0; j < keep; j++) kept[j] = (int)order[j].idx;
+    for (int a = 1; a < keep; a++)
+        for (int b = a; b > 0 && kept[b - 1] > kept[b]; b--) {
+            int t = kept[b];
+            kept[b] = kept[b - 1];
+            kept[b - 1] = t;
+        }
+    for (int i = 0; i < nl; i++) map[i] = i <= layer ? i : -1;
+    for (int j = 0; j < keep; j++)
+        for (int t = 0; t < L; t++) map[layer + 1 + kept[j] * L + t] = layer + 1 + j * L + t;
+    const int body_end = layer + 1 + M->nb * L; /* first old layer after the block */
+    for (int t = 0; M->shared && t < L; t++) map[layer + 1 + E * L + t] = layer + 1 + keep * L + t;
+    for (int i = body_end; i < nl; i++) map[i] = i - (E - keep) * L;
+    const int nnew = nl - (E - keep) * L;
+
+    /* the config: the k-th moe line of the text is the k-th moe layer (blocks do not nest and
+     * describe each once) */
+    {
+        int k = 0;
+        for (int i = 0; i < layer; i++) k += sp_moe_is(sp_model_layer_ptr(m, i));
+        const char *c = sp_model_config(m), *line = NULL;
+        for (const char *s = c; *s;) {
+            const char *b = s;
+            while (*b == ' ') b++;
+            if (!strncmp(b, "moe ", 4) && k-- == 0) {
+                line = b;
+                break;
+            }
+            const char *nl2 = strchr(s, '\n');
+            if (!nl2) break;
+            s = nl2 + 1;
+        }
+        const char *ex = line ? strstr(line, "experts=") : NULL;
+        if (!ex) {
+            st = sp_fail(SP_EINVAL, "model_moe_prune_experts: no config line for %s", l->name);
+            goto done;
+        }
+        const char *after = ex + 8;
+        while (*after >= '0' && *after <= '9') after++;
+        const size_t len = strlen(c) + 16;
+        cfg = sp_alloc(len);
+        if (!cfg) goto done;
+        snprintf(cfg, len, "%.*sexperts=%d%s", (int)(ex - c), c, keep, after);
+    }
+    /* patterns follow their layers */
+    for (int i = 0; i < nl; i++) {
+        if (map[i] < 0) continue;
+        const sp_csr *cs = sp_model_layer_csr(m, i);
+        if (cs) csrs[map[i]] = cs;
+        else if ((st = sp_model_layer_pattern(m, i, &masks[map[i]])) != SP_OK) goto done;
+    }
+    if ((st = sp_model_new_with_structure(cfg, sp_model_in(m), sp_model_classes(m),
+                                          sp_model_seed(m), (int64_t)1 << 34,
+                                          (const sp_mask *const *)masks, csrs, nnew, &pm)) !=
+        SP_OK)
+        goto done;
+    sp_model_set_input_scale(pm, sp_model_input_scale(m));
+    /* parameters and state: every kept layer as it was, the router's kept rows */
+    for (int i = 0; i < nl; i++) {
+        if (map[i] < 0) continue;
+        const sp_layer *a = sp_model_layer_ptr(m, i);
+        sp_layer *b = sp_model_layer_ptr(pm, map[i]);
+        if (i == layer) {
+            const int64_t D = M->d;
+            const moe_layer *N2 = (const moe_layer *)b;
+            for (int j = 0; j < keep; j++) {
+                const int e = kept[j];
+                memcpy(b->param + j * D, a->param + e * D, sizeof(float) * (size_t)D);
+                b->param[keep * D + j] = a->param[E * D + e];
+                if (N2->routing == ROUTE_NOISY)
+                    memcpy(b->param + keep * D + keep + j * D, a->param + E * D + E + e * D,
+                           sizeof(float) * (size_t)D);
+            }
+            continue;
+        }
+        if (a->nparam != b->nparam || a->nbuffer != b->nbuffer) {
+            st = sp_fail(SP_EINVAL, "model_moe_prune_experts: layer %s has %lld parameters "
+                         "after rebuilding, %lld before", b->name, (long long)b->nparam,
+                         (long long)a->nparam);
+            goto done;
+        }
+        if (a->nparam) memcpy(b->param, a->param, sizeof(float) * (size_t)a->nparam);
+        if (a->nbuffer) memcpy(b->buffer, a->buffer, sizeof(float) * (size_t)a->nbuffer);
+    }
+    *out = pm;
+    pm = NULL;
+    st = SP_OK;
+done:
+    for (int i = 0; masks && i < nl; i++) sp_mask_free(masks[i]);
+    sp_free(masks);
+    sp_free(csrs);
+    sp_free(order);
+    sp_free(kept);
+    sp_free(map);
+    sp_free(cfg);
+    sp_model_free(pm);
+    return st;
+}
