@@ -945,3 +945,48 @@ TEST(moe_prune_experts_keeps_the_most_loaded) {
     sp_model_free(p);
     sp_model_free(m);
 }
+
+/* SET and RigL rewire the CSR layers of every expert (RigL's gradient through the tap, with
+ * each expert's own batch), keeping their entry counts. */
+#include "toy_data.h"
+
+TEST(moe_set_and_rigl_rewire_expert_layers) {
+    sp_dataset *data = test_toy_dataset(48, 5);
+    if (!data) return;
+    const char *cfg = "flatten\nlinear out=8\nresidual {\n"
+                      "  moe experts=3 top_k=2 {\n"
+                      "    linear out=12 format=csr density=0.5\n    relu\n"
+                      "    linear out=8 format=csr density=0.5\n  }\n}\nlinear out=classes\n";
+    for (int kind = 0; kind < 2; kind++) {
+        sp_model *m = NULL;
+        CHECK_OK(sp_model_new(cfg, shape(data->c, data->h, data->w), 4, 6, &m));
+        if (!m) break;
+        const int csr_layers[6] = {4, 6, 7, 9, 10, 12};
+        int64_t nnz[6];
+        sp_mask *before[6];
+        for (int j = 0; j < 6; j++) {
+            const sp_csr *c = sp_model_layer_csr(m, csr_layers[j]);
+            CHECK(c != NULL);
+            nnz[j] = c ? c->nnz : 0;
+            CHECK_OK(sp_model_layer_pattern(m, csr_layers[j], &before[j]));
+        }
+        sp_dst d = {.kind = kind ? SP_DST_RIGL : SP_DST_SET, .update_every = 1,
+                    .drop_fraction = 0.3, .seed = 3, .data = data, .batch = 48, .nthreads = 1};
+        CHECK_OK(sp_dst_update(m, NULL, &d, 1));
+        int changed = 0;
+        for (int j = 0; j < 6; j++) {
+            const sp_csr *c = sp_model_layer_csr(m, csr_layers[j]);
+            CHECK(c && c->nnz == nnz[j]);
+            sp_mask *after = NULL;
+            CHECK_OK(sp_model_layer_pattern(m, csr_layers[j], &after));
+            if (after && before[j])
+                changed += memcmp(after->bits, before[j]->bits,
+                                  sizeof(uint64_t) * (size_t)(after->rows * after->words_per_row)) != 0;
+            sp_mask_free(after);
+            sp_mask_free(before[j]);
+        }
+        CHECK_MSG(changed >= 4, "%s changed %d of 6 expert layers", kind ? "rigl" : "set", changed);
+        sp_model_free(m);
+    }
+    sp_dataset_free(data);
+}

@@ -269,14 +269,15 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
     const int64_t amax = M->routing == ROUTE_EXPERT
                              ? E * SP_MIN(N, (int64_t)ceil(M->capacity * (double)N * M->K / E))
                              : nk;
-    /* per-forward arrays, grown together in groups of one capacity */
+    /* per-forward arrays, grown together in groups of one capacity (eps and u: noisy only) */
     void **g_en[] = {(void **)&M->h, (void **)&M->prob, (void **)&M->eps, (void **)&M->u};
     const size_t z_en[] = {sizeof(float), sizeof(float), sizeof(float), sizeof(float)};
     void **g_nk[] = {(void **)&M->sel, (void **)&M->slot, (void **)&M->sel_g};
     const size_t z_nk[] = {sizeof(int32_t), sizeof(int64_t), sizeof(float)};
     void **g_a[] = {(void **)&M->atok, (void **)&M->agate, (void **)&M->adg};
     const size_t z_a[] = {sizeof(int64_t), sizeof(float), sizeof(float)};
-    if ((st = grow_group(g_en, z_en, 4, &M->en_cap, EN)) != SP_OK ||
+    if ((st = grow_group(g_en, z_en, M->routing == ROUTE_NOISY ? 4 : 2, &M->en_cap, EN)) !=
+            SP_OK ||
         (st = grow_group(g_nk, z_nk, 3, &M->nk_cap, nk)) != SP_OK ||
         (st = grow_group(g_a, z_a, 3, &M->a_cap, amax)) != SP_OK)
         return st;
