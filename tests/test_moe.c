@@ -990,3 +990,52 @@ TEST(moe_set_and_rigl_rewire_expert_layers) {
     }
     sp_dataset_free(data);
 }
+
+/* Every allocation of building and running a moe model may fail: SP_ENOMEM, nothing leaks, and a
+ * model whose forward or backward pass failed part way (its lazily grown buffers included) runs
+ * the next pass exactly as a fresh model does. */
+TEST(moe_allocation_failures) {
+    const char *cfg = "residual {\n  layernorm\n"
+                      "  moe experts=3 top_k=2 routing=noisy capacity=1 shared=1 zloss=0.1 {\n"
+                      "    linear out=6 format=csr density=0.5\n    gelu\n    linear out=4\n  }\n}\n"
+                      "moe experts=2 routing=expert {\n  linear out=4\n}\n";
+    float x[4 * 6], dy[4 * 6], ref[4 * 6];
+    sp_rng rng;
+    sp_rng_init(&rng, 2, 9);
+    for (int i = 0; i < 24; i++) x[i] = sp_rng_normal(&rng), dy[i] = sp_rng_normal(&rng);
+    const float *y;
+    sp_model *r = NULL;
+    CHECK_OK(sp_model_new(cfg, shape(4, 1, 3), 1, 4, &r));
+    if (!r) return;
+    CHECK_OK(sp_model_forward(r, x, 2, true, &y));
+    memcpy(ref, y, sizeof ref);
+    sp_model_free(r);
+    bool saw_failure = false, reached_success = false;
+    for (int64_t n = 1; n < 400 && !reached_success; n++) {
+        int64_t live = sp_alloc_live();
+        sp_model *m = NULL;
+        sp_alloc_fail_after(n);
+        sp_status st = sp_model_new(cfg, shape(4, 1, 3), 1, 4, &m);
+        const bool built = st == SP_OK;
+        if (st == SP_OK) st = sp_model_forward(m, x, 2, true, &y);
+        if (st == SP_OK) st = sp_model_backward(m, dy, NULL);
+        sp_alloc_fail_after(0);
+        if (st == SP_OK) {
+            reached_success = true;
+        } else {
+            saw_failure = true;
+            CHECK_MSG(st == SP_ENOMEM, "n=%lld: %s", (long long)n, sp_status_name(st));
+        }
+        if (built && !reached_success) {
+            /* the same model recovers */
+            CHECK_OK(sp_model_forward(m, x, 2, true, &y));
+            CHECK_MSG(!memcmp(y, ref, sizeof ref), "n=%lld: output differs after a failure",
+                      (long long)n);
+            CHECK_OK(sp_model_backward(m, dy, NULL));
+        }
+        sp_model_free(m);
+        CHECK_EQ(sp_alloc_live(), live);
+    }
+    CHECK(saw_failure);
+    CHECK(reached_success);
+}

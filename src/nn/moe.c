@@ -346,11 +346,6 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
         M->aux_b = E * b;
         M->aux_z = zsum / (double)N;
     }
-    M->st_tokens += N;
-    M->st_assign += M->A;
-    M->st_drop += dropped;
-    M->st_entropy += ent;
-    for (int e = 0; e < E; e++) M->st_load[e] += M->cnt[e];
 
     /* dispatch: gather, run, combine */
     if ((st = grow((void **)&M->xg, &M->xg_cap, D * M->A, D * amax, sizeof(float))) != SP_OK)
@@ -388,6 +383,12 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
             for (int64_t s = 0; s < ne; s++) yf[M->atok[o + s]] += M->agate[o + s] * of[s];
         }
     }
+    /* statistics count completed passes only */
+    M->st_tokens += N;
+    M->st_assign += M->A;
+    M->st_drop += dropped;
+    M->st_entropy += ent;
+    for (int e = 0; e < E; e++) M->st_load[e] += M->cnt[e];
     M->N = N;
     M->aux_on = run->train;
     return SP_OK;
