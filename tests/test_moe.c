@@ -1039,3 +1039,43 @@ TEST(moe_allocation_failures) {
     CHECK(saw_failure);
     CHECK(reached_success);
 }
+
+/* The router gradient against values worked out by hand for one token, D = 1, two experts of
+ * one weight each, top-1 without renorm: y = p0 (w0 x + b0) with p = softmax(a x + c), plus
+ * balance * E * f0 * p0 (f0 = 1) and zloss * lse^2. */
+TEST(moe_router_gradient_by_hand) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("moe experts=2 top_k=1 balance=0.25 zloss=0.125 {\nlinear out=1\n}\n",
+                          shape(1, 1, 1), 1, 1, &m));
+    if (!m) return;
+    CHECK_EQ(sp_model_nparams(m), 4 + 2 + 2);
+    const double a0 = 0.8, a1 = -0.3, c0 = 0.1, c1 = 0.2, w0 = 1.5, b0 = -0.25, w1 = -2.0,
+                 b1 = 0.5, x0 = 1.25, r = 0.75, A = 0.25, Z = 0.125;
+    float *p = sp_model_params(m);
+    const float set[8] = {(float)a0, (float)a1, (float)c0, (float)c1, (float)w0, (float)b0,
+                          (float)w1, (float)b1};
+    memcpy(p, set, sizeof set);
+    const float x = (float)x0, dy = (float)r;
+    float dx;
+    const float *y;
+    CHECK_OK(sp_model_forward(m, &x, 1, true, &y));
+    const double h0 = a0 * x0 + c0, h1 = a1 * x0 + c1; /* 1.1 > -0.175: expert 0 */
+    const double lse = log(exp(h0) + exp(h1)), p0 = exp(h0 - lse), p1 = exp(h1 - lse);
+    const double out0 = w0 * x0 + b0;
+    CHECK(fabs(*y - p0 * out0) < 1e-6);
+    CHECK(fabs(sp_model_aux_loss(m) - (A * 2 * p0 + Z * lse * lse)) < 1e-6);
+    sp_model_zero_grad(m);
+    CHECK_OK(sp_model_backward(m, &dy, &dx));
+    /* dL/dp0 = r out0 + 2A; dh_e = p_e (dp_e - p0 dp0) + 2 Z lse p_e */
+    const double dp0 = r * out0 + 2 * A;
+    const double dh0 = p0 * (dp0 - p0 * dp0) + 2 * Z * lse * p0;
+    const double dh1 = p1 * (0 - p0 * dp0) + 2 * Z * lse * p1;
+    const double want[8] = {dh0 * x0, dh1 * x0, dh0, dh1, r * p0 * x0, r * p0, 0, 0};
+    const float *g = sp_model_grads(m);
+    for (int i = 0; i < 8; i++)
+        CHECK_MSG(fabs(g[i] - want[i]) < 1e-6 * (1 + fabs(want[i])), "grad[%d] = %.8g, by hand %.8g",
+                  i, g[i], want[i]);
+    const double dxw = r * p0 * w0 + dh0 * a0 + dh1 * a1;
+    CHECK_MSG(fabs(dx - dxw) < 1e-6 * (1 + fabs(dxw)), "dx = %.8g, by hand %.8g", dx, dxw);
+    sp_model_free(m);
+}
