@@ -82,6 +82,9 @@ typedef struct moe_layer {
     bool noise_on, aux_on;
     double aux_b, aux_z;       /* unweighted */
     float *h, *prob, *eps, *u; /* (E, N) */
+    float *lse, *tok;          /* (N): logsumexp of each token's logits; scratch */
+    double *tacc;              /* (2 N) scratch */
+    int64_t n_cap;
     int64_t en_cap;            /* capacity of the (E, N) arrays */
     int32_t *sel;              /* (N, K) token choice: selected experts, priority order */
     int64_t *slot;             /* (N, K): assignment index, -1 if dropped */
@@ -195,23 +198,35 @@ static int64_t route_tokens(moe_layer *M, int64_t N) {
     const float *p = M->prob;
     int64_t C = INT64_MAX;
     if (M->capacity > 0) C = (int64_t)ceil(M->capacity * (double)N * K / E);
-    for (int64_t n = 0; n < N; n++) {
-        int32_t *s = M->sel + n * K;
-        double sum = 0.0;
-        for (int k = 0; k < K; k++) {
-            int best = -1;
-            for (int e = 0; e < E; e++) {
-                bool taken = false;
-                for (int j = 0; j < k; j++) taken |= s[j] == e;
-                if (taken) continue;
-                if (best < 0 || p[(int64_t)e * N + n] > p[(int64_t)best * N + n]) best = e;
+    /* the top K of each token, kept sorted while the experts stream by row by row (the
+     * probabilities of one expert are contiguous): an expert enters a token's list only when
+     * strictly above its K-th, so ties keep the lower expert index; NaN ranks last */
+    int32_t *sel = M->sel;
+    float *val = M->sel_g; /* the selected p while selecting; the gates after */
+    for (int64_t i = 0; i < N * K; i++) sel[i] = -1, val[i] = -INFINITY;
+    for (int e = 0; e < E; e++) {
+        const float *pe = p + (int64_t)e * N;
+        for (int64_t n = 0; n < N; n++) {
+            const float v = isnan(pe[n]) ? -INFINITY : pe[n];
+            int32_t *sn = sel + n * K;
+            float *vn = val + n * K;
+            if (sn[K - 1] >= 0 && !(v > vn[K - 1])) continue;
+            int j = K - 1;
+            for (; j > 0 && (sn[j - 1] < 0 || v > vn[j - 1]); j--) {
+                sn[j] = sn[j - 1];
+                vn[j] = vn[j - 1];
             }
-            s[k] = best;
-            sum += p[(int64_t)best * N + n];
+            sn[j] = e;
+            vn[j] = v;
         }
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const int32_t *sn = sel + n * K;
+        double sum = 0.0;
+        for (int k = 0; k < K; k++) sum += p[(int64_t)sn[k] * N + n];
         for (int k = 0; k < K; k++) {
-            double pk = p[(int64_t)s[k] * N + n];
-            M->sel_g[n * K + k] = (float)(M->renorm ? (sum > 0 ? pk / sum : 1.0 / K) : pk);
+            const double pk = p[(int64_t)sn[k] * N + n];
+            val[n * K + k] = (float)(M->renorm ? (sum > 0 ? pk / sum : 1.0 / K) : pk);
         }
     }
     int64_t dropped = 0;
@@ -276,8 +291,11 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
     const size_t z_nk[] = {sizeof(int32_t), sizeof(int64_t), sizeof(float)};
     void **g_a[] = {(void **)&M->atok, (void **)&M->agate, (void **)&M->adg};
     const size_t z_a[] = {sizeof(int64_t), sizeof(float), sizeof(float)};
+    void **g_n[] = {(void **)&M->lse, (void **)&M->tok, (void **)&M->tacc};
+    const size_t z_n[] = {sizeof(float), sizeof(float), 2 * sizeof(double)};
     if ((st = grow_group(g_en, z_en, M->routing == ROUTE_NOISY ? 4 : 2, &M->en_cap, EN)) !=
             SP_OK ||
+        (st = grow_group(g_n, z_n, 3, &M->n_cap, N)) != SP_OK ||
         (st = grow_group(g_nk, z_nk, 3, &M->nk_cap, nk)) != SP_OK ||
         (st = grow_group(g_a, z_a, 3, &M->a_cap, amax)) != SP_OK)
         return st;
@@ -302,27 +320,59 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
         }
     }
 
-    /* probabilities, and per token the z-loss term and the entropy */
+    /* probabilities, and per token the z-loss term and the entropy, in sweeps along the rows
+     * of h (contiguous per expert): one exp per (expert, token).
+     *   softmax: p = exp(h - lse), entropy = lse - sum_e p_e h_e
+     *   sigmoid: p = 1 / (1 + exp(-h)); entropy of q = p / sum p: log(sum p) - sum q log p */
+    float *mx = M->tok;
+    double *acc = M->tacc, *acc2 = M->tacc + N;
+    for (int64_t n = 0; n < N; n++) mx[n] = -INFINITY, acc[n] = 0.0, acc2[n] = 0.0;
+    for (int e = 0; e < E; e++) {
+        const float *he = M->h + (int64_t)e * N;
+        for (int64_t n = 0; n < N; n++) mx[n] = fmaxf(mx[n], he[n]);
+    }
+    for (int e = 0; e < E; e++) {
+        const float *he = M->h + (int64_t)e * N;
+        float *pe = M->prob + (int64_t)e * N;
+        for (int64_t n = 0; n < N; n++) {
+            const float v = expf(he[n] - mx[n]);
+            acc[n] += v;
+            if (!M->sigmoid) pe[n] = v;
+        }
+    }
+    for (int64_t n = 0; n < N; n++) M->lse[n] = (float)(mx[n] + log(acc[n]));
     double zsum = 0.0, ent = 0.0;
-    for (int64_t n = 0; n < N; n++) {
-        double mx = -INFINITY, sum = 0.0;
-        for (int e = 0; e < E; e++) mx = fmax(mx, M->h[(int64_t)e * N + n]);
-        for (int e = 0; e < E; e++) sum += exp(M->h[(int64_t)e * N + n] - mx);
-        const double lse = mx + log(sum);
-        zsum += lse * lse;
-        double ps = 0.0;
+    for (int64_t n = 0; n < N; n++) zsum += (double)M->lse[n] * M->lse[n];
+    if (!M->sigmoid) {
+        for (int64_t n = 0; n < N; n++) acc[n] = 1.0 / acc[n];
         for (int e = 0; e < E; e++) {
-            const double he = M->h[(int64_t)e * N + n];
-            const double pe = M->sigmoid ? sigm(he) : exp(he - lse);
-            M->prob[(int64_t)e * N + n] = (float)pe;
-            ps += pe;
+            const float *he = M->h + (int64_t)e * N;
+            float *pe = M->prob + (int64_t)e * N;
+            for (int64_t n = 0; n < N; n++) {
+                pe[n] = (float)(pe[n] * acc[n]);
+                acc2[n] += (double)pe[n] * he[n];
+            }
         }
-        double hn = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            const double hn = M->lse[n] - acc2[n];
+            if (isfinite(hn)) ent += hn;
+        }
+    } else {
+        for (int64_t n = 0; n < N; n++) acc[n] = 0.0;
         for (int e = 0; e < E; e++) {
-            const double q = M->prob[(int64_t)e * N + n] / ps;
-            if (q > 0) hn -= q * log(q);
+            const float *he = M->h + (int64_t)e * N;
+            float *pe = M->prob + (int64_t)e * N;
+            for (int64_t n = 0; n < N; n++) {
+                const double q = sigm(he[n]);
+                pe[n] = (float)q;
+                acc[n] += q;
+                if (q > 0) acc2[n] += q * log(q);
+            }
         }
-        if (isfinite(hn)) ent += hn;
+        for (int64_t n = 0; n < N; n++) {
+            const double hn = log(acc[n]) - acc2[n] / acc[n];
+            if (isfinite(hn)) ent += hn;
+        }
     }
 
     /* selection */
@@ -482,13 +532,10 @@ static sp_status moe_backward(sp_layer *l, const sp_run *run, const float *x, co
             }
         }
         if (M->aux_on && M->zloss != 0.0) {
-            double mx = -INFINITY, sum = 0.0;
-            for (int e = 0; e < E; e++) mx = fmax(mx, M->h[(int64_t)e * N + n]);
-            for (int e = 0; e < E; e++) sum += exp(M->h[(int64_t)e * N + n] - mx);
-            const double lse = mx + log(sum), c = M->zloss * 2.0 * lse / (double)N;
+            const double lse = M->lse[n], c = M->zloss * 2.0 * lse / (double)N;
             for (int e = 0; e < E; e++) {
                 const int64_t i = (int64_t)e * N + n;
-                dh[i] += (float)(c * exp(M->h[i] - lse));
+                dh[i] += (float)(c * (M->sigmoid ? exp(M->h[i] - lse) : M->prob[i]));
             }
         }
     }
@@ -573,6 +620,9 @@ static void moe_free(sp_layer *l) {
     sp_free(M->prob);
     sp_free(M->eps);
     sp_free(M->u);
+    sp_free(M->lse);
+    sp_free(M->tok);
+    sp_free(M->tacc);
     sp_free(M->sel);
     sp_free(M->slot);
     sp_free(M->sel_g);
