@@ -368,8 +368,8 @@ TEST(moe_dropped_token_passes_residual) {
  * across a selection boundary measures the jump, not the gradient. So each check runs at the
  * first seed whose routing (recomputed by the reference from the same model and inputs as
  * GRADCHECK builds, noise included) keeps every selection boundary at least 0.02 apart in p;
- * a step of 1e-3 in any weight or input moves a logit by well under 0.01 here, so no
- * selection flips. */
+ * a step of 1e-3 in any weight or input (|x| and |eps| stay below about 3 here) moves a
+ * logit by under 0.01 and a probability by less, so no selection flips. */
 static uint64_t stable_seed(const char *cfg, const ref_cfg *c, int64_t D, int64_t T, int64_t B,
                             bool train) {
     for (uint64_t seed = 1; seed < 300; seed++) {
