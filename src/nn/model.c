@@ -4,8 +4,10 @@
  * of the last forward pass and runs backward through them.
  *
  * Config grammar (docs/CONFIG.md): one layer per line, "kind key=value ...", '#' starts a
- * comment, an optional first line "input C H W", and "residual {" ... "}" for y = x + f(x).
- * The value "classes" stands for the number of classes the model is built for.
+ * comment, an optional first line "input C H W", "residual {" ... "}" for y = x + f(x), and
+ * "moe experts=E ... {" ... "}" for a mixture of experts whose body (one expert) is parsed once
+ * per expert (moe.c). The value "classes" stands for the number of classes the model is built
+ * for.
  */
 #include <ctype.h>
 #include <math.h>
@@ -111,7 +113,7 @@ sp_status sp_seq_forward(sp_seq *s, const sp_run *run, const float *x) {
 
 /* dy is the gradient of the last output; dx (may be NULL) receives the input gradient. */
 sp_status sp_seq_backward(sp_seq *s, const sp_run *run, const float *x, const float *dy,
-                              float *dx) {
+                          float *dx) {
     for (int i = s->n - 1; i >= 0; i--) {
         sp_layer *l = s->layers[i];
         const float *xi = i ? s->act[i - 1] : x;
