@@ -1079,3 +1079,36 @@ TEST(moe_router_gradient_by_hand) {
     CHECK_MSG(fabs(dx - dxw) < 1e-6 * (1 + fabs(dxw)), "dx = %.8g, by hand %.8g", dx, dxw);
     sp_model_free(m);
 }
+
+/* With a zero router every probability ties: token choice takes the lowest expert indices,
+ * expert choice the lowest token indices (the other tokens get no expert and output 0). */
+TEST(moe_ties_go_to_lower_indices) {
+    for (int expert = 0; expert < 2; expert++) {
+        sp_model *m = NULL;
+        CHECK_OK(sp_model_new(expert ? "moe experts=4 routing=expert {\nlinear out=3\n}\n"
+                                     : "moe experts=4 top_k=2 {\nlinear out=3\n}\n",
+                              shape(3, 1, 1), 1, 1, &m));
+        if (!m) continue;
+        memset(sp_model_params(m), 0, sizeof(float) * 16); /* Wr (4 x 3) and br (4) */
+        float x[30];
+        sp_rng rng;
+        sp_rng_init(&rng, 1, 1);
+        for (int i = 0; i < 30; i++) x[i] = sp_rng_normal(&rng);
+        const float *y;
+        CHECK_OK(sp_model_forward(m, x, 10, false, &y));
+        sp_moe_stats s;
+        CHECK_OK(sp_model_moe_stats(m, 0, &s));
+        if (!expert) {
+            CHECK(s.load[0] == 10 && s.load[1] == 10 && s.load[2] == 0 && s.load[3] == 0);
+        } else {
+            /* C = ceil(10 / 4) = 3: tokens 0-2 go to every expert, 3-9 to none */
+            for (int e = 0; e < 4; e++) CHECK_EQ(s.load[e], 3);
+            for (int n = 0; n < 10; n++) {
+                bool zero = true;
+                for (int i = 0; i < 3; i++) zero &= y[i * 10 + n] == 0.0f;
+                CHECK_MSG(zero == (n >= 3), "token %d: output %s", n, zero ? "zero" : "nonzero");
+            }
+        }
+        sp_model_free(m);
+    }
+}

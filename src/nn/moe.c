@@ -84,6 +84,7 @@ typedef struct moe_layer {
     float *h, *prob, *eps, *u; /* (E, N) */
     float *lse, *tok;          /* (N): logsumexp of each token's logits; scratch */
     double *tacc;              /* (2 N) scratch */
+    uint32_t *keys;            /* (N) expert choice: sort keys of one expert's row */
     int64_t n_cap;
     int64_t en_cap;            /* capacity of the (E, N) arrays */
     int32_t *sel;              /* (N, K) token choice: selected experts, priority order */
@@ -182,13 +183,6 @@ typedef struct prio {
     int64_t idx;
 } prio;
 
-/* higher p first; ties: lower index (NaN ranks last, so the order is total) */
-static int by_prio(const void *a, const void *b) {
-    const prio *x = a, *y = b;
-    if (x->key != y->key) return x->key > y->key ? -1 : 1;
-    return (x->idx > y->idx) - (x->idx < y->idx);
-}
-
 /* ---- forward ---------------------------------------------------------------------------------- */
 
 /* Token choice: top-K per token, admission under capacity. Fills sel/slot/sel_g, cnt, off and
@@ -251,25 +245,50 @@ static int64_t route_tokens(moe_layer *M, int64_t N) {
     return dropped;
 }
 
-/* Expert choice: expert e takes its top C tokens. */
+/* Order-preserving map float -> uint32 (a < b <=> key(a) < key(b)); NaN ranks below all. */
+static inline uint32_t fkey(float f) {
+    if (isnan(f)) return 0;
+    f += 0.0f; /* -0 -> +0 */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
+}
+
+/* Expert choice: expert e takes its top C tokens by p[e, :], ties to the lower token index.
+ * The C-th highest key comes from a radix select (four 8-bit histogram passes, O(N) per
+ * expert, where a sort would cost N log N), then the tokens above it and the first of those
+ * equal to it are taken in token order. */
 static sp_status route_experts(moe_layer *M, int64_t N) {
     const int E = M->E;
     const int64_t C = SP_MIN(N, (int64_t)ceil(M->capacity * (double)N * M->K / E));
-    prio *pr = sp_alloc(sizeof *pr * (size_t)N);
-    if (!pr) return SP_ENOMEM;
+    uint32_t *key = M->keys;
     M->off[0] = 0;
     for (int e = 0; e < E; e++) {
         const float *pe = M->prob + (int64_t)e * N;
-        for (int64_t n = 0; n < N; n++) pr[n] = (prio){isnan(pe[n]) ? -INFINITY : pe[n], n};
-        qsort(pr, (size_t)N, sizeof *pr, by_prio);
+        for (int64_t n = 0; n < N; n++) key[n] = fkey(pe[n]);
+        uint32_t prefix = 0, mask = 0;
+        int64_t need = C; /* keys equal to the final threshold to take */
+        for (int shift = 24; shift >= 0 && C > 0; shift -= 8) {
+            int64_t hist[256] = {0};
+            for (int64_t n = 0; n < N; n++)
+                if ((key[n] & mask) == prefix) hist[(key[n] >> shift) & 255u]++;
+            int d = 255;
+            for (; d > 0 && hist[d] < need; d--) need -= hist[d];
+            prefix |= (uint32_t)d << shift;
+            mask |= 255u << shift;
+        }
+        int64_t s = M->off[e];
+        for (int64_t n = 0; n < N && s < M->off[e] + C; n++) {
+            const bool take = key[n] > prefix || (key[n] == prefix && need > 0);
+            if (!take) continue;
+            if (key[n] == prefix) need--;
+            M->atok[s] = n;
+            M->agate[s] = pe[n];
+            s++;
+        }
         M->cnt[e] = C;
         M->off[e + 1] = M->off[e] + C;
-        for (int64_t s = 0; s < C; s++) {
-            M->atok[M->off[e] + s] = pr[s].idx;
-            M->agate[M->off[e] + s] = pe[pr[s].idx];
-        }
     }
-    sp_free(pr);
     return SP_OK;
 }
 
@@ -291,11 +310,11 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
     const size_t z_nk[] = {sizeof(int32_t), sizeof(int64_t), sizeof(float)};
     void **g_a[] = {(void **)&M->atok, (void **)&M->agate, (void **)&M->adg};
     const size_t z_a[] = {sizeof(int64_t), sizeof(float), sizeof(float)};
-    void **g_n[] = {(void **)&M->lse, (void **)&M->tok, (void **)&M->tacc};
-    const size_t z_n[] = {sizeof(float), sizeof(float), 2 * sizeof(double)};
+    void **g_n[] = {(void **)&M->lse, (void **)&M->tok, (void **)&M->tacc, (void **)&M->keys};
+    const size_t z_n[] = {sizeof(float), sizeof(float), 2 * sizeof(double), sizeof(uint32_t)};
     if ((st = grow_group(g_en, z_en, M->routing == ROUTE_NOISY ? 4 : 2, &M->en_cap, EN)) !=
             SP_OK ||
-        (st = grow_group(g_n, z_n, 3, &M->n_cap, N)) != SP_OK ||
+        (st = grow_group(g_n, z_n, 4, &M->n_cap, N)) != SP_OK ||
         (st = grow_group(g_nk, z_nk, 3, &M->nk_cap, nk)) != SP_OK ||
         (st = grow_group(g_a, z_a, 3, &M->a_cap, amax)) != SP_OK)
         return st;
@@ -623,6 +642,7 @@ static void moe_free(sp_layer *l) {
     sp_free(M->lse);
     sp_free(M->tok);
     sp_free(M->tacc);
+    sp_free(M->keys);
     sp_free(M->sel);
     sp_free(M->slot);
     sp_free(M->sel_g);
