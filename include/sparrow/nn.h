@@ -177,7 +177,18 @@ sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const i
 /* Nonzero parameters over the whole model. */
 int64_t sp_model_nnz(const sp_model *m);
 
-/* ---- mixture of experts (the `moe` block of docs/CONFIG.md) ------------------------------- */
+/* ---- mixture of experts (the `moe` block of docs/CONFIG.md) ------------------------------- *
+ *
+ * A `moe experts=E top_k=K ... { <one expert's layers> }` block builds E experts (ordinary
+ * layers, listed by sp_model_layer after the moe layer) and a router:
+ *
+ *     sp_model_forward(m, x, B, true, &y);
+ *     double loss = main_loss + sp_model_aux_loss(m);   // what backward differentiates
+ *     sp_model_backward(m, dy, NULL);                    // adds the aux gradients itself
+ *     sp_moe_stats s;
+ *     if (sp_model_moe_stats(m, i, &s) == SP_OK) ... s.load_max_over_mean, s.dropped ...
+ *     sp_model_moe_set_top_k(m, 1);                      // cheaper inference
+ */
 
 /* Sum over the moe layers of their weighted auxiliary losses (balance * Switch load-balancing
  * loss + zloss * router z-loss) of the last forward pass if it was in training mode, else 0
