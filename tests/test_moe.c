@@ -1131,3 +1131,42 @@ TEST(moe_ties_go_to_lower_indices) {
         sp_model_free(m);
     }
 }
+
+/* Masked experts to sparse storage: every expert of a body line takes one format (with "auto"
+ * the first instance's measured choice), the weights stay, so the outputs do. */
+TEST(moe_sparsify_gives_experts_one_format) {
+    const char *cfg = "moe experts=3 top_k=2 {\n  linear out=24 format=mask density=0.3\n  relu\n"
+                      "  linear out=8 format=mask density=0.3\n}\nlinear out=classes\n";
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new(cfg, shape(8, 1, 4), 3, 2, &m));
+    if (!m) return;
+    float x[8 * 4 * 5], y0[3 * 4 * 5];
+    sp_rng rng;
+    sp_rng_init(&rng, 4, 2);
+    for (int i = 0; i < 160; i++) x[i] = sp_rng_normal(&rng);
+    const float *y;
+    CHECK_OK(sp_model_forward(m, x, 5, false, &y));
+    memcpy(y0, y, sizeof y0);
+    const char *formats[] = {"csr", "auto"};
+    for (int f = 0; f < 2; f++) {
+        sp_model *s = NULL;
+        CHECK_OK(sp_model_sparsify(m, formats[f], 0, 1, &s));
+        if (!s) continue;
+        for (int t = 0; t < 3; t += 2) {
+            sp_layer_info a, b;
+            CHECK_OK(sp_model_layer(s, 1 + t, &a));
+            CHECK(strcmp(a.format, "mask") != 0);
+            for (int e = 1; e < 3; e++) {
+                CHECK_OK(sp_model_layer(s, 1 + 3 * e + t, &b));
+                CHECK_MSG(!strcmp(a.format, b.format), "%s: expert 0 %s, expert %d %s",
+                          formats[f], a.format, e, b.format);
+            }
+        }
+        CHECK_OK(sp_model_forward(s, x, 5, false, &y));
+        for (int i = 0; i < 60; i++)
+            CHECK_MSG(fabsf(y[i] - y0[i]) <= 1e-5f * (1 + fabsf(y0[i])), "%s: y[%d] %g vs %g",
+                      formats[f], i, y[i], y0[i]);
+        sp_model_free(s);
+    }
+    sp_model_free(m);
+}

@@ -114,6 +114,8 @@ typedef struct line_map {
     int n;
     const char **chosen;    /* by layer line: the options of its instances */
     bool *seen;
+    int *line_of;           /* by layer (may be NULL): its layer line */
+    bool check;             /* instances must agree */
     int next;               /* next layer index */
 } line_map;
 
@@ -152,11 +154,12 @@ static sp_status walk_lines(line_map *lm, const char **s, int *pos, int depth) {
         const int li = (*pos)++, idx = lm->next++;
         const char *o = idx < lm->n ? lm->opts[idx] : NULL;
         if (li >= lm->nlines) return sp_fail(SP_EINVAL, "prune: config lines out of step");
+        if (lm->line_of && idx < lm->n) lm->line_of[idx] = li;
         if (!lm->seen[li]) {
             lm->seen[li] = true;
             lm->chosen[li] = o;
-        } else if ((o == NULL) != (lm->chosen[li] == NULL) ||
-                   (o && strcmp(o, lm->chosen[li]) != 0)) {
+        } else if (lm->check && ((o == NULL) != (lm->chosen[li] == NULL) ||
+                                 (o && strcmp(o, lm->chosen[li]) != 0))) {
             return sp_fail(SP_EINVAL, "prune: layer %d is an instance of a moe expert's config "
                            "line, whose other instances take '%s' where it takes '%s': every "
                            "expert of a block must get the same options", idx,
@@ -184,7 +187,7 @@ static sp_status walk_lines(line_map *lm, const char **s, int *pos, int depth) {
 
 sp_status sp_prune_rewrite_config(const char *cfg, char *const *opts, int n, char **out) {
     *out = NULL;
-    line_map lm = {.cfg = cfg, .opts = opts, .n = n};
+    line_map lm = {.cfg = cfg, .opts = opts, .n = n, .check = true};
     for (const char *s = cfg; *s;) {
         sp_cfg_line l;
         s = sp_cfg_next_line(s, &l);
@@ -209,6 +212,31 @@ sp_status sp_prune_rewrite_config(const char *cfg, char *const *opts, int n, cha
         *out = sp_prune_rewrite_lines(cfg, (char *const *)lm.chosen, lm.nlines);
         if (!*out) st = SP_ENOMEM;
     }
+    sp_free(lm.chosen);
+    sp_free(lm.seen);
+    return st;
+}
+
+/* line_of[i] (n layers) = the layer line of layer i: the instances of a moe expert's body line
+ * share one. */
+static sp_status layer_lines(const char *cfg, int n, int *line_of) {
+    char **none = sp_calloc((size_t)n + 1, sizeof *none);
+    line_map lm = {.cfg = cfg, .opts = none, .n = n, .line_of = line_of};
+    for (const char *s = cfg; *s;) {
+        sp_cfg_line l;
+        s = sp_cfg_next_line(s, &l);
+        lm.nlines += l.is_layer;
+    }
+    lm.chosen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.chosen);
+    lm.seen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.seen);
+    sp_status st = SP_ENOMEM;
+    if (none && lm.chosen && lm.seen) {
+        for (int i = 0; i < n; i++) line_of[i] = -1;
+        const char *s = cfg;
+        int pos = 0;
+        st = walk_lines(&lm, &s, &pos, 0);
+    }
+    sp_free(none);
     sp_free(lm.chosen);
     sp_free(lm.seen);
     return st;
@@ -395,6 +423,27 @@ sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t a, in
         } else {
             snprintf(opts[i], 64, "format=csr");
         }
+    }
+    if (autof) {
+        /* the experts of a moe block share one config line, so one format: the first
+         * instance's choice (the timings of equal layers differ only by noise) */
+        st = SP_ENOMEM;
+        int *line_of = sp_alloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+        if (!line_of) goto done;
+        st = layer_lines(sp_model_config(m), n, line_of);
+        for (int i = 0; i < n && st == SP_OK; i++) {
+            if (!opts[i]) continue;
+            int j = 0;
+            while (j < i && !(opts[j] && line_of[j] == line_of[i])) j++;
+            if (j == i || !strcmp(opts[i], opts[j])) continue;
+            memcpy(opts[i], opts[j], 64);
+            sp_mask_free(masks[i]);
+            masks[i] = NULL;
+            if (!strstr(opts[i], "format=dense"))
+                st = sp_model_layer_pattern(m, i, &masks[i]);
+        }
+        sp_free(line_of);
+        if (st != SP_OK) goto done;
     }
     st = rebuild(m, opts, masks, w, out);
 done:
