@@ -311,7 +311,7 @@ static sp_status make_moe(parser *p, char **tok, int nt, sp_shape in, int depth,
                 return sp_fail(SP_EINVAL, "config line %d (moe): option '%s' given twice",
                                open_line, tok[i]);
         a.key[a.n] = tok[i];
-        a.val[a.n] = eq + 1;
+        a.val[a.n] = strcmp(eq + 1, "classes") == 0 ? p->classes_str : eq + 1;
         a.n++;
     }
     sp_build b = {.index = index, .max_params = p->max_params - p->params_so_far};
