@@ -581,6 +581,28 @@ TEST(moe_rejects_bad_configs) {
                   sp_last_error(), cases[i].msg);
         CHECK(m == NULL);
     }
+    /* a sparsity pattern goes to an expert's layer, not to the block */
+    sp_mask *pat = NULL;
+    CHECK_OK(sp_mask_new(4, 4, &pat));
+    if (pat) {
+        const sp_mask *pats[2] = {pat, NULL};
+        sp_model *mp = NULL;
+        CHECK_STATUS(sp_model_new_with_patterns("moe experts=2 {\nlinear out=4 format=mask\n}\n",
+                                                shape(4, 1, 3), 2, 1, (int64_t)1 << 20, pats, 2,
+                                                &mp),
+                     SP_EFORMAT);
+        CHECK(strstr(sp_last_error(), "moe block and takes no sparsity pattern") != NULL);
+        pats[0] = NULL;
+        pats[1] = pat;
+        CHECK_OK(sp_model_new_with_patterns("moe experts=2 {\nlinear out=4 format=mask\n}\n",
+                                            shape(4, 1, 3), 2, 1, (int64_t)1 << 20, pats, 2, &mp));
+        sp_mask *got = NULL;
+        if (mp) CHECK_OK(sp_model_layer_pattern(mp, 1, &got));
+        CHECK(got && sp_mask_count(got) == 0); /* layer 1 took the (empty) pattern given */
+        sp_mask_free(got);
+        sp_model_free(mp);
+        sp_mask_free(pat);
+    }
     /* a budget counts every expert */
     sp_model *m = NULL;
     CHECK_STATUS(sp_model_new_limited("moe experts=8 {\nlinear out=4\n}\n", shape(4, 1, 3), 2, 1,
