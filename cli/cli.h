@@ -15,6 +15,10 @@ int cmd_inspect(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_lottery(int argc, char **argv);
 int cmd_bench_model(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+
+/* ln 2: a loss in nats per character / CLI_LN2 = bits per character. */
+#define CLI_LN2 0.693147180559945309417
 
 /* Writes s as a JSON string literal. */
 void cli_json_string(FILE *f, const char *s);
@@ -24,6 +28,11 @@ bool cli_is_checkpoint(const char *path);
 char *cli_read_text(const char *path);
 /* Prints "sparrow: what: <last error>" to stderr and returns 1. */
 int cli_fail(const char *what);
+/* Opens data "text:FILE" for model m (its context length and vocabulary) or, when m is NULL,
+ * for config text cfg (the context from its "input 1 1 T" line, the file's own vocabulary).
+ * 0, or 1 with a message. */
+int cli_open_text(const char *data, const sp_model *m, const char *cfg, sp_dataset **train,
+                  sp_dataset **test);
 
 /* Parses a whole decimal integer in [lo, hi]; false (with a message on stderr) otherwise. */
 bool cli_parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);

@@ -19,10 +19,13 @@ static void usage(FILE *f) {
         "                           [--min-time S] [--json]\n"
         "\n"
         "Times the forward pass (evaluation mode) of a model file, a config file or a built-in\n"
-        "spec (random weights) on random inputs; with --vs, also a second model on the same\n"
-        "input, alternating blocks of runs.\n"
+        "spec (random weights) on random inputs (uniform in [0, 1), or random token ids below\n"
+        "--classes for a model that starts with an embedding); with --vs, also a second model on\n"
+        "the same input, alternating blocks of runs.\n"
         "  --batch B      samples per pass (default 64)\n"
         "  --threads T    threads (default all)\n"
+        "  --classes N    classes (the vocabulary of a language model) of a spec or config\n"
+        "                 (default 10)\n"
         "  --min-time S   seconds of timed runs per model (default 1)\n"
         "  --json         one object: model, batch, threads, ms (median per pass), and with --vs\n"
         "                 vs, vs_ms and speedup = vs_ms / ms\n");
@@ -39,9 +42,18 @@ static int cmp_d(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* A model from a file (checkpoint or config) or a spec, for (1, 28, 28) inputs and 10 classes
- * when it is not a model file. */
-static sp_model *load(const char *what) {
+/* The per-sample shape a config states on its first line ("input C [H W]"), else Fashion-MNIST's
+ * (1, 28, 28); a malformed input line is left for sp_model_new to report. */
+static sp_shape config_input(const char *cfg) {
+    sp_shape in = {1, 28, 28};
+    bool found = false;
+    if (sp_model_config_input(cfg, &in, &found) != SP_OK || !found) return (sp_shape){1, 28, 28};
+    return in;
+}
+
+/* A model from a file (checkpoint or config) or a spec, for the input shape its config states
+ * (else (1, 28, 28)) and `classes` classes when it is not a model file. */
+static sp_model *load(const char *what, int64_t classes) {
     if (cli_is_checkpoint(what)) {
         sp_checkpoint ck = {0};
         if (sp_checkpoint_load(what, &ck) != SP_OK) {
@@ -63,7 +75,7 @@ static sp_model *load(const char *what) {
         return NULL;
     }
     sp_model *m = NULL;
-    if (sp_model_new(cfg, (sp_shape){1, 28, 28}, 10, 1, &m) != SP_OK) cli_fail(what);
+    if (sp_model_new(cfg, config_input(cfg), classes, 1, &m) != SP_OK) cli_fail(what);
     if (from_file) free(cfg);
     else sp_free(cfg);
     return m;
@@ -71,7 +83,7 @@ static sp_model *load(const char *what) {
 
 int cmd_bench_model(int argc, char **argv) {
     const char *model = NULL, *vs = NULL;
-    int64_t batch = 64, threads = 0;
+    int64_t batch = 64, threads = 0, classes = 10;
     double min_time = 1.0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
@@ -95,6 +107,8 @@ int cmd_bench_model(int argc, char **argv) {
             if (!cli_parse_i64(a, v, 1, 1 << 16, &batch)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(a, v, 0, 4096, &threads)) return 2;
+        } else if (!strcmp(a, "--classes")) {
+            if (!cli_parse_i64(a, v, 1, 1 << 20, &classes)) return 2;
         } else if (!strcmp(a, "--min-time")) {
             if (!cli_parse_f64(a, v, 0.01, 600, &min_time)) return 2;
         } else {
@@ -107,7 +121,7 @@ int cmd_bench_model(int argc, char **argv) {
         return 2;
     }
     int rc = 1;
-    sp_model *m[2] = {load(model), vs ? load(vs) : NULL};
+    sp_model *m[2] = {load(model, classes), vs ? load(vs, classes) : NULL};
     float *x = NULL;
     double *t[2] = {NULL, NULL};
     if (!m[0] || (vs && !m[1])) goto done;
@@ -128,7 +142,14 @@ int cmd_bench_model(int argc, char **argv) {
     if (!x || !t[0] || !t[1]) goto done;
     sp_rng r;
     sp_rng_init(&r, 1, 0);
-    for (int64_t i = 0; i < f * batch; i++) x[i] = sp_rng_uniform(&r);
+    /* a model that starts with an embedding reads token ids, below its vocabulary: the
+     * smaller of the two models' classes (a model file brings its own) */
+    sp_layer_info first;
+    bool ids = sp_model_layer(m[0], 0, &first) == SP_OK && !strcmp(first.kind, "embedding");
+    int64_t vocab = sp_model_classes(m[0]);
+    if (m[1]) vocab = vocab < sp_model_classes(m[1]) ? vocab : sp_model_classes(m[1]);
+    for (int64_t i = 0; i < f * batch; i++)
+        x[i] = ids ? (float)sp_rng_below(&r, (uint64_t)vocab) : sp_rng_uniform(&r);
     int nm = m[1] ? 2 : 1;
     const float *y;
     for (int k = 0; k < nm; k++) {

@@ -1,5 +1,6 @@
 /*
- * cmd_eval.c - `sparrow eval`: loss and accuracy of a saved model on a dataset's test split.
+ * cmd_eval.c - `sparrow eval`: loss and accuracy of a saved model on a dataset's test split;
+ * bits per character for a language model on a text file.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -15,16 +16,21 @@ static void eval_usage(FILE *f) {
         "                    [--predictions FILE]\n"
         "\n"
         "Evaluates a model file written by 'sparrow train' on the test split of a dataset.\n"
-        "  --data D             fashion-mnist (default) or idx:DIR\n"
+        "  --data D             fashion-mnist (default), idx:DIR or text:FILE (a language\n"
+        "                       model on the last 10%% of a text, encoded with the model's\n"
+        "                       vocabulary, in windows of its context length; default for a\n"
+        "                       language model: the text it was trained on)\n"
         "  --batch B            samples per forward pass [1000]\n"
         "  --threads T          threads [all]\n"
         "  --predictions FILE   write the predicted class of every test sample, one per line\n"
+        "                       (image data only)\n"
         "  --json               print one JSON object: test_accuracy, test_loss, samples,\n"
-        "                       seconds, params, nnz\n");
+        "                       seconds, params, nnz; for text also bits_per_char (test_loss\n"
+        "                       / ln 2, the loss being nats per character) and characters\n");
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = "fashion-mnist", *pred_path = NULL;
+    const char *model = NULL, *data = NULL, *pred_path = NULL;
     int64_t batch = 1000, threads = 0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
@@ -62,8 +68,34 @@ int cmd_eval(int argc, char **argv) {
     sp_checkpoint ck = {0};
     sp_dataset *train = NULL, *test = NULL;
     int32_t *pred = NULL;
+    char saved_data[4096];
     if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
-    if (sp_dataset_open(data, &train, &test) != SP_OK) {
+    if (!data && sp_model_vocab(ck.model, NULL)) {
+        /* a language model: by default the text it was trained on (its file's settings) */
+        const char *d = strstr(ck.meta, "--data text:");
+        if (d && (d == ck.meta || d[-1] == '\n')) {
+            d += strlen("--data ");
+            size_t len = strcspn(d, "\n");
+            snprintf(saved_data, sizeof saved_data, "%.*s", (int)len, d);
+            data = saved_data;
+        } else {
+            fprintf(stderr, "sparrow eval: %s is a language model: give --data text:FILE\n",
+                    model);
+            goto done;
+        }
+    }
+    if (!data) data = "fashion-mnist";
+    const bool text = strncmp(data, "text:", 5) == 0;
+    if (text && pred_path) {
+        fprintf(stderr, "sparrow eval: --predictions writes one class per sample and is for image "
+                        "data; a text model predicts every character (its accuracy is per "
+                        "character)\n");
+        rc = 2;
+        goto done;
+    }
+    if (text) {
+        if (cli_open_text(data, ck.model, NULL, &train, &test)) goto done;
+    } else if (sp_dataset_open(data, &train, &test) != SP_OK) {
         cli_fail("--data");
         goto done;
     }
@@ -93,8 +125,16 @@ int cmd_eval(int argc, char **argv) {
         printf("{\"model\":");
         cli_json_string(stdout, model);
         printf(",\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"samples\":%lld,\"seconds\":%.3f,"
-               "\"params\":%lld,\"nnz\":%lld}\n", acc, loss, (long long)test->n, secs,
+               "\"params\":%lld,\"nnz\":%lld", acc, loss, (long long)test->n, secs,
                (long long)sp_model_nparams(ck.model), (long long)sp_model_nnz(ck.model));
+        if (text)
+            printf(",\"bits_per_char\":%.6f,\"characters\":%lld", loss / CLI_LN2,
+                   (long long)(test->n * test->label_len));
+        printf("}\n");
+    } else if (text) {
+        printf("test bits per character %.4f  accuracy per character %.2f%%  (%lld characters "
+               "in %lld windows, %.2f s)\n", loss / CLI_LN2, 100.0 * acc,
+               (long long)(test->n * test->label_len), (long long)test->n, secs);
     } else {
         printf("test accuracy %.2f%%  test loss %.4f  (%lld samples, %.2f s)\n", 100.0 * acc, loss,
                (long long)test->n, secs);

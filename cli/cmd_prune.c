@@ -265,7 +265,9 @@ int cmd_prune(int argc, char **argv) {
             goto done;
         }
     }
-    if (sp_dataset_open(data, &train, &test) != SP_OK) {
+    if (!strncmp(data, "text:", 5)) {
+        if (cli_open_text(data, ck.model, NULL, &train, &test)) goto done; /* a char LM */
+    } else if (sp_dataset_open(data, &train, &test) != SP_OK) {
         cli_fail("--data");
         goto done;
     }

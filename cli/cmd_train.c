@@ -26,11 +26,17 @@ static void train_usage(FILE *f) {
         "\n"
         "model and data:\n"
         "  --model M            built-in spec (lenet300, lenet5, mlp:H1,H2,..., mobilenet,\n"
-        "                       transformer), a config file (docs/CONFIG.md) or a saved model\n"
-        "                       to continue training from (fine-tuning: new optimizer)\n"
-        "  --data D             fashion-mnist (default; Debian's dataset-fashion-mnist) or\n"
-        "                       idx:DIR (the four standard IDX file names, raw or .gz)\n"
-        "  --val N              hold out N training samples for validation (default 0)\n"
+        "                       transformer, charlm:layers=L,dim=D,heads=H,ctx=T for text,\n"
+        "                       moe-mlp:H,experts=E,top_k=K), a config file (docs/CONFIG.md)\n"
+        "                       or a saved model to continue training from (fine-tuning: new\n"
+        "                       optimizer)\n"
+        "  --data D             fashion-mnist (default; Debian's dataset-fashion-mnist),\n"
+        "                       idx:DIR (the four standard IDX file names, raw or .gz) or\n"
+        "                       text:FILE (a UTF-8 text: a character-level language model,\n"
+        "                       e.g. --model charlm:...; the last 10%% is the test set;\n"
+        "                       docs/CHARLM.md)\n"
+        "  --val N              hold out N training samples for validation (default 0; text:\n"
+        "                       the last N windows of the training part)\n"
         "\n"
         "training (defaults in brackets):\n"
         "  --epochs E           passes over the training set [15]\n"
@@ -90,7 +96,8 @@ static void train_usage(FILE *f) {
         "  --log FILE           append one JSON line of metrics per epoch\n"
         "  --weights-only       write the final model without optimizer state (smaller; it\n"
         "                       cannot be resumed, only fine-tuned anew)\n"
-        "  --json               print one JSON summary object on stdout\n"
+        "  --json               print one JSON summary object on stdout (text data adds\n"
+        "                       bits_per_char: the test loss / ln 2)\n"
         "  --quiet              no progress output\n");
 }
 
@@ -153,6 +160,55 @@ char *cli_read_text(const char *path) {
 int cli_fail(const char *what) {
     fprintf(stderr, "sparrow: %s: %s\n", what, sp_last_error());
     return 1;
+}
+
+int cli_open_text(const char *data, const sp_model *m, const char *cfg, sp_dataset **train,
+                  sp_dataset **test) {
+    int64_t T = 0, nv = 0;
+    const int32_t *voc = NULL;
+    if (m) {
+        const sp_shape in = sp_model_in(m);
+        T = in.c * in.h * in.w;
+        voc = sp_model_vocab(m, &nv);
+        if (!voc) {
+            fprintf(stderr, "sparrow: --data %s: the model has no vocabulary: it was not trained "
+                            "on text (sparrow train --data text:FILE)\n", data);
+            return 1;
+        }
+    } else {
+        sp_shape in;
+        bool found = false;
+        if (!cfg || sp_model_config_input(cfg, &in, &found) != SP_OK) return cli_fail("--model");
+        if (!found) {
+            fprintf(stderr, "sparrow: --data %s: text needs the model's context length T: its "
+                            "config must start with 'input 1 1 T' (charlm specs do)\n", data);
+            return 1;
+        }
+        T = in.c * in.h * in.w;
+    }
+    if (sp_dataset_open_text(data + 5, voc, nv, T, train, test) != SP_OK) return cli_fail("--data");
+    return 0;
+}
+
+/* The model to start from: a saved model (*base, fine-tuning) or config text (*cfg: a config
+ * file, read whole, *cfg_malloced; or a built-in spec, sp_free). 0, or 1 with a message. */
+static int model_source(const char *model, sp_model **base, char **cfg, bool *cfg_malloced) {
+    if (cli_is_checkpoint(model)) {
+        sp_checkpoint bc = {0};
+        if (sp_checkpoint_load(model, &bc) != SP_OK) return cli_fail("--model");
+        *base = bc.model;
+        bc.model = NULL;
+        sp_checkpoint_free(&bc);
+        return 0;
+    }
+    if (access(model, F_OK) == 0) {
+        *cfg = cli_read_text(model);
+        if (!*cfg) return 1;
+        *cfg_malloced = true;
+        return 0;
+    }
+    if (sp_model_spec_config(model, cfg) != SP_OK) return cli_fail("--model");
+    return 0;
 }
 
 /* ---- settings --------------------------------------------------------------------------------- */
@@ -307,6 +363,7 @@ static int settings_from_meta(char *meta, settings *s, run_opts *r) {
 typedef struct progress {
     const sp_prune_gradual *prune; /* when pruning: the sparsity reached, for the epoch lines */
     bool tty, quiet, json;
+    bool text;                     /* text data: bits per character in the epoch lines */
     FILE *log;
     double last_draw;
     double train_seconds;
@@ -366,8 +423,11 @@ static bool on_report(const sp_train_report *r, void *user) {
         fprintf(f, "epoch %lld/%lld%s  loss %.4f  acc %.2f%%", (long long)r->epoch + 1,
                 (long long)r->epochs, r->partial ? " (stopped by --steps)" : "", r->loss,
                 100.0 * r->accuracy);
+        if (p->text) fprintf(f, "  bits_per_char %.4f", r->loss / CLI_LN2);
         if (!isnan(r->val_loss))
             fprintf(f, "  val_loss %.4f  val_acc %.2f%%", r->val_loss, 100.0 * r->val_accuracy);
+        if (p->text && !isnan(r->val_loss))
+            fprintf(f, "  val_bits_per_char %.4f", r->val_loss / CLI_LN2);
         if (p->prune) fprintf(f, "  sparsity %.1f%%", 100.0 * p->prune->sparsity);
         fprintf(f, "  lr %.3g  %.0f samples/s  %.1fs  ETA %s\n", (double)r->lr,
                 r->samples_per_second, r->epoch_seconds, eta);
@@ -376,8 +436,11 @@ static bool on_report(const sp_train_report *r, void *user) {
     if (p->log) {
         fprintf(p->log, "{\"epoch\":%lld,\"step\":%lld,\"loss\":%.6g,\"accuracy\":%.6g,",
                 (long long)r->epoch + 1, (long long)r->step, r->loss, r->accuracy);
+        if (p->text) fprintf(p->log, "\"bits_per_char\":%.6g,", r->loss / CLI_LN2);
         if (!isnan(r->val_loss))
             fprintf(p->log, "\"val_loss\":%.6g,\"val_accuracy\":%.6g,", r->val_loss, r->val_accuracy);
+        if (p->text && !isnan(r->val_loss))
+            fprintf(p->log, "\"val_bits_per_char\":%.6g,", r->val_loss / CLI_LN2);
         if (p->prune) fprintf(p->log, "\"sparsity\":%.6g,", p->prune->sparsity);
         fprintf(p->log, "\"lr\":%.6g,\"samples_per_second\":%.1f,\"epoch_seconds\":%.3f}\n",
                 (double)r->lr, r->samples_per_second, r->epoch_seconds);
@@ -497,7 +560,14 @@ int cmd_train(int argc, char **argv) {
     FILE *logf = NULL;
     sp_train_state state = {0};
 
-    if (sp_dataset_open(s.data, &train_all, &test) != SP_OK) {
+    /* text: the context length (and, for a saved model, the vocabulary) come from the model,
+     * so the model's source is read before the data */
+    const bool text = strncmp(s.data, "text:", 5) == 0;
+    sp_model *base = NULL;
+    if (text && !resuming && model_source(s.model, &base, &cfg, &cfg_malloced)) goto done;
+    if (text) {
+        if (cli_open_text(s.data, resuming ? ck.model : base, cfg, &train_all, &test)) goto done;
+    } else if (sp_dataset_open(s.data, &train_all, &test) != SP_OK) {
         cli_fail("--data");
         goto done;
     }
@@ -517,35 +587,32 @@ int cmd_train(int argc, char **argv) {
         state = ck.state;
         ck.model = NULL;
         ck.optim = NULL;
-    } else if (cli_is_checkpoint(s.model)) {
-        sp_checkpoint base = {0};
-        if (sp_checkpoint_load(s.model, &base) != SP_OK) {
-            cli_fail("--model");
-            goto done;
-        }
-        m = base.model;
-        base.model = NULL;
-        sp_checkpoint_free(&base);
     } else {
-        if (access(s.model, F_OK) == 0) {
-            cfg = cli_read_text(s.model);
-            if (!cfg) goto done;
-            cfg_malloced = true;
-        } else if (sp_model_spec_config(s.model, &cfg) != SP_OK) {
-            cli_fail("--model");
-            goto done;
-        }
-        if (cli_sparse_enabled(&s.sparse)) {
-            char *sparse_cfg = NULL;
-            if (cli_sparse_config(&s.sparse, cfg, in, train->classes, &sparse_cfg)) goto done;
-            if (cfg_malloced) free(cfg);
-            else sp_free(cfg);
-            cfg = sparse_cfg;
-            cfg_malloced = false;
-        }
-        if (sp_model_new(cfg, in, train->classes, (uint64_t)s.seed, &m) != SP_OK) {
-            fprintf(stderr, "sparrow: --model %s: %s\n", s.model, sp_last_error());
-            goto done;
+        if (!text && model_source(s.model, &base, &cfg, &cfg_malloced)) goto done;
+        if (base) {
+            m = base; /* fine-tuning a saved model */
+            base = NULL;
+        } else {
+            if (cli_sparse_enabled(&s.sparse)) {
+                char *sparse_cfg = NULL;
+                if (cli_sparse_config(&s.sparse, cfg, in, train->classes, &sparse_cfg)) goto done;
+                if (cfg_malloced) free(cfg);
+                else sp_free(cfg);
+                cfg = sparse_cfg;
+                cfg_malloced = false;
+            }
+            if (sp_model_new(cfg, in, train->classes, (uint64_t)s.seed, &m) != SP_OK) {
+                fprintf(stderr, "sparrow: --model %s: %s\n", s.model, sp_last_error());
+                goto done;
+            }
+            /* a text model reads token ids (scale 1) and keeps its vocabulary */
+            if (text) {
+                sp_model_set_input_scale(m, train->scale);
+                if (sp_model_set_vocab(m, train->vocab, train->classes) != SP_OK) {
+                    cli_fail("--model");
+                    goto done;
+                }
+            }
         }
     }
     int64_t batches = (train->n + s.batch - 1) / s.batch;
@@ -602,9 +669,14 @@ int cmd_train(int argc, char **argv) {
         .max_steps = s.steps, .meta = meta, .callback = on_report,
         .hook = pruning ? sp_prune_gradual_hook : sparse ? sp_dst_hook : NULL,
         .hook_user = pruning ? (void *)&gradual : (void *)&dst};
-    progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .log = logf,
+    progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .text = text,
+                   .log = logf,
                    .prune = pruning ? &gradual : NULL, .last_draw = wall()};
     to.user = &pr;
+    if (!r.quiet && text)
+        fprintf(r.json ? stderr : stdout, "text: %d distinct characters; samples are windows "
+                "of %lld characters (the model's context); test set: the last %lld characters\n",
+                (int)train->classes, (long long)train->label_len, (long long)test->ntokens);
     if (!r.quiet)
         fprintf(r.json ? stderr : stdout, "%s %lld samples (%lld validation), model %s: %lld "
                 "parameters, %s lr %g, %lld epochs of %lld steps\n",
@@ -656,6 +728,7 @@ int cmd_train(int argc, char **argv) {
                (long long)sp_model_nnz(m), (long long)epochs, (long long)state.step,
                (long long)s.batch, s.optimizer, s.lr,
                (long long)(r.threads > 0 ? r.threads : sp_threads_available()));
+        if (text) printf(",\"bits_per_char\":%.6f", test_loss / CLI_LN2);
         if (pruning)
             printf(",\"sparsity\":%.6f,\"format\":\"%s\"", cli_model_sparsity(m),
                    cli_prune_format(&s.prune));
@@ -665,6 +738,9 @@ int cmd_train(int argc, char **argv) {
         }
         printf("}\n");
     } else if (!r.quiet) {
+        if (text)
+            printf("test bits per character %.4f (the last 10%% of the text)\n",
+                   test_loss / CLI_LN2);
         printf("test accuracy %.2f%%  test loss %.4f  (%lld params, %.1f s training, %.0f "
                "samples/s) -> %s\n", 100.0 * test_acc, test_loss, (long long)sp_model_nparams(m),
                pr.train_seconds, sps, r.out);
@@ -685,6 +761,7 @@ done:
     free(meta_copy);
     sp_checkpoint_free(&ck);
     sp_model_free(m);
+    sp_model_free(base);
     sp_model_free(final);
     sp_optim_free(o);
     free(layer_sparsity);

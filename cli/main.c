@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train        train a model (MLP, CNN, transformer) on a dataset\n"
             "  eval         loss and accuracy of a saved model on a test set\n"
+            "  generate     sample text from a character-level language model\n"
             "  inspect      a model file layer by layer: format, nonzeros, sparsity, bytes\n"
             "  prune        prune a trained model at once into a sparse model file\n"
             "  lottery      lottery tickets: iterative pruning with rewinding, random-reinit control\n"
@@ -102,6 +103,7 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(verb, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(verb, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(verb, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(verb, "inspect")) return cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(verb, "prune")) return cmd_prune(argc - 1, argv + 1);
     if (!strcmp(verb, "lottery")) return cmd_lottery(argc - 1, argv + 1);

@@ -4,7 +4,9 @@
 #   - a run killed (SIGKILL) mid-epoch and resumed with --resume ends byte-identical to an
 #     uninterrupted one;
 #   - bad input (unknown data, malformed IDX, unknown model, bad config, corrupt model file,
-#     bad options) gives a clear message and a non-zero exit, and never replaces a good file.
+#     bad options) gives a clear message and a non-zero exit, and never replaces a good file;
+#   - a character-level language model on a small text: train, eval (bits per character),
+#     generate (same seed, same text), and bad text input.
 # Usage: tests/cli_check.sh BUILD_DIR
 set -euo pipefail
 bin=${1:-build}/sparrow
@@ -232,6 +234,43 @@ out=$("$bin" lottery --model "$tmp/m.cfg" --rounds 2 --epochs 1 --batch 256 --va
 if grep -q '"round":1,"remaining":0\.80124' <<<"$out" && grep -q '"round":2,"remaining":0\.64' <<<"$out" &&
    grep -q '"reinit_accuracy":0\.[5-9]' <<<"$out" && grep -q '</svg>' "$tmp/l.svg"
 then pass "lottery --json --plot"; else fail "lottery --json --plot: $out"; fi
+
+# eval --predictions: one predicted class per test sample
+"$bin" eval --model "$tmp/a.sparrow" --predictions "$tmp/pred.txt" >/dev/null
+if [ "$(wc -l <"$tmp/pred.txt")" -eq 10000 ] && ! grep -qv '^[0-9]$' "$tmp/pred.txt"
+then pass "eval --predictions: 10000 classes"; else fail "eval --predictions: $(wc -l <"$tmp/pred.txt") lines"; fi
+
+# character-level language modelling on a small text: train, eval, generate
+for _ in $(seq 1 100); do printf 'the quick brown fox jumps over the lazy dog. '; done >"$tmp/t.txt"
+lm=(--data "text:$tmp/t.txt" --model charlm:layers=1,dim=16,heads=2,ctx=16 --batch 16 --lr 1e-2 --threads 1)
+out=$("$bin" train "${lm[@]}" --steps 60 --val 2 --json --quiet --out "$tmp/lm.sparrow")
+bpc=$(sed -n 's/.*"bits_per_char":\([0-9.]*\).*/\1/p' <<<"$out")
+if [ -n "$bpc" ] && grep -q '"test_accuracy":0\.' <<<"$out"; then pass "train on text --json: bits_per_char $bpc"
+else fail "train on text --json: $out"; fi
+out=$("$bin" eval --model "$tmp/lm.sparrow" --data "text:$tmp/t.txt" --json)
+if grep -q "\"bits_per_char\":$bpc," <<<"$out" && grep -q '"characters":448' <<<"$out"
+then pass "eval on text --json: the same bits_per_char"; else fail "eval on text --json (train said $bpc): $out"; fi
+out=$("$bin" eval --model "$tmp/lm.sparrow" --json)
+if grep -q "\"bits_per_char\":$bpc," <<<"$out"; then pass "eval of a language model defaults to its text"
+else fail "eval of a language model defaults to its text: $out"; fi
+g1=$("$bin" generate --model "$tmp/lm.sparrow" --prompt "the qu" --tokens 40 --seed 5)
+g2=$("$bin" generate --model "$tmp/lm.sparrow" --prompt "the qu" --tokens 40 --seed 5 --threads 2)
+if [ "$g1" = "$g2" ] && [ "${#g1}" -eq 46 ] && [ "${g1:0:6}" = "the qu" ]
+then pass "generate: same seed, same text ($g1)"; else fail "generate: '$g1' vs '$g2'"; fi
+expect_fail "generate: a character outside the vocabulary" "character U+0058 'X' at byte offset 4 is not in the vocabulary" \
+  "$bin" generate --model "$tmp/lm.sparrow" --prompt "the Xq" --tokens 5
+expect_usage "generate: empty prompt" "--prompt is empty" "$bin" generate --model "$tmp/lm.sparrow" --prompt ""
+expect_fail "generate from an image model" "has no vocabulary" "$bin" generate --model "$tmp/a.sparrow" --prompt "a"
+expect_usage "eval --predictions on text" "--predictions writes one class per sample" \
+  "$bin" eval --model "$tmp/lm.sparrow" --data "text:$tmp/t.txt" --predictions "$tmp/x.txt"
+expect_fail "text data that does not exist" "/nonexistent/none.txt" "$bin" train "${lm[@]}" --data text:/nonexistent/none.txt --out "$tmp/x.sparrow"
+: >"$tmp/empty.txt"
+expect_fail "empty text" "is empty" "$bin" train "${lm[@]}" --data "text:$tmp/empty.txt" --out "$tmp/x.sparrow"
+printf 'ab\xc3(cd' >"$tmp/bad.txt"
+expect_fail "text that is not UTF-8" "byte offset 2: truncated sequence" "$bin" train "${lm[@]}" --data "text:$tmp/bad.txt" --out "$tmp/x.sparrow"
+expect_fail "text for a config without a context" "must start with 'input 1 1 T'" "$bin" train --data "text:$tmp/t.txt" --model "$tmp/m.cfg" --out "$tmp/x.sparrow"
+expect_fail "charlm spec with a bad value" "heads=3 does not divide dim=16" "$bin" train --data "text:$tmp/t.txt" --model charlm:layers=1,dim=16,heads=3,ctx=16 --out "$tmp/x.sparrow"
+expect_fail "text model on image data" "the model has no vocabulary" "$bin" eval --model "$tmp/a.sparrow" --data "text:$tmp/t.txt"
 
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

@@ -1192,3 +1192,54 @@ TEST(moe_sparsify_gives_experts_one_format) {
     }
     sp_model_free(m);
 }
+
+/* The built-in MoE specs (spec.c) build, run forward and backward, and report statistics. */
+TEST(moe_builtin_specs_build_and_run) {
+    static const struct {
+        const char *spec;
+        sp_shape in;
+        int64_t classes;
+        bool ids;
+    } cases[] = {
+        {"moe-mlp:16,experts=4,top_k=2", {1, 4, 4}, 3, false},
+        {"charlm:layers=1,dim=16,heads=2,ctx=6,experts=4,top_k=2", {1, 1, 6}, 11, true},
+        {"charlm:layers=2,dim=16,heads=2,ctx=6,experts=4,routing=expert", {1, 1, 6}, 11, true},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char *t = NULL;
+        sp_model *m = NULL;
+        CHECK_OK(sp_model_spec_config(cases[c].spec, &t));
+        if (!t) continue;
+        CHECK_OK(sp_model_new(t, cases[c].in, cases[c].classes, 3, &m));
+        sp_free(t);
+        if (!m) continue;
+        const int64_t B = 3, nin = cases[c].in.c * cases[c].in.h * cases[c].in.w * B;
+        const sp_shape os = sp_model_out(m);
+        const int64_t nout = os.c * os.h * os.w * B;
+        float *x = malloc(sizeof(float) * (size_t)nin), *dy = malloc(sizeof(float) * (size_t)nout);
+        sp_rng rng;
+        sp_rng_init(&rng, 7, c);
+        for (int64_t i = 0; i < nin; i++)
+            x[i] = cases[c].ids ? (float)sp_rng_below(&rng, (uint64_t)cases[c].classes)
+                                : sp_rng_uniform(&rng);
+        for (int64_t i = 0; i < nout; i++) dy[i] = sp_rng_normal(&rng);
+        const float *y;
+        CHECK_OK(sp_model_forward(m, x, B, true, &y));
+        CHECK(sp_model_aux_loss(m) > 0.0); /* balance=0.01 by default */
+        sp_model_zero_grad(m);
+        CHECK_OK(sp_model_backward(m, dy, NULL));
+        CHECK_OK(sp_model_check_grads(m));
+        int moes = 0;
+        for (int i = 0; i < sp_model_nlayers(m); i++) {
+            sp_moe_stats s;
+            if (sp_model_moe_stats(m, i, &s) != SP_OK) continue;
+            moes++;
+            CHECK_EQ(s.experts, 4);
+            CHECK(s.tokens == (cases[c].ids ? 6 * B : B) && s.assignments > 0);
+        }
+        CHECK_MSG(moes >= 1, "%s: no moe layer", cases[c].spec);
+        free(x);
+        free(dy);
+        sp_model_free(m);
+    }
+}

@@ -789,3 +789,67 @@ TEST(checkpoint_rejects_corrupt_csr_patterns) {
     unlink(path);
     sp_model_free(m);
 }
+
+/* A text model's vocabulary (VOCB: u32 count, u32 zero, count ascending code points): every
+ * field is checked against the section's bytes and the model before it is taken. The model has
+ * 5 classes; its vocabulary "\n", ' ', 'a', 'b', U+00E9. A file without VOCB (every image
+ * model's) loads without a vocabulary. */
+TEST(checkpoint_rejects_corrupt_vocab) {
+    sp_model *m = NULL;
+    /* parameters that do not depend on the classes, so that MODL can claim 6 of them */
+    CHECK_OK(sp_model_new("input 1 1 4\nembedding vocab=8 dim=5\nlayernorm\n", (sp_shape){1, 1, 4},
+                          5, 5, &m));
+    if (!m) return;
+    const int32_t voc[5] = {'\n', ' ', 'a', 'b', 0xE9};
+    CHECK_OK(sp_model_set_vocab(m, voc, 5));
+    char path[128];
+    tmp_path(path, sizeof path, "badvocb");
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    size_t len;
+    uint8_t *good = slurp(path, &len);
+    size_t vp = good ? find_section(good, len, "VOCB") : 0;
+    CHECK(vp != 0);
+    sp_checkpoint ok = {0};
+    if (good) CHECK_OK(sp_checkpoint_parse(good, len, &ok));
+    int64_t n = 0;
+    const int32_t *got = ok.model ? sp_model_vocab(ok.model, &n) : NULL;
+    CHECK(got && n == 5 && memcmp(got, voc, sizeof voc) == 0);
+    sp_checkpoint_free(&ok);
+    uint8_t *b = malloc(len);
+    static const struct {
+        const char *name, *needle;
+    } cases[] = {
+        {"reserved", "VOCB reserved field is 7"},
+        {"count past the section", "VOCB holds 9 code points, its section 28 bytes (want 44)"},
+        {"count short of the section", "VOCB holds 4 code points, its section 28 bytes (want 24)"},
+        {"short section", "VOCB section of 4 bytes is too short"},
+        {"count not the classes", "VOCB holds 5 code points for a model of 6 classes"},
+        {"not ascending", "VOCB entry 3 = U+0061 is not above the one before it (U+0061)"},
+        {"surrogate", "VOCB entry 4 = 0xD800 is not a Unicode scalar value"},
+        {"above U+10FFFF", "VOCB entry 4 = 0x110000 is not a Unicode scalar value"},
+    };
+    for (size_t k = 0; vp && b && k < sizeof cases / sizeof cases[0]; k++) {
+        memcpy(b, good, len);
+        const char *nm = cases[k].name;
+        uint8_t *cp = b + vp + 8; /* the code points */
+        if (!strcmp(nm, "reserved")) put32(b + vp + 4, 7);
+        else if (!strcmp(nm, "count past the section")) put32(b + vp, 9);
+        else if (!strcmp(nm, "count short of the section")) put32(b + vp, 4);
+        else if (!strcmp(nm, "short section")) put64(b + vp - 8, 4); /* the padding absorbs it */
+        else if (!strcmp(nm, "count not the classes")) put64(b + find_section(b, len, "MODL") + 24, 6);
+        else if (!strcmp(nm, "not ascending")) put32(cp + 12, 'a');
+        else if (!strcmp(nm, "surrogate")) put32(cp + 16, 0xD800);
+        else if (!strcmp(nm, "above U+10FFFF")) put32(cp + 16, 0x110000);
+        if (!strcmp(nm, "short section")) {
+            /* a 4-byte VOCB: shrink the section by 24 bytes (28 -> 4 bytes, padded 32 -> 8) */
+            memmove(b + vp + 8, b + vp + 32, len - (vp + 32));
+            expect_corrupt(b, len - 24, nm, cases[k].needle);
+            continue;
+        }
+        expect_corrupt(b, len, nm, cases[k].needle);
+    }
+    free(b);
+    sp_free(good);
+    unlink(path);
+    sp_model_free(m);
+}

@@ -40,9 +40,21 @@ typedef struct sp_model sp_model;
 /* Config text of a built-in spec: "mlp:H1,H2,..." (Flatten, Linear+ReLU per hidden size, Linear
  * to the classes), "lenet300" (= mlp:300,100), "lenet5" (the classic 6/16-filter LeNet-5 with
  * ReLU and max pooling), "mobilenet" (a small depthwise-separable CNN), "transformer" (a small
- * decoder-only transformer over image rows as tokens). Returns owned *text (sp_free).
- * SP_EINVAL naming the spec if unknown or malformed. */
+ * decoder-only transformer over image rows as tokens), "charlm:layers=L,dim=D,heads=H,ctx=T"
+ * with optional ",hidden=F" (FFN width, default 4*D) and ",experts=E,top_k=K,routing=token|
+ * expert" (MoE feed-forward blocks; F then defaults to 4*D/K) (a character-level language
+ * model: input 1 1 T of token ids, an embedding of the classes = the vocabulary, L pre-norm
+ * causal transformer blocks, per-token logits), "moe-mlp:H,experts=E,top_k=K" (an MLP with a
+ * residual mixture-of-experts block; top_k defaults to 1). docs/CONFIG.md shows each expansion.
+ * Returns owned *text (sp_free). SP_EINVAL naming the spec (and the bad value) if unknown or
+ * malformed. */
 sp_status sp_model_spec_config(const char *spec, char **text);
+
+/* Reads the optional first line "input C [H W]" of config text (comments and blank lines before
+ * it skipped): *found and *in (missing sizes are 1) if present, else *found = false. A text
+ * model's context length T is the W of its "input 1 1 T". SP_EINVAL naming the line for a
+ * malformed input line. */
+sp_status sp_model_config_input(const char *text, sp_shape *in, bool *found);
 
 /* Builds a model from config text for inputs of shape `in` and `classes` outputs (the token
  * `classes` in the config stands for it). seed fixes the initial parameters and any random
@@ -115,6 +127,16 @@ void sp_model_set_backward_tap(sp_model *m, sp_backward_tap tap, void *user);
  * what it was trained on; sp_train and sp_evaluate refuse data with another scale. */
 void sp_model_set_input_scale(sp_model *m, float scale);
 float sp_model_input_scale(const sp_model *m);
+
+/* The vocabulary of a text model (a character-level language model): codepoints[i] is the
+ * Unicode code point of token id i, strictly ascending, n == classes. Copied (borrows the
+ * array); NULL removes it. Saved in model files (VOCB, docs/CHECKPOINT.md), so that evaluation
+ * and generation encode text as training did. SP_EINVAL naming the entry for n != classes, a
+ * value that is not a Unicode scalar value (surrogates, > U+10FFFF) or one out of order. */
+sp_status sp_model_set_vocab(sp_model *m, const int32_t *codepoints, int64_t n);
+/* The vocabulary (borrowed, valid until the next set or free) and *n its length (if n is not
+ * NULL), or NULL and *n = 0 for a model without one (image models). */
+const int32_t *sp_model_vocab(const sp_model *m, int64_t *n);
 
 /* The arenas (nparams floats each for params and grads; nbuffers for state). */
 int64_t sp_model_nparams(const sp_model *m);

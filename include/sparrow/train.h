@@ -210,16 +210,23 @@ typedef struct sp_train_opts {
 
 /* Trains m with o on `train`, shuffled each epoch by (seed, epoch), continuing from *state
  * (zero it for a fresh run; a checkpoint's state to resume) and updating it. Evaluates `val`
- * (may be NULL) after each epoch. A NaN or Inf loss or gradient stops training with SP_EINVAL
+ * (may be NULL) after each epoch. Text data (label_len = T labels per sample) trains on the
+ * mean cross-entropy over every token of the batch (the model's output must be classes x T:
+ * one prediction per position); reports then count accuracy per token and samples are
+ * windows. A NaN or Inf loss or gradient stops training with SP_EINVAL
  * naming the step and the layer. Returns the first error of a step or checkpoint write. */
 sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_dataset *val,
                    const sp_train_opts *opts, sp_train_state *state);
 
 /* Mean cross-entropy and accuracy of m on d in evaluation mode, batch by batch; pred (d->n), if
- * not NULL, gets each sample's predicted class. batch is an upper bound: a model whose
- * activations at that batch would exceed SP_EVAL_ACT_BYTES is run in smaller batches (a
- * million hidden units take 8 MB of activations per sample). SP_ESHAPE if the model does not
- * fit the data. */
+ * not NULL, gets each sample's predicted class. Text data: both are per token (the loss in
+ * nats per character; bits per character = loss / ln 2), and pred (d->n * d->label_len) gets
+ * pred[i * T + t], the prediction after token t of window i. A model with a vocabulary
+ * (sp_model_vocab) refuses text encoded with another one (SP_EINVAL). batch is an upper bound:
+ * a model whose activations at that batch would exceed SP_EVAL_ACT_BYTES is run in smaller
+ * batches (a million hidden units take 8 MB of activations per sample; attention adds its
+ * T x T caches per head, heads estimated as width / 16). SP_ESHAPE if the model does not fit
+ * the data. */
 #define SP_EVAL_ACT_BYTES ((int64_t)512 << 20)
 sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthreads,
                       double *loss, double *accuracy, int32_t *pred);

@@ -1,7 +1,8 @@
 /*
- * dataset.c - labelled image datasets: building one from IDX buffers, loading the standard
- * IDX file set of a directory (MNIST / Fashion-MNIST naming), named datasets, train/validation
- * split, shuffling, and gathering a batch into the feature-major activation layout.
+ * dataset.c - labelled datasets: building one from IDX buffers, loading the standard IDX file
+ * set of a directory (MNIST / Fashion-MNIST naming), named datasets (text files: text.c),
+ * train/validation split, shuffling, and gathering a batch into the feature-major activation
+ * layout (images and text windows).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "sparrow/data.h"
 
 #include "../core/internal.h"
+#include "text_internal.h"
 
 #define FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
@@ -41,6 +43,8 @@ static sp_status dataset_new(int64_t n, int64_t c, int64_t h, int64_t w, int32_t
     d->features = features;
     d->classes = classes;
     d->scale = scale;
+    d->kind = SP_DATASET_IMAGES;
+    d->label_len = 1;
     d->pixels = sp_alloc(pix_bytes);
     d->labels = d->pixels ? sp_alloc(lab_bytes) : NULL;
     if (!d->labels) {
@@ -55,6 +59,8 @@ void sp_dataset_free(sp_dataset *d) {
     if (!d) return;
     sp_free(d->pixels);
     sp_free(d->labels);
+    sp_free(d->tokens);
+    sp_free(d->vocab);
     sp_free(d);
 }
 
@@ -164,6 +170,8 @@ sp_status sp_dataset_open(const char *spec, sp_dataset **train, sp_dataset **tes
                            "dataset-fashion-mnist: scripts/install-deps.sh data, or set "
                            "SPARROW_FASHION_MNIST)",
                            dir);
+    } else if (strncmp(spec, "text:", 5) == 0 && spec[5]) {
+        return sp_dataset_open_text(spec + 5, NULL, 0, 0, train, test);
     } else if (strncmp(spec, "idx:", 4) == 0 && spec[4]) {
         dir = spec + 4;
         classes = 0; /* from the training labels */
@@ -171,7 +179,8 @@ sp_status sp_dataset_open(const char *spec, sp_dataset **train, sp_dataset **tes
         return sp_fail(SP_EINVAL,
                        "data: unknown dataset '%s'; accepted: 'fashion-mnist' or 'idx:DIR' (DIR "
                        "holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz)",
+                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz), or "
+                       "'text:FILE' (a UTF-8 text file)",
                        spec);
     }
     sp_dataset *tr = NULL, *te = NULL;
@@ -221,6 +230,23 @@ sp_status sp_dataset_split(const sp_dataset *d, int64_t nval, uint64_t seed, sp_
     if (nval < 0 || nval >= d->n)
         return sp_fail(SP_EINVAL, "dataset_split: nval %lld not in [0, n = %lld)",
                        (long long)nval, (long long)d->n);
+    if (d->kind == SP_DATASET_TEXT) {
+        /* contiguous: windows [0, n - nval) train, [n - nval, n) validation; each part keeps
+         * the token after its last window, its last label */
+        const int64_t T = d->label_len, cut = (d->n - nval) * T;
+        sp_dataset *tr = NULL, *va = NULL;
+        sp_status st = sp_text_dataset_new(d->tokens, cut + 1, d->vocab, d->classes, T, &tr);
+        if (st == SP_OK)
+            st = sp_text_dataset_new(d->tokens + cut, nval ? nval * T + 1 : 0, d->vocab,
+                                     d->classes, T, &va);
+        if (st != SP_OK) {
+            sp_dataset_free(tr);
+            return st;
+        }
+        *train = tr;
+        *val = va;
+        return SP_OK;
+    }
     int64_t n = d->n, f = d->features;
     sp_dataset *tr = NULL, *va = NULL;
     size_t perm_bytes;
@@ -311,6 +337,16 @@ sp_status sp_dataset_batch(const sp_dataset *d, const int64_t *idx, int64_t batc
             return sp_fail(SP_EINVAL, "dataset_batch: idx[%lld] = %lld not in [0, n = %lld)",
                            (long long)b, (long long)idx[b], (long long)d->n);
     const int64_t nf = d->features;
+    if (d->kind == SP_DATASET_TEXT) {
+        // x (T, batch) <- tokens[idx[b]*T + t];  y (T, batch) <- tokens[idx[b]*T + t + 1]
+        for (int64_t t = 0; t < nf; t++) {
+            float *row = x + t * ldx;
+            for (int64_t b = 0; b < batch; b++) row[b] = (float)d->tokens[idx[b] * nf + t];
+            if (y)
+                for (int64_t b = 0; b < batch; b++) y[t * batch + b] = d->tokens[idx[b] * nf + t + 1];
+        }
+        return SP_OK;
+    }
     // x (features, batch) row-major, leading dim ldx  <-  pixels (n, features), rows idx[b]
     for (int64_t b0 = 0; b0 < batch; b0 += GATHER_TILE) {
         const uint8_t *src[GATHER_TILE];

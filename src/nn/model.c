@@ -34,6 +34,7 @@ struct sp_model {
     int64_t classes;
     uint64_t seed;
     float input_scale;     /* feature = raw * input_scale */
+    int32_t *vocab;        /* classes code points (a text model's vocabulary), or NULL */
     int nthreads;
     int64_t step;
     int64_t cap;           /* batch capacity of the activation buffers */
@@ -705,6 +706,7 @@ void sp_model_free(sp_model *m) {
     sp_free(m->grads);
     sp_free(m->buffers);
     sp_free(m->config);
+    sp_free(m->vocab);
     sp_free(m);
 }
 
@@ -825,6 +827,39 @@ sp_status sp_model_check_grads(const sp_model *m) {
 
 void sp_model_set_input_scale(sp_model *m, float scale) { m->input_scale = scale; }
 float sp_model_input_scale(const sp_model *m) { return m->input_scale; }
+
+sp_status sp_model_set_vocab(sp_model *m, const int32_t *codepoints, int64_t n) {
+    if (!m) return sp_fail(SP_EINVAL, "model_set_vocab: m is NULL");
+    if (!codepoints) {
+        sp_free(m->vocab);
+        m->vocab = NULL;
+        return SP_OK;
+    }
+    if (n != m->classes)
+        return sp_fail(SP_EINVAL, "vocabulary of %lld characters for a model of %lld classes",
+                       (long long)n, (long long)m->classes);
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t c = codepoints[i];
+        if (c < 0 || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return sp_fail(SP_EINVAL, "vocabulary entry %lld = 0x%X is not a Unicode scalar "
+                           "value", (long long)i, (unsigned)c);
+        if (i > 0 && c <= codepoints[i - 1])
+            return sp_fail(SP_EINVAL, "vocabulary entry %lld = U+%04X is not above the one "
+                           "before it (U+%04X)", (long long)i, (unsigned)c,
+                           (unsigned)codepoints[i - 1]);
+    }
+    int32_t *v = sp_alloc(sizeof(int32_t) * (size_t)n);
+    if (!v) return SP_ENOMEM;
+    memcpy(v, codepoints, sizeof(int32_t) * (size_t)n);
+    sp_free(m->vocab);
+    m->vocab = v;
+    return SP_OK;
+}
+
+const int32_t *sp_model_vocab(const sp_model *m, int64_t *n) {
+    if (n) *n = m->vocab ? m->classes : 0;
+    return m->vocab;
+}
 
 void sp_model_set_threads(sp_model *m, int nthreads) { m->nthreads = nthreads; }
 void sp_model_set_backward_tap(sp_model *m, sp_backward_tap tap, void *user) {

@@ -228,12 +228,14 @@ static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) 
     const int n = sp_model_nlayers(m);
     const int64_t B = SP_MIN(d->batch, d->data->n), feat = d->data->features;
     const int64_t classes = sp_model_classes(m);
+    /* labels per sample: 1, or T for text (the loss then runs over B * T token columns) */
+    const int64_t L = d->data->kind == SP_DATASET_TEXT ? d->data->label_len : 1, cols = B * L;
     sp_status st = SP_ENOMEM;
     int64_t *k = sp_calloc((size_t)n, sizeof *k), **grow = sp_calloc((size_t)n, sizeof *grow);
     int64_t *idx = sp_alloc(sizeof(int64_t) * (size_t)B);
     float *x = sp_alloc(sizeof(float) * (size_t)(feat * B));
-    float *dl = sp_alloc(sizeof(float) * (size_t)(classes * B));
-    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)B);
+    float *dl = sp_alloc(sizeof(float) * (size_t)(classes * cols));
+    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)cols);
     bool *tapped = sp_calloc((size_t)n, sizeof *tapped);
     int64_t *drop = NULL, *src = NULL;
     float *saved = NULL;
@@ -271,7 +273,7 @@ static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) 
     sp_model_set_step(m, step);
     if ((st = sp_dataset_batch(d->data, idx, B, x, B, y)) != SP_OK ||
         (st = sp_model_forward(m, x, B, true, &logits)) != SP_OK ||
-        (st = sp_loss_xent(logits, classes, B, y, 0.0f, &loss, dl, NULL)) != SP_OK)
+        (st = sp_loss_xent(logits, classes, cols, y, 0.0f, &loss, dl, NULL)) != SP_OK)
         goto done;
     rigl_ctx ctx = {.m = m, .k = k, .grow = grow, .tapped = tapped, .nthreads = d->nthreads};
     sp_model_zero_grad(m);

@@ -303,6 +303,9 @@ sp_status sp_lottery_run(const char *config, sp_shape in, int64_t classes, uint6
     sp_status st = sp_lottery_check(o, 0);
     if (st != SP_OK) return st;
     if (train->n < 1) return sp_fail(SP_EINVAL, "lottery: empty training set");
+    if (train->kind == SP_DATASET_TEXT || test->kind == SP_DATASET_TEXT)
+        return sp_fail(SP_EUNSUPPORTED, "lottery: text data (one label per token) is not "
+                       "supported; lottery runs take labelled samples such as images");
     const int64_t B = SP_MIN(o->train.batch, train->n);
     const int64_t batches = (train->n + B - 1) / B;
     int64_t T = 0;

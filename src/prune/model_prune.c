@@ -266,6 +266,11 @@ static sp_status rebuild(const sp_model *m, char *const *opts, sp_mask **masks, 
                                     (int64_t)1 << 34, pat, n, &pm);
     if (st != SP_OK) goto done;
     sp_model_set_input_scale(pm, sp_model_input_scale(m));
+    {
+        int64_t nv;
+        const int32_t *voc = sp_model_vocab(m, &nv); /* a text model keeps its vocabulary */
+        if (voc && (st = sp_model_set_vocab(pm, voc, nv)) != SP_OK) goto done;
+    }
     const float *src = sp_model_params((sp_model *)m);
     for (int i = 0; i < n; i++) {
         sp_layer_info a, b;

@@ -479,6 +479,11 @@ sp_status sp_model_prune_structured(const sp_model *m, const sp_prune_structured
                                     (int64_t)1 << 34, (const sp_mask *const *)pats, n, &pm);
     if (st != SP_OK) goto done;
     sp_model_set_input_scale(pm, sp_model_input_scale(m));
+    {
+        int64_t nv;
+        const int32_t *voc = sp_model_vocab(m, &nv); /* a text model keeps its vocabulary */
+        if (voc && (st = sp_model_set_vocab(pm, voc, nv)) != SP_OK) goto done;
+    }
     if (sp_model_nlayers(pm) != n) {
         st = sp_fail(SP_EINVAL, "%s: the rebuilt model has %d layers, not %d", who,
                      sp_model_nlayers(pm), n);

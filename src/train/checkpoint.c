@@ -6,6 +6,7 @@
  * Layout (little-endian):
  *     "SPRWCKPT" (8)  u32 version = 1  u32 section count
  *     sections:  u32 tag ("CONF", ...)  u32 zero  u64 length  payload  zero pad to 8 bytes
+ *     (optional VOCB: a text model's vocabulary)
  *     u32 CRC-32 of every byte before it
  */
 #include <errno.h>
@@ -34,6 +35,7 @@
 #define TAG_META TAG('M', 'E', 'T', 'A')
 #define TAG_INPT TAG('I', 'N', 'P', 'T')
 #define TAG_PATT TAG('P', 'A', 'T', 'T')
+#define TAG_VOCB TAG('V', 'O', 'C', 'B')
 #define PATT_MAX_LAYERS 4096
 #define PATT_MASK 0u /* PATT record kinds */
 #define PATT_CSR 1u
@@ -228,7 +230,10 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
                          path, strerror(errno));
     }
     if (st == SP_OK) {
-        uint32_t nsec = 5 + (npat ? 1 : 0) + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0);
+        int64_t nvocab;
+        const int32_t *vocab = sp_model_vocab(m, &nvocab);
+        uint32_t nsec = 5 + (npat ? 1 : 0) + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0) +
+                        (vocab ? 1 : 0);
         wf_put(w, CKPT_MAGIC, 8);
         wf_u32(w, CKPT_VERSION);
         wf_u32(w, nsec);
@@ -242,6 +247,13 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
         wf_section(w, TAG_INPT, 8);
         wf_f32(w, sp_model_input_scale(m));
         wf_u32(w, 0);
+        if (vocab) {
+            wf_section(w, TAG_VOCB, 8 + 4 * (uint64_t)nvocab);
+            wf_u32(w, (uint32_t)nvocab);
+            wf_u32(w, 0);
+            for (int64_t k = 0; k < nvocab; k++) wf_u32(w, (uint32_t)vocab[k]);
+            wf_pad(w);
+        }
         if (npat) {
             wf_section(w, TAG_PATT, patt_len);
             wf_u32(w, npat);
@@ -320,6 +332,43 @@ static char *dup_text(const uint8_t *p, uint64_t len) {
     memcpy(s, p, (size_t)len);
     s[len] = '\0';
     return s;
+}
+
+/* VOCB: u32 count, u32 zero, count u32 code points (strictly ascending Unicode scalar
+ * values), one per class: the vocabulary of a text model. The count is bounded by the section's
+ * bytes before anything is read. */
+static sp_status parse_vocab(section s, sp_model *m) {
+    if (s.len < 8)
+        return sp_fail(SP_EFORMAT, "checkpoint: VOCB section of %llu bytes is too short",
+                       (unsigned long long)s.len);
+    const uint32_t count = rd_u32(s.p);
+    if (rd_u32(s.p + 4) != 0)
+        return sp_fail(SP_EFORMAT, "checkpoint: VOCB reserved field is %u, not 0",
+                       rd_u32(s.p + 4));
+    if (count > (s.len - 8) / 4 || s.len != 8 + 4 * (uint64_t)count)
+        return sp_fail(SP_EFORMAT, "checkpoint: VOCB holds %u code points, its section %llu "
+                       "bytes (want %llu)", count, (unsigned long long)s.len,
+                       (unsigned long long)(8 + 4 * (uint64_t)count));
+    if ((int64_t)count != sp_model_classes(m))
+        return sp_fail(SP_EFORMAT, "checkpoint: VOCB holds %u code points for a model of %lld "
+                       "classes", count, (long long)sp_model_classes(m));
+    uint32_t prev = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint32_t c = rd_u32(s.p + 8 + 4 * (uint64_t)i);
+        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return sp_fail(SP_EFORMAT, "checkpoint: VOCB entry %u = 0x%X is not a Unicode scalar "
+                           "value", i, c);
+        if (i > 0 && c <= prev)
+            return sp_fail(SP_EFORMAT, "checkpoint: VOCB entry %u = U+%04X is not above the one "
+                           "before it (U+%04X)", i, c, prev);
+        prev = c;
+    }
+    int32_t *v = sp_alloc(sizeof(int32_t) * (size_t)SP_MAX(count, 1));
+    if (!v) return SP_ENOMEM;
+    for (uint32_t i = 0; i < count; i++) v[i] = (int32_t)rd_u32(s.p + 8 + 4 * (uint64_t)i);
+    sp_status st = sp_model_set_vocab(m, v, count); /* validated above: only SP_ENOMEM */
+    sp_free(v);
+    return st;
 }
 
 void sp_checkpoint_free(sp_checkpoint *c) {
@@ -450,7 +499,7 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
     if (nsec > CKPT_MAX_SECTIONS)
         return sp_fail(SP_EFORMAT, "checkpoint: %u sections (at most %u)", nsec, CKPT_MAX_SECTIONS);
     section conf = {0}, modl = {0}, parm = {0}, buff = {0}, optm = {0}, trst = {0}, meta = {0};
-    section inpt = {0}, patt = {0};
+    section inpt = {0}, patt = {0}, vocb = {0};
     size_t pos = 16, end = len - 4;
     for (uint32_t i = 0; i < nsec; i++) {
         if (end - pos < 16)
@@ -466,7 +515,7 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
         section *dst = tag == TAG_CONF ? &conf : tag == TAG_MODL ? &modl : tag == TAG_PARM ? &parm
                      : tag == TAG_BUFF ? &buff : tag == TAG_OPTM ? &optm : tag == TAG_TRST ? &trst
                      : tag == TAG_META ? &meta : tag == TAG_INPT ? &inpt
-                     : tag == TAG_PATT ? &patt : NULL;
+                     : tag == TAG_PATT ? &patt : tag == TAG_VOCB ? &vocb : NULL;
         if (!dst)
             return sp_fail(SP_EFORMAT, "checkpoint: unknown section tag 0x%08x", tag);
         if (dst->present)
@@ -536,6 +585,7 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
         }
         sp_model_set_input_scale(out->model, scale);
     }
+    if (vocb.present && (st = parse_vocab(vocb, out->model)) != SP_OK) goto fail;
     rd_f32s(parm.p, sp_model_params(out->model), np);
     rd_f32s(buff.p, sp_model_buffers(out->model), nb);
     if (optm.present) {

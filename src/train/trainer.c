@@ -16,17 +16,38 @@
 
 #include "../core/internal.h"
 
+/* Labels per sample: 1 for images, the context length T for text (one per token). */
+static int64_t labels_per_sample(const sp_dataset *d) {
+    return d->kind == SP_DATASET_TEXT ? d->label_len : 1;
+}
+
 static sp_status check_fit(const sp_model *m, const sp_dataset *d) {
     sp_shape in = sp_model_in(m), out = sp_model_out(m);
+    const int64_t L = labels_per_sample(d);
+    if (d->kind == SP_DATASET_TEXT && L < 1)
+        return sp_fail(SP_EINVAL, "text data without a context length (sp_dataset_set_context)");
     if (in.c * in.h * in.w != d->features)
         return sp_fail(SP_ESHAPE, "the model takes %lld features per sample, the data has %lld",
                        (long long)(in.c * in.h * in.w), (long long)d->features);
     if (d->scale != sp_model_input_scale(m))
         return sp_fail(SP_EINVAL, "the model was trained on features = raw * %g, the data gives "
                        "raw * %g", (double)sp_model_input_scale(m), (double)d->scale);
-    if (out.c * out.h * out.w != sp_model_classes(m) || sp_model_classes(m) < d->classes)
-        return sp_fail(SP_ESHAPE, "the model has %lld outputs, the data %d classes",
-                       (long long)(out.c * out.h * out.w), (int)d->classes);
+    if (out.c * out.h * out.w != sp_model_classes(m) * L || sp_model_classes(m) < d->classes) {
+        if (L == 1)
+            return sp_fail(SP_ESHAPE, "the model has %lld outputs, the data %d classes",
+                           (long long)(out.c * out.h * out.w), (int)d->classes);
+        return sp_fail(SP_ESHAPE, "the model has %lld outputs of %lld classes, the data %lld "
+                       "labels per sample (one per token) of %d classes",
+                       (long long)(out.c * out.h * out.w), (long long)sp_model_classes(m),
+                       (long long)L, (int)d->classes);
+    }
+    int64_t nv;
+    const int32_t *voc = sp_model_vocab(m, &nv);
+    if (voc && d->kind == SP_DATASET_TEXT &&
+        (nv != d->classes || memcmp(voc, d->vocab, sizeof(int32_t) * (size_t)nv) != 0))
+        return sp_fail(SP_EINVAL, "the text was encoded with another vocabulary (%d characters) "
+                       "than the model's (%lld): open it with the model's vocabulary",
+                       (int)d->classes, (long long)nv);
     return SP_OK;
 }
 
@@ -44,17 +65,22 @@ sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthre
     sp_status st = check_fit(m, d);
     if (st != SP_OK) return st;
     if (d->n == 0) return sp_fail(SP_EINVAL, "evaluate: empty dataset");
-    const int64_t f = d->features, classes = sp_model_classes(m);
+    const int64_t f = d->features, classes = sp_model_classes(m), L = labels_per_sample(d);
     int64_t per_sample = 0; /* activation floats of one sample, over every layer */
     for (int i = 0; i < sp_model_nlayers(m); i++) {
         sp_layer_info li;
         sp_model_layer(m, i, &li);
         per_sample += li.out.c * li.out.h * li.out.w;
+        /* attention keeps (heads, T, T) probabilities and as much backward scratch per
+         * sample: quadratic in the context (a charlm with ctx=256 holds 0.5 MB per head and
+         * sample); heads taken as d / 16, at least 1 (head width 16 or more) */
+        if (!strcmp(li.kind, "attention"))
+            per_sample += 2 * li.in.w * li.in.w * SP_MAX(1, li.in.c / 16);
     }
     batch = SP_MIN(batch, SP_MAX(1, SP_EVAL_ACT_BYTES / (4 * SP_MAX(1, per_sample))));
     batch = SP_MIN(batch, d->n);
     float *x = sp_alloc(sizeof(float) * (size_t)(f * batch));
-    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)batch);
+    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)(batch * L));
     int64_t *idx = sp_alloc(sizeof(int64_t) * (size_t)batch);
     st = SP_ENOMEM;
     if (!x || !y || !idx) goto done;
@@ -69,20 +95,22 @@ sp_status sp_evaluate(sp_model *m, const sp_dataset *d, int64_t batch, int nthre
         if (st == SP_OK) st = sp_model_forward(m, x, b, false, &logits);
         double l = 0.0;
         int64_t c = 0;
-        if (st == SP_OK) st = sp_loss_xent(logits, classes, b, y, 0.0f, &l, NULL, &c);
+        /* logits (classes, b * L): column t*b + j is token t of sample j (L = 1: sample j) */
+        const int64_t cols = b * L;
+        if (st == SP_OK) st = sp_loss_xent(logits, classes, cols, y, 0.0f, &l, NULL, &c);
         if (st != SP_OK) goto done;
-        total += l * (double)b;
+        total += l * (double)b; /* a mean over the sample's L labels, weighted by samples */
         right += c;
         if (pred)
-            for (int64_t j = 0; j < b; j++) {
+            for (int64_t j = 0; j < cols; j++) {
                 int64_t arg = 0;
                 for (int64_t k = 1; k < classes; k++)
-                    if (logits[k * b + j] > logits[arg * b + j]) arg = k;
-                pred[s + j] = (int32_t)arg;
+                    if (logits[k * cols + j] > logits[arg * cols + j]) arg = k;
+                pred[(s + j % b) * L + j / b] = (int32_t)arg;
             }
     }
     if (loss) *loss = total / (double)d->n;
-    if (accuracy) *accuracy = (double)right / (double)d->n;
+    if (accuracy) *accuracy = (double)right / ((double)d->n * (double)L);
     st = SP_OK;
 done:
     sp_free(x);
@@ -94,7 +122,8 @@ done:
 /* Running figures of the current epoch. */
 typedef struct epoch_stats {
     double loss_sum, seconds; /* summed over samples; training time only */
-    int64_t right, seen;
+    int64_t right, seen;      /* right of `labels` predictions, over `seen` samples */
+    int64_t labels;
     float lr;                 /* of the last step */
 } epoch_stats;
 
@@ -111,7 +140,7 @@ static sp_train_report make_report(const sp_train_opts *opts, const sp_train_sta
     sp_train_report r = {
         .epoch = state->epoch, .epochs = opts->epochs, .batch_index = batch_index,
         .batches = batches, .step = state->step, .loss = e->loss_sum / (double)e->seen,
-        .accuracy = (double)e->right / (double)e->seen,
+        .accuracy = (double)e->right / (double)e->labels,
         .samples_per_second = e->seconds > 0 ? (double)e->seen / e->seconds : 0.0,
         .epoch_seconds = e->seconds, .lr = e->lr, .val_loss = NAN, .val_accuracy = NAN};
     int64_t done_steps = state->step - clock->steps_at_start;
@@ -135,6 +164,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
     if (val && (st = check_fit(m, val)) != SP_OK) return st;
     if (train->n == 0) return sp_fail(SP_EINVAL, "train: empty training set");
     const int64_t n = train->n, f = train->features, classes = sp_model_classes(m);
+    const int64_t L = labels_per_sample(train); /* labels per sample: 1, or T for text */
     const int64_t B = SP_MIN(opts->batch, n);
     const int64_t batches = (n + B - 1) / B;
     const int64_t total_steps = batches * opts->epochs;
@@ -150,8 +180,8 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
 
     int64_t *perm = sp_alloc(sizeof(int64_t) * (size_t)n);
     float *x = sp_alloc(sizeof(float) * (size_t)(f * B));
-    float *dlogits = sp_alloc(sizeof(float) * (size_t)(classes * B));
-    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)B);
+    float *dlogits = sp_alloc(sizeof(float) * (size_t)(classes * B * L));
+    int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)(B * L));
     st = SP_ENOMEM;
     if (!perm || !x || !dlogits || !y) goto done;
     sp_model_set_threads(m, opts->nthreads);
@@ -183,8 +213,14 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             if (st != SP_OK) goto done;
             double loss;
             int64_t c;
-            st = sp_loss_xent(logits, classes, b, y, opts->label_smoothing, &loss, dlogits, &c);
+            /* the mean cross-entropy over the b * L label columns: every token of a text
+             * window is a prediction of the next one */
+            st = sp_loss_xent(logits, classes, b * L, y, opts->label_smoothing, &loss, dlogits,
+                              &c);
             if (st != SP_OK) goto done;
+            /* MoE: the auxiliary (load-balancing, z-) losses of MoE layers are added to `loss`
+             * here (their gradients come from the layers' own backward passes) once
+             * sp_model_aux_loss lands with the MoE layer; nothing to add before. */
             if (!isfinite(loss)) {
                 const char *where = sp_model_first_nonfinite(m);
                 st = sp_fail(SP_EINVAL, "step %lld (epoch %lld): the loss is %s (first non-finite "
@@ -212,6 +248,7 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             e.loss_sum += loss * (double)b;
             e.right += c;
             e.seen += b;
+            e.labels += b * L;
             bool last = state->batch_index + 1 == batches;
             if (opts->checkpoint && opts->checkpoint_every > 0 &&
                 state->step % opts->checkpoint_every == 0 && !last) {
