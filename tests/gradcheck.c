@@ -1,5 +1,6 @@
 /*
- * gradcheck.c - finite-difference gradient checks (see gradcheck.h).
+ * gradcheck.c - finite-difference gradient checks (see gradcheck.h). The loss checked is
+ * sum y r + sp_model_aux_loss, the objective whose gradient sp_model_backward computes.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -14,7 +15,8 @@ static double loss_of(sp_model *m, const float *x, int64_t batch, bool train, co
     if (*st != SP_OK) return 0.0;
     double l = 0.0;
     for (int64_t i = 0; i < n; i++) l += (double)y[i] * (double)r[i];
-    return l;
+    /* the auxiliary losses (MoE balancing, z-loss), whose gradients backward adds itself */
+    return l + sp_model_aux_loss(m);
 }
 
 /* (L(v + h) - L(v - h)) / 2h for the entry *v (a parameter or an input), restored after; a failed

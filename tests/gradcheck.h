@@ -1,7 +1,8 @@
 /*
  * gradcheck.h - finite-difference gradient checks for any model config (tests only).
  *
- * For L = sum_ij y_ij r_ij with a fixed random r, the analytic gradients (sp_model_backward
+ * For L = sum_ij y_ij r_ij + sp_model_aux_loss (the MoE auxiliary losses of a training-mode
+ * forward; 0 for other models) with a fixed random r, the analytic gradients (sp_model_backward
  * with dy = r) of the parameters and the input are compared with central differences
  * (L(t + h) - L(t - h)) / 2h, where L is summed in float64 from the float32 forward. Checks a
  * spread of up to max_checks entries of each, and reports the worst one through the harness.

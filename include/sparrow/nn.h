@@ -199,6 +199,55 @@ sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const i
 /* Nonzero parameters over the whole model. */
 int64_t sp_model_nnz(const sp_model *m);
 
+/* ---- mixture of experts (the `moe` block of docs/CONFIG.md) ------------------------------- *
+ *
+ * A `moe experts=E top_k=K ... { <one expert's layers> }` block builds E experts (ordinary
+ * layers, listed by sp_model_layer after the moe layer) and a router:
+ *
+ *     sp_model_forward(m, x, B, true, &y);
+ *     double loss = main_loss + sp_model_aux_loss(m);   // what backward differentiates
+ *     sp_model_backward(m, dy, NULL);                    // adds the aux gradients itself
+ *     sp_moe_stats s;
+ *     if (sp_model_moe_stats(m, i, &s) == SP_OK) ... s.load_max_over_mean, s.dropped ...
+ *     sp_model_moe_set_top_k(m, 1);                      // cheaper inference
+ */
+
+/* Sum over the moe layers of their weighted auxiliary losses (balance * Switch load-balancing
+ * loss + zloss * router z-loss) of the last forward pass if it was in training mode, else 0
+ * (and 0 for a model without moe). sp_model_backward adds their gradients itself, so the
+ * objective being trained is the main loss + sp_model_aux_loss. */
+double sp_model_aux_loss(const sp_model *m);
+
+/* Routing statistics of one moe layer, accumulated over forward passes (training and
+ * evaluation) since the last sp_model_moe_reset_stats. */
+typedef struct sp_moe_stats {
+    int experts, top_k;        /* E and the top_k in effect (after sp_model_moe_set_top_k) */
+    int64_t tokens;            /* tokens routed since the last reset */
+    int64_t assignments;       /* (token, expert) pairs that ran */
+    int64_t dropped;           /* pairs dropped by capacity */
+    const int64_t *load;       /* tokens per expert (experts entries), borrowed until the next
+                                * reset or the model is freed */
+    double load_max_over_mean; /* max_i load_i / mean_i load_i (0 if nothing routed) */
+    double router_entropy;     /* mean over tokens of -sum_i p_i log p_i, nats (sigmoid routers:
+                                * of p normalized to sum 1) */
+    double balance_loss, z_loss; /* unweighted, of the last forward pass */
+} sp_moe_stats;
+/* Statistics of layer `layer` (as sp_model_layer counts). SP_EINVAL if it is not a moe layer. */
+sp_status sp_model_moe_stats(const sp_model *m, int layer, sp_moe_stats *out);
+/* Zeroes the accumulated statistics of every moe layer. */
+void sp_model_moe_reset_stats(sp_model *m);
+/* Inference override: every token-choice (routing=token or noisy) moe layer routes each token
+ * to its k best experts from now on (capacity, if any, scales with k); the config keeps the
+ * top_k it was built with. SP_EINVAL naming the layer if k < 1 or k > its experts (nothing
+ * changes then), or if the model has no token-choice moe layer. */
+sp_status sp_model_moe_set_top_k(sp_model *m, int k);
+/* Expert pruning: a new model (owned *out) whose moe layer `layer` keeps its `keep` most-loaded
+ * experts by the accumulated statistics (ties: lower index), in their old order, with their
+ * router rows and weights (sparse experts keep their patterns); every other layer is copied.
+ * Layer indices after the dropped experts shift down. m is not changed. SP_EINVAL if layer is
+ * not moe, or keep is not in [top_k, experts]. */
+sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_model **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,8 +4,10 @@
  * of the last forward pass and runs backward through them.
  *
  * Config grammar (docs/CONFIG.md): one layer per line, "kind key=value ...", '#' starts a
- * comment, an optional first line "input C H W", and "residual {" ... "}" for y = x + f(x).
- * The value "classes" stands for the number of classes the model is built for.
+ * comment, an optional first line "input C H W", "residual {" ... "}" for y = x + f(x), and
+ * "moe experts=E ... {" ... "}" for a mixture of experts whose body (one expert) is parsed once
+ * per expert (moe.c). The value "classes" stands for the number of classes the model is built
+ * for.
  */
 #include <ctype.h>
 #include <math.h>
@@ -13,20 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layer.h"
+#include "seq.h"
 
 #include "../core/internal.h"
 
 #define MAX_DEPTH 8
 #define MAX_LAYERS 4096
-
-/* A sequence of layers with the activations of its last forward pass:
- * act[i] is layer i's output (numel(out_i), batch), dact[i] the gradient with respect to it. */
-typedef struct sp_seq {
-    int n;
-    sp_layer **layers;
-    float **act, **dact;
-} sp_seq;
 
 /* y = x + f(x) where f is a nested sequence with out shape == in shape. */
 typedef struct residual_layer {
@@ -57,7 +51,7 @@ struct sp_model {
 
 /* ---- sequences ------------------------------------------------------------------------------ */
 
-static void seq_free_buffers(sp_seq *s) {
+void sp_seq_free_buffers(sp_seq *s) {
     for (int i = 0; i < s->n; i++) {
         if (s->act) sp_free(s->act[i]);
         if (s->dact) sp_free(s->dact[i]);
@@ -67,14 +61,14 @@ static void seq_free_buffers(sp_seq *s) {
     s->act = s->dact = NULL;
 }
 
-static void seq_deinit(sp_seq *s) {
-    seq_free_buffers(s);
+void sp_seq_deinit(sp_seq *s) {
+    sp_seq_free_buffers(s);
     for (int i = 0; i < s->n; i++) sp_layer_free(s->layers[i]);
     sp_free(s->layers);
     memset(s, 0, sizeof *s);
 }
 
-static sp_status seq_push(sp_seq *s, sp_layer *l) {
+sp_status sp_seq_push(sp_seq *s, sp_layer *l) {
     sp_layer **p = sp_alloc(sizeof *p * (size_t)(s->n + 1));
     if (!p) return SP_ENOMEM;
     if (s->n) memcpy(p, s->layers, sizeof *p * (size_t)s->n);
@@ -84,8 +78,8 @@ static sp_status seq_push(sp_seq *s, sp_layer *l) {
     return SP_OK;
 }
 
-static sp_status seq_reserve(sp_seq *s, int64_t batch) {
-    seq_free_buffers(s);
+sp_status sp_seq_reserve(sp_seq *s, int64_t batch) {
+    sp_seq_free_buffers(s);
     if (s->n == 0) return SP_OK;
     s->act = sp_calloc((size_t)s->n, sizeof *s->act);
     s->dact = sp_calloc((size_t)s->n, sizeof *s->dact);
@@ -109,7 +103,7 @@ static sp_status seq_reserve(sp_seq *s, int64_t batch) {
     return SP_OK;
 }
 
-static sp_status seq_forward(sp_seq *s, const sp_run *run, const float *x) {
+sp_status sp_seq_forward(sp_seq *s, const sp_run *run, const float *x) {
     for (int i = 0; i < s->n; i++) {
         sp_layer *l = s->layers[i];
         sp_status st = l->vt->forward(l, run, i ? s->act[i - 1] : x, s->act[i]);
@@ -119,8 +113,8 @@ static sp_status seq_forward(sp_seq *s, const sp_run *run, const float *x) {
 }
 
 /* dy is the gradient of the last output; dx (may be NULL) receives the input gradient. */
-static sp_status seq_backward(sp_seq *s, const sp_run *run, const float *x, const float *dy,
-                              float *dx) {
+sp_status sp_seq_backward(sp_seq *s, const sp_run *run, const float *x, const float *dy,
+                          float *dx) {
     for (int i = s->n - 1; i >= 0; i--) {
         sp_layer *l = s->layers[i];
         const float *xi = i ? s->act[i - 1] : x;
@@ -142,7 +136,7 @@ static sp_status residual_forward(sp_layer *l, const sp_run *run, const float *x
         for (int64_t i = 0; i < n; i++) y[i] = 2.0f * x[i];
         return SP_OK;
     }
-    sp_status st = seq_forward(&r->body, run, x);
+    sp_status st = sp_seq_forward(&r->body, run, x);
     if (st != SP_OK) return st;
     const float *f = r->body.act[r->body.n - 1];
     for (int64_t i = 0; i < n; i++) y[i] = x[i] + f[i];
@@ -166,7 +160,7 @@ static sp_status residual_backward(sp_layer *l, const sp_run *run, const float *
         d = tmp = sp_alloc(sizeof(float) * (size_t)n);
         if (!tmp) return SP_ENOMEM;
     }
-    sp_status st = seq_backward(&r->body, run, x, dy, d);
+    sp_status st = sp_seq_backward(&r->body, run, x, dy, d);
     if (st == SP_OK && dx)
         for (int64_t i = 0; i < n; i++) dx[i] += dy[i];
     sp_free(tmp);
@@ -174,10 +168,10 @@ static sp_status residual_backward(sp_layer *l, const sp_run *run, const float *
 }
 
 static sp_status residual_reserve(sp_layer *l, int64_t batch) {
-    return seq_reserve(&((residual_layer *)l)->body, batch);
+    return sp_seq_reserve(&((residual_layer *)l)->body, batch);
 }
 
-static void residual_free(sp_layer *l) { seq_deinit(&((residual_layer *)l)->body); }
+static void residual_free(sp_layer *l) { sp_seq_deinit(&((residual_layer *)l)->body); }
 
 static int residual_describe(const sp_layer *l, char *buf, size_t n) {
     return snprintf(buf, n, "residual {");
@@ -192,11 +186,30 @@ static const sp_layer_vt residual_vt = {
     .describe = residual_describe,
 };
 
+/* ---- block layers: residual (one body) and moe (one per expert) ----------------------------- */
+
+int sp_layer_nbodies(const sp_layer *l) {
+    if (l->vt == &residual_vt) return 1;
+    return sp_moe_is(l) ? sp_moe_nbodies(l) : 0;
+}
+
+sp_seq *sp_layer_body(const sp_layer *l, int k) {
+    if (l->vt == &residual_vt) return &((residual_layer *)l)->body;
+    return sp_moe_body(l, k);
+}
+
+int64_t sp_layer_body_batch(const sp_layer *l, int k, int64_t batch) {
+    if (l->vt == &residual_vt) return batch;
+    return sp_moe_body_batch(l, k);
+}
+
 /* ---- parsing -------------------------------------------------------------------------------- */
 
 typedef struct parser {
     char *text;            /* mutable copy; args point into it */
+    char *orig;            /* an untouched copy, to restore a block body parsed again */
     char *cur;
+    bool in_moe;           /* inside the body of a moe block (which may not nest) */
     int line;
     int64_t classes;
     char classes_str[24];
@@ -244,14 +257,15 @@ static int next_line(parser *p, char **tok, int maxtok) {
     return 0;
 }
 
-static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_shape *out);
+static sp_status parse_seq(parser *p, sp_shape in, int depth, const char *block, int open_line,
+                           sp_seq *seq, sp_shape *out);
 
 static sp_status make_residual(parser *p, sp_shape in, int depth, sp_layer **out) {
     residual_layer *r = sp_layer_alloc(sizeof *r, &residual_vt, in);
     if (!r) return SP_ENOMEM;
     int open_line = p->line;
     sp_shape body_out;
-    sp_status st = parse_seq(p, in, depth + 1, &r->body, &body_out);
+    sp_status st = parse_seq(p, in, depth + 1, "residual", open_line, &r->body, &body_out);
     if (st != SP_OK) goto fail;
     if (body_out.c != in.c || body_out.h != in.h || body_out.w != in.w) {
         st = sp_fail(SP_ESHAPE,
@@ -269,7 +283,86 @@ fail:
     return st;
 }
 
-static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_shape *out) {
+/* A moe block: the options of its line (tok[1..nt-2], tok[nt-1] is "{"), then its body parsed
+ * once per expert (and once more for a shared expert) from the same text, restored from
+ * p->orig before each pass, so that every instance gets its own layer indices (and patterns). */
+static sp_status make_moe(parser *p, char **tok, int nt, sp_shape in, int depth, int index,
+                          sp_layer **out) {
+    const int open_line = p->line;
+    if (nt < 2 || strcmp(tok[nt - 1], "{") != 0)
+        return sp_fail(SP_EINVAL, "config line %d: write 'moe experts=E [options] {'", open_line);
+    if (p->in_moe)
+        return sp_fail(SP_EINVAL, "config line %d: a moe block inside a moe block's expert; "
+                       "moe blocks do not nest", open_line);
+    if (has_pattern(p, index))
+        return sp_fail(SP_EFORMAT, "config line %d: layer %d is a moe block and takes no "
+                       "sparsity pattern, but one was given", open_line, index);
+    if (depth + 1 >= MAX_DEPTH)
+        return sp_fail(SP_EINVAL, "config line %d: blocks nested deeper than %d", open_line,
+                       MAX_DEPTH);
+    sp_args a = {.kind = "moe", .line = open_line};
+    for (int i = 1; i < nt - 1; i++) {
+        char *eq = strchr(tok[i], '=');
+        if (!eq || eq == tok[i])
+            return sp_fail(SP_EINVAL, "config line %d (moe): '%s' is not key=value", open_line,
+                           tok[i]);
+        *eq = '\0';
+        for (int j = 0; j < a.n; j++)
+            if (strcmp(a.key[j], tok[i]) == 0)
+                return sp_fail(SP_EINVAL, "config line %d (moe): option '%s' given twice",
+                               open_line, tok[i]);
+        a.key[a.n] = tok[i];
+        a.val[a.n] = strcmp(eq + 1, "classes") == 0 ? p->classes_str : eq + 1;
+        a.n++;
+    }
+    sp_build b = {.index = index, .max_params = p->max_params - p->params_so_far};
+    sp_layer *l = NULL;
+    sp_status st = sp_moe_create(&a, in, &b, &l);
+    if (st != SP_OK) return st;
+    if ((st = sp_args_finish(&a)) != SP_OK) goto fail;
+    if (l->nparam > p->max_params - p->params_so_far) {
+        st = sp_fail(SP_EFORMAT, "config line %d (moe): the model would exceed %lld parameters",
+                     open_line, (long long)p->max_params);
+        goto fail;
+    }
+    p->params_so_far += l->nparam;
+    const sp_shape tok_shape = {in.c, 1, 1};
+    char *const start = p->cur;
+    const int start_line = p->line;
+    p->in_moe = true;
+    for (int k = 0; k < sp_moe_nbodies(l); k++) {
+        if (k > 0) {
+            /* the text of the body, tokenized in place by the previous pass, comes back */
+            memcpy(start, p->orig + (start - p->text), (size_t)(p->cur - start));
+            p->cur = start;
+            p->line = start_line;
+        }
+        sp_shape body_out;
+        st = parse_seq(p, tok_shape, depth + 1, "moe", open_line, sp_moe_body(l, k), &body_out);
+        if (st != SP_OK) break;
+        if (sp_moe_body(l, k)->n == 0) {
+            st = sp_fail(SP_EINVAL, "config line %d (moe): the expert body is empty", open_line);
+            break;
+        }
+        if (body_out.c != in.c || body_out.h != 1 || body_out.w != 1) {
+            st = sp_fail(SP_ESHAPE, "config line %d (moe): an expert maps a token (%lld,1,1) to "
+                         "(%lld,%lld,%lld); it must keep the shape (%lld,1,1)", open_line,
+                         (long long)in.c, (long long)body_out.c, (long long)body_out.h,
+                         (long long)body_out.w, (long long)in.c);
+            break;
+        }
+    }
+    p->in_moe = false;
+    if (st != SP_OK) goto fail;
+    *out = l;
+    return SP_OK;
+fail:
+    sp_layer_free(l);
+    return st;
+}
+
+static sp_status parse_seq(parser *p, sp_shape in, int depth, const char *block, int open_line,
+                           sp_seq *seq, sp_shape *out) {
     char *tok[SP_ARGS_MAX + 2];
     sp_shape cur = in;
     for (;;) {
@@ -279,7 +372,8 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
                            SP_ARGS_MAX);
         if (nt == 0) {
             if (depth > 0)
-                return sp_fail(SP_EINVAL, "config: a residual block is not closed by '}'");
+                return sp_fail(SP_EINVAL, "config: the %s block opened on line %d is not closed "
+                               "by '}'", block, open_line);
             break;
         }
         if (strcmp(tok[0], "}") == 0) {
@@ -306,6 +400,9 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
                 return sp_fail(SP_EINVAL, "config line %d: residual blocks nested deeper than %d",
                                p->line, MAX_DEPTH);
             st = make_residual(p, cur, depth, &l);
+        } else if (strcmp(tok[0], "moe") == 0) {
+            st = make_moe(p, tok, nt, cur, depth, index, &l);
+            if (st == SP_OK) p->params_so_far -= l->nparam; /* counted again below */
         } else {
             sp_layer_create_fn create = sp_layer_find(tok[0]);
             if (!create)
@@ -363,7 +460,7 @@ static sp_status parse_seq(parser *p, sp_shape in, int depth, sp_seq *seq, sp_sh
             sp_layer_free(l);
             return st;
         }
-        st = seq_push(seq, l);
+        st = sp_seq_push(seq, l);
         if (st != SP_OK) {
             sp_layer_free(l);
             return st;
@@ -440,8 +537,8 @@ static sp_status collect(sp_model *m, sp_seq *s) {
         if (!sp_add_i64(m->nparams, l->nparam, &m->nparams) ||
             !sp_add_i64(m->nbuffers, l->nbuffer, &m->nbuffers))
             return sp_fail(SP_EOVERFLOW, "model: parameter count overflows");
-        if (l->vt == &residual_vt) {
-            sp_status st = collect(m, &((residual_layer *)l)->body);
+        for (int k = 0; k < sp_layer_nbodies(l); k++) {
+            sp_status st = collect(m, sp_layer_body(l, k));
             if (st != SP_OK) return st;
         }
     }
@@ -451,7 +548,8 @@ static sp_status collect(sp_model *m, sp_seq *s) {
 static int count_layers(const sp_seq *s) {
     int n = s->n;
     for (int i = 0; i < s->n; i++)
-        if (s->layers[i]->vt == &residual_vt) n += count_layers(&((residual_layer *)s->layers[i])->body);
+        for (int k = 0; k < sp_layer_nbodies(s->layers[i]); k++)
+            n += count_layers(sp_layer_body(s->layers[i], k));
     return n;
 }
 
@@ -463,8 +561,9 @@ static int describe_seq(const sp_seq *s, int depth, char *buf, size_t n) {
         l->vt->describe(l, line, sizeof line);
         len += snprintf(buf ? buf + len : NULL, buf ? n - (size_t)len : 0, "%*s%s\n", 2 * depth,
                         "", line);
-        if (l->vt == &residual_vt) {
-            len += describe_seq(&((const residual_layer *)l)->body, depth + 1,
+        if (sp_layer_nbodies(l) > 0) {
+            /* a block's body once: a moe block's experts are instances of the same text */
+            len += describe_seq(sp_layer_body(l, 0), depth + 1,
                                 buf ? buf + len : NULL, buf ? n - (size_t)len : 0);
             len += snprintf(buf ? buf + len : NULL, buf ? n - (size_t)len : 0, "%*s}\n",
                             2 * depth, "");
@@ -515,8 +614,10 @@ sp_status sp_model_new_with_structure(const char *text, sp_shape in, int64_t cla
     sp_status st = SP_ENOMEM;
     size_t tlen = strlen(text);
     p.text = sp_alloc(tlen + 1);
-    if (!p.text) goto fail;
+    p.orig = sp_alloc(tlen + 1);
+    if (!p.text || !p.orig) goto fail;
     memcpy(p.text, text, tlen + 1);
+    memcpy(p.orig, text, tlen + 1);
     p.cur = p.text;
     snprintf(p.classes_str, sizeof p.classes_str, "%lld", (long long)classes);
     m->in = in;
@@ -527,7 +628,7 @@ sp_status sp_model_new_with_structure(const char *text, sp_shape in, int64_t cla
     st = parse_input_line(&p, &in);
     if (st != SP_OK) goto fail;
     m->in = in;
-    st = parse_seq(&p, in, 0, &m->root, &m->out);
+    st = parse_seq(&p, in, 0, "", 0, &m->root, &m->out);
     if (st != SP_OK) goto fail;
     if (m->root.n == 0) {
         st = sp_fail(SP_EINVAL, "config: no layers");
@@ -587,17 +688,19 @@ sp_status sp_model_new_with_structure(const char *text, sp_shape in, int64_t cla
              (long long)in.h, (long long)in.w);
     describe_seq(&m->root, 0, m->config + clen, (size_t)blen + 1);
     sp_free(p.text);
+    sp_free(p.orig);
     *out = m;
     return SP_OK;
 fail:
     sp_free(p.text);
+    sp_free(p.orig);
     sp_model_free(m);
     return st;
 }
 
 void sp_model_free(sp_model *m) {
     if (!m) return;
-    seq_deinit(&m->root);
+    sp_seq_deinit(&m->root);
     sp_free(m->flat);
     sp_free(m->params);
     sp_free(m->grads);
@@ -620,9 +723,9 @@ sp_status sp_model_forward(sp_model *m, const float *x, int64_t batch, bool trai
     if (batch < 1) return sp_fail(SP_EINVAL, "model_forward: batch %lld < 1", (long long)batch);
     if (batch > m->cap) {
         m->cap = 0;
-        sp_status st = seq_reserve(&m->root, batch);
+        sp_status st = sp_seq_reserve(&m->root, batch);
         if (st != SP_OK) {
-            seq_free_buffers(&m->root);
+            sp_seq_free_buffers(&m->root);
             m->batch = 0;
             return st;
         }
@@ -630,7 +733,7 @@ sp_status sp_model_forward(sp_model *m, const float *x, int64_t batch, bool trai
     }
     sp_run run = make_run(m, batch, train);
     m->batch = 0;
-    sp_status st = seq_forward(&m->root, &run, x);
+    sp_status st = sp_seq_forward(&m->root, &run, x);
     if (st != SP_OK) return st;
     m->batch = batch;
     m->x = x;
@@ -642,7 +745,7 @@ sp_status sp_model_backward(sp_model *m, const float *dy, float *dx) {
     if (!m || !dy) return sp_fail(SP_EINVAL, "model_backward: NULL argument");
     if (m->batch == 0) return sp_fail(SP_EINVAL, "model_backward: no forward pass to go back through");
     sp_run run = make_run(m, m->batch, true);
-    return seq_backward(&m->root, &run, m->x, dy, dx);
+    return sp_seq_backward(&m->root, &run, m->x, dy, dx);
 }
 
 /* Arena sweeps (zeroing, the finite check) run in fixed chunks on the model's threads: the
@@ -687,8 +790,9 @@ void sp_model_zero_grad(sp_model *m) {
 static const sp_layer *first_nonfinite(const sp_seq *s, int64_t batch) {
     for (int i = 0; i < s->n; i++) {
         const sp_layer *l = s->layers[i];
-        if (l->vt == &residual_vt) {
-            const sp_layer *in = first_nonfinite(&((const residual_layer *)l)->body, batch);
+        for (int k = 0; k < sp_layer_nbodies(l); k++) {
+            const int64_t bb = sp_layer_body_batch(l, k, batch);
+            const sp_layer *in = bb > 0 ? first_nonfinite(sp_layer_body(l, k), bb) : NULL;
             if (in) return in;
         }
         const int64_t n = sp_shape_numel(l->out) * batch;
@@ -776,6 +880,9 @@ int64_t sp_model_classes(const sp_model *m) { return m->classes; }
 uint64_t sp_model_seed(const sp_model *m) { return m->seed; }
 const char *sp_model_config(const sp_model *m) { return m->config; }
 int sp_model_nlayers(const sp_model *m) { return m->nlayers; }
+sp_layer *sp_model_layer_ptr(const sp_model *m, int i) {
+    return m && i >= 0 && i < m->nlayers ? m->flat[i] : NULL;
+}
 
 sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info) {
     if (!m || !info || i < 0 || i >= m->nlayers)

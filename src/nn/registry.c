@@ -49,7 +49,7 @@ const char *sp_layer_kinds(void) {
             memcpy(list + len, kinds[i].kind, k);
             len += k;
         }
-        memcpy(list + len, ", residual", 11);
+        memcpy(list + len, ", residual, moe", 16);
     }
     return list;
 }

@@ -197,6 +197,8 @@ typedef struct rigl_ctx {
     sp_model *m;
     const int64_t *k;   /* per layer: entries to replace */
     int64_t **grow;     /* per layer: k positions */
+    bool *tapped;       /* per layer: its tap fired (an expert of a moe block that got no
+                         * token in the batch has no gradient, and keeps its topology) */
     int nthreads;
 } rigl_ctx;
 
@@ -204,6 +206,7 @@ static sp_status rigl_tap(int layer, const float *x, const float *dy, int64_t ba
     rigl_ctx *c = user;
     const sp_csr *w = sp_model_layer_csr(c->m, layer);
     if (!w || c->k[layer] == 0) return SP_OK;
+    c->tapped[layer] = true;
     sp_layer_info li;
     sp_model_layer(c->m, layer, &li);
     return sp_rigl_grow(w, dy, x, li.in.h * li.in.w * batch, c->k[layer], 0, c->nthreads,
@@ -233,9 +236,10 @@ static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) 
     float *x = sp_alloc(sizeof(float) * (size_t)(feat * B));
     float *dl = sp_alloc(sizeof(float) * (size_t)(classes * cols));
     int32_t *y = sp_alloc(sizeof(int32_t) * (size_t)cols);
+    bool *tapped = sp_calloc((size_t)n, sizeof *tapped);
     int64_t *drop = NULL, *src = NULL;
     float *saved = NULL;
-    if (!k || !grow || !idx || !x || !dl || !y) goto done;
+    if (!k || !grow || !idx || !x || !dl || !y || !tapped) goto done;
     int any = 0;
     for (int i = 0; i < n; i++) {
         const sp_csr *c = sp_model_layer_csr(m, i);
@@ -271,7 +275,7 @@ static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) 
         (st = sp_model_forward(m, x, B, true, &logits)) != SP_OK ||
         (st = sp_loss_xent(logits, classes, cols, y, 0.0f, &loss, dl, NULL)) != SP_OK)
         goto done;
-    rigl_ctx ctx = {.m = m, .k = k, .grow = grow, .nthreads = d->nthreads};
+    rigl_ctx ctx = {.m = m, .k = k, .grow = grow, .tapped = tapped, .nthreads = d->nthreads};
     sp_model_zero_grad(m);
     sp_model_set_backward_tap(m, rigl_tap, &ctx);
     st = sp_model_backward(m, dl, NULL);
@@ -279,7 +283,7 @@ static sp_status rigl_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step) 
     sp_model_zero_grad(m);
     if (st != SP_OK) goto done;
     for (int i = 0; i < n && st == SP_OK; i++) {
-        if (k[i] == 0) continue;
+        if (k[i] == 0 || !tapped[i]) continue;
         const sp_csr *c = sp_model_layer_csr(m, i);
         sp_layer_info li;
         sp_model_layer(m, i, &li);
@@ -301,6 +305,7 @@ done:
     sp_free(x);
     sp_free(dl);
     sp_free(y);
+    sp_free(tapped);
     sp_free(drop);
     sp_free(src);
     if (saved) memcpy(sp_model_buffers(m), saved, sizeof(float) * (size_t)sp_model_nbuffers(m));
@@ -400,7 +405,7 @@ sp_status sp_dst_config(const char *config, sp_shape in, int64_t classes, sp_pru
         }
     }
     st = SP_ENOMEM;
-    probe_cfg = sp_prune_rewrite_config(config, opts, n);
+    probe_cfg = sp_prune_rewrite_lines(config, opts, n);
     if (!probe_cfg) goto done;
     if ((st = sp_model_new(probe_cfg, in, classes, 1, &probe)) != SP_OK) goto done;
     const int nl = sp_model_nlayers(probe);
@@ -434,16 +439,20 @@ sp_status sp_dst_config(const char *config, sp_shape in, int64_t classes, sp_pru
     } else if ((st = sp_prune_densities(dist, ns, shapes, density, dens)) != SP_OK) {
         goto done;
     }
+    /* from here on opts is by layer (a moe block's body line stands for several layers) */
     for (int i = 0; i < n; i++) opts[i] = NULL;
+    sp_free(opts);
+    n = nl;
     st = SP_ENOMEM;
+    opts = sp_calloc((size_t)n + 1, sizeof *opts);
+    if (!opts) goto done;
     for (int k = 0; k < ns; k++) {
         if (dens[k] >= 1.0) continue; /* dense */
         opts[which[k]] = sp_alloc(64);
         if (!opts[which[k]]) goto done;
         snprintf(opts[which[k]], 64, "format=csr density=%.9g", SP_MAX(dens[k], 1e-9));
     }
-    text = sp_prune_rewrite_config(config, opts, n);
-    if (!text) goto done;
+    if ((st = sp_prune_rewrite_config(config, opts, n, &text)) != SP_OK) goto done;
     *out = text;
     text = NULL;
     st = SP_OK;

@@ -11,10 +11,15 @@
 
 #include "sparrow/prune.h"
 
-/* The config with layer i's line carrying opts[i] (when not NULL; n layers): its options
- * replace those of the same key, a trailing comment is dropped. Owned result (sp_free), or NULL
- * when out of memory. Config lines map to layers depth-first (model_prune.c). */
-char *sp_prune_rewrite_config(const char *cfg, char *const *opts, int n);
+/* The config with layer i's line carrying opts[i] (when not NULL; i as sp_model_layer counts,
+ * n layers): its options replace those of the same key, a trailing comment is dropped. Config
+ * lines map to layers depth-first, except that a moe block's body line stands for the same
+ * layer of every expert, which must then all get the same options (SP_EINVAL naming the layer
+ * otherwise). Owned *out (sp_free). */
+sp_status sp_prune_rewrite_config(const char *cfg, char *const *opts, int n, char **out);
+/* The same with opts indexed by layer line (the i-th line that is a layer, blocks' bodies
+ * counted once). Owned result, or NULL when out of memory. */
+char *sp_prune_rewrite_lines(const char *cfg, char *const *opts, int n);
 
 /* Layer i's own sparsity from spec's per-layer overrides, or -1 when it has none. */
 double sp_prune_override(const sp_prune_spec *spec, int i);

@@ -5,7 +5,8 @@
  *
  * The new config is the old one with " format=..." (and the N:M or block shape) appended to each
  * pruned layer's line; config lines map to layers in depth-first order (every line but "input"
- * and "}" is one layer), the order of sp_model_layer.
+ * and "}" is one layer), the order of sp_model_layer, except that the body of a moe block is
+ * written once for all of its experts (sp_prune_rewrite_config walks it once per expert).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +51,9 @@ static bool key_in(const char *t, size_t tl, const char *opt) {
     return false;
 }
 
-/* The config with layer i's line carrying opts[i] (when not NULL): its options replace those of
- * the same key, a trailing comment is dropped. Returns owned text. */
-char *sp_prune_rewrite_config(const char *cfg, char *const *opts, int n) {
+/* The config with the i-th layer line carrying opts[i] (when not NULL): its options replace
+ * those of the same key, a trailing comment is dropped. Returns owned text. */
+char *sp_prune_rewrite_lines(const char *cfg, char *const *opts, int n) {
     size_t extra = 0;
     for (int i = 0; i < n; i++)
         if (opts[i]) extra += strlen(opts[i]) + 1;
@@ -100,6 +101,147 @@ char *sp_prune_rewrite_config(const char *cfg, char *const *opts, int n) {
     return t;
 }
 
+/* ---- layers to lines ------------------------------------------------------------------------- *
+ * A moe block's config holds its expert body once while the model holds it once per expert
+ * (plus a shared expert), each instance with its own layer indices; a residual body maps one to
+ * one. Walking the lines as the parser does gives every layer its line. */
+
+typedef struct line_map {
+    const char *cfg;
+    int nlines;             /* layer lines */
+    const char **line;      /* start of each layer line */
+    char *const *opts;      /* by layer */
+    int n;
+    const char **chosen;    /* by layer line: the options of its instances */
+    bool *seen;
+    int *line_of;           /* by layer (may be NULL): its layer line */
+    bool check;             /* instances must agree */
+    int next;               /* next layer index */
+} line_map;
+
+/* Value of option key on the line starting at s (up to the newline), as an integer, or def. */
+static long line_int(const char *s, const char *key, long def) {
+    const char *end = strchr(s, '\n');
+    const size_t kl = strlen(key);
+    if (!end) end = s + strlen(s);
+    for (const char *p = s; p + kl < end; p++)
+        if ((p == s || p[-1] == ' ' || p[-1] == '\t') && !strncmp(p, key, kl) && p[kl] == '=')
+            return strtol(p + kl + 1, NULL, 10);
+    return def;
+}
+
+static bool starts_word(const char *body, const char *w) {
+    size_t k = strlen(w);
+    return !strncmp(body, w, k) && (body[k] == ' ' || body[k] == '\t' || body[k] == '\n' ||
+                                    body[k] == '\0');
+}
+
+/* Walks the lines from *pos (a layer-line ordinal; *s the text there) to the end of the
+ * enclosing block, giving each layer line its layers' options. */
+static sp_status walk_lines(line_map *lm, const char **s, int *pos, int depth) {
+    while (**s) {
+        sp_cfg_line l;
+        const char *next = sp_cfg_next_line(*s, &l);
+        if (!l.is_layer) {
+            *s = next;
+            if (l.body < l.text + l.len && *l.body == '}') {
+                if (depth == 0)
+                    return sp_fail(SP_EINVAL, "prune: the config closes a block it never opened");
+                return SP_OK;
+            }
+            continue;
+        }
+        const int li = (*pos)++, idx = lm->next++;
+        const char *o = idx < lm->n ? lm->opts[idx] : NULL;
+        if (li >= lm->nlines) return sp_fail(SP_EINVAL, "prune: config lines out of step");
+        if (lm->line_of && idx < lm->n) lm->line_of[idx] = li;
+        if (!lm->seen[li]) {
+            lm->seen[li] = true;
+            lm->chosen[li] = o;
+        } else if (lm->check && ((o == NULL) != (lm->chosen[li] == NULL) ||
+                                 (o && strcmp(o, lm->chosen[li]) != 0))) {
+            return sp_fail(SP_EINVAL, "prune: layer %d is an instance of a moe expert's config "
+                           "line, whose other instances take '%s' where it takes '%s': every "
+                           "expert of a block must get the same options", idx,
+                           lm->chosen[li] ? lm->chosen[li] : "(no change)", o ? o : "(no change)");
+        }
+        *s = next;
+        if (depth > 64) return sp_fail(SP_EINVAL, "prune: blocks nested too deep");
+        if (starts_word(l.body, "residual")) {
+            sp_status st = walk_lines(lm, s, pos, depth + 1);
+            if (st != SP_OK) return st;
+        } else if (starts_word(l.body, "moe")) {
+            const long nb = line_int(l.body, "experts", 1) + (line_int(l.body, "shared", 0) ? 1 : 0);
+            const char *body = *s;
+            const int body_pos = *pos;
+            for (long k = 0; k < nb; k++) {
+                *s = body;
+                *pos = body_pos;
+                sp_status st = walk_lines(lm, s, pos, depth + 1);
+                if (st != SP_OK) return st;
+            }
+        }
+    }
+    return SP_OK;
+}
+
+sp_status sp_prune_rewrite_config(const char *cfg, char *const *opts, int n, char **out) {
+    *out = NULL;
+    line_map lm = {.cfg = cfg, .opts = opts, .n = n, .check = true};
+    for (const char *s = cfg; *s;) {
+        sp_cfg_line l;
+        s = sp_cfg_next_line(s, &l);
+        lm.nlines += l.is_layer;
+    }
+    lm.chosen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.chosen);
+    lm.seen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.seen);
+    sp_status st = SP_ENOMEM;
+    if (lm.chosen && lm.seen) {
+        const char *s = cfg;
+        int pos = 0;
+        st = walk_lines(&lm, &s, &pos, 0);
+        if (st == SP_OK && lm.next < n)
+            for (int i = lm.next; i < n; i++)
+                if (opts[i]) {
+                    st = sp_fail(SP_EINVAL, "prune: options for layer %d, but the config has %d "
+                                 "layers", i, lm.next);
+                    break;
+                }
+    }
+    if (st == SP_OK) {
+        *out = sp_prune_rewrite_lines(cfg, (char *const *)lm.chosen, lm.nlines);
+        if (!*out) st = SP_ENOMEM;
+    }
+    sp_free(lm.chosen);
+    sp_free(lm.seen);
+    return st;
+}
+
+/* line_of[i] (n layers) = the layer line of layer i: the instances of a moe expert's body line
+ * share one. */
+static sp_status layer_lines(const char *cfg, int n, int *line_of) {
+    char **none = sp_calloc((size_t)n + 1, sizeof *none);
+    line_map lm = {.cfg = cfg, .opts = none, .n = n, .line_of = line_of};
+    for (const char *s = cfg; *s;) {
+        sp_cfg_line l;
+        s = sp_cfg_next_line(s, &l);
+        lm.nlines += l.is_layer;
+    }
+    lm.chosen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.chosen);
+    lm.seen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.seen);
+    sp_status st = SP_ENOMEM;
+    if (none && lm.chosen && lm.seen) {
+        for (int i = 0; i < n; i++) line_of[i] = -1;
+        const char *s = cfg;
+        int pos = 0;
+        st = walk_lines(&lm, &s, &pos, 0);
+    }
+    sp_free(none);
+    sp_free(lm.chosen);
+    sp_free(lm.seen);
+    return st;
+}
+
 /* The model m rebuilt with opts[i] on the line of layer i and masks[i] (owned by the caller;
  * NULL: the layer's own pattern, if any) as its pattern. Layers with w[i] take that dense weight
  * (masked by masks[i]) and their bias from m; the others copy their parameters as they are. */
@@ -119,9 +261,7 @@ static sp_status rebuild(const sp_model *m, char *const *opts, sp_mask **masks, 
         else if ((st = sp_model_layer_pattern(m, i, &own[i])) != SP_OK) goto done;
         else pat[i] = own[i];
     }
-    st = SP_ENOMEM;
-    cfg = sp_prune_rewrite_config(sp_model_config(m), opts, n);
-    if (!cfg) goto done;
+    if ((st = sp_prune_rewrite_config(sp_model_config(m), opts, n, &cfg)) != SP_OK) goto done;
     st = sp_model_new_with_patterns(cfg, sp_model_in(m), sp_model_classes(m), sp_model_seed(m),
                                     (int64_t)1 << 34, pat, n, &pm);
     if (st != SP_OK) goto done;
@@ -288,6 +428,27 @@ sp_status sp_model_sparsify(const sp_model *m, const char *format, int32_t a, in
         } else {
             snprintf(opts[i], 64, "format=csr");
         }
+    }
+    if (autof) {
+        /* the experts of a moe block share one config line, so one format: the first
+         * instance's choice (the timings of equal layers differ only by noise) */
+        st = SP_ENOMEM;
+        int *line_of = sp_alloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+        if (!line_of) goto done;
+        st = layer_lines(sp_model_config(m), n, line_of);
+        for (int i = 0; i < n && st == SP_OK; i++) {
+            if (!opts[i]) continue;
+            int j = 0;
+            while (j < i && !(opts[j] && line_of[j] == line_of[i])) j++;
+            if (j == i || !strcmp(opts[i], opts[j])) continue;
+            memcpy(opts[i], opts[j], 64);
+            sp_mask_free(masks[i]);
+            masks[i] = NULL;
+            if (!strstr(opts[i], "format=dense"))
+                st = sp_model_layer_pattern(m, i, &masks[i]);
+        }
+        sp_free(line_of);
+        if (st != SP_OK) goto done;
     }
     st = rebuild(m, opts, masks, w, out);
 done:

@@ -361,6 +361,14 @@ sp_status sp_model_prune_structured(const sp_model *m, const sp_prune_structured
         return sp_fail(SP_EINVAL, "%s: fraction %g is outside [0, 1)", who, spec->fraction);
     const int n = sp_model_nlayers(m);
     if (n > MAX_LAYERS) return sp_fail(SP_EINVAL, "%s: %d layers (at most %d)", who, n, MAX_LAYERS);
+    /* a moe block's experts share one config body, so their widths cannot differ */
+    for (int i = 0; i < n; i++) {
+        sp_layer_info li;
+        if (sp_model_layer(m, i, &li) == SP_OK && !strcmp(li.kind, "moe"))
+            return sp_fail(SP_EUNSUPPORTED, "%s: layer %s is a moe block, whose experts share "
+                           "one config body; structured pruning does not handle it", who,
+                           li.name);
+    }
 
     sp_status st = SP_ENOMEM;
     plan *p = sp_calloc((size_t)(n > 0 ? n : 1), sizeof *p);
