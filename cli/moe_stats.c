@@ -152,7 +152,7 @@ void cli_moe_snap_table(const cli_moe_snap *s, FILE *f) {
                 100.0 * cli_moe_drop_rate(L));
         int64_t sum = 0;
         for (int e = 0; e < L->experts; e++) sum += L->load[e];
-        fprintf(f, "  %-8s %12s %8s\n", "expert", "assignments", "share");
+        fprintf(f, "  %-8s %12s %8s\n", "expert", "tokens", "share");
         for (int e = 0; e < L->experts; e++)
             fprintf(f, "  %-8d %12lld %7.2f%%\n", e, (long long)L->load[e],
                     sum > 0 ? 100.0 * (double)L->load[e] / (double)sum : 0.0);
