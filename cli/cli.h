@@ -125,4 +125,43 @@ typedef struct cli_recipe {
 int cli_recipe_read(const char *path, cli_recipe *r);
 void cli_recipe_free(cli_recipe *r);
 
+/* ---- mixture of experts (moe_stats.c; docs/MOE.md) ---- */
+
+/* One moe layer's routing statistics, copied out of the model (sp_model_moe_stats). */
+typedef struct cli_moe_layer {
+    int index;                 /* layer index (sp_model_layer) */
+    char name[64], routing[16];
+    char config[256];          /* the layer's config line, without " {" */
+    int experts, top_k;        /* top_k in effect */
+    int64_t tokens, assignments, dropped;
+    int64_t *load;             /* assignments per expert (owned) */
+    double load_max_over_mean, router_entropy;
+} cli_moe_layer;
+typedef struct cli_moe_snap {
+    int n;                     /* moe layers; 0 for a model without */
+    cli_moe_layer *layer;
+} cli_moe_snap;
+
+/* Number of moe layers of m. */
+int cli_moe_count(const sp_model *m);
+/* Copies the statistics of every moe layer into *s (freeing what it held). 0, or 1 with a
+ * message. */
+int cli_moe_snap_take(const sp_model *m, cli_moe_snap *s);
+void cli_moe_snap_free(cli_moe_snap *s);
+/* dropped / (assignments + dropped): the fraction of routing decisions capacity dropped. */
+double cli_moe_drop_rate(const cli_moe_layer *L);
+/* The largest load_max_over_mean over the layers (0 without any). */
+double cli_moe_snap_max_load(const cli_moe_snap *s);
+/* "  load max/mean X  drop Y%" (maxima over the layers); nothing without moe layers. */
+void cli_moe_snap_summary(const cli_moe_snap *s, FILE *f);
+/* ',"expert_load_max_over_mean":X,"moe":[{per layer}]'; nothing without moe layers. */
+void cli_moe_snap_json(const cli_moe_snap *s, FILE *f);
+/* Per layer: a summary line and tokens per expert as a table. */
+void cli_moe_snap_table(const cli_moe_snap *s, FILE *f);
+/* For a language model: the "text:FILE" it was trained on (from its file's settings) in buf,
+ * or NULL (an image model, or no such setting). */
+const char *cli_text_default(const sp_checkpoint *ck, char *buf, size_t n);
+/* sp_model_moe_set_top_k(m, k): 0, or 1 with a message naming --top-k. */
+int cli_set_top_k(sp_model *m, int64_t k);
+
 #endif

@@ -13,7 +13,7 @@
 static void eval_usage(FILE *f) {
     fprintf(f,
         "usage: sparrow eval --model MODEL [--data D] [--batch B] [--threads T] [--json]\n"
-        "                    [--predictions FILE]\n"
+        "                    [--predictions FILE] [--top-k K]\n"
         "\n"
         "Evaluates a model file written by 'sparrow train' on the test split of a dataset.\n"
         "  --data D             fashion-mnist (default), idx:DIR or text:FILE (a language\n"
@@ -22,16 +22,21 @@ static void eval_usage(FILE *f) {
         "                       language model: the text it was trained on)\n"
         "  --batch B            samples per forward pass [1000]\n"
         "  --threads T          threads [all]\n"
+        "  --top-k K            mixture of experts: route every token to its K best experts\n"
+        "                       in every token-choice moe layer instead of the trained top_k\n"
+        "                       (1 <= K <= experts; docs/MOE.md)\n"
         "  --predictions FILE   write the predicted class of every test sample, one per line\n"
         "                       (image data only)\n"
         "  --json               print one JSON object: test_accuracy, test_loss, samples,\n"
         "                       seconds, params, nnz; for text also bits_per_char (test_loss\n"
-        "                       / ln 2, the loss being nats per character) and characters\n");
+        "                       / ln 2, the loss being nats per character) and characters;\n"
+        "                       for a model with moe layers expert_load_max_over_mean and a\n"
+        "                       moe array (routing statistics of this evaluation, per layer)\n");
 }
 
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *pred_path = NULL;
-    int64_t batch = 1000, threads = 0;
+    int64_t batch = 1000, threads = 0, top_k = 0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -55,6 +60,8 @@ int cmd_eval(int argc, char **argv) {
             if (!cli_parse_i64(a, v, 1, 1 << 20, &batch)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(a, v, 0, 4096, &threads)) return 2;
+        } else if (!strcmp(a, "--top-k")) {
+            if (!cli_parse_i64(a, v, 1, 4096, &top_k)) return 2;
         } else {
             fprintf(stderr, "sparrow eval: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -69,16 +76,12 @@ int cmd_eval(int argc, char **argv) {
     sp_dataset *train = NULL, *test = NULL;
     int32_t *pred = NULL;
     char saved_data[4096];
+    cli_moe_snap moe = {0};
     if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
+    if (top_k > 0 && cli_set_top_k(ck.model, top_k)) goto done;
     if (!data && sp_model_vocab(ck.model, NULL)) {
         /* a language model: by default the text it was trained on (its file's settings) */
-        const char *d = strstr(ck.meta, "--data text:");
-        if (d && (d == ck.meta || d[-1] == '\n')) {
-            d += strlen("--data ");
-            size_t len = strcspn(d, "\n");
-            snprintf(saved_data, sizeof saved_data, "%.*s", (int)len, d);
-            data = saved_data;
-        } else {
+        if (!(data = cli_text_default(&ck, saved_data, sizeof saved_data))) {
             fprintf(stderr, "sparrow eval: %s is a language model: give --data text:FILE\n",
                     model);
             goto done;
@@ -103,10 +106,12 @@ int cmd_eval(int argc, char **argv) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double loss, acc;
+    sp_model_moe_reset_stats(ck.model);
     if (sp_evaluate(ck.model, test, batch, (int)threads, &loss, &acc, pred) != SP_OK) {
         cli_fail("eval");
         goto done;
     }
+    if (cli_moe_snap_take(ck.model, &moe)) goto done;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     if (pred_path) {
@@ -130,6 +135,7 @@ int cmd_eval(int argc, char **argv) {
         if (text)
             printf(",\"bits_per_char\":%.6f,\"characters\":%lld", loss / CLI_LN2,
                    (long long)(test->n * test->label_len));
+        cli_moe_snap_json(&moe, stdout);
         printf("}\n");
     } else if (text) {
         printf("test bits per character %.4f  accuracy per character %.2f%%  (%lld characters "
@@ -139,8 +145,14 @@ int cmd_eval(int argc, char **argv) {
         printf("test accuracy %.2f%%  test loss %.4f  (%lld samples, %.2f s)\n", 100.0 * acc, loss,
                (long long)test->n, secs);
     }
+    if (!json && moe.n) {
+        printf("routing:");
+        cli_moe_snap_summary(&moe, stdout);
+        printf("  (max over %d moe layers; top_k %d)\n", moe.n, moe.layer[0].top_k);
+    }
     rc = 0;
 done:
+    cli_moe_snap_free(&moe);
     free(pred);
     sp_checkpoint_free(&ck);
     sp_dataset_free(train);

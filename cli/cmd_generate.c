@@ -17,7 +17,7 @@
 static void generate_usage(FILE *f) {
     fprintf(f,
         "usage: sparrow generate --model MODEL --prompt TEXT [--tokens N] [--temperature T]\n"
-        "                        [--seed S] [--threads T]\n"
+        "                        [--seed S] [--threads T] [--top-k K]\n"
         "\n"
         "Continues TEXT with N characters sampled from a character-level language model\n"
         "written by 'sparrow train --data text:FILE' (docs/CHARLM.md), and prints the prompt\n"
@@ -31,7 +31,10 @@ static void generate_usage(FILE *f) {
         "                       from softmax(logits / T); lower is more conservative; 0 takes\n"
         "                       the most likely character every time [1]\n"
         "  --seed S             seed of the sampling [1]\n"
-        "  --threads T          threads [all]; the text does not depend on it\n");
+        "  --threads T          threads [all]; the text does not depend on it\n"
+        "  --top-k K            mixture of experts: route every token to its K best experts\n"
+        "                       in every token-choice moe layer instead of the trained top_k\n"
+        "                       (1 <= K <= experts; docs/MOE.md)\n");
 }
 
 /* The next token from logits[0..V) (stride ld): argmax (first maximum) at temperature 0, else a
@@ -57,7 +60,7 @@ static int32_t sample(const float *logits, int64_t ld, int64_t V, double temp, s
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
-    int64_t tokens = 200, seed = 1, threads = 0;
+    int64_t tokens = 200, seed = 1, threads = 0, top_k = 0;
     double temp = 1.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -80,6 +83,8 @@ int cmd_generate(int argc, char **argv) {
             if (!cli_parse_i64(a, v, 0, INT64_MAX, &seed)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(a, v, 0, 4096, &threads)) return 2;
+        } else if (!strcmp(a, "--top-k")) {
+            if (!cli_parse_i64(a, v, 1, 4096, &top_k)) return 2;
         } else {
             fprintf(stderr, "sparrow generate: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -123,6 +128,7 @@ int cmd_generate(int argc, char **argv) {
                         "would see the characters after it, so it cannot generate\n", model);
         goto done;
     }
+    if (top_k > 0 && cli_set_top_k(m, top_k)) goto done;
     ids = malloc(sizeof(int32_t) * (plen + (size_t)tokens));
     x = malloc(sizeof(float) * (size_t)T);
     p = malloc(sizeof(double) * (size_t)V);

@@ -1,7 +1,8 @@
 /*
  * cmd_inspect.c - `sparrow inspect`: what a model file holds, layer by layer: shape, storage
  * format, parameters, nonzeros, sparsity and bytes, with totals against the same model stored
- * dense in fp32.
+ * dense in fp32. Mixture-of-experts layers show their experts, top_k and routing; with --data
+ * the test set is routed in evaluation mode and each moe layer's statistics are printed.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,12 +13,20 @@
 
 static void inspect_usage(FILE *f) {
     fprintf(f,
-        "usage: sparrow inspect MODEL [--json]\n"
+        "usage: sparrow inspect MODEL [--json] [--data D [--threads T]]\n"
         "\n"
         "Lists each layer of a model file: shape, weight format, parameters, nonzeros, sparsity\n"
-        "and bytes, then the totals against the dense fp32 size.\n"
-        "  --json   one object: params, nnz, sparsity, bytes, file_bytes, dense_fp32_bytes,\n"
-        "           input_scale, config, and a layers array\n");
+        "and bytes, then the totals against the dense fp32 size. A moe layer also shows its\n"
+        "experts, top_k and routing (its config line).\n"
+        "  --data D     route the test split of D (fashion-mnist, idx:DIR, text:FILE) through\n"
+        "               the model in evaluation mode and print each moe layer's statistics:\n"
+        "               tokens per expert, max/mean load, router entropy, drop rate\n"
+        "               (docs/MOE.md); a model without moe layers refuses it\n"
+        "  --threads T  threads for --data [all]\n"
+        "  --json       one object: params, nnz, sparsity, bytes, file_bytes, dense_fp32_bytes,\n"
+        "               input_scale, config, and a layers array (moe layers with experts,\n"
+        "               top_k, routing); with --data also test_accuracy, test_loss,\n"
+        "               expert_load_max_over_mean and a moe array of statistics per layer\n");
 }
 
 static void shape_str(char *buf, size_t n, sp_shape s) {
@@ -26,14 +35,22 @@ static void shape_str(char *buf, size_t n, sp_shape s) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *data = NULL;
     bool json = false;
+    int64_t threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             inspect_usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--json")) {
             json = true;
+        } else if (!strcmp(argv[i], "--data") || !strcmp(argv[i], "--threads")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "sparrow inspect: %s needs a value (see --help)\n", argv[i]);
+                return 2;
+            }
+            if (!strcmp(argv[i], "--data")) data = argv[++i];
+            else if (!cli_parse_i64("--threads", argv[++i], 0, 4096, &threads)) return 2;
         } else if (argv[i][0] == '-' || path) {
             fprintf(stderr, "sparrow inspect: unexpected argument '%s' (see --help)\n", argv[i]);
             return 2;
@@ -51,6 +68,36 @@ int cmd_inspect(int argc, char **argv) {
     long long file_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
     sp_model *m = ck.model;
     int n = sp_model_nlayers(m);
+    /* --data: the routing of the test set (evaluation mode) */
+    cli_moe_snap moe = {0}, conf = {0};
+    double test_loss = 0.0, test_acc = 0.0;
+    bool text = false;
+    int rc = 1;
+    if (cli_moe_snap_take(m, &conf)) goto done; /* experts, top_k, routing of each moe layer */
+    if (data) {
+        sp_dataset *train = NULL, *test = NULL;
+        if (conf.n == 0) {
+            fprintf(stderr, "sparrow inspect: --data routes the test set through the moe layers, "
+                            "and %s has none\n", path);
+            rc = 2;
+            goto done;
+        }
+        text = strncmp(data, "text:", 5) == 0;
+        if (text ? cli_open_text(data, m, NULL, &train, &test) != 0
+                 : (sp_dataset_open(data, &train, &test) != SP_OK && cli_fail("--data"))) {
+            sp_dataset_free(train);
+            goto done;
+        }
+        sp_model_moe_reset_stats(m);
+        sp_status st = sp_evaluate(m, test, 1000, (int)threads, &test_loss, &test_acc, NULL);
+        sp_dataset_free(train);
+        sp_dataset_free(test);
+        if (st != SP_OK) {
+            cli_fail("--data");
+            goto done;
+        }
+        if (cli_moe_snap_take(m, &moe)) goto done;
+    }
     int64_t params = 0, nnz = 0, dense = 0;
     size_t bytes = 0;
     for (int i = 0; i < n; i++) {
@@ -82,13 +129,28 @@ int cmd_inspect(int argc, char **argv) {
             shape_str(out, sizeof out, li.out);
             printf("%s{\"name\":\"%s\",\"kind\":\"%s\",\"in\":\"%s\",\"out\":\"%s\",\"format\":\"%s\","
                    "\"params\":%lld,\"nnz\":%lld,\"dense_params\":%lld,\"sparsity\":%.6f,"
-                   "\"bytes\":%zu}",
+                   "\"bytes\":%zu",
                    i ? "," : "", li.name, li.kind, in, out, li.format, (long long)li.nparam,
                    (long long)li.nnz, (long long)li.dense_params,
                    li.dense_params ? 1.0 - (double)li.nnz / (double)li.dense_params : 0.0,
                    li.bytes);
+            for (int k = 0; k < conf.n; k++)
+                if (conf.layer[k].index == i) {
+                    printf(",\"experts\":%d,\"top_k\":%d,\"routing\":\"%s\",\"moe_config\":",
+                           conf.layer[k].experts, conf.layer[k].top_k, conf.layer[k].routing);
+                    cli_json_string(stdout, conf.layer[k].config);
+                }
+            printf("}");
         }
-        printf("]}\n");
+        printf("]");
+        if (data) {
+            printf(",\"data\":");
+            cli_json_string(stdout, data);
+            printf(",\"test_accuracy\":%.6f,\"test_loss\":%.6f", test_acc, test_loss);
+            if (text) printf(",\"bits_per_char\":%.6f", test_loss / CLI_LN2);
+            cli_moe_snap_json(&moe, stdout);
+        }
+        printf("}\n");
     } else {
         printf("%s: input %lldx%lldx%lld (features = raw x %g), %lld classes\n", path,
                (long long)sp_model_in(m).c, (long long)sp_model_in(m).h,
@@ -110,11 +172,29 @@ int cmd_inspect(int argc, char **argv) {
                    li.format[0] ? li.format : "-", (long long)li.nparam, (long long)li.nnz,
                    li.dense_params ? 100.0 * (1.0 - (double)li.nnz / (double)li.dense_params) : 0.0,
                    li.bytes);
+            for (int k = 0; k < conf.n; k++)
+                if (conf.layer[k].index == i)
+                    printf("  %s: %d experts, top_k %d, routing %s (%s)\n", li.name,
+                           conf.layer[k].experts, conf.layer[k].top_k, conf.layer[k].routing,
+                           conf.layer[k].config);
         }
         printf("total: %lld parameters, %lld nonzero (%.2f%% sparse), %zu bytes in memory; file "
                "%lld bytes; dense fp32 %lld bytes\n", (long long)params, (long long)nnz,
                100.0 * sparsity, bytes + 4 * (size_t)nbuf, file_bytes, dense_bytes);
+        if (data) {
+            if (text)
+                printf("routing of the test set of %s (evaluation mode): bits per character "
+                       "%.4f\n", data, test_loss / CLI_LN2);
+            else
+                printf("routing of the test set of %s (evaluation mode): accuracy %.2f%%\n", data,
+                       100.0 * test_acc);
+            cli_moe_snap_table(&moe, stdout);
+        }
     }
+    rc = 0;
+done:
+    cli_moe_snap_free(&moe);
+    cli_moe_snap_free(&conf);
     sp_checkpoint_free(&ck);
-    return 0;
+    return rc;
 }

@@ -93,11 +93,15 @@ static void train_usage(FILE *f) {
         "  --resume FILE        continue an interrupted run from its model file, with its\n"
         "                       settings (only --threads, --out, --log, --json, --quiet and\n"
         "                       --checkpoint-every may be given with it)\n"
-        "  --log FILE           append one JSON line of metrics per epoch\n"
+        "  --log FILE           append one JSON line of metrics per epoch (a model with moe\n"
+        "                       layers adds aux_loss and a moe array: the routing of that\n"
+        "                       epoch's training batches; docs/MOE.md)\n"
         "  --weights-only       write the final model without optimizer state (smaller; it\n"
         "                       cannot be resumed, only fine-tuned anew)\n"
         "  --json               print one JSON summary object on stdout (text data adds\n"
-        "                       bits_per_char: the test loss / ln 2)\n"
+        "                       bits_per_char: the test loss / ln 2; moe models add\n"
+        "                       expert_load_max_over_mean and a moe array: the routing of\n"
+        "                       the test-set evaluation)\n"
         "  --quiet              no progress output\n");
 }
 
@@ -368,6 +372,9 @@ typedef struct progress {
     double last_draw;
     double train_seconds;
     int64_t samples;
+    sp_model *m;                   /* the model, for its moe routing statistics */
+    int nmoe;                      /* moe layers; 0: none */
+    cli_moe_snap moe;              /* routing of the epoch's training batches */
 } progress;
 
 static double wall(void) {
@@ -383,8 +390,22 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* The routing statistics of an epoch describe its training batches only: taken (and reset)
+ * at the report of the epoch's last step, which sp_train makes before the validation pass, or
+ * at the report of a --steps stop; the validation pass's routing is reset at the epoch's end. */
+static void moe_track(const sp_train_report *r, progress *p) {
+    if (p->nmoe == 0) return;
+    if ((!r->epoch_done && r->batch_index == r->batches) || (r->epoch_done && r->partial)) {
+        if (cli_moe_snap_take(p->m, &p->moe)) cli_moe_snap_free(&p->moe);
+        sp_model_moe_reset_stats(p->m);
+    } else if (r->epoch_done) {
+        sp_model_moe_reset_stats(p->m);
+    }
+}
+
 static bool on_report(const sp_train_report *r, void *user) {
     progress *p = user;
+    moe_track(r, p);
     char eta[32];
     fmt_time(eta, sizeof eta, r->eta_seconds);
     if (!r->epoch_done) {
@@ -429,6 +450,10 @@ static bool on_report(const sp_train_report *r, void *user) {
         if (p->text && !isnan(r->val_loss))
             fprintf(f, "  val_bits_per_char %.4f", r->val_loss / CLI_LN2);
         if (p->prune) fprintf(f, "  sparsity %.1f%%", 100.0 * p->prune->sparsity);
+        if (p->nmoe) {
+            fprintf(f, "  aux %.4f", r->aux_loss);
+            cli_moe_snap_summary(&p->moe, f);
+        }
         fprintf(f, "  lr %.3g  %.0f samples/s  %.1fs  ETA %s\n", (double)r->lr,
                 r->samples_per_second, r->epoch_seconds, eta);
         fflush(f);
@@ -442,8 +467,13 @@ static bool on_report(const sp_train_report *r, void *user) {
         if (p->text && !isnan(r->val_loss))
             fprintf(p->log, "\"val_bits_per_char\":%.6g,", r->val_loss / CLI_LN2);
         if (p->prune) fprintf(p->log, "\"sparsity\":%.6g,", p->prune->sparsity);
-        fprintf(p->log, "\"lr\":%.6g,\"samples_per_second\":%.1f,\"epoch_seconds\":%.3f}\n",
+        fprintf(p->log, "\"lr\":%.6g,\"samples_per_second\":%.1f,\"epoch_seconds\":%.3f",
                 (double)r->lr, r->samples_per_second, r->epoch_seconds);
+        if (p->nmoe) {
+            fprintf(p->log, ",\"aux_loss\":%.6g", r->aux_loss);
+            cli_moe_snap_json(&p->moe, p->log);
+        }
+        fputs("}\n", p->log);
         fflush(p->log);
     }
     return true;
@@ -559,6 +589,8 @@ int cmd_train(int argc, char **argv) {
     bool cfg_malloced = false;
     FILE *logf = NULL;
     sp_train_state state = {0};
+    cli_moe_snap test_moe = {0};
+    progress pr = {0};
 
     /* text: the context length (and, for a saved model, the vocabulary) come from the model,
      * so the model's source is read before the data */
@@ -669,10 +701,13 @@ int cmd_train(int argc, char **argv) {
         .max_steps = s.steps, .meta = meta, .callback = on_report,
         .hook = pruning ? sp_prune_gradual_hook : sparse ? sp_dst_hook : NULL,
         .hook_user = pruning ? (void *)&gradual : (void *)&dst};
-    progress pr = {.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .text = text,
+    pr = (progress){.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .text = text,
                    .log = logf,
                    .prune = pruning ? &gradual : NULL, .last_draw = wall()};
     to.user = &pr;
+    pr.m = m;
+    pr.nmoe = cli_moe_count(m);
+    sp_model_moe_reset_stats(m); /* a fine-tuned or resumed model's file holds none, but be sure */
     if (!r.quiet && text)
         fprintf(r.json ? stderr : stdout, "text: %d distinct characters; samples are windows "
                 "of %lld characters (the model's context); test set: the last %lld characters\n",
@@ -709,10 +744,12 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     double test_loss = NAN, test_acc = NAN;
+    sp_model_moe_reset_stats(m); /* the summary's routing: the test set's */
     if (sp_evaluate(m, test, 1000, (int)r.threads, &test_loss, &test_acc, NULL) != SP_OK) {
         cli_fail("evaluate");
         goto done;
     }
+    if (cli_moe_snap_take(m, &test_moe)) goto done;
     double sps = pr.train_seconds > 0 ? (double)pr.samples / pr.train_seconds : 0.0;
     if (r.json) {
         printf("{\"model\":");
@@ -736,6 +773,7 @@ int cmd_train(int argc, char **argv) {
             printf(",\"sparsity\":%.6f", cli_model_sparsity(m));
             cli_sparse_json(m, &dst, stdout);
         }
+        cli_moe_snap_json(&test_moe, stdout);
         printf("}\n");
     } else if (!r.quiet) {
         if (text)
@@ -751,9 +789,16 @@ int cmd_train(int argc, char **argv) {
             printf("sparse training (%s): layers %.1f%% sparse, %lld topology updates in %.2f s\n",
                    sp_dst_name(dst.kind), 100.0 * cli_model_sparsity(m), (long long)dst.updates,
                    dst.update_seconds);
+        if (test_moe.n) {
+            printf("test-set routing:");
+            cli_moe_snap_summary(&test_moe, stdout);
+            printf("  (max over %d moe layers)\n", test_moe.n);
+        }
     }
     rc = 0;
 done:
+    cli_moe_snap_free(&test_moe);
+    cli_moe_snap_free(&pr.moe);
     if (logf) fclose(logf);
     if (cfg_malloced) free(cfg);
     else sp_free(cfg);

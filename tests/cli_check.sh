@@ -272,6 +272,78 @@ expect_fail "text for a config without a context" "must start with 'input 1 1 T'
 expect_fail "charlm spec with a bad value" "heads=3 does not divide dim=16" "$bin" train --data "text:$tmp/t.txt" --model charlm:layers=1,dim=16,heads=3,ctx=16 --out "$tmp/x.sparrow"
 expect_fail "text model on image data" "the model has no vocabulary" "$bin" eval --model "$tmp/a.sparrow" --data "text:$tmp/t.txt"
 
+# mixture of experts on the command line (docs/MOE.md): routing statistics in the training log
+# (training batches only), in --json summaries and in inspect; run-time top-k; expert pruning
+moe=(--model moe-mlp:32,experts=8,top_k=1 --batch 64 --threads 1 --seed 3)
+out=$("$bin" train "${moe[@]}" --steps 30 --quiet --json --log "$tmp/moe.log" --out "$tmp/moe.sparrow")
+log=$(cat "$tmp/moe.log")
+if grep -q '"aux_loss":0\.[0-9]' <<<"$log" && grep -q '"moe":\[{"name":"4.moe","routing":"token","experts":8,"top_k":1,"tokens":1920,' <<<"$log" &&
+   grep -q '"load":\[[0-9]*\(,[0-9]*\)\{7\}\],"load_max_over_mean":[0-9.]*,"router_entropy":[0-9.]*,"drop_rate":0}' <<<"$log"
+then pass "moe: train --log has aux_loss and the moe array (30 steps x 64 = 1920 tokens)"; else fail "moe: train --log: $log"; fi
+if grep -q '"expert_load_max_over_mean":[0-9.]*,"moe":\[{"name":"4.moe".*"tokens":10000,' <<<"$out"
+then pass "moe: train --json reports the test set's routing"; else fail "moe: train --json: $out"; fi
+out=$("$bin" eval --model "$tmp/a.sparrow" --json)
+if grep -q '"test_accuracy"' <<<"$out" && ! grep -q 'moe\|expert_load' <<<"$out"
+then pass "moe: eval --json of a model without moe is unchanged"; else fail "moe: eval --json without moe: $out"; fi
+e1=$("$bin" eval --model "$tmp/moe.sparrow" --json)
+e2=$("$bin" eval --model "$tmp/moe.sparrow" --json --top-k 2)
+l1=$(sed -n 's/.*"test_loss":\([0-9.]*\).*/\1/p' <<<"$e1")
+l2=$(sed -n 's/.*"test_loss":\([0-9.]*\).*/\1/p' <<<"$e2")
+a2=$(sed -n 's/.*"test_accuracy":\([0-9.]*\).*/\1/p' <<<"$e2")
+if [ -n "$l1" ] && [ -n "$l2" ] && [ "$l1" != "$l2" ] && awk -v a="$a2" 'BEGIN { exit !(a > 0.1 && a <= 1) }' &&
+   grep -q '"top_k":1,"tokens":10000,"assignments":10000,' <<<"$e1" && grep -q '"top_k":2,"tokens":10000,"assignments":20000,' <<<"$e2"
+then pass "moe: eval --top-k 2 on a top-1 model: loss $l1 -> $l2, accuracy $a2"; else fail "moe: eval --top-k: $e1 / $e2"; fi
+expect_fail "moe: eval --top-k 9 with 8 experts" "k=9 is not in [1, 8] for layer 4.moe" "$bin" eval --model "$tmp/moe.sparrow" --top-k 9
+expect_usage "moe: eval --top-k 0" "--top-k expects an integer in [1, 4096], got '0'" "$bin" eval --model "$tmp/moe.sparrow" --top-k 0
+expect_fail "moe: eval --top-k without moe" "the model has no token-choice moe layer" "$bin" eval --model "$tmp/a.sparrow" --top-k 1
+out=$("$bin" inspect "$tmp/moe.sparrow")
+if grep -q '4.moe: 8 experts, top_k 1, routing token (moe experts=8 top_k=1 routing=token' <<<"$out"
+then pass "moe: inspect lists the moe layer"; else fail "moe: inspect: $out"; fi
+out=$("$bin" inspect "$tmp/moe.sparrow" --data fashion-mnist --threads 1)
+if grep -q '^4.moe: 10000 tokens, top_k 1, token routing: load max/mean [0-9.]*, router entropy [0-9.]* nats, drop rate 0.00%' <<<"$out" &&
+   [ "$(grep -c '^  [0-7]  ' <<<"$out")" -eq 8 ]
+then pass "moe: inspect --data routes the test set (8 experts tabled)"; else fail "moe: inspect --data: $out"; fi
+out=$("$bin" inspect "$tmp/moe.sparrow" --data fashion-mnist --threads 1 --json)
+if grep -q '"experts":8,"top_k":1,"routing":"token","moe_config":' <<<"$out" &&
+   grep -q '"expert_load_max_over_mean":[0-9.]*,"moe":\[{"name":"4.moe","routing":"token","experts":8,"top_k":1,"tokens":10000,' <<<"$out"
+then pass "moe: inspect --data --json"; else fail "moe: inspect --data --json: $out"; fi
+expect_usage "moe: inspect --data without moe" "has none" "$bin" inspect "$tmp/a.sparrow" --data fashion-mnist
+out=$("$bin" prune --model "$tmp/moe.sparrow" --keep-experts 3 --calib-samples 2000 --out "$tmp/moe3.sparrow" --json)
+p0=$(sed -n 's/.*"params_before":\([0-9]*\).*/\1/p' <<<"$out")
+p1=$(sed -n 's/.*"params":\([0-9]*\).*/\1/p' <<<"$out")
+ev=$("$bin" eval --model "$tmp/moe3.sparrow" --json)
+if [ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -lt "$p0" ] && grep -q '"kept":\[[0-7],[0-7],[0-7]\],"calib_load":\[' <<<"$out" &&
+   grep -q '"calib_samples":2000,' <<<"$out" && grep -q "\"params\":$p1," <<<"$ev" &&
+   grep -q '"experts":3,"top_k":1,"tokens":10000,' <<<"$ev" &&
+   "$bin" inspect "$tmp/moe3.sparrow" | grep -q '4.moe: 3 experts, top_k 1'
+then pass "moe: prune --keep-experts 3: $p0 -> $p1 parameters, evaluates, inspect shows 3 experts"
+else fail "moe: prune --keep-experts: $out / $ev"; fi
+expect_usage "moe: prune --keep-experts above the experts" "--keep-experts 9 is not in [top_k, experts] = [1, 8] of moe layer 4.moe" \
+  "$bin" prune --model "$tmp/moe.sparrow" --keep-experts 9 --out "$tmp/x.sparrow"
+expect_usage "moe: prune --keep-experts without moe" "has no moe layer" "$bin" prune --model "$tmp/a.sparrow" --keep-experts 2 --out "$tmp/x.sparrow"
+expect_usage "moe: prune --keep-experts with weight pruning" "does not mix with --sparsity" \
+  "$bin" prune --model "$tmp/moe.sparrow" --keep-experts 2 --sparsity 0.5 --out "$tmp/x.sparrow"
+expect_usage "moe: --calib-samples alone" "--calib-samples is for expert pruning" \
+  "$bin" prune --model "$tmp/moe.sparrow" --calib-samples 10 --out "$tmp/x.sparrow"
+if [ ! -e "$tmp/x.sparrow" ]; then pass "moe: refused prunes write nothing"; else fail "moe: a refused prune wrote a file"; fi
+# a character-level model with experts: one full epoch with validation windows, whose routing
+# must not count in the epoch's statistics; generate and expert pruning on text
+lmoe=(--data "text:$tmp/t.txt" --model charlm:layers=1,dim=16,heads=2,ctx=16,experts=4,top_k=1 --batch 16 --lr 1e-2 --threads 1)
+out=$("$bin" train "${lmoe[@]}" --epochs 1 --val 2 --log "$tmp/lmoe.log" --out "$tmp/lmoe.sparrow")
+ntrain=$(sed -n 's/^training on \([0-9]*\) samples.*/\1/p' <<<"$out")
+if [ -n "$ntrain" ] && grep -q "\"val_loss\".*\"tokens\":$((ntrain * 16))," "$tmp/lmoe.log" &&
+   grep -q '^epoch 1/1 .* aux 0\.[0-9]*  load max/mean [0-9.]*  drop 0.0%' <<<"$out"
+then pass "moe: epoch statistics count the $ntrain training windows, not validation"; else fail "moe: epoch statistics: $out / $(cat "$tmp/lmoe.log")"; fi
+g1=$("$bin" generate --model "$tmp/lmoe.sparrow" --prompt "the" --tokens 20 --seed 2 --top-k 2)
+g2=$("$bin" generate --model "$tmp/lmoe.sparrow" --prompt "the" --tokens 20 --seed 2 --top-k 2)
+if [ "$g1" = "$g2" ] && [ "${#g1}" -eq 23 ]; then pass "moe: generate --top-k 2 ($g1)"; else fail "moe: generate --top-k 2: '$g1' '$g2'"; fi
+expect_fail "moe: generate --top-k 5 with 4 experts" "k=5 is not in [1, 4]" "$bin" generate --model "$tmp/lmoe.sparrow" --prompt "the" --top-k 5
+out=$("$bin" prune --model "$tmp/lmoe.sparrow" --keep-experts 2 --out "$tmp/lmoe2.sparrow" --json)
+ev=$("$bin" eval --model "$tmp/lmoe2.sparrow" --json)
+if grep -q '"bits_per_char_before":[0-9.]*,"bits_per_char":[0-9.]*,"layers":\[{"name":"7.moe","experts_before":4,"kept":\[[0-3],[0-3]\]' <<<"$out" &&
+   grep -q '"bits_per_char":[0-9.]*,"characters":448,.*"experts":2,' <<<"$ev"
+then pass "moe: prune --keep-experts on a language model, evaluated on its text"; else fail "moe: prune a charlm: $out / $ev"; fi
+
 # safetensors interop (docs/INTEROP.md): the PyTorch-trained MLP of tests/golden/safetensors
 # imports with PyTorch's accuracy; sparrow -> safetensors -> sparrow gives the same bytes; a
 # pruned model exported dense and as CSR loads in PyTorch with sparrow's predictions (when

@@ -1243,3 +1243,92 @@ TEST(moe_builtin_specs_build_and_run) {
         sp_model_free(m);
     }
 }
+
+/* sp_train reports the moe auxiliary loss as the running mean over the epoch's batches of
+ * sp_model_aux_loss (0 without moe), beside the data loss. */
+typedef struct aux_watch {
+    sp_model *m;
+    double sum;
+    int64_t steps, epochs_done, bad, positive;
+    double last_mean;
+} aux_watch;
+
+static bool aux_watch_cb(const sp_train_report *r, void *user) {
+    aux_watch *w = user;
+    if (!r->epoch_done) {
+        if (r->batch_index == 1) w->sum = 0.0, w->steps = 0;
+        w->sum += sp_model_aux_loss(w->m); /* the last forward pass: this step's */
+        w->steps++;
+        w->last_mean = w->sum / (double)w->steps;
+        if (r->aux_loss != w->last_mean) w->bad++;
+        if (r->aux_loss > 0.0) w->positive++;
+    } else {
+        w->epochs_done++;
+        if (r->aux_loss != w->last_mean) w->bad++;
+    }
+    return true;
+}
+
+TEST(moe_train_reports_the_aux_loss) {
+    sp_dataset *d = test_toy_dataset(96, 5);
+    if (!d) return;
+    const char *cfgs[2] = {"flatten\nlinear out=8\nrelu\nresidual {\n"
+                           "  moe experts=4 top_k=2 zloss=0.001 {\n    linear out=8\n    relu\n"
+                           "    linear out=8\n  }\n}\nlinear out=classes\n",
+                           "flatten\nlinear out=8\nrelu\nlinear out=classes\n"};
+    for (int c = 0; c < 2; c++) {
+        sp_model *m = NULL;
+        sp_optim *o = NULL;
+        CHECK_OK(sp_model_new(cfgs[c], shape(1, 4, 4), 4, 3, &m));
+        sp_optim_config oc = sp_optim_defaults(SP_OPTIM_ADAM);
+        CHECK_OK(sp_optim_new(&oc, sp_model_nparams(m), &o));
+        if (!m || !o) {
+            sp_model_free(m);
+            sp_optim_free(o);
+            break;
+        }
+        aux_watch w = {.m = m};
+        sp_train_state s = {0};
+        sp_train_opts to = {.epochs = 2, .batch = 32, .sched = {.lr = 0.01},
+                            .callback = aux_watch_cb, .user = &w};
+        CHECK_OK(sp_train(m, o, d, NULL, &to, &s));
+        CHECK_EQ(w.epochs_done, 2);
+        CHECK_MSG(w.bad == 0, "%lld reports differ from the mean of sp_model_aux_loss",
+                  (long long)w.bad);
+        /* 2 epochs of 3 steps: every report positive with moe, 0 without */
+        CHECK_EQ(w.positive, c == 0 ? 6 : 0);
+        sp_model_free(m);
+        sp_optim_free(o);
+    }
+    sp_dataset_free(d);
+}
+
+/* Expert pruning keeps a language model's vocabulary (how its text is encoded). */
+TEST(moe_prune_experts_keeps_the_vocabulary) {
+    char *cfg = NULL;
+    CHECK_OK(sp_model_spec_config("charlm:layers=1,dim=8,heads=2,ctx=4,experts=4,top_k=1", &cfg));
+    sp_model *m = NULL, *p = NULL;
+    if (cfg) CHECK_OK(sp_model_new(cfg, shape(1, 1, 4), 3, 1, &m));
+    sp_free(cfg);
+    if (!m) return;
+    const int32_t voc[3] = {'a', 'b', 'c'};
+    sp_model_set_input_scale(m, 1.0f);
+    CHECK_OK(sp_model_set_vocab(m, voc, 3));
+    float x[4 * 2] = {0, 1, 2, 0, 1, 2, 0, 1};
+    const float *y;
+    CHECK_OK(sp_model_forward(m, x, 2, false, &y));
+    int layer = -1;
+    for (int i = 0; i < sp_model_nlayers(m) && layer < 0; i++) {
+        sp_layer_info li;
+        CHECK_OK(sp_model_layer(m, i, &li));
+        if (!strcmp(li.kind, "moe")) layer = i;
+    }
+    CHECK(layer >= 0);
+    CHECK_OK(sp_model_moe_prune_experts(m, layer, 2, &p));
+    int64_t n = 0;
+    const int32_t *pv = p ? sp_model_vocab(p, &n) : NULL;
+    CHECK(pv && n == 3 && !memcmp(pv, voc, sizeof voc));
+    CHECK(p && sp_model_input_scale(p) == 1.0f);
+    sp_model_free(p);
+    sp_model_free(m);
+}

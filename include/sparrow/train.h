@@ -169,7 +169,11 @@ typedef struct sp_train_report {
     int64_t epoch, epochs;         /* epoch from 0 */
     int64_t batch_index, batches;  /* batches done in this epoch, of batches per epoch */
     int64_t step;                  /* optimizer steps done in total */
-    double loss, accuracy;         /* running means over this epoch's batches so far */
+    double loss, accuracy;         /* running means over this epoch's batches so far; loss is
+                                    * the data loss (cross-entropy) without the moe terms */
+    double aux_loss;               /* running mean over this epoch's batches of
+                                    * sp_model_aux_loss (the weighted moe balance and z-losses
+                                    * that training adds to loss); 0 without moe layers */
     double samples_per_second;     /* training samples over training time, this epoch */
     double epoch_seconds;          /* training time of this epoch so far */
     double eta_seconds;            /* estimate for the rest of the run */
@@ -213,7 +217,8 @@ typedef struct sp_train_opts {
  * (may be NULL) after each epoch. Text data (label_len = T labels per sample) trains on the
  * mean cross-entropy over every token of the batch (the model's output must be classes x T:
  * one prediction per position); reports then count accuracy per token and samples are
- * windows. A NaN or Inf loss or gradient stops training with SP_EINVAL
+ * windows. The objective is the loss plus sp_model_aux_loss (moe layers); a NaN or Inf in
+ * either, or in a gradient, stops training with SP_EINVAL
  * naming the step and the layer. Returns the first error of a step or checkpoint write. */
 sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_dataset *val,
                    const sp_train_opts *opts, sp_train_state *state);

@@ -928,6 +928,12 @@ sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_
         SP_OK)
         goto done;
     sp_model_set_input_scale(pm, sp_model_input_scale(m));
+    {
+        /* a language model keeps its vocabulary (how its text is encoded) */
+        int64_t nv;
+        const int32_t *voc = sp_model_vocab(m, &nv);
+        if (voc && (st = sp_model_set_vocab(pm, voc, nv)) != SP_OK) goto done;
+    }
     /* parameters and state: every kept layer as it was, the router's kept rows */
     for (int i = 0; i < nl; i++) {
         if (map[i] < 0) continue;

@@ -122,6 +122,8 @@ done:
 /* Running figures of the current epoch. */
 typedef struct epoch_stats {
     double loss_sum, seconds; /* summed over samples; training time only */
+    double aux_sum;           /* sp_model_aux_loss summed over batches */
+    int64_t steps;            /* batches done */
     int64_t right, seen;      /* right of `labels` predictions, over `seen` samples */
     int64_t labels;
     float lr;                 /* of the last step */
@@ -141,6 +143,7 @@ static sp_train_report make_report(const sp_train_opts *opts, const sp_train_sta
         .epoch = state->epoch, .epochs = opts->epochs, .batch_index = batch_index,
         .batches = batches, .step = state->step, .loss = e->loss_sum / (double)e->seen,
         .accuracy = (double)e->right / (double)e->labels,
+        .aux_loss = e->steps > 0 ? e->aux_sum / (double)e->steps : 0.0,
         .samples_per_second = e->seconds > 0 ? (double)e->seen / e->seconds : 0.0,
         .epoch_seconds = e->seconds, .lr = e->lr, .val_loss = NAN, .val_accuracy = NAN};
     int64_t done_steps = state->step - clock->steps_at_start;
@@ -218,15 +221,21 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             st = sp_loss_xent(logits, classes, b * L, y, opts->label_smoothing, &loss, dlogits,
                               &c);
             if (st != SP_OK) goto done;
-            /* MoE: the auxiliary (load-balancing, z-) losses of MoE layers are added to `loss`
-             * here (their gradients come from the layers' own backward passes) once
-             * sp_model_aux_loss lands with the MoE layer; nothing to add before. */
-            if (!isfinite(loss)) {
+            /* MoE: the objective is loss + the auxiliary (load-balancing, z-) losses of the moe
+             * layers, whose gradients come from the layers' own backward passes; `loss` stays the
+             * data loss in reports (bits per character mean what they say) and the guard checks
+             * the sum. 0 for a model without moe. */
+            const double aux = sp_model_aux_loss(m);
+            if (!isfinite(loss + aux)) {
                 const char *where = sp_model_first_nonfinite(m);
-                st = sp_fail(SP_EINVAL, "step %lld (epoch %lld): the loss is %s (first non-finite "
+                const bool data_bad = !isfinite(loss);
+                const double bad = data_bad ? loss : aux;
+                st = sp_fail(SP_EINVAL, "step %lld (epoch %lld): the %s is %s (first non-finite "
                              "output: layer %s); lower the learning rate or clip gradients "
                              "(--clip)", (long long)state->step, (long long)state->epoch + 1,
-                             isnan(loss) ? "NaN" : "Inf", where ? where : "none: in the loss");
+                             data_bad ? "loss" : "auxiliary moe loss (balance, z-loss)",
+                             isnan(bad) ? "NaN" : "Inf",
+                             where ? where : data_bad ? "none: in the loss" : "none: in the router");
                 goto done;
             }
             sp_model_zero_grad(m);
@@ -246,6 +255,8 @@ sp_status sp_train(sp_model *m, sp_optim *o, const sp_dataset *train, const sp_d
             state->step++;
             e.seconds += sp_now_seconds() - t0;
             e.loss_sum += loss * (double)b;
+            e.aux_sum += aux;
+            e.steps++;
             e.right += c;
             e.seen += b;
             e.labels += b * L;
