@@ -98,7 +98,8 @@ typedef struct moe_layer {
     int64_t a_cap;
     float *xg;                 /* (D, A) gathered inputs: expert e's (D, n_e) at D * off[e] */
     int64_t xg_cap;
-    float *scr;                /* backward scratch: dY_e and dX_e, (D, n_e) each */
+    float *scr;                /* backward: dY_e and dX_e of every expert, (D, A) each */
+    double *gacc;              /* (A) backward: gate-gradient sums */
     int64_t scr_cap;
     float *dh, *du;            /* backward (E, N) */
     int64_t d_cap;
@@ -308,15 +309,15 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
     const size_t z_en[] = {sizeof(float), sizeof(float), sizeof(float), sizeof(float)};
     void **g_nk[] = {(void **)&M->sel, (void **)&M->slot, (void **)&M->sel_g};
     const size_t z_nk[] = {sizeof(int32_t), sizeof(int64_t), sizeof(float)};
-    void **g_a[] = {(void **)&M->atok, (void **)&M->agate, (void **)&M->adg};
-    const size_t z_a[] = {sizeof(int64_t), sizeof(float), sizeof(float)};
+    void **g_a[] = {(void **)&M->atok, (void **)&M->agate, (void **)&M->adg, (void **)&M->gacc};
+    const size_t z_a[] = {sizeof(int64_t), sizeof(float), sizeof(float), sizeof(double)};
     void **g_n[] = {(void **)&M->lse, (void **)&M->tok, (void **)&M->tacc, (void **)&M->keys};
     const size_t z_n[] = {sizeof(float), sizeof(float), 2 * sizeof(double), sizeof(uint32_t)};
     if ((st = grow_group(g_en, z_en, M->routing == ROUTE_NOISY ? 4 : 2, &M->en_cap, EN)) !=
             SP_OK ||
         (st = grow_group(g_n, z_n, 4, &M->n_cap, N)) != SP_OK ||
         (st = grow_group(g_nk, z_nk, 3, &M->nk_cap, nk)) != SP_OK ||
-        (st = grow_group(g_a, z_a, 3, &M->a_cap, amax)) != SP_OK)
+        (st = grow_group(g_a, z_a, 4, &M->a_cap, amax)) != SP_OK)
         return st;
 
     /* router logits (E, N) = Wr (E, D) x (D, N) + br */
@@ -429,27 +430,40 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
     } else {
         memset(y, 0, sizeof(float) * (size_t)(D * N));
     }
-    for (int e = 0; e < E; e++) {
-        const int64_t ne = M->cnt[e], o = M->off[e];
-        M->body_n[e] = 0;
-        if (ne == 0) continue;
-        float *xe = M->xg + D * o;
-        for (int64_t f = 0; f < D; f++) {
-            const float *xf = x + f * N;
-            float *xef = xe + f * ne;
-            for (int64_t s = 0; s < ne; s++) xef[s] = xf[M->atok[o + s]];
+    /* Gather and combine run feature by feature over all experts at once: row f of x and of
+     * y (N floats) stays in L1 while every expert takes or returns its tokens' values, where
+     * expert by expert each group would walk all D rows (D x N floats, more than L2 at
+     * N = 4096 tokens) for a few values per row. Expert e's group is xg[D * off[e] ...], a
+     * (D, n_e) matrix; the combine adds the experts in index order, as one expert after
+     * another would. */
+    for (int e = 0; e < E; e++) M->body_n[e] = 0;
+    for (int64_t f = 0; f < D; f++) {
+        const float *xf = x + f * N;
+        for (int e = 0; e < E; e++) {
+            const int64_t ne = M->cnt[e], o = M->off[e];
+            const int64_t *t = M->atok + o;
+            float *d = M->xg + D * o + f * ne;
+            for (int64_t s = 0; s < ne; s++) d[s] = xf[t[s]];
         }
+    }
+    for (int e = 0; e < E; e++) {
+        const int64_t ne = M->cnt[e];
+        if (ne == 0) continue;
         if ((st = body_reserve(M, e, ne, N)) != SP_OK) return st;
         sp_run r = *run;
         r.batch = ne;
-        sp_seq *b = &M->bodies[e];
-        if ((st = sp_seq_forward(b, &r, xe)) != SP_OK) return st;
+        if ((st = sp_seq_forward(&M->bodies[e], &r, M->xg + D * M->off[e])) != SP_OK) return st;
         M->body_n[e] = ne;
-        const float *out = b->act[b->n - 1];
-        for (int64_t f = 0; f < D; f++) {
-            float *yf = y + f * N;
-            const float *of = out + f * ne;
-            for (int64_t s = 0; s < ne; s++) yf[M->atok[o + s]] += M->agate[o + s] * of[s];
+    }
+    for (int64_t f = 0; f < D; f++) {
+        float *yf = y + f * N;
+        for (int e = 0; e < E; e++) {
+            const int64_t ne = M->cnt[e], o = M->off[e];
+            if (ne == 0) continue;
+            const sp_seq *b = &M->bodies[e];
+            const float *of = b->act[b->n - 1] + f * ne, *g = M->agate + o;
+            const int64_t *t = M->atok + o;
+            for (int64_t s = 0; s < ne; s++) yf[t[s]] += g[s] * of[s];
         }
     }
     /* statistics count completed passes only */
@@ -477,27 +491,37 @@ static sp_status moe_backward(sp_layer *l, const sp_run *run, const float *x, co
     void **g_d[] = {(void **)&M->dh, (void **)&M->du};
     const size_t z_d[] = {sizeof(float), sizeof(float)};
     if ((st = grow_group(g_d, z_d, 2, &M->d_cap, EN)) != SP_OK) return st;
-    int64_t maxne = 0;
-    for (int e = 0; e < E; e++) maxne = SP_MAX(maxne, M->cnt[e]);
-    if ((st = grow((void **)&M->scr, &M->scr_cap, 2 * D * maxne, 2 * D * N, sizeof(float))) !=
+    const int64_t A = M->A;
+    if ((st = grow((void **)&M->scr, &M->scr_cap, 2 * D * A, 2 * D * M->a_cap, sizeof(float))) !=
         SP_OK)
         return st;
     const float *Wr = l->param, *Wn = l->param + E * D + E;
     float *dWr = l->grad, *dbr = l->grad + E * D, *dWn = dbr + E;
 
-    /* gate gradients: dgate = dy[:, n] . out_e[:, s] */
-    for (int e = 0; e < E; e++) {
-        const int64_t ne = M->cnt[e], o = M->off[e];
-        if (ne == 0) continue;
-        const sp_seq *b = &M->bodies[e];
-        const float *out = b->act[b->n - 1];
-        for (int64_t s = 0; s < ne; s++) {
-            const int64_t n = M->atok[o + s];
-            double g = 0.0;
-            for (int64_t f = 0; f < D; f++) g += (double)dy[f * N + n] * out[f * ne + s];
-            M->adg[o + s] = (float)g;
+    /* Feature by feature over all experts, as in the forward pass (row f of dy stays in L1):
+     * the gate gradients dgate = dy[:, n] . out_e[:, s] (summed over f in order, in double),
+     * and dY_e[:, s] = gate dy[:, n], every expert's in scr at D * off[e]. */
+    float *dyg = M->scr, *dxg = M->scr + D * A;
+    double *gacc = M->gacc;
+    for (int64_t a = 0; a < A; a++) gacc[a] = 0.0;
+    for (int64_t f = 0; f < D; f++) {
+        const float *dyf = dy + f * N;
+        for (int e = 0; e < E; e++) {
+            const int64_t ne = M->cnt[e], o = M->off[e];
+            if (ne == 0) continue;
+            const sp_seq *b = &M->bodies[e];
+            const float *of = b->act[b->n - 1] + f * ne, *g = M->agate + o;
+            const int64_t *t = M->atok + o;
+            double *ga = gacc + o;
+            float *d = dyg + D * o + f * ne;
+            for (int64_t s = 0; s < ne; s++) {
+                const float v = dyf[t[s]];
+                ga[s] += (double)v * of[s];
+                d[s] = g[s] * v;
+            }
         }
     }
+    for (int64_t a = 0; a < A; a++) M->adg[a] = (float)gacc[a];
 
     /* dp (E, N) into dh: through the gate function */
     float *dh = M->dh;
@@ -593,28 +617,27 @@ static sp_status moe_backward(sp_layer *l, const sp_run *run, const float *x, co
             return st;
     }
 
-    /* experts: dY_e[:, s] = gate dy[:, n]; back through the body; dx[:, n] += dX_e[:, s] */
+    /* experts: back through each body from dY_e; then dx[:, n] += dX_e[:, s], feature by
+     * feature, the experts in index order */
     for (int e = 0; e < E; e++) {
         const int64_t ne = M->cnt[e], o = M->off[e];
         if (ne == 0) continue;
-        float *dye = M->scr, *dxe = M->scr + D * ne;
-        for (int64_t f = 0; f < D; f++) {
-            const float *dyf = dy + f * N;
-            float *d = dye + f * ne;
-            for (int64_t s = 0; s < ne; s++) d[s] = M->agate[o + s] * dyf[M->atok[o + s]];
-        }
         sp_run r = *run;
         r.batch = ne;
-        if ((st = sp_seq_backward(&M->bodies[e], &r, M->xg + D * o, dye, dx ? dxe : NULL)) !=
-            SP_OK)
+        if ((st = sp_seq_backward(&M->bodies[e], &r, M->xg + D * o, dyg + D * o,
+                                  dx ? dxg + D * o : NULL)) != SP_OK)
             return st;
-        if (dx)
-            for (int64_t f = 0; f < D; f++) {
-                float *dxf = dx + f * N;
-                const float *d = dxe + f * ne;
-                for (int64_t s = 0; s < ne; s++) dxf[M->atok[o + s]] += d[s];
-            }
     }
+    if (dx)
+        for (int64_t f = 0; f < D; f++) {
+            float *dxf = dx + f * N;
+            for (int e = 0; e < E; e++) {
+                const int64_t ne = M->cnt[e], o = M->off[e];
+                const int64_t *t = M->atok + o;
+                const float *d = dxg + D * o + f * ne;
+                for (int64_t s = 0; s < ne; s++) dxf[t[s]] += d[s];
+            }
+        }
     return SP_OK;
 }
 
@@ -653,6 +676,7 @@ static void moe_free(sp_layer *l) {
     sp_free(M->adg);
     sp_free(M->xg);
     sp_free(M->scr);
+    sp_free(M->gacc);
     sp_free(M->dh);
     sp_free(M->du);
     sp_free(M->st_load);
