@@ -1332,3 +1332,42 @@ TEST(moe_prune_experts_keeps_the_vocabulary) {
     sp_model_free(p);
     sp_model_free(m);
 }
+
+/* A model file whose config names another expert count than its weights were saved with (the
+ * text "experts=4" edited to "experts=8", the CRC made right again) is refused naming the
+ * parameter counts, never built with weights that do not fit it. */
+TEST(moe_checkpoint_with_other_expert_count_is_refused) {
+    const char *cfg = "linear out=8\n"
+                      "residual {\n"
+                      "  moe experts=4 top_k=1 {\n"
+                      "    linear out=8\n"
+                      "  }\n"
+                      "}\n"
+                      "linear out=classes\n";
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new(cfg, shape(6, 1, 1), 3, 1, &m));
+    if (!m) return;
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/sparrow_test_%d_moe_count.ckpt", (int)getpid());
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    sp_model_free(m);
+    FILE *f = fopen(path, "rb");
+    uint8_t buf[8192];
+    size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    unlink(path);
+    CHECK(len > 16 && len < sizeof buf);
+    uint8_t *at = NULL;
+    for (size_t i = 0; i + 9 <= len && !at; i++)
+        if (!memcmp(buf + i, "experts=4", 9)) at = buf + i;
+    CHECK(at != NULL);
+    if (!at) return;
+    at[8] = '8';
+    uint32_t crc = sp_crc32(0, buf, len - 4);
+    for (int i = 0; i < 4; i++) buf[len - 4 + i] = (uint8_t)(crc >> (8 * i));
+    sp_checkpoint ck = {0};
+    CHECK_STATUS(sp_checkpoint_parse(buf, len, &ck), SP_EFORMAT);
+    CHECK_MSG(strstr(sp_last_error(), "parameters") != NULL, "message: %s", sp_last_error());
+    CHECK(ck.model == NULL);
+    sp_checkpoint_free(&ck);
+}
