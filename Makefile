@@ -2,9 +2,10 @@
 #
 #   make            build build/sparrow (CLI), build/libsparrow.a and build/libsparrow.so
 #   make test       the suite: plain, with SPARROW_ISA=scalar, and under ASan+UBSan
-#   make bench      the kernel sweep, training throughput and sparse training (time against
-#                   nnz, 98% against dense), with their peers (OpenBLAS, PyTorch, SciPy);
-#                   writes docs/BENCHMARKS.md
+#   make bench      the kernel sweep, training throughput, sparse training (time against
+#                   nnz, 98% against dense) and mixture of experts (char-LM training against
+#                   PyTorch, inference cost against the number of experts), with their peers
+#                   (OpenBLAS, PyTorch, SciPy); writes docs/BENCHMARKS.md
 #                   (BENCH_QUICK=1 make bench: a small grid, a few minutes)
 #   make bench-million  one epoch of a 784-333334-333334-333334-10 MLP trained sparse with
 #                   SET (a million hidden neurons; about 17 minutes); writes its section of
@@ -111,6 +112,7 @@ bench: build
 	@bench/run.sh
 	@bench/train.sh
 	@bench/sparse_train.sh
+	@bench/moe.sh
 
 bench-million: build
 	@$(DEPS) data
