@@ -86,6 +86,33 @@ TEST(safetensors_parses_a_valid_file) {
     free(b);
 }
 
+/* Headers that would make the parser build far more JSON values than a safetensors header
+ * holds fail early: an array longer than a shape or an offset pair can be, and a header packed
+ * with tiny values (here 2000 empty metadata strings, 7 bytes each), so that a hostile header
+ * cannot cost many times its size in parse nodes. */
+TEST(safetensors_bounds_the_json_it_parses) {
+    size_t len;
+    sp_safetensors *st = NULL;
+    uint8_t *b = make_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"
+                           "\"data_offsets\":[0,4]}}", 4, &len);
+    CHECK_STATUS(sp_safetensors_parse(b, len, &st), SP_EFORMAT);
+    CHECK_MSG(strstr(sp_last_error(), "an array of more than 16 values") != NULL, "%s",
+              sp_last_error());
+    free(b);
+    const int n = 2000;
+    char *h = malloc(32 + 7 * (size_t)n);
+    if (!h) return;
+    size_t k = (size_t)sprintf(h, "{\"__metadata__\":{");
+    for (int i = 0; i < n; i++) k += (size_t)sprintf(h + k, "%s\"\":\"\"", i ? "," : "");
+    sprintf(h + k, "}}");
+    b = make_file(h, 0, &len);
+    CHECK_STATUS(sp_safetensors_parse(b, len, &st), SP_EFORMAT);
+    CHECK_MSG(strstr(sp_last_error(), "JSON values in a") != NULL, "%s", sp_last_error());
+    CHECK(st == NULL);
+    free(b);
+    free(h);
+}
+
 /* The catalogue: each malformed file fails with its own status and message. */
 TEST(safetensors_rejects_malformed_files) {
     static const struct {

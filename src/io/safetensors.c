@@ -9,8 +9,12 @@
  *
  * Threat model: the bytes are hostile. N is checked against the buffer and the cap before
  * anything is allocated; the JSON parser allocates a string pool of N + 1 bytes and a node
- * array that grows with the nodes actually read (each node takes at least one header byte), so
- * memory stays a small multiple of the file size. Nesting is limited (JSON_MAX_DEPTH) so that
+ * array that grows with the nodes actually read, up to a budget of N / 8 + 64 nodes (a real
+ * header spends tens of bytes per value: names, dtype, shape and offsets of each tensor), and
+ * arrays hold at most JSON_MAX_ARRAY values (a shape of rank <= 8, two offsets): a hostile
+ * header of "[0,0,0,..." fails at the budget instead of costing 96 bytes of node per 2 bytes
+ * of text. Memory is then at most about 13 bytes of nodes per header byte (18 while the
+ * array grows), plus the pool. Nesting is limited (JSON_MAX_DEPTH) so that
  * recursion is bounded; only the JSON the format needs is accepted (objects, arrays, strings,
  * non-negative integers), everything else is SP_EFORMAT naming the byte offset in the header.
  */
@@ -30,6 +34,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "safetensors.c reads and writes tensor data in host order: little-endian only");
 
 #define JSON_MAX_DEPTH 8
+#define JSON_MAX_ARRAY 16 /* values in one array: shape (rank <= 8) and data_offsets (2) */
 #define META_KEY "__metadata__"
 
 static const struct {
@@ -117,6 +122,10 @@ static void skip_ws(jparser *p) {
 }
 
 static sp_status new_node(jparser *p, jkind kind, int64_t *out) {
+    if (p->nnodes >= (int64_t)(p->n / 8) + 64)
+        return sp_fail(SP_EFORMAT, "safetensors: header byte %zu: more than %lld JSON values in "
+                       "a %zu-byte header (a safetensors header needs far fewer)", p->i,
+                       (long long)(p->n / 8) + 64, p->n);
     if (p->nnodes == p->cap) {
         int64_t cap = p->cap ? 2 * p->cap : 64;
         jnode *nn = sp_alloc(sizeof *nn * (size_t)cap);
@@ -310,6 +319,10 @@ static sp_status parse_container(jparser *p, int depth, int64_t *out) {
         else p->nodes[last].next = child;
         last = child;
         p->nodes[self].count++;
+        if (!obj && p->nodes[self].count > JSON_MAX_ARRAY)
+            return sp_fail(SP_EFORMAT, "safetensors: header byte %zu: an array of more than %d "
+                           "values (shapes have rank <= %d, offsets two values)",
+                           p->nodes[self].pos, JSON_MAX_ARRAY, SP_SAFETENSORS_MAX_RANK);
         skip_ws(p);
         if (p->i < p->n && p->s[p->i] == ',') {
             p->i++;
