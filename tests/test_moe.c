@@ -1371,3 +1371,64 @@ TEST(moe_checkpoint_with_other_expert_count_is_refused) {
     CHECK(ck.model == NULL);
     sp_checkpoint_free(&ck);
 }
+
+/* Expert pruning counts an expert's layers depth first (a residual block inside the body is
+ * several layers of the model's list), and refuses expert-choice layers, whose loads are all
+ * equal and rank nothing. */
+TEST(moe_prune_experts_with_nested_bodies_and_expert_choice) {
+    const char *cfg = "linear out=6\n"
+                      "moe experts=4 top_k=1 {\n"
+                      "  residual {\n"
+                      "    linear out=6\n"
+                      "    relu\n"
+                      "  }\n"
+                      "  linear out=6\n"
+                      "}\n"
+                      "linear out=classes\n";
+    sp_model *m = NULL, *p = NULL;
+    CHECK_OK(sp_model_new(cfg, shape(4, 1, 1), 3, 5, &m));
+    if (!m) return;
+    /* 0 linear, 1 moe, per expert 4 layers (residual, linear, relu, linear), 18 linear */
+    CHECK_EQ(sp_model_nlayers(m), 2 + 4 * 4 + 1);
+    const int64_t B = 32;
+    float x[4 * 32];
+    sp_rng rng;
+    sp_rng_init(&rng, 5, 1);
+    for (int i = 0; i < 4 * 32; i++) x[i] = 2.0f * sp_rng_normal(&rng);
+    const float *y;
+    CHECK_OK(sp_model_forward(m, x, B, false, &y));
+    sp_moe_stats s;
+    CHECK_OK(sp_model_moe_stats(m, 1, &s));
+    int best = 0; /* the most loaded expert (ties: lower index) */
+    for (int e = 1; e < 4; e++)
+        if (s.load[e] > s.load[best]) best = e;
+    CHECK_OK(sp_model_moe_prune_experts(m, 1, 1, &p));
+    if (p) {
+        CHECK_EQ(sp_model_nlayers(p), 2 + 4 + 1);
+        for (int t = 0; t < 4; t++) {
+            sp_layer_info a, b;
+            CHECK_OK(sp_model_layer(m, 2 + 4 * best + t, &a));
+            CHECK_OK(sp_model_layer(p, 2 + t, &b));
+            CHECK(!strcmp(a.kind, b.kind) && a.nparam == b.nparam);
+            CHECK(!memcmp(sp_model_params(m) + a.param_offset,
+                          sp_model_params(p) + b.param_offset, sizeof(float) * (size_t)a.nparam));
+        }
+        sp_layer_info oa, ob;
+        CHECK_OK(sp_model_layer(m, 18, &oa));
+        CHECK_OK(sp_model_layer(p, 6, &ob));
+        CHECK(!memcmp(sp_model_params(m) + oa.param_offset, sp_model_params(p) + ob.param_offset,
+                      sizeof(float) * (size_t)oa.nparam));
+    }
+    sp_model_free(p);
+    sp_model_free(m);
+    m = p = NULL;
+
+    CHECK_OK(sp_model_new("moe experts=4 top_k=1 routing=expert {\n  linear out=4\n}\n"
+                          "linear out=classes\n", shape(4, 1, 1), 3, 5, &m));
+    if (!m) return;
+    CHECK_OK(sp_model_forward(m, x, B, false, &y));
+    CHECK_STATUS(sp_model_moe_prune_experts(m, 0, 2, &p), SP_EUNSUPPORTED);
+    CHECK(strstr(sp_last_error(), "expert choice") != NULL);
+    CHECK(p == NULL);
+    sp_model_free(m);
+}

@@ -68,6 +68,8 @@ typedef struct moe_layer {
     sp_layer base;
     int64_t d;
     int E, K, K_cfg;           /* experts; top_k in effect; top_k of the config */
+    int K_fwd;                 /* top_k of the last forward pass (what backward's arrays hold,
+                                * even if sp_model_moe_set_top_k ran in between) */
     route_kind routing;
     bool sigmoid;              /* router=sigmoid */
     double capacity;           /* F; 0 = none (dropless) */
@@ -178,11 +180,6 @@ static sp_status body_reserve(moe_layer *M, int k, int64_t n, int64_t most) {
 
 static inline double softplus(double v) { return v > 20.0 ? v : log1p(exp(v)); }
 static inline double sigm(double v) { return 1.0 / (1.0 + exp(-v)); }
-
-typedef struct prio {
-    float key;
-    int64_t idx;
-} prio;
 
 /* ---- forward ---------------------------------------------------------------------------------- */
 
@@ -300,6 +297,7 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
     sp_status st;
     M->N = 0;
     M->aux_on = false;
+    M->K_fwd = M->K;
     const int64_t nk = M->routing == ROUTE_EXPERT ? 0 : N * M->K;
     const int64_t amax = M->routing == ROUTE_EXPERT
                              ? E * SP_MIN(N, (int64_t)ceil(M->capacity * (double)N * M->K / E))
@@ -483,7 +481,7 @@ static sp_status moe_backward(sp_layer *l, const sp_run *run, const float *x, co
                               const float *dy, float *dx) {
     (void)y;
     moe_layer *M = (moe_layer *)l;
-    const int E = M->E, K = M->K;
+    const int E = M->E, K = M->K_fwd;
     const int64_t D = M->d, N = M->N, EN = (int64_t)E * N;
     if (N == 0 || N != l->in.h * l->in.w * run->batch)
         return sp_fail(SP_EINVAL, "%s: backward without a matching forward pass", l->name);
@@ -858,10 +856,24 @@ sp_status sp_model_moe_set_top_k(sp_model *m, int k) {
 
 /* ---- expert pruning --------------------------------------------------------------------------- */
 
+typedef struct expert_load {
+    int64_t load;
+    int idx;
+} expert_load;
+
 static int by_load(const void *a, const void *b) {
-    const prio *x = a, *y = b; /* key = load, higher first; ties: lower index */
-    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    const expert_load *x = a, *y = b; /* higher load first; ties: lower index */
+    if (x->load != y->load) return x->load > y->load ? -1 : 1;
     return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Layers of a sequence, nested ones included (as the model's depth-first list counts them). */
+static int seq_count(const sp_seq *s) {
+    int n = s->n;
+    for (int i = 0; i < s->n; i++)
+        for (int k = 0; k < sp_layer_nbodies(s->layers[i]); k++)
+            n += seq_count(sp_layer_body(s->layers[i], k));
+    return n;
 }
 
 sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_model **out) {
@@ -881,10 +893,15 @@ sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_
     if (keep < M->K_cfg)
         return sp_fail(SP_EINVAL, "model_moe_prune_experts: keep=%d is fewer than top_k=%d of "
                        "%s", keep, M->K_cfg, l->name);
+    if (M->routing == ROUTE_EXPERT)
+        return sp_fail(SP_EUNSUPPORTED, "model_moe_prune_experts: %s routes by expert choice, "
+                       "where every expert takes the same number of tokens, so its load does not "
+                       "rank the experts", l->name);
     const int E = M->E, nl = sp_model_nlayers(m);
-    const int L = M->bodies[0].n; /* layers per expert, the same for every instance */
+    /* layers per expert (nested residual blocks included), the same for every instance */
+    const int L = seq_count(&M->bodies[0]);
     sp_status st = SP_ENOMEM;
-    prio *order = sp_alloc(sizeof *order * (size_t)E);
+    expert_load *order = sp_alloc(sizeof *order * (size_t)E);
     int *kept = sp_alloc(sizeof *kept * (size_t)keep);
     int *map = sp_alloc(sizeof *map * (size_t)nl); /* old layer -> new layer, -1: dropped */
     sp_mask **masks = sp_calloc((size_t)nl, sizeof *masks);
@@ -893,9 +910,9 @@ sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_
     sp_model *pm = NULL;
     if (!order || !kept || !map || !masks || !csrs) goto done;
     /* the `keep` most-loaded experts, in their old order */
-    for (int e = 0; e < E; e++) order[e] = (prio){(float)M->st_load[e], e};
+    for (int e = 0; e < E; e++) order[e] = (expert_load){M->st_load[e], e};
     qsort(order, (size_t)E, sizeof *order, by_load);
-    for (int j = 0; j < keep; j++) kept[j] = (int)order[j].idx;
+    for (int j = 0; j < keep; j++) kept[j] = order[j].idx;
     for (int a = 1; a < keep; a++)
         for (int b = a; b > 0 && kept[b - 1] > kept[b]; b--) {
             int t = kept[b];
@@ -963,6 +980,11 @@ sp_status sp_model_moe_prune_experts(const sp_model *m, int layer, int keep, sp_
         if (map[i] < 0) continue;
         const sp_layer *a = sp_model_layer_ptr(m, i);
         sp_layer *b = sp_model_layer_ptr(pm, map[i]);
+        if (!b || strcmp(a->vt->kind, b->vt->kind) != 0) {
+            st = sp_fail(SP_EINVAL, "model_moe_prune_experts: layer %s has no counterpart in "
+                         "the rebuilt model", a->name);
+            goto done;
+        }
         if (i == layer) {
             const int64_t D = M->d;
             const moe_layer *N2 = (const moe_layer *)b;
