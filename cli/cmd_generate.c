@@ -128,6 +128,24 @@ int cmd_generate(int argc, char **argv) {
                         "would see the characters after it, so it cannot generate\n", model);
         goto done;
     }
+    /* MoE routing that looks across tokens: expert choice (each expert picks its tokens among
+     * all positions) is not causal at all; a capacity lets the filler positions after the
+     * prompt take expert slots (and drop) before a real position's later choices */
+    const char *cfgtext = sp_model_config(m);
+    if (strstr(cfgtext, "routing=expert")) {
+        fprintf(stderr, "sparrow generate: %s routes by expert choice (routing=expert), which "
+                        "picks tokens across all positions: a prediction would depend on the "
+                        "characters after it, so it cannot generate\n", model);
+        goto done;
+    }
+    for (const char *c = strstr(cfgtext, "capacity="); c; c = strstr(c + 9, "capacity="))
+        if (strncmp(c + 9, "none", 4) != 0) {
+            fprintf(stderr, "sparrow generate: warning: %s has a moe capacity (%.*s): the filler "
+                            "positions after the text compete for expert slots, so the samples "
+                            "may differ from the model's own predictions\n", model,
+                    (int)strcspn(c, " \n"), c);
+            break;
+        }
     if (top_k > 0 && cli_set_top_k(m, top_k)) goto done;
     ids = malloc(sizeof(int32_t) * (plen + (size_t)tokens));
     x = malloc(sizeof(float) * (size_t)T);

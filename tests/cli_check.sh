@@ -338,6 +338,9 @@ g1=$("$bin" generate --model "$tmp/lmoe.sparrow" --prompt "the" --tokens 20 --se
 g2=$("$bin" generate --model "$tmp/lmoe.sparrow" --prompt "the" --tokens 20 --seed 2 --top-k 2)
 if [ "$g1" = "$g2" ] && [ "${#g1}" -eq 23 ]; then pass "moe: generate --top-k 2 ($g1)"; else fail "moe: generate --top-k 2: '$g1' '$g2'"; fi
 expect_fail "moe: generate --top-k 5 with 4 experts" "k=5 is not in [1, 4]" "$bin" generate --model "$tmp/lmoe.sparrow" --prompt "the" --top-k 5
+"$bin" train --data "text:$tmp/t.txt" --model charlm:layers=1,dim=16,heads=2,ctx=16,experts=4,top_k=1,routing=expert \
+  --batch 16 --steps 2 --threads 1 --quiet --out "$tmp/lmec.sparrow"
+expect_fail "moe: generate refuses expert choice" "routes by expert choice" "$bin" generate --model "$tmp/lmec.sparrow" --prompt "the"
 out=$("$bin" prune --model "$tmp/lmoe.sparrow" --keep-experts 2 --out "$tmp/lmoe2.sparrow" --json)
 ev=$("$bin" eval --model "$tmp/lmoe2.sparrow" --json)
 if grep -q '"bits_per_char_before":[0-9.]*,"bits_per_char":[0-9.]*,"layers":\[{"name":"7.moe","experts_before":4,"kept":\[[0-3],[0-3]\]' <<<"$out" &&
