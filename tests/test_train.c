@@ -3,6 +3,7 @@
  * determinism (same seed, 1 or 2 threads: the same bytes), resume after an interruption ends
  * bit-identical, a catalogue of corrupt checkpoints, the NaN guard.
  */
+#include <dirent.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -851,5 +852,31 @@ TEST(checkpoint_rejects_corrupt_vocab) {
     free(b);
     sp_free(good);
     unlink(path);
+    sp_model_free(m);
+}
+
+/* A saved model is an ordinary new file: mode 0666 less the umask (the temporary file it is
+ * renamed from is made that way, with no process-wide umask change while saving), and no
+ * temporary file is left next to it. */
+TEST(checkpoint_file_mode_follows_the_umask) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("linear out=classes\n", (sp_shape){4, 1, 1}, 3, 1, &m));
+    if (!m) return;
+    char dir[] = "/tmp/sparrow_test_umask_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[96];
+    snprintf(path, sizeof path, "%s/m.sparrow", dir);
+    mode_t old = umask(027);
+    CHECK_OK(sp_checkpoint_save(path, m, NULL, NULL, NULL));
+    umask(old);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0640);
+    DIR *d = opendir(dir);
+    int entries = 0;
+    for (struct dirent *e; d && (e = readdir(d));) entries += e->d_name[0] != '.';
+    if (d) closedir(d);
+    CHECK_EQ(entries, 1);
+    unlink(path);
+    rmdir(dir);
     sp_model_free(m);
 }

@@ -17,6 +17,15 @@ sp_status sp_fail(sp_status st, const char *fmt, ...) __attribute__((format(prin
 typedef void (*sp_task_fn)(void *ctx, int64_t task);
 void sp_parallel_for(int64_t ntasks, int nthreads, sp_task_fn fn, void *ctx);
 
+/* Atomic replacement of a file (atomic_file.c). sp_atomic_open creates a new temporary file
+ * next to path (mode 0666 less the umask) and returns its descriptor and owned name (free with
+ * sp_free); SP_EIO naming `who` and path if it cannot. sp_atomic_commit takes the descriptor
+ * after the caller wrote it (err: the caller's first errno, 0 if none): fsync, close, rename
+ * over path, fsync of the directory; on any error the temporary file is removed and path is
+ * untouched. Returns 0 or the errno. */
+sp_status sp_atomic_open(const char *path, const char *who, int *fd, char **tmp);
+int sp_atomic_commit(int fd, const char *tmp, const char *path, int err);
+
 #define SP_UNUSED(x) ((void)(x))
 #define SP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SP_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -1006,10 +1006,10 @@ sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path
     if (!b || !path) return sp_fail(SP_EINVAL, "safetensors_write: NULL argument");
     layout_key *keys = sp_calloc((size_t)b->n + 1, sizeof *keys);
     int64_t *order = sp_calloc((size_t)b->n + 1, sizeof *order);
-    char *tmp = sp_alloc(strlen(path) + 16);
+    char *tmp = NULL;
     sbuf h = {0};
     sp_status st = SP_ENOMEM;
-    if (!keys || !order || !tmp) goto done;
+    if (!keys || !order) goto done;
     for (int64_t i = 0; i < b->n; i++)
         keys[i] = (layout_key){dtypes[b->e[i].dtype].size, b->e[i].name, i};
     qsort(keys, (size_t)b->n, sizeof *keys, by_layout);
@@ -1050,13 +1050,8 @@ sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path
         st = sp_fail(SP_EOVERFLOW, "safetensors: header of %zu bytes exceeds the limit", h.n);
         goto done;
     }
-    snprintf(tmp, strlen(path) + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = sp_fail(SP_EIO, "safetensors: cannot create a temporary file next to %s: %s", path,
-                     strerror(errno));
-        goto done;
-    }
+    int fd;
+    if ((st = sp_atomic_open(path, "safetensors", &fd, &tmp)) != SP_OK) goto done;
     int err = 0;
     uint8_t size[8];
     for (int k = 0; k < 8; k++) size[k] = (uint8_t)((uint64_t)h.n >> (8 * k));
@@ -1064,29 +1059,9 @@ sp_status sp_safetensors_write(const sp_safetensors_builder *b, const char *path
     write_all(fd, (const uint8_t *)h.p, h.n, &err);
     for (int64_t k = 0; k < b->n && !err; k++)
         write_all(fd, b->e[order[k]].data, b->e[order[k]].nbytes, &err);
-    if (!err && fsync(fd) != 0) err = errno;
-    if (close(fd) != 0 && !err) err = errno;
-    if (!err) {
-        mode_t mask = umask(0); /* mkstemp makes 0600; an exported model is an ordinary file */
-        umask(mask);
-        chmod(tmp, 0666 & ~mask);
-    }
-    if (!err && rename(tmp, path) != 0) err = errno;
-    if (err) {
-        unlink(tmp);
+    if ((err = sp_atomic_commit(fd, tmp, path, err)) != 0) {
         st = sp_fail(SP_EIO, "safetensors: writing %s failed: %s", path, strerror(err));
         goto done;
-    }
-    /* make the rename durable */
-    {
-        char *slash = strrchr(tmp, '/');
-        if (slash) slash[slash == tmp ? 1 : 0] = '\0';
-        else strcpy(tmp, ".");
-        int dfd = open(tmp, O_RDONLY);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
     }
     st = SP_OK;
 done:

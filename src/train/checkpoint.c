@@ -124,39 +124,12 @@ static void wf_pad(wfile *w) {
     wf_put(w, z, (8 - w->len % 8) % 8);
 }
 
-/* fsyncs and closes w's temporary file tmp and renames it over path (then fsyncs the
- * directory, so that the rename itself is durable); on any error the temporary file goes and
- * path is untouched. */
-static sp_status commit_file(wfile *w, char *tmp, const char *path) {
+/* Flushes w and replaces path by its temporary file tmp (sp_atomic_commit); on any error the
+ * temporary file goes and path is untouched. */
+static sp_status commit_file(wfile *w, const char *tmp, const char *path) {
     wf_flush(w);
-    int err = w->err;
-    if (!err && fsync(w->fd) != 0) err = errno;
-    if (close(w->fd) != 0 && !err) err = errno;
-    if (!err) {
-        /* mkstemp makes 0600; a model file is an ordinary file */
-        mode_t mask = umask(0);
-        umask(mask);
-        chmod(tmp, 0666 & ~mask);
-    }
-    if (!err && rename(tmp, path) != 0) err = errno;
-    if (err) {
-        unlink(tmp);
-        return sp_fail(SP_EIO, "checkpoint: writing %s failed: %s", path, strerror(err));
-    }
-    size_t plen = strlen(path);
-    char *dir = sp_alloc(plen + 2);
-    if (dir) {
-        memcpy(dir, path, plen + 1);
-        char *slash = strrchr(dir, '/');
-        if (slash) slash[slash == dir ? 1 : 0] = '\0';
-        else strcpy(dir, ".");
-        int dfd = open(dir, O_RDONLY);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        sp_free(dir);
-    }
+    int err = sp_atomic_commit(w->fd, tmp, path, w->err);
+    if (err) return sp_fail(SP_EIO, "checkpoint: writing %s failed: %s", path, strerror(err));
     return SP_OK;
 }
 
@@ -220,15 +193,9 @@ sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_opti
         recs[npat++] = r;
     }
     wfile *w = st == SP_OK ? sp_calloc(1, sizeof *w) : NULL;
-    char *tmp = w ? sp_alloc(strlen(path) + 16) : NULL;
-    if (st == SP_OK && !tmp) st = SP_ENOMEM;
-    if (st == SP_OK) {
-        snprintf(tmp, strlen(path) + 16, "%s.tmpXXXXXX", path);
-        w->fd = mkstemp(tmp);
-        if (w->fd < 0)
-            st = sp_fail(SP_EIO, "checkpoint: cannot create a temporary file next to %s: %s",
-                         path, strerror(errno));
-    }
+    char *tmp = NULL;
+    if (st == SP_OK && !w) st = SP_ENOMEM;
+    if (st == SP_OK) st = sp_atomic_open(path, "checkpoint", &w->fd, &tmp);
     if (st == SP_OK) {
         int64_t nvocab;
         const int32_t *vocab = sp_model_vocab(m, &nvocab);
