@@ -17,7 +17,11 @@ sp_status sp_fail(sp_status st, const char *fmt, ...) __attribute__((format(prin
 typedef void (*sp_task_fn)(void *ctx, int64_t task);
 void sp_parallel_for(int64_t ntasks, int nthreads, sp_task_fn fn, void *ctx);
 
-/* Atomic replacement of a file (atomic_file.c). sp_atomic_open creates a new temporary file
+/* A whole regular file into owned *bytes (free with sp_free) and *len (file.c); SP_EIO naming
+ * `who` and path if it cannot be opened, is not a regular file or reads short. */
+sp_status sp_read_file(const char *path, const char *who, uint8_t **bytes, size_t *len);
+
+/* Atomic replacement of a file (file.c). sp_atomic_open creates a new temporary file
  * next to path (mode 0666 less the umask) and returns its descriptor and owned name (free with
  * sp_free); SP_EIO naming `who` and path if it cannot. sp_atomic_commit takes the descriptor
  * after the caller wrote it (err: the caller's first errno, 0 if none): fsync, close, rename

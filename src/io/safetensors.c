@@ -655,25 +655,10 @@ sp_status sp_safetensors_parse(const uint8_t *bytes, size_t len, sp_safetensors 
 sp_status sp_safetensors_load(const char *path, sp_safetensors **out) {
     if (!path || !out) return sp_fail(SP_EINVAL, "safetensors_load: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sp_fail(SP_EIO, "safetensors: cannot open %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return sp_fail(SP_EIO, "safetensors: %s is not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    uint8_t *bytes = sp_alloc(len ? len : 1);
-    if (!bytes) {
-        fclose(f);
-        return SP_ENOMEM;
-    }
-    size_t got = fread(bytes, 1, len, f);
-    fclose(f);
-    if (got != len) {
-        sp_free(bytes);
-        return sp_fail(SP_EIO, "safetensors: reading %s: got %zu of %zu bytes", path, got, len);
-    }
+    uint8_t *bytes;
+    size_t len;
+    sp_status rs = sp_read_file(path, "safetensors", &bytes, &len);
+    if (rs != SP_OK) return rs;
     sp_status s = sp_safetensors_parse(bytes, len, out);
     if (s != SP_OK) {
         sp_free(bytes);

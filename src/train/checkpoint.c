@@ -620,25 +620,10 @@ fail:
 sp_status sp_checkpoint_load(const char *path, sp_checkpoint *out) {
     if (!path || !out) return sp_fail(SP_EINVAL, "checkpoint_load: NULL argument");
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return sp_fail(SP_EIO, "checkpoint: cannot open %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return sp_fail(SP_EIO, "checkpoint: %s is not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    uint8_t *bytes = sp_alloc(len ? len : 1);
-    if (!bytes) {
-        fclose(f);
-        return SP_ENOMEM;
-    }
-    size_t got = fread(bytes, 1, len, f);
-    fclose(f);
-    if (got != len) {
-        sp_free(bytes);
-        return sp_fail(SP_EIO, "checkpoint: reading %s: got %zu of %zu bytes", path, got, len);
-    }
+    uint8_t *bytes;
+    size_t len;
+    sp_status rs = sp_read_file(path, "checkpoint", &bytes, &len);
+    if (rs != SP_OK) return rs;
     sp_status st = sp_checkpoint_parse(bytes, len, out);
     sp_free(bytes);
     if (st != SP_OK && st != SP_ENOMEM) {

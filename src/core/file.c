@@ -1,7 +1,7 @@
 /*
- * atomic_file.c - replacing a file atomically: write a new temporary file next to it, fsync,
- * rename it over the target, fsync the directory. A crash or an error at any point leaves the
- * old file whole (checkpoints, safetensors exports).
+ * file.c - model files on disk: whole-file reads, and replacing a file atomically (write a new
+ * temporary file next to it, fsync, rename it over the target, fsync the directory: a crash or
+ * an error at any point leaves the old file whole). Checkpoints and safetensors use both.
  *
  * The temporary file is created with open(O_CREAT | O_EXCL) and mode 0666, so the process's
  * umask applies as to any new file; mkstemp would make it 0600, and widening it afterwards
@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -66,4 +67,31 @@ int sp_atomic_commit(int fd, const char *tmp, const char *path, int err) {
         sp_free(dir);
     }
     return 0;
+}
+
+sp_status sp_read_file(const char *path, const char *who, uint8_t **bytes, size_t *len) {
+    *bytes = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sp_fail(SP_EIO, "%s: cannot open %s: %s", who, path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return sp_fail(SP_EIO, "%s: %s is not a regular file", who, path);
+    }
+    size_t n = (size_t)sb.st_size;
+    uint8_t *b = sp_alloc(n ? n : 1);
+    if (!b) {
+        fclose(f);
+        return SP_ENOMEM;
+    }
+    size_t got = fread(b, 1, n, f);
+    fclose(f);
+    if (got != n) {
+        sp_free(b);
+        return sp_fail(SP_EIO, "%s: reading %s: got %zu of %zu bytes", who, path, got, n);
+    }
+    *bytes = b;
+    *len = n;
+    return SP_OK;
 }
