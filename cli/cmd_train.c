@@ -368,6 +368,8 @@ typedef struct progress {
     const sp_prune_gradual *prune; /* when pruning: the sparsity reached, for the epoch lines */
     bool tty, quiet, json;
     bool text;                     /* text data: bits per character in the epoch lines */
+    bool smoothed;                 /* label smoothing: the training loss is not the data's
+                                    * cross-entropy, so no training bits per character */
     FILE *log;
     double last_draw;
     double train_seconds;
@@ -444,7 +446,7 @@ static bool on_report(const sp_train_report *r, void *user) {
         fprintf(f, "epoch %lld/%lld%s  loss %.4f  acc %.2f%%", (long long)r->epoch + 1,
                 (long long)r->epochs, r->partial ? " (stopped by --steps)" : "", r->loss,
                 100.0 * r->accuracy);
-        if (p->text) fprintf(f, "  bits_per_char %.4f", r->loss / CLI_LN2);
+        if (p->text && !p->smoothed) fprintf(f, "  bits_per_char %.4f", r->loss / CLI_LN2);
         if (!isnan(r->val_loss))
             fprintf(f, "  val_loss %.4f  val_acc %.2f%%", r->val_loss, 100.0 * r->val_accuracy);
         if (p->text && !isnan(r->val_loss))
@@ -461,7 +463,8 @@ static bool on_report(const sp_train_report *r, void *user) {
     if (p->log) {
         fprintf(p->log, "{\"epoch\":%lld,\"step\":%lld,\"loss\":%.6g,\"accuracy\":%.6g,",
                 (long long)r->epoch + 1, (long long)r->step, r->loss, r->accuracy);
-        if (p->text) fprintf(p->log, "\"bits_per_char\":%.6g,", r->loss / CLI_LN2);
+        if (p->text && !p->smoothed)
+            fprintf(p->log, "\"bits_per_char\":%.6g,", r->loss / CLI_LN2);
         if (!isnan(r->val_loss))
             fprintf(p->log, "\"val_loss\":%.6g,\"val_accuracy\":%.6g,", r->val_loss, r->val_accuracy);
         if (p->text && !isnan(r->val_loss))
@@ -702,6 +705,7 @@ int cmd_train(int argc, char **argv) {
         .hook = pruning ? sp_prune_gradual_hook : sparse ? sp_dst_hook : NULL,
         .hook_user = pruning ? (void *)&gradual : (void *)&dst};
     pr = (progress){.tty = isatty(2) != 0, .quiet = r.quiet, .json = r.json, .text = text,
+                   .smoothed = s.label_smoothing > 0,
                    .log = logf,
                    .prune = pruning ? &gradual : NULL, .last_draw = wall()};
     to.user = &pr;
