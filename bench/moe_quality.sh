@@ -2,11 +2,11 @@
 # Does conditional computation pay on the char-level LM? Dense against mixture-of-experts models
 # with the same active parameters per token (top-1 experts as wide as the dense FFN), the same
 # steps, batch, optimizer and seeds; plus the 8-expert model without the balancing loss, to show
-# what routing does without it.
+# what routing does without it, and with heavier balancing (weights 0.05 and 0.1, seed 1).
 #
 #   bench/moe_quality.sh            charlm:layers=2,dim=64,heads=4,ctx=64 on Moby Dick, 5 epochs
 #                                   (2,755 steps of 32 windows of 64 characters), seeds 1 2 3,
-#                                   two runs at a time on one thread each (about 40 min on this
+#                                   two runs at a time on one thread each (about 50 min on this
 #                                   2-core machine); models and logs in bench/out/moe_quality/,
 #                                   the table from bench/moe_quality_report.py
 #   MOE_QUALITY_EPOCHS=1 MOE_QUALITY_SEEDS=1 bench/moe_quality.sh    a quick check
@@ -24,15 +24,20 @@ out=bench/out/moe_quality
 mkdir -p "$out"
 base="charlm:layers=2,dim=64,heads=4,ctx=64"
 
-# the 8-expert model's config with balance=0 (the spec fixes balance=0.01)
+# the 8-expert model's config with other balance weights (the spec fixes balance=0.01)
 $bin train --model "$base,experts=8,top_k=1" --data "text:$text" --steps 1 --quiet \
   --weights-only --out "$out/probe.sparrow"
 $bin inspect "$out/probe.sparrow" --json |
   /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["config"], end="")' |
-  sed 's/balance=0.01/balance=0/' >"$out/e8k1-nobalance.cfg"
-rm -f "$out/probe.sparrow"
+  cat >"$out/probe.cfg"
+for b in 0 0.05 0.1; do
+  name=e8k1-b$b
+  [ "$b" = 0 ] && name=e8k1-nobalance
+  sed "s/balance=0.01 /balance=$b /" "$out/probe.cfg" >"$out/$name.cfg"
+done
+rm -f "$out/probe.sparrow" "$out/probe.cfg"
 
-jobs=()
+jobs=("e8k1-b0.05 $out/e8k1-b0.05.cfg 1" "e8k1-b0.1 $out/e8k1-b0.1.cfg 1")
 for s in $seeds; do
   jobs+=("dense $base $s" "e8k1 $base,experts=8,top_k=1 $s" "e16k1 $base,experts=16,top_k=1 $s"
          "e8k1-nobalance $out/e8k1-nobalance.cfg $s")

@@ -14,10 +14,11 @@ import os
 import re
 import sys
 
-ORDER = ["dense", "e8k1", "e16k1", "e8k1-nobalance"]
+ORDER = ["dense", "e8k1", "e16k1", "e8k1-nobalance", "e8k1-b0.05", "e8k1-b0.1"]
 LABEL = {"dense": "dense (FFN 256)", "e8k1": "8 experts, top-1 (balance 0.01)",
          "e16k1": "16 experts, top-1 (balance 0.01)",
-         "e8k1-nobalance": "8 experts, top-1, no balancing loss"}
+         "e8k1-nobalance": "8 experts, top-1, no balancing loss",
+         "e8k1-b0.05": "8 experts, top-1, balance 0.05", "e8k1-b0.1": "8 experts, top-1, balance 0.1"}
 D, F, LAYERS = 64, 256, 2
 EXPERT = D * F + F + F * D + D  # one expert FFN: linear D->F, gelu, linear F->D
 
