@@ -5,7 +5,7 @@
 # what routing does without it, and with heavier balancing (weights 0.05 and 0.1, seed 1).
 #
 #   bench/moe_quality.sh            charlm:layers=2,dim=64,heads=4,ctx=64 on Moby Dick, 5 epochs
-#                                   (2,755 steps of 32 windows of 64 characters), seeds 1 2 3,
+#                                   (2,610 steps of 32 windows of 64 characters), seeds 1 2 3,
 #                                   two runs at a time on one thread each (about 50 min on this
 #                                   2-core machine); models and logs in bench/out/moe_quality/,
 #                                   the table from bench/moe_quality_report.py
