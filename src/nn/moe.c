@@ -109,6 +109,7 @@ typedef struct moe_layer {
     int64_t st_tokens, st_assign, st_drop;
     int64_t *st_load;
     double st_entropy;
+    sp_status *est;            /* (E) status of each expert's forward when they run in parallel */
 } moe_layer;
 
 static const sp_layer_vt moe_vt;
@@ -182,6 +183,23 @@ static inline double softplus(double v) { return v > 20.0 ? v : log1p(exp(v)); }
 static inline double sigm(double v) { return 1.0 / (1.0 + exp(-v)); }
 
 /* ---- forward ---------------------------------------------------------------------------------- */
+
+typedef struct expert_ctx {
+    moe_layer *M;
+    const sp_run *run;
+} expert_ctx;
+
+/* Task e of the expert-parallel forward pass: expert e's body on its group, on one thread. */
+static void expert_task(void *vctx, int64_t e) {
+    const expert_ctx *c = vctx;
+    moe_layer *M = c->M;
+    M->est[e] = SP_OK;
+    if (M->cnt[e] == 0) return;
+    sp_run r = *c->run;
+    r.batch = M->cnt[e];
+    r.nthreads = 1;
+    M->est[e] = sp_seq_forward(&M->bodies[e], &r, M->xg + M->d * M->off[e]);
+}
 
 /* Token choice: top-K per token, admission under capacity. Fills sel/slot/sel_g, cnt, off and
  * the assignment arrays; returns the number dropped. */
@@ -444,15 +462,39 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
             for (int64_t s = 0; s < ne; s++) d[s] = xf[t[s]];
         }
     }
+    int busy = 0; /* experts with tokens */
     for (int e = 0; e < E; e++) {
         const int64_t ne = M->cnt[e];
         if (ne == 0) continue;
         if ((st = body_reserve(M, e, ne, N)) != SP_OK) return st;
-        sp_run r = *run;
-        r.batch = ne;
-        if ((st = sp_seq_forward(&M->bodies[e], &r, M->xg + D * M->off[e])) != SP_OK) return st;
-        M->body_n[e] = ne;
+        busy++;
     }
+    const int nth = run->nthreads > 0 ? run->nthreads : sp_threads_available();
+    if (nth > 1 && busy >= 2 * nth) {
+        /* enough experts to keep every thread busy: one expert per task, each on one thread
+         * (small groups split badly inside a GEMM). Every kernel splits its work by the sizes,
+         * never by the thread count, so the bits are those of the serial loop. */
+        expert_ctx c = {M, run};
+        sp_parallel_for(E, nth, expert_task, &c);
+        for (int e = 0; e < E; e++)
+            if (M->est[e] != SP_OK) {
+                /* again on this thread, for the error message (thread-local) */
+                sp_run r = *run;
+                r.batch = M->cnt[e];
+                st = sp_seq_forward(&M->bodies[e], &r, M->xg + D * M->off[e]);
+                return st != SP_OK ? st : M->est[e];
+            }
+    } else {
+        for (int e = 0; e < E; e++) {
+            const int64_t ne = M->cnt[e];
+            if (ne == 0) continue;
+            sp_run r = *run;
+            r.batch = ne;
+            if ((st = sp_seq_forward(&M->bodies[e], &r, M->xg + D * M->off[e])) != SP_OK)
+                return st;
+        }
+    }
+    for (int e = 0; e < E; e++) M->body_n[e] = M->cnt[e];
     for (int64_t f = 0; f < D; f++) {
         float *yf = y + f * N;
         for (int e = 0; e < E; e++) {
@@ -678,6 +720,7 @@ static void moe_free(sp_layer *l) {
     sp_free(M->dh);
     sp_free(M->du);
     sp_free(M->st_load);
+    sp_free(M->est);
 }
 
 static int moe_describe(const sp_layer *l, char *buf, size_t n) {
@@ -778,7 +821,9 @@ sp_status sp_moe_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out) {
     M->cnt = sp_calloc((size_t)E, sizeof(int64_t));
     M->off = sp_calloc((size_t)E + 1, sizeof(int64_t));
     M->st_load = sp_calloc((size_t)E, sizeof(int64_t));
-    if (!M->bodies || !M->body_cap || !M->body_n || !M->cnt || !M->off || !M->st_load) {
+    M->est = sp_calloc((size_t)E, sizeof(sp_status));
+    if (!M->bodies || !M->body_cap || !M->body_n || !M->cnt || !M->off || !M->st_load ||
+        !M->est) {
         sp_layer_free(&M->base);
         return SP_ENOMEM;
     }
