@@ -185,29 +185,30 @@ static sp_status walk_lines(line_map *lm, const char **s, int *pos, int depth) {
     return SP_OK;
 }
 
+/* Counts lm's layer lines, allocates its per-line arrays and walks the whole config; the
+ * arrays are freed by the caller (also on error). */
+static sp_status line_map_walk(line_map *lm) {
+    for (const char *s = lm->cfg; *s;) {
+        sp_cfg_line l;
+        s = sp_cfg_next_line(s, &l);
+        lm->nlines += l.is_layer;
+    }
+    lm->chosen = sp_calloc((size_t)lm->nlines + 1, sizeof *lm->chosen);
+    lm->seen = sp_calloc((size_t)lm->nlines + 1, sizeof *lm->seen);
+    if (!lm->chosen || !lm->seen) return SP_ENOMEM;
+    const char *s = lm->cfg;
+    int pos = 0;
+    return walk_lines(lm, &s, &pos, 0);
+}
+
 sp_status sp_prune_rewrite_config(const char *cfg, char *const *opts, int n, char **out) {
     *out = NULL;
     line_map lm = {.cfg = cfg, .opts = opts, .n = n, .check = true};
-    for (const char *s = cfg; *s;) {
-        sp_cfg_line l;
-        s = sp_cfg_next_line(s, &l);
-        lm.nlines += l.is_layer;
-    }
-    lm.chosen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.chosen);
-    lm.seen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.seen);
-    sp_status st = SP_ENOMEM;
-    if (lm.chosen && lm.seen) {
-        const char *s = cfg;
-        int pos = 0;
-        st = walk_lines(&lm, &s, &pos, 0);
-        if (st == SP_OK && lm.next < n)
-            for (int i = lm.next; i < n; i++)
-                if (opts[i]) {
-                    st = sp_fail(SP_EINVAL, "prune: options for layer %d, but the config has %d "
-                                 "layers", i, lm.next);
-                    break;
-                }
-    }
+    sp_status st = line_map_walk(&lm);
+    for (int i = lm.next; st == SP_OK && i < n; i++)
+        if (opts[i])
+            st = sp_fail(SP_EINVAL, "prune: options for layer %d, but the config has %d layers",
+                         i, lm.next);
     if (st == SP_OK) {
         *out = sp_prune_rewrite_lines(cfg, (char *const *)lm.chosen, lm.nlines);
         if (!*out) st = SP_ENOMEM;
@@ -222,20 +223,8 @@ sp_status sp_prune_rewrite_config(const char *cfg, char *const *opts, int n, cha
 static sp_status layer_lines(const char *cfg, int n, int *line_of) {
     char **none = sp_calloc((size_t)n + 1, sizeof *none);
     line_map lm = {.cfg = cfg, .opts = none, .n = n, .line_of = line_of};
-    for (const char *s = cfg; *s;) {
-        sp_cfg_line l;
-        s = sp_cfg_next_line(s, &l);
-        lm.nlines += l.is_layer;
-    }
-    lm.chosen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.chosen);
-    lm.seen = sp_calloc((size_t)lm.nlines + 1, sizeof *lm.seen);
-    sp_status st = SP_ENOMEM;
-    if (none && lm.chosen && lm.seen) {
-        for (int i = 0; i < n; i++) line_of[i] = -1;
-        const char *s = cfg;
-        int pos = 0;
-        st = walk_lines(&lm, &s, &pos, 0);
-    }
+    for (int i = 0; i < n; i++) line_of[i] = -1;
+    sp_status st = none ? line_map_walk(&lm) : SP_ENOMEM;
     sp_free(none);
     sp_free(lm.chosen);
     sp_free(lm.seen);
