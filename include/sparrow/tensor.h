@@ -25,6 +25,9 @@ typedef enum sp_dtype {
     SP_I8 = 1,
     SP_I32 = 2,
     SP_BF16 = 3,
+    SP_U8 = 4,   /* bytes: column gaps, packed 4-bit values (two per byte), text */
+    SP_U16 = 5,  /* compact column indices */
+    SP_I64 = 6,  /* row offsets */
     SP_DTYPE_COUNT
 } sp_dtype;
 

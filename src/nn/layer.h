@@ -31,8 +31,20 @@
 
 #include "sparrow/nn.h"
 #include "sparrow/sparse.h"
+#include "sparrow/tensor.h"
 
 typedef struct sp_layer sp_layer;
+
+/* A tensor a layer keeps outside the float arenas: a quantized layer's int8 or 4-bit weights,
+ * their scales and its index arrays. The model file (docs/FORMAT.md) saves each as its own
+ * table entry and hands all of them back on load. Arrays are flat, little-endian, fixed-width
+ * elements, so the bytes in memory are the bytes in the file. */
+typedef struct sp_layer_tensor {
+    const char *name;      /* unique within the layer: [a-z0-9_], 1 to 15 characters */
+    sp_dtype dtype;        /* element type (sparrow/tensor.h) */
+    int64_t count;         /* elements */
+    const void *data;      /* count elements */
+} sp_layer_tensor;
 
 /* What one forward/backward pass is about. */
 typedef struct sp_run {
@@ -71,6 +83,18 @@ typedef struct sp_layer_vt {
      * old entry it came from or -1 (see sp_model_layer_rewire) */
     sp_status (*rewire)(sp_layer *l, const int64_t *drop, const int64_t *grow, int64_t n,
                         int64_t *src);
+    /* optional: the tensors the layer keeps outside the arenas (see sp_layer_tensor), for
+     * saving. ntensors says how many; get_tensor describes the k-th, its data borrowed from
+     * the layer. */
+    int (*ntensors)(const sp_layer *l);
+    sp_status (*get_tensor)(const sp_layer *l, int k, sp_layer_tensor *t);
+    /* optional, with the two above: the loader hands back all n tensors at once, in the order
+     * get_tensor gave them (names and dtypes already matched). The layer checks every count
+     * and every value it will index with (SP_EFORMAT naming the bad one; the layer is then
+     * unchanged). borrow: the data stays valid and unchanged for the layer's life (a
+     * read-only mapping of the file, 64-byte aligned) and may be used in place, with no copy;
+     * otherwise the layer copies what it keeps. */
+    sp_status (*load_tensors)(sp_layer *l, const sp_layer_tensor *t, int n, bool borrow);
 } sp_layer_vt;
 
 struct sp_layer {

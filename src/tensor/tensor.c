@@ -10,6 +10,9 @@ static const sp_dtype_info dtype_table[SP_DTYPE_COUNT] = {
     [SP_I8] = {"i8", 1},
     [SP_I32] = {"i32", 4},
     [SP_BF16] = {"bf16", 2},
+    [SP_U8] = {"u8", 1},
+    [SP_U16] = {"u16", 2},
+    [SP_I64] = {"i64", 8},
 };
 
 const sp_dtype_info *sp_dtype_get(sp_dtype t) {
