@@ -154,6 +154,77 @@ static inline __attribute__((always_inline)) void rows_nv(const sp_qcsr *w, int6
     }
 }
 
+/* The int8 fast path: one row's sums for NV vectors of 16 batch columns. Value pairs are
+ * widened 16 at a time (vpmovsxbw: the int16 array read as int32 words IS the pair words);
+ * columns are summed from the gaps inline, on the scalar ports, beside the vector work. */
+static inline __attribute__((always_inline)) void row_q8(const uint8_t *g, const int8_t *v,
+                                                         int64_t n, const int16_t *xb,
+                                                         int64_t ldq, __m256i *acc, int NV,
+                                                         bool dense) {
+    int16_t wv[CHUNK + 16] __attribute__((aligned(32)));
+    int64_t col = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+        const int64_t m = SP_MIN(CHUNK, n - c0);
+        int64_t t = 0;
+        for (; t + 16 <= m; t += 16)
+            _mm256_store_si256((__m256i *)(wv + t),
+                               _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(v + c0 + t))));
+        for (; t < m; t++) wv[t] = v[c0 + t];
+        wv[m] = 0; /* pad of an odd count */
+        const int32_t *wp = (const int32_t *)wv;
+        const uint8_t *gg = dense ? NULL : g + c0;
+        for (int64_t p = 0; 2 * p < m; p++) {
+            int64_t ca, cb;
+            if (dense) {
+                ca = c0 + 2 * p, cb = 2 * p + 1 < m ? ca + 1 : ca;
+            } else {
+                ca = col + gg[2 * p];
+                cb = 2 * p + 1 < m ? ca + gg[2 * p + 1] : ca;
+                col = cb;
+            }
+            const int16_t *a = xb + ca * ldq, *c = xb + cb * ldq;
+            const __m256i wpv = _mm256_set1_epi32(wp[p]);
+            for (int j = 0; j < NV; j++) {
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(a + 16 * j));
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(c + 16 * j));
+                acc[2 * j] = _mm256_add_epi32(acc[2 * j], _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wpv));
+                acc[2 * j + 1] = _mm256_add_epi32(acc[2 * j + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wpv));
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void rows_q8(const sp_qcsr *w, int64_t r0, int64_t r1,
+                                                          const int16_t *xb, int64_t ldq, int64_t nb,
+                                                          const float *xs, float *y, int64_t ldy,
+                                                          const float *bias, sp_act act, int NV) {
+    const int8_t *val = w->val;
+    for (int64_t i = r0; i < r1; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        __m256i acc[8];
+        for (int j = 0; j < 2 * NV; j++) acc[j] = _mm256_setzero_si256();
+        if (w->gap) row_q8(w->gap + k0, val + k0, k1 - k0, xb, ldq, acc, NV, false);
+        else row_q8(NULL, val + k0, k1 - k0, xb, ldq, acc, NV, true);
+        const __m256 ws = _mm256_set1_ps(w->scale[i]);
+        const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
+        float *yr = y + i * ldy;
+        for (int j = 0; j < NV; j++) {
+            for (int h = 0; h < 2; h++) {
+                const int64_t b = 16 * j + 8 * h;
+                if (b >= nb) break;
+                __m256i a = h ? _mm256_permute2x128_si256(acc[2 * j], acc[2 * j + 1], 0x31)
+                              : _mm256_permute2x128_si256(acc[2 * j], acc[2 * j + 1], 0x20);
+                __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(a), ws);
+                t = _mm256_mul_ps(t, _mm256_loadu_ps(xs + b));
+                if (bias) t = _mm256_add_ps(t, bv);
+                if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
+                if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
+                else _mm256_maskstore_ps(yr + b, lanes(nb - b), t);
+            }
+        }
+    }
+}
+
 /* batch < 16: X rows are not padded; plain sums per entry */
 static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq, int64_t ldq,
                         int64_t batch, const float *xs, float *y, int64_t ldy, const float *bias,
@@ -200,6 +271,15 @@ void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int16
         const int nv = (int)((nb + 15) / 16);
         const int16_t *xb = xq + b0;
         float *yb = y + b0;
+        if (w->bits == 8) {
+            switch (nv) {
+            case 1: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 1); break;
+            case 2: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 2); break;
+            case 3: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 3); break;
+            default: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 4); break;
+            }
+            continue;
+        }
         switch (nv) {
         case 1: rows_nv(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 1); break;
         case 2: rows_nv(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 2); break;
