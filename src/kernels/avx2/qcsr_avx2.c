@@ -134,12 +134,15 @@ static inline __attribute__((always_inline)) void rows_nv(const sp_qcsr *w, int6
         float *yr = y + i * ldy;
         for (int v = 0; v < NV; v++) {
             for (int h = 0; h < 2; h++) {
-                const int sel = h ? 0x31 : 0x20; /* batch 16v + 8h .. + 7 */
+                /* batch 16v + 8h .. + 7: the low lanes (h = 0) or the high lanes of the pair;
+                 * the lane selector must be a literal (an immediate at every -O level) */
                 __m256 t;
                 if (q4) {
-                    t = _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], sel);
+                    t = h ? _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], 0x31)
+                          : _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], 0x20);
                 } else {
-                    __m256i a = _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], sel);
+                    __m256i a = h ? _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], 0x31)
+                                  : _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], 0x20);
                     t = _mm256_mul_ps(_mm256_cvtepi32_ps(a), ws);
                 }
                 const int64_t b = 16 * v + 8 * h;
