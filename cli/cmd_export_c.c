@@ -109,6 +109,9 @@ typedef struct xop {
     float *w, *b;        /* dense (out x in) weight and bias (owned) */
     sp_mask *keep;       /* the stored entries of a sparse layer (owned), NULL for dense */
     int64_t nnz;         /* stored entries (out * in for dense) */
+    int64_t npan;        /* CSR: 0 for one row pointer per row and column indices of the size
+                          * in needs; else the columns split into npan panels of 256, one
+                          * pointer per (row, panel) and u8 indices within the panel */
 } xop;
 
 typedef struct xplan {
@@ -142,9 +145,13 @@ static const char *idx_type(int64_t maxval) {
 }
 static int64_t idx_size(int64_t maxval) { return maxval <= 255 ? 1 : maxval <= 65535 ? 2 : 4; }
 
-/* Bytes of a layer's weights in the export: CSR (row pointers, column indices, values) or
- * dense values; plus the per-row scales of int8, plus the bias. */
-static int64_t csr_bytes(int64_t out, int64_t in, int64_t nnz, int64_t vbytes) {
+/* Columns per panel of the panelled CSR: its column indices fit a byte. */
+#define EXPORT_PANEL 256
+
+/* Bytes of a CSR weight in the export (pointers, column indices, values): npan = 0 one pointer
+ * per row, else one per (row, panel) and byte-sized column indices. */
+static int64_t csr_bytes(int64_t out, int64_t in, int64_t nnz, int64_t vbytes, int64_t npan) {
+    if (npan) return (out * npan + 1) * idx_size(nnz) + nnz + nnz * vbytes;
     return (out + 1) * idx_size(nnz) + nnz * idx_size(in - 1) + nnz * vbytes;
 }
 
@@ -230,10 +237,17 @@ static sp_status plan_build(const sp_model *m, bool int8, xplan *p, char *err, s
                     snprintf(err, nerr, "layer %s: %lld entries", li.name, (long long)nnz);
                     return SP_EUNSUPPORTED;
                 }
-                /* CSR unless dense storage is no larger (a mask layer at low sparsity) */
-                if (csr_bytes(o->out, o->in, nnz, vb) < o->out * o->in * vb) {
+                /* CSR unless dense storage is no larger (a mask layer at low sparsity); with
+                 * more than 256 inputs panelled if that is smaller (u8 instead of u16 indices
+                 * against more pointers: at 90% sparsity and int8 values, a third less) */
+                const int64_t npan = (o->in + EXPORT_PANEL - 1) / EXPORT_PANEL;
+                const int64_t plain = csr_bytes(o->out, o->in, nnz, vb, 0);
+                const int64_t panels = o->in > EXPORT_PANEL ? csr_bytes(o->out, o->in, nnz, vb, npan)
+                                                            : plain;
+                if ((plain < panels ? plain : panels) < o->out * o->in * vb) {
                     o->csr = true;
                     o->nnz = nnz;
+                    o->npan = panels < plain ? npan : 0;
                 }
             }
         } else if (!strcmp(k, "relu")) o->kind = OP_RELU;
@@ -323,7 +337,8 @@ static void emit_ints(xbuf *b, const int64_t *v, int64_t n, int per_line) {
  * l<j>_cols, l<j>_w (CSR values), l<j>_scale (int8), l<j>_b (bias). Returns the flash bytes. */
 static int64_t emit_linear_arrays(xbuf *b, const char *pre, const xop *o, int j, bool int8) {
     const int64_t n = o->nnz;
-    int64_t *iv = malloc(sizeof(int64_t) * (size_t)((n > o->out ? n : o->out) + 1));
+    const int64_t nptr = o->csr && o->npan ? o->out * o->npan : o->out; /* pointers - 1 */
+    int64_t *iv = malloc(sizeof(int64_t) * (size_t)((n > nptr ? n : nptr) + 1));
     float *fv = malloc(sizeof(float) * (size_t)(n + 1));
     int8_t *q = int8 ? malloc((size_t)(o->out * o->in + 1)) : NULL;
     float *scale = int8 ? malloc(sizeof(float) * (size_t)(o->out + 1)) : NULL;
@@ -335,28 +350,32 @@ static int64_t emit_linear_arrays(xbuf *b, const char *pre, const xop *o, int j,
     int64_t bytes = 0;
     if (int8) export_quantize_rows(o->w, o->out, o->in, o->csr ? o->keep : NULL, q, scale);
     if (o->csr) {
+        /* rows[r] (or rows[r * npan + q], panel q) starts the entries of the row (segment) */
+        const int64_t seg = o->npan ? o->npan : 1, width = o->npan ? EXPORT_PANEL : o->in;
         xprintf(b, "static const %s %s_l%d_rows[%lld] = {", idx_type(n), pre, j,
-                (long long)(o->out + 1));
+                (long long)(nptr + 1));
         int64_t e = 0;
         iv[0] = 0;
-        for (int64_t r = 0; r < o->out; r++) {
-            for (int64_t c = 0; c < o->in; c++) e += sp_mask_get(o->keep, r, c);
-            iv[r + 1] = e;
-        }
-        emit_ints(b, iv, o->out + 1, 16);
-        xprintf(b, "static const %s %s_l%d_cols[%lld] = {", idx_type(o->in - 1), pre, j,
+        for (int64_t r = 0; r < o->out; r++)
+            for (int64_t g = 0; g < seg; g++) {
+                for (int64_t c = g * width; c < o->in && c < (g + 1) * width; c++)
+                    e += sp_mask_get(o->keep, r, c);
+                iv[r * seg + g + 1] = e;
+            }
+        emit_ints(b, iv, nptr + 1, 16);
+        xprintf(b, "static const %s %s_l%d_cols[%lld] = {", idx_type(width - 1), pre, j,
                 (long long)(n > 0 ? n : 1));
         e = 0;
         for (int64_t r = 0; r < o->out; r++)
             for (int64_t c = 0; c < o->in; c++)
                 if (sp_mask_get(o->keep, r, c)) {
-                    iv[e] = c;
+                    iv[e] = c % width;
                     fv[e] = int8 ? (float)q[r * o->in + c] : o->w[r * o->in + c];
                     e++;
                 }
         if (n == 0) iv[0] = 0, fv[0] = 0.0f;
         emit_ints(b, iv, n > 0 ? n : 1, 16);
-        bytes += (o->out + 1) * idx_size(n) + (n > 0 ? n : 1) * idx_size(o->in - 1);
+        bytes += (nptr + 1) * idx_size(n) + (n > 0 ? n : 1) * idx_size(width - 1);
     }
     const int64_t nv = o->csr ? (n > 0 ? n : 1) : o->out * o->in;
     if (int8) {
@@ -386,7 +405,18 @@ static void emit_linear_code(xbuf *b, const char *pre, const xop *o, int j, bool
     const char *cast = int8 ? "(float)" : "";
     xprintf(b, "    for (int32_t i = 0; i < %lld; i++) {\n", (long long)o->out);
     xprintf(b, "        float acc = 0.0f;\n");
-    if (o->csr) {
+    if (o->csr && o->npan) {
+        /* panel by panel: the same entries in the same (ascending column) order */
+        const long long np = (long long)o->npan;
+        xprintf(b, "        for (int32_t q = 0; q < %lld; q++) {\n", np);
+        xprintf(b, "            const float *xq = %s + %d * q;\n", x, EXPORT_PANEL);
+        xprintf(b, "            const int32_t s = %lld * i + q;\n", np);
+        xprintf(b, "            for (int32_t k = (int32_t)%s_l%d_rows[s]; k < (int32_t)%s_l%d_rows[s + 1]; "
+                "k++)\n", pre, j, pre, j);
+        xprintf(b, "                acc += %s%s_l%d_w[k] * xq[%s_l%d_cols[k]];\n", cast, pre, j,
+                pre, j);
+        xprintf(b, "        }\n");
+    } else if (o->csr) {
         xprintf(b, "        for (int32_t k = (int32_t)%s_l%d_rows[i]; k < (int32_t)%s_l%d_rows[i + 1]; "
                 "k++)\n", pre, j, pre, j);
         xprintf(b, "            acc += %s%s_l%d_w[k] * %s[%s_l%d_cols[k]];\n", cast, pre, j, x,
@@ -464,6 +494,12 @@ static void emit_all(const xplan *p, const sp_model *m, const char *pre, const c
     xprintf(c, "/*\n * %s.c - generated by `sparrow export-c` (sparrow %s) from %s. Do not "
             "edit;\n * %s.h documents the API. Weights: %s.\n */\n", pre, sp_version(), base,
             pre, p->int8 ? "int8 per output channel, float activations" : "float32");
+    /* sparrow rounds every product and every sum; a fused multiply-add (the M4F has one,
+     * x86-64 builds do not use it by default) would round once and give other bits */
+    xprintf(c, "/* no fused multiply-add: every product and sum rounded, as in sparrow, for the "
+            "same\n * bits on every target (GCC contracts a * b + c by default outside ISO C "
+            "modes) */\n#if defined(__clang__)\n#pragma STDC FP_CONTRACT OFF\n#elif "
+            "defined(__GNUC__)\n#pragma GCC optimize(\"fp-contract=off\")\n#endif\n\n");
     xprintf(c, "#include <stdint.h>\n");
     if (p->need_math) xprintf(c, "#include <math.h>\n");
     xprintf(c, "\n#include \"%s.h\"\n\n", pre);
@@ -473,8 +509,10 @@ static void emit_all(const xplan *p, const sp_model *m, const char *pre, const c
         const xop *o = &p->op[i];
         if (o->kind != OP_LINEAR) continue;
         if (o->csr)
-            xprintf(c, "/* %s: %lld x %lld, %s in the model, here CSR: %lld entries (%.1f%% "
+            xprintf(c, "/* %s: %lld x %lld, %s in the model, here CSR%s: %lld entries (%.1f%% "
                     "zeros) */\n", o->name, (long long)o->out, (long long)o->in, o->format,
+                    o->npan ? " in panels of 256 columns (one pointer per row and panel, u8 "
+                    "columns within the panel)" : "",
                     (long long)o->nnz, 100.0 * (1.0 - (double)o->nnz / (double)(o->out * o->in)));
         else
             xprintf(c, "/* %s: %lld x %lld, %s in the model, here dense */\n", o->name,
@@ -537,15 +575,16 @@ static void emit_all(const xplan *p, const sp_model *m, const char *pre, const c
         xprintf(h, " * Weights: int8, symmetric per output channel (scale_i = max_j |w_ij| / 127,\n"
                 " * q_ij = round(w_ij / scale_i)); activations float32; each output is the float\n"
                 " * sum of (float)q_ij * x_j over j in ascending order, times scale_i, plus the\n"
-                " * bias (no int32 accumulation).\n");
+                " * bias (no int32 accumulation), with no fused multiply-add (see %s.c).\n", pre);
     else
         xprintf(h, " * Weights: float32. Each output is the float sum of w_ij * x_j over the stored\n"
-                " * j in ascending order, plus the bias: sparrow's reference order. Build with\n"
-                " * -ffp-contract=off for results bitwise equal across targets (FMA contraction\n"
-                " * rounds differently).\n");
+                " * j in ascending order, plus the bias: sparrow's reference order, with no\n"
+                " * fused multiply-add (%s.c turns contraction off for GCC and clang; do not\n"
+                " * build it with -ffast-math), so the outputs are the same bits on every target.\n",
+                pre);
     xprintf(h, " * Sparse layers are CSR arrays, dense layers dense (see %s.c).%s\n */\n", pre,
             p->need_math ? "\n * Uses expf/tanhf/erff from <math.h>: link with -lm." : "");
-    xprintf(h, "#ifndef %s_H\n#define %s_H\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
+    xprintf(h, "#ifndef %s_SPARROW_EXPORT_H\n#define %s_SPARROW_EXPORT_H\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
             PRE, PRE);
     xprintf(h, "#define %s_INPUTS %lld\n", PRE, (long long)p->inputs);
     xprintf(h, "#define %s_CLASSES %lld\n", PRE, (long long)p->classes);
@@ -559,7 +598,7 @@ static void emit_all(const xplan *p, const sp_model *m, const char *pre, const c
     xprintf(h, "#define %s_WEIGHT_BYTES %lld\n#define %s_RAM_BYTES %lld\n\n", PRE,
             (long long)flash, PRE, (long long)ram);
     xprintf(h, "int %s_predict(const float *input, float *logits_out);\n\n", pre);
-    xprintf(h, "#ifdef __cplusplus\n}\n#endif\n\n#endif /* %s_H */\n", PRE);
+    xprintf(h, "#ifdef __cplusplus\n}\n#endif\n\n#endif /* %s_SPARROW_EXPORT_H */\n", PRE);
     sz->flash = flash;
     sz->ram = ram;
 }
