@@ -2,7 +2,7 @@
  * cmd_export_c.c - `sparrow export-c`: a model file as one self-contained C source and header
  * for a microcontroller (docs/MCU.md). The weights become const arrays (flash): dense layers
  * dense, sparse layers (mask, csr, bsr, nm storage) as CSR with the smallest index types that
- * hold them; the forward pass is a few loops over two static activation buffers, with no
+ * hold them (u8 column indices within 256-column panels when that is smaller); the forward pass is a few loops over two static activation buffers, with no
  * allocation and nothing from libc (math.h only for the smooth activations).
  *
  * Supported: flatten, linear (any storage), relu, sigmoid, tanh, silu, gelu, softmax, dropout
@@ -45,8 +45,11 @@ static void export_usage(FILE *f) {
         "  --int8          int8 weights, symmetric per output channel (scale = max|w| / 127),\n"
         "                  float activations; about 4x less flash\n"
         "  --name PREFIX   C identifier prefixing every symbol and the file names [model]\n"
-        "Sparse layers are stored as CSR (indices u8/u16/u32 by size) unless dense storage is\n"
-        "smaller (a mask layer at low sparsity); dense layers stay dense.\n");
+        "Sparse layers are stored as CSR (indices u8/u16/u32 by size; with more than 256\n"
+        "inputs in 256-column panels with u8 indices when that is smaller) unless dense\n"
+        "storage is smaller (a mask layer at low sparsity); dense layers stay dense.\n"
+        "Outputs are bitwise those of sparrow's reference kernels on any target that rounds\n"
+        "float as IEEE single (no -ffast-math). Details: docs/MCU.md.\n");
 }
 
 /* ---- a growable text buffer ------------------------------------------------------------------ */
