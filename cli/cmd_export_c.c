@@ -560,8 +560,14 @@ static void emit_all(const xplan *p, const sp_model *m, const char *pre, const c
     while (cfg && *cfg) {
         const char *nl = strchr(cfg, '\n');
         int len = nl ? (int)(nl - cfg) : (int)strlen(cfg);
-        /* a config line cannot hold a comment terminator: it is sparrow's own normalized text */
-        if (len > 0) xprintf(h, " *     %.*s\n", len, cfg);
+        if (len > 0) {
+            xprintf(h, " *     ");
+            for (int k = 0; k < len; k++) {
+                if (cfg[k] == '/' && k > 0 && cfg[k - 1] == '*') xprintf(h, " "); /* no "*" "/" */
+                xprintf(h, "%c", cfg[k]);
+            }
+            xprintf(h, "\n");
+        }
         cfg += len + (nl ? 1 : 0);
     }
     xprintf(h, " *\n"
