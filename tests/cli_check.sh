@@ -397,5 +397,30 @@ if cmp -s "$tmp/keep.sparrow" "$tmp/st.sparrow"; then pass "convert: failed conv
 else fail "convert: failed conversions leave the output untouched"; fi
 if "$bin" convert --help | grep -q 'usage: sparrow convert'; then pass "convert --help"; else fail "convert --help"; fi
 
+# export-c (docs/MCU.md; tests/mcu_check.sh runs the exports): bad input, no half-written files
+"$bin" train --model lenet5 --steps 1 --quiet --out "$tmp/l5.sparrow"
+expect_fail "export-c: missing model" "cannot open" "$bin" export-c --model "$tmp/none.sparrow" --out "$tmp/ex"
+expect_fail "export-c: conv layer" "SP_EUNSUPPORTED: layer 0.conv2d (conv2d) is not supported by export-c" \
+  "$bin" export-c --model "$tmp/l5.sparrow" --out "$tmp/ex"
+expect_fail "export-c: nested layer" "layer 1.residual (residual) is not supported" "$bin" export-c --model "$tmp/res.sparrow" --out "$tmp/ex"
+expect_fail "export-c: output directory under a file" "cannot create directory $tmp/a.sparrow/sub" \
+  "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/a.sparrow/sub"
+expect_fail "export-c: output is a file" "is not a directory" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/a.sparrow"
+expect_usage "export-c: bad --name" "--name expects a C identifier" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex" --name 9x
+expect_usage "export-c: no --out" "--out is required" "$bin" export-c --model "$tmp/a.sparrow"
+expect_usage "export-c: unknown option" "unknown option '--int4'" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex" --int4
+mkdir -p "$tmp/ex/m.h"
+echo "old" >"$tmp/ex/m.c"
+expect_fail "export-c: a target it cannot replace" "cannot write $tmp/ex/m.h" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex" --name m
+if [ "$(cat "$tmp/ex/m.c")" = old ] && [ -z "$(find "$tmp/ex" -name '*.tmp*')" ]
+then pass "export-c: a failed export leaves the old files and no temporary one"
+else fail "export-c: a failed export leaves the old files and no temporary one: $(ls "$tmp/ex")"; fi
+if "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex2" --name mlp_1 | grep -q "wrote $tmp/ex2/mlp_1.c" &&
+   grep -q 'int mlp_1_predict(const float \*input, float \*logits_out);' "$tmp/ex2/mlp_1.h" &&
+   grep -q '#define MLP_1_INPUTS 784' "$tmp/ex2/mlp_1.h" && gcc -std=c99 -Wall -Wextra -Werror -c \
+     -o "$tmp/ex2/mlp_1.o" "$tmp/ex2/mlp_1.c"
+then pass "export-c: a model with dropout exports and compiles"; else fail "export-c: a model with dropout exports and compiles"; fi
+if "$bin" export-c --help | grep -q 'usage: sparrow export-c'; then pass "export-c --help"; else fail "export-c --help"; fi
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]
