@@ -11,12 +11,14 @@
  *   prune.h    pruning: criteria (scores), granularities (masks), layer densities, schedules
  *   lottery.h  lottery tickets: iterative magnitude pruning with rewinding, random-reinit control
  *   io.h       safetensors files; PyTorch nn.Sequential state_dicts to and from models
+ *   infer.h    inference sessions: buffers reserved once, runs with no allocation
  */
 #ifndef SPARROW_H
 #define SPARROW_H
 
 #include "sparrow/core.h"
 #include "sparrow/data.h"
+#include "sparrow/infer.h"
 #include "sparrow/io.h"
 #include "sparrow/kernels.h"
 #include "sparrow/lottery.h"
