@@ -234,7 +234,7 @@ int cli_recipe_read(const char *path, cli_recipe *r) {
      * command line's options by the caller */
     sp_recipe *rc = NULL;
     if (sp_recipe_parse(r->text, strlen(r->text), &rc) != SP_OK) {
-        fprintf(stderr, "sparrow: recipe %s: %s\n", path, sp_last_error());
+        fprintf(stderr, "sparrow: %s: %s\n", path, sp_last_error());
         return 1;
     }
     int rv = 0;
