@@ -51,9 +51,11 @@ typedef struct sp_session sp_session;
 /* A session on m (borrowed) for batches of 1 to max_batch samples on nthreads threads (<= 0:
  * all). Reserves every buffer a pass of max_batch samples needs, and the session's own input
  * buffer (features x max_batch floats) for sp_session_predict_u8, by one evaluation pass over
- * zeros: for a mixture-of-experts model that pass counts in the routing statistics
- * (sp_model_moe_reset_stats clears them). SP_EINVAL for NULL or max_batch < 1; SP_EOVERFLOW if
- * the buffers would not fit; SP_ENOMEM. Returns owned *out (sp_session_free). */
+ * zeros; a mixture-of-experts block is also reserved for every expert taking all the tokens it
+ * could be routed (set a run-time top_k with sp_model_moe_set_top_k before this). The warm-up
+ * pass counts in moe routing statistics (sp_model_moe_reset_stats clears them). SP_EINVAL for
+ * NULL or max_batch < 1; SP_EOVERFLOW if the buffers would not fit; SP_ENOMEM. Returns owned
+ * *out (sp_session_free). */
 sp_status sp_session_new(sp_model *m, int64_t max_batch, int nthreads, sp_session **out);
 
 /* Runs the model in evaluation mode on x, feature-major (features, batch) with leading

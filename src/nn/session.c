@@ -2,8 +2,11 @@
  * session.c - inference sessions (sparrow/infer.h): every buffer reserved in sp_session_new by
  * one evaluation pass of max_batch samples over zeros, so that later passes of up to max_batch
  * samples allocate nothing. sp_model_forward only reserves when the batch grows past its
- * capacity, no layer allocates in an evaluation forward pass (tests/test_session.c counts the
- * allocator's calls to prove it), and the warm-up pass also starts the thread pool's workers.
+ * capacity, and the warm-up pass also starts the thread pool's workers. One kind of layer
+ * reserves lazily by what its input routes: a mixture of experts grows an expert's buffers to
+ * the most tokens that expert has been given. A session therefore reserves every moe block for
+ * all the tokens of max_batch up front (sp_moe_reserve_eval). tests/test_session.c counts the
+ * allocator's calls to prove that runs make none.
  */
 #include <math.h>
 #include <string.h>
@@ -11,6 +14,7 @@
 #include "sparrow/infer.h"
 
 #include "../core/internal.h"
+#include "seq.h"
 
 struct sp_session {
     sp_model *m;       /* borrowed */
@@ -19,6 +23,41 @@ struct sp_session {
     int64_t in_features, out_features, classes;
     float *x;          /* in_features x max_batch: the transposed, scaled input of predict */
 };
+
+/* Every moe block reserved for the most tokens it can see in a pass of max_batch samples: the
+ * flat layer list is depth-first, so a block comes before the layers of its bodies, and
+ * bound[i] (samples layer i can be run on) is known when layer i is reached. A residual body
+ * runs on its block's batch, a moe body on up to all of its block's tokens. */
+static sp_status reserve_moe(sp_model *m, int64_t max_batch) {
+    const int n = sp_model_nlayers(m);
+    bool any = false;
+    for (int i = 0; i < n && !any; i++) any = sp_moe_is(sp_model_layer_ptr(m, i));
+    if (!any) return SP_OK;
+    int64_t *bound = sp_alloc(sizeof(int64_t) * (size_t)n);
+    if (!bound) return SP_ENOMEM;
+    for (int i = 0; i < n; i++) bound[i] = max_batch;
+    sp_status st = SP_OK;
+    for (int i = 0; i < n && st == SP_OK; i++) {
+        sp_layer *l = sp_model_layer_ptr(m, i);
+        const bool moe = sp_moe_is(l);
+        int64_t tokens;
+        if (!sp_mul_i64(l->in.h * l->in.w, bound[i], &tokens)) {
+            st = sp_fail(SP_EOVERFLOW, "session_new: tokens of %s overflow at max_batch %lld",
+                         l->name, (long long)max_batch);
+            break;
+        }
+        for (int k = 0; k < sp_layer_nbodies(l); k++) {
+            const sp_seq *body = sp_layer_body(l, k);
+            for (int j = 0; j < body->n; j++) {
+                const int c = body->layers[j]->index;
+                if (c > i && c < n) bound[c] = moe ? tokens : bound[i];
+            }
+        }
+        if (moe) st = sp_moe_reserve_eval(l, tokens);
+    }
+    sp_free(bound);
+    return st;
+}
 
 sp_status sp_session_new(sp_model *m, int64_t max_batch, int nthreads, sp_session **out) {
     if (!m || !out) return sp_fail(SP_EINVAL, "session_new: NULL argument");
@@ -48,6 +87,7 @@ sp_status sp_session_new(sp_model *m, int64_t max_batch, int nthreads, sp_sessio
     const float *y;
     sp_model_set_threads(m, nthreads);
     sp_status st = sp_model_forward(m, s->x, max_batch, false, &y);
+    if (st == SP_OK) st = reserve_moe(m, max_batch);
     if (st != SP_OK) {
         sp_session_free(s);
         return st;
