@@ -11,6 +11,7 @@
  *   prune.h    pruning: criteria (scores), granularities (masks), layer densities, schedules
  *   lottery.h  lottery tickets: iterative magnitude pruning with rewinding, random-reinit control
  *   io.h       safetensors files; PyTorch nn.Sequential state_dicts to and from models
+ *   model_file.h  memory-mapped, zero-copy loading of a model file for inference
  */
 #ifndef SPARROW_H
 #define SPARROW_H
@@ -20,6 +21,7 @@
 #include "sparrow/io.h"
 #include "sparrow/kernels.h"
 #include "sparrow/lottery.h"
+#include "sparrow/model_file.h"
 #include "sparrow/nn.h"
 #include "sparrow/prune.h"
 #include "sparrow/sparse.h"
