@@ -1,8 +1,10 @@
 /*
  * make_checkpoint_corpus.c - writes the seed corpus of fuzz_checkpoint: three tiny valid model
- * files (an MLP without optimizer, a CNN with BatchNorm and a CSR layer with SGD state, an N:M /
- * residual / BSR model with Adam state and no training position). seed3.sparrow is seed1 as
- * written before CSR patterns had their own record kind (a bit mask): old files still load.
+ * files in format version 2 (docs/FORMAT.md; an MLP without optimizer, a CNN with BatchNorm and
+ * a CSR layer with SGD state, an N:M / residual / BSR model with Adam state and no training
+ * position), each under the fuzzer's 4096-byte -max_len. seed3.sparrow is a version-1 file (seed1
+ * as written before CSR patterns had their own record kind, a bit mask): it is not rewritten,
+ * and keeps the version-1 reader fuzzed.
  *
  *   cc -Iinclude fuzz/make_checkpoint_corpus.c build/libsparrow.a -lopenblas -lz -lm -lpthread \
  *      -o /tmp/mkc && /tmp/mkc fuzz/corpus/checkpoint

@@ -496,7 +496,6 @@ static sp_status read_optim(const mfile *f, sp_checkpoint *out) {
     const ment *s = get(f, "optim.state", SP_F32, MF_DENSE, -1, &st);
     if (st != SP_OK) return st;
     if (!s) return FAIL("tensor 'optim' without 'optim.state'");
-    if (f->borrow) return SP_OK; /* a mapped model is not trained: no optimizer is built */
     const uint8_t *p = e->p;
     const uint32_t kind = mf_rd32(p), nesterov = mf_rd32(p + 4);
     if (kind > 2 || nesterov > 1 || mf_rd32(p + 28))
@@ -512,6 +511,7 @@ static sp_status read_optim(const mfile *f, sp_checkpoint *out) {
         return FAIL("optimizer step %llu / state of %llu floats (tensor 'optim.state' holds "
                     "%llu)", (unsigned long long)t, (unsigned long long)ns,
                     (unsigned long long)s->count);
+    if (f->borrow) return SP_OK; /* a mapped model is not trained: no optimizer is built */
     st = sp_optim_new(&c, sp_model_nparams(out->model), &out->optim);
     if (st != SP_OK) {
         if (st == SP_ENOMEM) return st;
