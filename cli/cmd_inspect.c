@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -63,7 +64,13 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
     sp_checkpoint ck = {0};
-    if (sp_checkpoint_load(path, &ck) != SP_OK) return cli_fail("inspect");
+    sp_model_file_info info;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* mapped: the weights are used in place in the file (docs/FORMAT.md) */
+    if (sp_checkpoint_open(path, &ck, &info) != SP_OK) return cli_fail("inspect");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double load_ms = 1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec);
     struct stat sb;
     long long file_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
     sp_model *m = ck.model;
@@ -116,9 +123,13 @@ int cmd_inspect(int argc, char **argv) {
         printf("{\"model\":");
         cli_json_string(stdout, path);
         printf(",\"params\":%lld,\"nnz\":%lld,\"sparsity\":%.6f,\"bytes\":%zu,\"file_bytes\":%lld,"
-               "\"dense_fp32_bytes\":%lld,\"buffers\":%lld,\"input_scale\":%.9g,\"config\":",
+               "\"dense_fp32_bytes\":%lld,\"buffers\":%lld,\"input_scale\":%.9g,",
                (long long)params, (long long)nnz, sparsity, bytes + 4 * (size_t)nbuf, file_bytes,
                dense_bytes, (long long)nbuf, (double)sp_model_input_scale(m));
+        printf("\"format_version\":%u,\"load_ms\":%.3f,\"mapped\":%s,\"weight_bytes\":%llu,"
+               "\"in_place_bytes\":%llu,\"config\":", info.version, load_ms,
+               info.mapped ? "true" : "false", (unsigned long long)info.weight_bytes,
+               (unsigned long long)info.in_place_bytes);
         cli_json_string(stdout, sp_model_config(m));
         printf(",\"layers\":[");
         for (int i = 0; i < n; i++) {
@@ -181,6 +192,10 @@ int cmd_inspect(int argc, char **argv) {
         printf("total: %lld parameters, %lld nonzero (%.2f%% sparse), %zu bytes in memory; file "
                "%lld bytes; dense fp32 %lld bytes\n", (long long)params, (long long)nnz,
                100.0 * sparsity, bytes + 4 * (size_t)nbuf, file_bytes, dense_bytes);
+        printf("loaded in %.2f ms, %s, %llu of %llu weight bytes used in place (format version "
+               "%u)\n", load_ms, info.mapped ? "mapped" : "copied",
+               (unsigned long long)info.in_place_bytes, (unsigned long long)info.weight_bytes,
+               info.version);
         if (data) {
             if (text)
                 printf("routing of the test set of %s (evaluation mode): bits per character "

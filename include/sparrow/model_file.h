@@ -25,6 +25,7 @@
 
 #include "sparrow/core.h"
 #include "sparrow/nn.h"
+#include "sparrow/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +46,10 @@ typedef struct sp_model_file_info {
 sp_status sp_model_open(const char *path, sp_model **out);
 /* The same, and fills *info (may be NULL). */
 sp_status sp_model_open_info(const char *path, sp_model **out, sp_model_file_info *info);
+/* The same as a checkpoint: the mapped model (out->model), the training settings (out->meta)
+ * and position (out->state); out->optim is always NULL (a mapped model is not trained). Free
+ * with sp_checkpoint_free. For commands that run a model forward and read its settings. */
+sp_status sp_checkpoint_open(const char *path, sp_checkpoint *out, sp_model_file_info *info);
 /* true for a model opened mapped (forward only, weights read-only). */
 bool sp_model_is_mapped(const sp_model *m);
 

@@ -671,16 +671,16 @@ sp_status sp_model_file_parse(const uint8_t *b, size_t len, bool borrow, sp_chec
 
 /* ---- sp_model_open: the mapped loader ---------------------------------------------------- */
 
-sp_status sp_model_open_info(const char *path, sp_model **out, sp_model_file_info *info) {
-    if (!path || !out) return sp_fail(SP_EINVAL, "model_open: NULL argument");
-    *out = NULL;
+sp_status sp_checkpoint_open(const char *path, sp_checkpoint *out, sp_model_file_info *info) {
+    if (!path || !out) return sp_fail(SP_EINVAL, "checkpoint_open: NULL argument");
+    memset(out, 0, sizeof *out);
     if (info) memset(info, 0, sizeof *info);
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sp_fail(SP_EIO, "model_open: cannot open %s", path);
+    if (fd < 0) return sp_fail(SP_EIO, "checkpoint_open: cannot open %s", path);
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return sp_fail(SP_EIO, "model_open: %s is not a regular file", path);
+        return sp_fail(SP_EIO, "checkpoint_open: %s is not a regular file", path);
     }
     const size_t len = (size_t)sb.st_size;
     uint8_t head[12] = {0};
@@ -691,33 +691,43 @@ sp_status sp_model_open_info(const char *path, sp_model **out, sp_model_file_inf
         map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
             close(fd);
-            return sp_fail(SP_EIO, "model_open: cannot map %s (%zu bytes)", path, len);
+            return sp_fail(SP_EIO, "checkpoint_open: cannot map %s (%zu bytes)", path, len);
         }
     }
     close(fd);
-    sp_checkpoint ck = {0};
-    sp_status st;
     if (v1) { /* no aligned per-layer tensors: copied */
-        st = sp_checkpoint_load(path, &ck);
-        if (st == SP_OK && info)
-            *info = (sp_model_file_info){.version = 1, .file_bytes = len,
-                                         .weight_bytes = 4 * (uint64_t)(sp_model_nparams(ck.model) +
-                                                                        sp_model_nbuffers(ck.model))};
-        if (st != SP_OK) return st; /* the message names the path */
-    } else {
-        static const uint8_t empty[1];
-        st = sp_model_file_parse(map ? map : empty, len, true, &ck, info);
-        if (st != SP_OK) {
-            if (map) munmap(map, len);
-            if (st != SP_ENOMEM) {
-                char msg[480];
-                snprintf(msg, sizeof msg, "%s", sp_last_error());
-                sp_fail(st, "%s: %s", path, msg);
-            }
-            return st;
-        }
-        sp_model_adopt_mapping(ck.model, map, len);
+        sp_status st = sp_checkpoint_load(path, out); /* its messages name the path */
+        if (st != SP_OK) return st;
+        sp_optim_free(out->optim);
+        out->optim = NULL;
+        if (info)
+            *info = (sp_model_file_info){
+                .version = 1, .file_bytes = len,
+                .weight_bytes = 4 * (uint64_t)(sp_model_nparams(out->model) +
+                                               sp_model_nbuffers(out->model))};
+        return SP_OK;
     }
+    static const uint8_t empty[1];
+    sp_status st = sp_model_file_parse(map ? map : empty, len, true, out, info);
+    if (st != SP_OK) {
+        if (map) munmap(map, len);
+        if (st != SP_ENOMEM) {
+            char msg[480];
+            snprintf(msg, sizeof msg, "%s", sp_last_error());
+            sp_fail(st, "%s: %s", path, msg);
+        }
+        return st;
+    }
+    sp_model_adopt_mapping(out->model, map, len);
+    return SP_OK;
+}
+
+sp_status sp_model_open_info(const char *path, sp_model **out, sp_model_file_info *info) {
+    if (!path || !out) return sp_fail(SP_EINVAL, "model_open: NULL argument");
+    *out = NULL;
+    sp_checkpoint ck;
+    sp_status st = sp_checkpoint_open(path, &ck, info);
+    if (st != SP_OK) return st;
     *out = ck.model;
     ck.model = NULL;
     sp_checkpoint_free(&ck);
