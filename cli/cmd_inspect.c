@@ -14,11 +14,13 @@
 
 static void inspect_usage(FILE *f) {
     fprintf(f,
-        "usage: sparrow inspect MODEL [--json] [--data D [--threads T]]\n"
+        "usage: sparrow inspect MODEL [--json] [--copy] [--data D [--threads T]]\n"
         "\n"
         "Lists each layer of a model file: shape, weight format, parameters, nonzeros, sparsity\n"
         "and bytes, then the totals against the dense fp32 size. A moe layer also shows its\n"
-        "experts, top_k and routing (its config line).\n"
+        "experts, top_k and routing (its config line), and how long the file took to load: it\n"
+        "is mapped and its weights used in place (docs/FORMAT.md).\n"
+        "  --copy       load it by copying instead (as training does), to compare load times\n"
         "  --data D     route the test split of D (fashion-mnist, idx:DIR, text:FILE) through\n"
         "               the model in evaluation mode and print each moe layer's statistics:\n"
         "               tokens per expert, max/mean load, router entropy, drop rate\n"
@@ -37,7 +39,7 @@ static void shape_str(char *buf, size_t n, sp_shape s) {
 
 int cmd_inspect(int argc, char **argv) {
     const char *path = NULL, *data = NULL;
-    bool json = false;
+    bool json = false, copy = false;
     int64_t threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -45,6 +47,8 @@ int cmd_inspect(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--json")) {
             json = true;
+        } else if (!strcmp(argv[i], "--copy")) {
+            copy = true;
         } else if (!strcmp(argv[i], "--data") || !strcmp(argv[i], "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "sparrow inspect: %s needs a value (see --help)\n", argv[i]);
@@ -68,8 +72,17 @@ int cmd_inspect(int argc, char **argv) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* mapped: the weights are used in place in the file (docs/FORMAT.md) */
-    if (sp_checkpoint_open(path, &ck, &info) != SP_OK) return cli_fail("inspect");
+    sp_status ls = copy ? sp_checkpoint_load(path, &ck) : sp_checkpoint_open(path, &ck, &info);
+    if (ls != SP_OK) return cli_fail("inspect");
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (copy) { /* the same figures as the mapped load would give, nothing in place */
+        info = (sp_model_file_info){.version = 0, .mapped = false};
+        sp_model *pm = NULL;
+        sp_model_file_info mi;
+        if (sp_model_open_info(path, &pm, &mi) == SP_OK)
+            info.version = mi.version, info.weight_bytes = mi.weight_bytes;
+        sp_model_free(pm);
+    }
     const double load_ms = 1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec);
     struct stat sb;
     long long file_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
