@@ -15,6 +15,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_lottery(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_bench_model(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 

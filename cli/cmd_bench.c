@@ -4,6 +4,11 @@
  *
  * Layout: W is (rows x cols) = (out x in); X is (cols, batch) feature-major; Y = W X is
  * (rows, batch). The dense peer is cblas_sgemm (cblas_sgemv at batch 1) on W stored dense.
+ *
+ * --dtype i8|i4 (csr only) also quantizes W (sp_qcsr, include/sparrow/quant.h) and times
+ * sp_qcsr_spmm (activations quantized per sample inside the call) beside sparrow's fp32 CSR
+ * product on the same data: "sparse" is then the quantized product, "f32_sparse" the fp32 one,
+ * and the error is measured against the fp32 product of the dequantized operands.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +27,7 @@ void openblas_set_num_threads(int num_threads);
 
 typedef struct bench_cfg {
     const char *format;
+    int bits; /* 32 (f32), 8 (i8) or 4 (i4) */
     int64_t rows, cols, batch, threads, br, bc, n, m, reps;
     double sparsity, min_time;
     uint64_t seed;
@@ -209,6 +215,8 @@ static void bench_usage(FILE *f) {
             "  --sparsity S     fraction of zero weights in [0, 1) (default 0.9; for nm it is\n"
             "                   1 - N/M)\n"
             "  --format F       csr (default), bsr or nm\n"
+            "  --dtype D        f32 (default), i8 or i4 (csr: quantized weights, timed beside\n"
+            "                   the f32 CSR product; i4 uses groups of 32)\n"
             "  --block RxC      block shape for bsr, each side in [1, 64] (default 4x4)\n"
             "  --nm N:M         pattern for --format nm, 1 <= N <= M <= 32 (default 2:4)\n"
             "  --threads T      threads for both sides (default 1)\n"
@@ -226,7 +234,7 @@ static const fmt *find_format(const char *name) {
 }
 
 static int parse(int argc, char **argv, bench_cfg *c) {
-    *c = (bench_cfg){.format = "csr", .rows = 4096, .cols = 4096, .batch = 64, .threads = 1,
+    *c = (bench_cfg){.format = "csr", .bits = 32, .rows = 4096, .cols = 4096, .batch = 64, .threads = 1,
                      .br = 4, .bc = 4, .n = 2, .m = 4, .sparsity = 0.9, .min_time = 0.5,
                      .seed = 1};
     for (int i = 0; i < argc; i++) {
@@ -265,6 +273,14 @@ static int parse(int argc, char **argv, bench_cfg *c) {
                 return 2;
             }
             c->format = v;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(v, "f32")) c->bits = 32;
+            else if (!strcmp(v, "i8")) c->bits = 8;
+            else if (!strcmp(v, "i4")) c->bits = 4;
+            else {
+                fprintf(stderr, "sparrow bench: unknown dtype '%s' (f32, i8, i4)\n", v);
+                return 2;
+            }
         } else if (!strcmp(a, "--block")) ok = cli_parse_pair(a, v, 'x', 1, 64, &c->br, &c->bc);
         else if (!strcmp(a, "--nm")) {
             ok = cli_parse_pair(a, v, ':', 1, 32, &c->n, &c->m);
@@ -278,6 +294,10 @@ static int parse(int argc, char **argv, bench_cfg *c) {
         }
         if (!ok) return 2;
         i++;
+    }
+    if (c->bits != 32 && strcmp(c->format, "csr") != 0) {
+        fprintf(stderr, "sparrow bench: --dtype i8/i4 needs --format csr\n");
+        return 2;
     }
     int64_t cells;
     if (!sp_mul_i64(c->rows, c->cols, &cells) || cells > ((int64_t)1 << 31)) {
@@ -295,6 +315,30 @@ static int fail(const char *what, sp_status st) {
 
 /* ---- the benchmark ------------------------------------------------------------------------- */
 
+/* The quantized side of --dtype i8/i4: W quantized, its workspace, and its output. */
+typedef struct quant_side {
+    sp_qcsr *w;
+    void *work;
+    size_t work_bytes;
+    float *y;
+} quant_side;
+
+static sp_status quant_run(const quant_side *q, const bench_cfg *c, const float *x) {
+    return sp_qcsr_spmm(q->w, x, c->batch, c->batch, 0.0f, q->y, c->batch, NULL, SP_ACT_NONE,
+                        q->work, q->work_bytes, (int)c->threads);
+}
+
+/* X dequantized as sp_qcsr_spmm sees it: per sample s = max |x| / 127, round(x / s) * s */
+static void dequant_x(const bench_cfg *c, const float *x, float *xd) {
+    for (int64_t b = 0; b < c->batch; b++) {
+        float m = 0.0f;
+        for (int64_t j = 0; j < c->cols; j++) m = fmaxf(m, fabsf(x[j * c->batch + b]));
+        float inv = m > 0.0f ? 127.0f / m : 0.0f, s = m / 127.0f;
+        for (int64_t j = 0; j < c->cols; j++)
+            xd[j * c->batch + b] = rintf(x[j * c->batch + b] * inv) * s;
+    }
+}
+
 static int run_spmm(const bench_cfg *c) {
     const fmt *f = find_format(c->format);
     size_t wbytes = (size_t)(c->rows * c->cols) * sizeof(float);
@@ -305,6 +349,8 @@ static int run_spmm(const bench_cfg *c) {
     float *yd = sp_alloc((size_t)(c->rows * c->batch) * sizeof(float));
     float *mag = sp_alloc((size_t)(c->rows * c->batch) * sizeof(float));
     void *obj = NULL;
+    quant_side qs = {0};
+    float *wq = NULL, *xq = NULL;
     int rc = 1;
     if (!wd || !wabs || !x || !xabs || !ys || !yd || !mag) {
         rc = fail("allocating the operands", SP_ENOMEM);
@@ -318,6 +364,21 @@ static int run_spmm(const bench_cfg *c) {
     if (st != SP_OK) {
         rc = fail("building the sparse matrix", st);
         goto done;
+    }
+    if (c->bits != 32) {
+        if ((st = sp_qcsr_from_csr(obj, c->bits, c->bits == 4 ? 32 : 0, &qs.w)) != SP_OK) {
+            rc = fail("quantizing the sparse matrix", st);
+            goto done;
+        }
+        qs.work_bytes = sp_qcsr_work_bytes(qs.w, c->batch);
+        qs.work = sp_alloc(qs.work_bytes);
+        qs.y = sp_alloc((size_t)(c->rows * c->batch) * sizeof(float));
+        wq = sp_alloc(wbytes);
+        xq = sp_alloc((size_t)(c->cols * c->batch) * sizeof(float));
+        if (!qs.work || !qs.y || !wq || !xq) {
+            rc = fail("allocating the quantized operands", SP_ENOMEM);
+            goto done;
+        }
     }
     int64_t nnz_true = 0;
     for (int64_t i = 0; i < c->rows * c->cols; i++) {
@@ -339,17 +400,43 @@ static int run_spmm(const bench_cfg *c) {
     dense_ctx mc = {c, wabs, xabs, mag};
     dense_run(&mc);
     dense_run(&dc);
-    double max_abs = 0, worst_ratio = 0;
+    double max_abs = 0, worst_ratio = 0, quant_err = 0;
     for (int64_t i = 0; i < c->rows * c->batch; i++) {
         double e = fabs((double)ys[i] - (double)yd[i]);
         double bound = 1e-6 + 2e-5 * (double)mag[i];
         if (!(e <= max_abs)) max_abs = e;
         if (!(e / bound <= worst_ratio)) worst_ratio = e / bound;
     }
+    if (qs.w) {
+        /* the quantized product against the fp32 product of the dequantized operands (which
+         * it must match to fp32 rounding), and, for information, against the fp32 product */
+        if ((st = quant_run(&qs, c, x)) != SP_OK) {
+            rc = fail("quantized product", st);
+            goto done;
+        }
+        for (int64_t i = 0; i < c->rows * c->batch; i++) {
+            double e = fabs((double)qs.y[i] - (double)yd[i]);
+            if (!(e <= quant_err)) quant_err = e;
+        }
+        sp_qcsr_to_dense(qs.w, wq, c->cols);
+        dequant_x(c, x, xq);
+        dense_ctx qd = {c, wq, xq, ys}; /* ys, wabs, xabs, mag are free again */
+        dense_run(&qd);
+        for (int64_t i = 0; i < c->rows * c->cols; i++) wabs[i] = fabsf(wq[i]);
+        for (int64_t i = 0; i < c->cols * c->batch; i++) xabs[i] = fabsf(xq[i]);
+        dense_run(&mc);
+        max_abs = 0, worst_ratio = 0;
+        for (int64_t i = 0; i < c->rows * c->batch; i++) {
+            double e = fabs((double)qs.y[i] - (double)ys[i]);
+            double bound = 1e-6 + 2e-5 * (double)mag[i];
+            if (!(e <= max_abs)) max_abs = e;
+            if (!(e / bound <= worst_ratio)) worst_ratio = e / bound;
+        }
+    }
 
     /* time: alternating blocks of dense and sparse runs */
     /* calibrate: the slower side's best of three runs sets how many runs fit in min_time */
-    double td = 1e9, tsp = 1e9, t0;
+    double td = 1e9, tsp = 1e9, tq = 0, t0;
     for (int k = 0; k < 3; k++) {
         t0 = now_s();
         dense_run(&dc);
@@ -357,22 +444,29 @@ static int run_spmm(const bench_cfg *c) {
         t0 = now_s();
         f->spmm(obj, x, c->batch, ys, (int)c->threads);
         tsp = SP_MIN_D(tsp, now_s() - t0);
+        if (qs.w) {
+            t0 = now_s();
+            quant_run(&qs, c, x);
+            tq = k ? SP_MIN_D(tq, now_s() - t0) : now_s() - t0;
+        }
     }
     int reps = (int)c->reps;
     if (reps <= 0) {
         double one = td > tsp ? td : tsp;
+        if (tq > one) one = tq;
         reps = (int)(c->min_time / (one > 1e-7 ? one : 1e-7));
         if (reps < 10) reps = 10;
         if (reps > 3000) reps = 3000;
     }
     double *tds = malloc(sizeof(double) * (size_t)reps), *tss = malloc(sizeof(double) * (size_t)reps);
-    if (!tds || !tss) {
-        free(tds), free(tss);
+    double *tqs = malloc(sizeof(double) * (size_t)reps);
+    if (!tds || !tss || !tqs) {
+        free(tds), free(tss), free(tqs);
         rc = fail("allocating timers", SP_ENOMEM);
         goto done;
     }
     const int rounds = c->threads > 1 ? 3 : 5;
-    int nd = 0, ns = 0;
+    int nd = 0, ns = 0, nq = 0;
     for (int round = 0; round < rounds; round++) {
         int share = (reps * (round + 1)) / rounds - (reps * round) / rounds;
         quiesce(c->threads);
@@ -387,17 +481,29 @@ static int run_spmm(const bench_cfg *c) {
             f->spmm(obj, x, c->batch, ys, (int)c->threads);
             tss[ns++] = now_s() - t0;
         }
+        if (!qs.w) continue;
+        quiesce(c->threads);
+        for (int k = 0; k < share; k++) {
+            t0 = now_s();
+            quant_run(&qs, c, x);
+            tqs[nq++] = now_s() - t0;
+        }
     }
     double dense_ms = 1e3 * median(tds, nd), sparse_ms = 1e3 * median(tss, ns);
-    free(tds), free(tss);
+    const double f32_ms = sparse_ms;
+    const size_t f32_bytes = f->bytes(obj);
+    size_t sparse_bytes = f32_bytes;
+    if (qs.w) sparse_ms = 1e3 * median(tqs, nq), sparse_bytes = sp_qcsr_bytes(qs.w);
+    free(tds), free(tss), free(tqs);
+    const char *dtype = c->bits == 8 ? "i8" : c->bits == 4 ? "i4" : "f32";
 
     int64_t stored = f->stored(obj);
     double sparsity = 1.0 - (double)nnz_true / (double)(c->rows * c->cols);
     double gflops = 2.0 * (double)nnz_true * (double)c->batch / (sparse_ms * 1e6);
-    double moved = (double)f->bytes(obj) + 4.0 * (double)(c->cols + c->rows) * (double)c->batch;
+    double moved = (double)sparse_bytes + 4.0 * (double)(c->cols + c->rows) * (double)c->batch;
     double gbps = moved / (sparse_ms * 1e6);
     char family[32];
-    snprintf(family, sizeof family, "%s_spmm", c->format);
+    snprintf(family, sizeof family, "%s_spmm", qs.w ? "qcsr" : c->format);
     const char *isa = sp_kernel_selected(family);
     if (!isa) isa = sp_isa_name(sp_isa_active());
     char shape[32] = "";
@@ -409,28 +515,37 @@ static int run_spmm(const bench_cfg *c) {
                "\"speedup\":%.3f,\"max_abs_err\":%.3g,\"err_vs_tol\":%.3g,\"within_tol\":%s,"
                "\"gflops_nnz\":%.2f,\"gbytes_per_s\":%.2f,\"nnz\":%lld,\"stored\":%lld,"
                "\"sparse_bytes\":%zu,\"dense_bytes\":%zu,\"isa\":\"%s\",\"dense\":\"%s\","
-               "\"reps\":%d}\n",
+               "\"reps\":%d,\"dtype\":\"%s\",\"f32_sparse_ms\":%.5f,\"speedup_vs_f32\":%.3f,"
+               "\"f32_sparse_bytes\":%zu,\"quant_err_vs_f32\":%.3g}\n",
                c->format, shape, (long long)c->rows, (long long)c->cols, (long long)c->batch,
                sparsity, (long long)c->threads, sparse_ms, dense_ms, dense_ms / sparse_ms,
                max_abs, worst_ratio, worst_ratio <= 1.0 ? "true" : "false", gflops, gbps,
-               (long long)nnz_true, (long long)stored, f->bytes(obj), wbytes,
-               isa, sp_gemm_backend(), reps);
+               (long long)nnz_true, (long long)stored, sparse_bytes, wbytes,
+               isa, sp_gemm_backend(), reps, dtype, f32_ms, f32_ms / sparse_ms, f32_bytes,
+               quant_err);
     } else {
-        printf("%s%s%s %lldx%lld batch %lld sparsity %.3f threads %lld (isa %s, dense %s)\n",
-               c->format, shape[0] ? " " : "", shape, (long long)c->rows, (long long)c->cols,
+        printf("%s%s%s %s %lldx%lld batch %lld sparsity %.3f threads %lld (isa %s, dense %s)\n",
+               c->format, shape[0] ? " " : "", shape, dtype, (long long)c->rows, (long long)c->cols,
                (long long)c->batch, sparsity, (long long)c->threads, isa, sp_gemm_backend());
         printf("  sparse %9.4f ms  %7.2f GFLOP/s on nonzeros  %6.2f GB/s  %zu bytes\n", sparse_ms,
-               gflops, gbps, f->bytes(obj));
+               gflops, gbps, sparse_bytes);
+        if (qs.w)
+            printf("  f32 sparse %9.4f ms  %zu bytes  speedup_vs_f32 %.2fx  (%s vs f32: max abs "
+                   "diff %.3g)\n",
+                   f32_ms, f32_bytes, f32_ms / sparse_ms, dtype, quant_err);
         printf("  dense  %9.4f ms  %7.2f GFLOP/s  %zu bytes\n", dense_ms,
                2.0 * (double)c->rows * (double)c->cols * (double)c->batch / (dense_ms * 1e6),
                wbytes);
-        printf("  speedup %.2fx   max_abs_err %.3g (%.2f of f32 tolerance)\n",
-               dense_ms / sparse_ms, max_abs, worst_ratio);
+        printf("  speedup %.2fx   max_abs_err %.3g (%.2f of f32 tolerance%s)\n",
+               dense_ms / sparse_ms, max_abs, worst_ratio,
+               qs.w ? ", against the dequantized operands" : "");
     }
     rc = worst_ratio <= 1.0 ? 0 : 3;
     if (rc) fprintf(stderr, "sparrow bench: result outside the f32 tolerance\n");
 done:
     if (obj) f->release(obj);
+    sp_qcsr_free(qs.w);
+    sp_free(qs.work), sp_free(qs.y), sp_free(wq), sp_free(xq);
     sp_free(wd), sp_free(wabs), sp_free(x), sp_free(xabs), sp_free(ys), sp_free(yd), sp_free(mag);
     return rc;
 }

@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "               the least-used experts of its moe layers (--keep-experts)\n"
             "  lottery      lottery tickets: iterative pruning with rewinding, random-reinit control\n"
             "  convert      safetensors (PyTorch nn.Sequential) to and from sparrow model files\n"
+            "  quantize     int8 or 4-bit weights on top of sparsity, calibrated activations\n"
             "  bench spmm   time a sparse kernel against dense OpenBLAS on the same data\n"
             "  bench model  time a model's forward pass, optionally against another (--vs)\n"
             "  info         CPU features, kernel variants and GEMM backend in use\n"
@@ -111,6 +112,7 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "prune")) return cmd_prune(argc - 1, argv + 1);
     if (!strcmp(verb, "lottery")) return cmd_lottery(argc - 1, argv + 1);
     if (!strcmp(verb, "convert")) return cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(verb, "quantize")) return cmd_quantize(argc - 1, argv + 1);
     fprintf(stderr, "sparrow: unknown command '%s' (see 'sparrow --help')\n", verb);
     return 2;
 }

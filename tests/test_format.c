@@ -468,3 +468,73 @@ TEST(format_fuzz_corpus_replays) {
     CHECK_MSG(v1 >= 1 && v1 < files, "%d of %d seeds are version 1 (want one at least, and v2 ones)",
               v1, files);
 }
+
+/* A quantized model (qlinear layers: tensors kept outside the arenas, saved as "N.q.NAME" through
+ * the layer hooks ntensors / get_tensor / load_tensors) round-trips through the file: copied and
+ * mapped (borrow = true: the int8 / 4-bit arrays used in place) it gives the quantized model's
+ * outputs bit for bit. A corrupt layer tensor fails with the layer's own check. */
+TEST(format_quantized_model_round_trips_through_the_layer_hooks) {
+    sp_model *m = NULL;
+    CHECK_OK(sp_model_new("flatten\nlinear out=24 format=csr density=0.3\nrelu\n"
+                          "linear out=16\nrelu\nlinear out=classes\n",
+                          (sp_shape){1, 4, 4}, 4, 11, &m));
+    if (!m) return;
+    for (int bits = 8; bits >= 4; bits -= 4) {
+        sp_quant_opts o = {.bits = bits, .nthreads = 1};
+        sp_model *qm = NULL;
+        CHECK_OK(sp_model_quantize(m, &o, &qm));
+        if (!qm) break;
+        char path[128];
+        tmp_path(path, sizeof path, "quant");
+        CHECK_OK(sp_checkpoint_save(path, qm, NULL, NULL, NULL));
+        size_t len;
+        uint8_t *b = slurp(path, &len);
+        CHECK(b && entry(b, len, "1.q.val") && entry(b, len, "1.q.row_ptr") &&
+              entry(b, len, "5.q.bias") && entry(b, len, "5.q.act_scale"));
+        CHECK(b && !entry(b, len, "1.mask") && !entry(b, len, "1.param"));
+        CHECK(b && rd32(entry(b, len, "1.q.val") + 60) == 11); /* storage "layer" */
+        sp_model *mm = NULL;
+        sp_model_file_info info;
+        CHECK_OK(sp_model_open_info(path, &mm, &info));
+        sp_checkpoint c = {0};
+        CHECK_OK(sp_checkpoint_load(path, &c));
+        if (mm && c.model) {
+            CHECK(info.mapped && info.in_place_bytes == info.weight_bytes && info.weight_bytes > 0);
+            float x[16 * 5];
+            for (int i = 0; i < 80; i++) x[i] = 0.07f * (float)(i % 13) - 0.3f;
+            const float *ya, *yb, *yc;
+            sp_model_set_threads(qm, 1);
+            sp_model_set_threads(mm, 1);
+            sp_model_set_threads(c.model, 1);
+            CHECK_OK(sp_model_forward(qm, x, 5, false, &ya));
+            CHECK_OK(sp_model_forward(mm, x, 5, false, &yb));
+            CHECK_OK(sp_model_forward(c.model, x, 5, false, &yc));
+            CHECK_MSG(memcmp(ya, yb, sizeof(float) * 20) == 0 &&
+                      memcmp(ya, yc, sizeof(float) * 20) == 0, "bits %d", bits);
+            CHECK_EQ(sp_model_nnz(mm), sp_model_nnz(qm));
+        }
+        sp_model_free(mm);
+        sp_checkpoint_free(&c);
+        /* a layer tensor the layer refuses: act_scale negative; and one of the wrong dtype */
+        if (b) {
+            const float neg = -2.0f;
+            memcpy(data_of(b, len, "5.q.act_scale"), &neg, 4);
+            reseal(b, len);
+            sp_checkpoint bad = {0};
+            CHECK_STATUS(sp_checkpoint_parse(b, len, &bad), SP_EFORMAT);
+            CHECK_MSG(strstr(sp_last_error(), "act_scale -2 is not a finite value"), "%s",
+                      sp_last_error());
+            const float one = 1.0f;
+            memcpy(data_of(b, len, "5.q.act_scale"), &one, 4);
+            put32(entry(b, len, "1.q.scale") + 56, SP_I32);
+            reseal(b, len);
+            CHECK_STATUS(sp_checkpoint_parse(b, len, &bad), SP_EFORMAT);
+            CHECK_MSG(strstr(sp_last_error(), "'1.q.scale' is i32 layer, want f32 layer"), "%s",
+                      sp_last_error());
+        }
+        sp_free(b);
+        unlink(path);
+        sp_model_free(qm);
+    }
+    sp_model_free(m);
+}

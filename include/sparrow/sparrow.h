@@ -9,6 +9,7 @@
  *   nn.h       models: layers from a config or built-in spec, forward and backward
  *   train.h    losses, optimizers, learning-rate schedules, checkpoints, the training loop
  *   prune.h    pruning: criteria (scores), granularities (masks), layer densities, schedules
+ *   quant.h    int8 / 4-bit quantized sparse weights (sp_qcsr) and their fast products
  *   lottery.h  lottery tickets: iterative magnitude pruning with rewinding, random-reinit control
  *   io.h       safetensors files; PyTorch nn.Sequential state_dicts to and from models
  *   model_file.h  memory-mapped, zero-copy loading of a model file for inference
@@ -24,6 +25,7 @@
 #include "sparrow/model_file.h"
 #include "sparrow/nn.h"
 #include "sparrow/prune.h"
+#include "sparrow/quant.h"
 #include "sparrow/sparse.h"
 #include "sparrow/tensor.h"
 #include "sparrow/train.h"

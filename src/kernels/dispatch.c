@@ -100,6 +100,19 @@ static const sp_kernel nm_sddmm[] = {
     ARM(SP_KERNEL(sp_f32_sddmm_nm__neon, SP_ISA_NEON))
 };
 
+static const sp_kernel qact[] = {
+    SP_KERNEL_REF(sp_qact__ref),
+    SP_KERNEL(sp_qact__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_qact__avx2, SP_ISA_AVX2))
+    ARM(SP_KERNEL(sp_qact__neon, SP_ISA_NEON))
+};
+static const sp_kernel qcsr_spmm[] = {
+    SP_KERNEL_REF(sp_i8_spmm_qcsr__ref),
+    SP_KERNEL(sp_i8_spmm_qcsr__scalar, SP_ISA_SCALAR),
+    X86(SP_KERNEL(sp_i8_spmm_qcsr__avx2, SP_ISA_AVX2))
+    ARM(SP_KERNEL(sp_i8_spmm_qcsr__neon, SP_ISA_NEON))
+};
+
 #define FAMILY(name, table) {name, table, (int)(sizeof table / sizeof table[0])}
 
 const sp_kernel_family sp_kernel_families[] = {
@@ -114,6 +127,8 @@ const sp_kernel_family sp_kernel_families[] = {
     FAMILY("nm_spmm", nm_spmm),
     FAMILY("nm_spmm_t", nm_spmm_t),
     FAMILY("nm_sddmm", nm_sddmm),
+    FAMILY("qact", qact),
+    FAMILY("qcsr_spmm", qcsr_spmm),
     {NULL, NULL, 0},
 };
 

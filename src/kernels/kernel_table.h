@@ -15,6 +15,7 @@
 #define SPARROW_KERNEL_TABLE_H
 
 #include "sparrow/kernels.h"
+#include "sparrow/quant.h"
 
 #include "../core/internal.h"
 #include "../sparse/csr_panels.h"
@@ -139,5 +140,51 @@ SP_DECLARE_NM(scalar)
 SP_DECLARE_NM(avx2)
 SP_DECLARE_NM(avx512)
 SP_DECLARE_NM(neon)
+
+/* ---- quantized CSR (sp_qcsr, include/sparrow/quant.h) ------------------------------------ */
+
+/* Quantizes X (rows x batch, ldx) per call: dynamic (x_scale <= 0) xs[b] = max_j |x[j][b]| / 127,
+ * inv[b] = 127 / max (0 for an all-zero sample), or static xs[b] = x_scale, inv[b] = 1 / x_scale;
+ * xq[j][b] = clamp(round-half-even(x[j][b] * inv[b]), -127, 127) as int16 (leading dim ldq >=
+ * batch; columns batch..ldq-1 are written 0). xs and inv have room for ldq. */
+typedef void (*sp_qact_fn)(const float *x, int64_t ldx, int64_t rows, int64_t batch,
+                           float x_scale, float *xs, float *inv, int16_t *xq, int64_t ldq);
+/* y[r0:r1, 0:batch] = act(deq(W[r0:r1, :]) xq xs + bias) with the exact int32 sums and the
+ * fp32 scaling order of quant.h. xq (cols x ldq) zero-padded up to ldq (a multiple of 16 when
+ * batch >= 16). */
+typedef void (*sp_qcsr_spmm_fn)(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq,
+                                int64_t ldq, int64_t batch, const float *xs, float *y,
+                                int64_t ldy, const float *bias, sp_act act);
+
+/* 4-bit entry k of packed values: byte k / 2, low nibble for even k, 4-bit two's complement. */
+static inline int sp_q4_get(const void *val, int64_t k) {
+    unsigned b = ((const uint8_t *)val)[k >> 1];
+    unsigned n = (k & 1) ? b >> 4 : b & 15u;
+    return (int)n - (int)((n & 8u) << 1);
+}
+static inline void sp_q4_put(void *val, int64_t k, int q) {
+    uint8_t *p = (uint8_t *)val + (k >> 1);
+    unsigned n = (unsigned)q & 15u;
+    *p = (k & 1) ? (uint8_t)((*p & 0x0fu) | (n << 4)) : (uint8_t)((*p & 0xf0u) | n);
+}
+/* Quantized value of stored entry k, and the scale that applies to entry k of row i. */
+static inline int sp_qcsr_q(const sp_qcsr *w, int64_t k) {
+    return w->bits == 8 ? ((const int8_t *)w->val)[k] : sp_q4_get(w->val, k);
+}
+static inline float sp_qcsr_scale_of(const sp_qcsr *w, int64_t i, int64_t k) {
+    if (w->bits == 8) return w->scale[i];
+    return w->scale[w->scale_ptr[i] + (k - w->row_ptr[i]) / w->group];
+}
+
+#define SP_DECLARE_QCSR(suffix)                                                                 \
+    void sp_qact__##suffix(const float *, int64_t, int64_t, int64_t, float, float *, float *,   \
+                           int16_t *, int64_t);                                                 \
+    void sp_i8_spmm_qcsr__##suffix(const sp_qcsr *, int64_t, int64_t, const int16_t *, int64_t, \
+                                   int64_t, const float *, float *, int64_t, const float *,     \
+                                   sp_act);
+SP_DECLARE_QCSR(ref)
+SP_DECLARE_QCSR(scalar)
+SP_DECLARE_QCSR(avx2)
+SP_DECLARE_QCSR(neon)
 
 #endif

@@ -948,6 +948,7 @@ sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info) {
     int64_t nnz = 0, offset = 0;
     for (int64_t k = 0; k < l->nparam; k++) nnz += l->param[k] != 0.0f;
     for (int k = 0; k < i && l->nparam; k++) offset += m->flat[k]->nparam; /* mapped: no arena */
+    if (l->vt->nnz) nnz += l->vt->nnz(l);
     *info = (sp_layer_info){.name = l->name, .kind = l->vt->kind, .in = l->in, .out = l->out,
                             .nparam = l->nparam, .nnz = nnz, .param_offset = offset,
                             .format = "", .dense_params = l->nparam,
@@ -1026,8 +1027,10 @@ sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const i
 
 int64_t sp_model_nnz(const sp_model *m) {
     int64_t nnz = 0;
-    for (int i = 0; i < m->nlayers; i++) /* layer by layer: a mapped model has no arena */
+    for (int i = 0; i < m->nlayers; i++) { /* layer by layer: a mapped model has no arena */
         for (int64_t k = 0; k < m->flat[i]->nparam; k++) nnz += m->flat[i]->param[k] != 0.0f;
+        if (m->flat[i]->vt->nnz) nnz += m->flat[i]->vt->nnz(m->flat[i]); /* qlinear's weights */
+    }
     return nnz;
 }
 

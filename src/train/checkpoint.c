@@ -175,7 +175,7 @@ static sp_status layer_entries(wlist *w, const sp_model *m, int i, sp_mask **mas
         if ((st = wl_add(w, nm, c->col_idx16 ? SP_U16 : SP_I32, MF_CSR_COL_IDX, (uint64_t)c->nnz,
                          idx, (uint64_t)c->rows, (uint64_t)c->cols)) != SP_OK)
             return st;
-    } else {
+    } else if (!l->vt->ntensors) { /* a layer with tensors of its own keeps its structure there */
         if ((st = sp_model_layer_pattern(m, i, mask_out)) != SP_OK) return st;
         const sp_mask *mk = *mask_out;
         if (mk) {
