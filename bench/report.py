@@ -615,10 +615,11 @@ def main():
     w("")
 
     # keep the sections that other scripts maintain in the same file (training:
-    # bench/train_report.py, sparse-train: bench/sparse_train_report.py, pruning: scripts/run.sh)
+    # bench/train_report.py, sparse-train: bench/sparse_train_report.py, pruning: scripts/run.sh,
+    # model-load: bench/model_load.sh)
     if os.path.exists(a.out):
         old = open(a.out).read()
-        for name in ("training", "sparse-train", "pruning"):
+        for name in ("training", "sparse-train", "pruning", "model-load"):
             begin, end = "<!-- %s:begin" % name, "<!-- %s:end -->" % name
             if begin in old and end in old:
                 kept = begin + old.split(begin, 1)[1].split(end, 1)[0] + end

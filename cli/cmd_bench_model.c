@@ -55,14 +55,17 @@ static sp_shape config_input(const char *cfg) {
  * (else (1, 28, 28)) and `classes` classes when it is not a model file. */
 static sp_model *load(const char *what, int64_t classes) {
     if (cli_is_checkpoint(what)) {
-        sp_checkpoint ck = {0};
-        if (sp_checkpoint_load(what, &ck) != SP_OK) {
+        /* forward only: the file is mapped and its weights used in place (docs/FORMAT.md) */
+        sp_model *m = NULL;
+        sp_model_file_info info;
+        const double t0 = now_s();
+        if (sp_model_open_info(what, &m, &info) != SP_OK) {
             cli_fail(what);
             return NULL;
         }
-        sp_model *m = ck.model;
-        ck.model = NULL;
-        sp_checkpoint_free(&ck);
+        fprintf(stderr, "%s: loaded in %.2f ms, %s, %llu of %llu weight bytes used in place\n",
+                what, 1e3 * (now_s() - t0), info.mapped ? "mapped" : "copied",
+                (unsigned long long)info.in_place_bytes, (unsigned long long)info.weight_bytes);
         return m;
     }
     char *cfg = NULL;

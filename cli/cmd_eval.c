@@ -77,7 +77,8 @@ int cmd_eval(int argc, char **argv) {
     int32_t *pred = NULL;
     char saved_data[4096];
     cli_moe_snap moe = {0};
-    if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
+    /* forward only: the file is mapped and its weights used in place (docs/FORMAT.md) */
+    if (sp_checkpoint_open(model, &ck, NULL) != SP_OK) return cli_fail("--model");
     if (top_k > 0 && cli_set_top_k(ck.model, top_k)) goto done;
     if (!data && sp_model_vocab(ck.model, NULL)) {
         /* a language model: by default the text it was trained on (its file's settings) */

@@ -106,7 +106,8 @@ int cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL;
     float *x = NULL;
     double *p = NULL;
-    if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
+    /* forward only: the file is mapped and its weights used in place (docs/FORMAT.md) */
+    if (sp_checkpoint_open(model, &ck, NULL) != SP_OK) return cli_fail("--model");
     sp_model *m = ck.model;
     int64_t V = 0;
     const int32_t *vocab = sp_model_vocab(m, &V);

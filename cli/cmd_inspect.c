@@ -8,16 +8,19 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cli.h"
 
 static void inspect_usage(FILE *f) {
     fprintf(f,
-        "usage: sparrow inspect MODEL [--json] [--data D [--threads T]]\n"
+        "usage: sparrow inspect MODEL [--json] [--copy] [--data D [--threads T]]\n"
         "\n"
         "Lists each layer of a model file: shape, weight format, parameters, nonzeros, sparsity\n"
         "and bytes, then the totals against the dense fp32 size. A moe layer also shows its\n"
-        "experts, top_k and routing (its config line).\n"
+        "experts, top_k and routing (its config line), and how long the file took to load: it\n"
+        "is mapped and its weights used in place (docs/FORMAT.md).\n"
+        "  --copy       load it by copying instead (as training does), to compare load times\n"
         "  --data D     route the test split of D (fashion-mnist, idx:DIR, text:FILE) through\n"
         "               the model in evaluation mode and print each moe layer's statistics:\n"
         "               tokens per expert, max/mean load, router entropy, drop rate\n"
@@ -36,7 +39,7 @@ static void shape_str(char *buf, size_t n, sp_shape s) {
 
 int cmd_inspect(int argc, char **argv) {
     const char *path = NULL, *data = NULL;
-    bool json = false;
+    bool json = false, copy = false;
     int64_t threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -44,6 +47,8 @@ int cmd_inspect(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--json")) {
             json = true;
+        } else if (!strcmp(argv[i], "--copy")) {
+            copy = true;
         } else if (!strcmp(argv[i], "--data") || !strcmp(argv[i], "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "sparrow inspect: %s needs a value (see --help)\n", argv[i]);
@@ -63,7 +68,22 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
     sp_checkpoint ck = {0};
-    if (sp_checkpoint_load(path, &ck) != SP_OK) return cli_fail("inspect");
+    sp_model_file_info info;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* mapped: the weights are used in place in the file (docs/FORMAT.md) */
+    sp_status ls = copy ? sp_checkpoint_load(path, &ck) : sp_checkpoint_open(path, &ck, &info);
+    if (ls != SP_OK) return cli_fail("inspect");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (copy) { /* the same figures as the mapped load would give, nothing in place */
+        info = (sp_model_file_info){.version = 0, .mapped = false};
+        sp_model *pm = NULL;
+        sp_model_file_info mi;
+        if (sp_model_open_info(path, &pm, &mi) == SP_OK)
+            info.version = mi.version, info.weight_bytes = mi.weight_bytes;
+        sp_model_free(pm);
+    }
+    const double load_ms = 1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec);
     struct stat sb;
     long long file_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
     sp_model *m = ck.model;
@@ -116,9 +136,13 @@ int cmd_inspect(int argc, char **argv) {
         printf("{\"model\":");
         cli_json_string(stdout, path);
         printf(",\"params\":%lld,\"nnz\":%lld,\"sparsity\":%.6f,\"bytes\":%zu,\"file_bytes\":%lld,"
-               "\"dense_fp32_bytes\":%lld,\"buffers\":%lld,\"input_scale\":%.9g,\"config\":",
+               "\"dense_fp32_bytes\":%lld,\"buffers\":%lld,\"input_scale\":%.9g,",
                (long long)params, (long long)nnz, sparsity, bytes + 4 * (size_t)nbuf, file_bytes,
                dense_bytes, (long long)nbuf, (double)sp_model_input_scale(m));
+        printf("\"format_version\":%u,\"load_ms\":%.3f,\"mapped\":%s,\"weight_bytes\":%llu,"
+               "\"in_place_bytes\":%llu,\"config\":", info.version, load_ms,
+               info.mapped ? "true" : "false", (unsigned long long)info.weight_bytes,
+               (unsigned long long)info.in_place_bytes);
         cli_json_string(stdout, sp_model_config(m));
         printf(",\"layers\":[");
         for (int i = 0; i < n; i++) {
@@ -181,6 +205,10 @@ int cmd_inspect(int argc, char **argv) {
         printf("total: %lld parameters, %lld nonzero (%.2f%% sparse), %zu bytes in memory; file "
                "%lld bytes; dense fp32 %lld bytes\n", (long long)params, (long long)nnz,
                100.0 * sparsity, bytes + 4 * (size_t)nbuf, file_bytes, dense_bytes);
+        printf("loaded in %.2f ms, %s, %llu of %llu weight bytes used in place (format version "
+               "%u)\n", load_ms, info.mapped ? "mapped" : "copied",
+               (unsigned long long)info.in_place_bytes, (unsigned long long)info.weight_bytes,
+               info.version);
         if (data) {
             if (text)
                 printf("routing of the test set of %s (evaluation mode): bits per character "

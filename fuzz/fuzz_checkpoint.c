@@ -1,7 +1,9 @@
 /*
- * fuzz_checkpoint.c - libFuzzer target for the checkpoint loader (docs/CHECKPOINT.md): any
- * bytes go to sp_checkpoint_parse. A checkpoint that loads is checked for its invariants and
- * run once (a forward pass of one sample), so that ASan/UBSan see every array it claims.
+ * fuzz_checkpoint.c - libFuzzer target for the model file loaders (docs/FORMAT.md): any bytes
+ * go to sp_checkpoint_parse (version 1 or 2, copying) and, from a 64-byte aligned copy as a
+ * mapping would be, to the in-place loader of sp_model_open (the model points into the bytes).
+ * A model that loads is checked for its invariants and run once (a forward pass of one sample),
+ * so that ASan/UBSan see every array it claims.
  *
  * Build and run: make fuzz. Seeds: fuzz/corpus/checkpoint/ (tiny valid model files written by
  * fuzz/make_checkpoint_corpus.c).
@@ -12,6 +14,8 @@
 #include <string.h>
 
 #include "sparrow/sparrow.h"
+
+#include "../src/io/model_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -38,17 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
 }
 
-static void parse_one(const uint8_t *data, size_t size) {
-    sp_checkpoint c = {0};
-    if (sp_checkpoint_parse(data, size, &c) != SP_OK) {
-        MUST(c.model == NULL && c.optim == NULL && c.meta == NULL);
-        MUST(sp_last_error()[0] != '\0');
-        return;
-    }
-    sp_model *m = c.model;
-    MUST(m != NULL && c.meta != NULL);
-    /* the parameter count is bounded by the file */
-    MUST((size_t)sp_model_nparams(m) * 4 <= size);
+static void run_once(sp_model *m) {
     sp_shape in = sp_model_in(m);
     int64_t f = in.c * in.h * in.w;
     if (f <= 4096) {
@@ -60,5 +54,37 @@ static void parse_one(const uint8_t *data, size_t size) {
             free(x);
         }
     }
+}
+
+/* The loader of sp_model_open on the bytes in place (what it gets from mmap: 64-byte aligned). */
+static void parse_mapped(const uint8_t *data, size_t size) {
+    uint8_t *copy = sp_alloc(size ? size : 1);
+    if (!copy) return;
+    if (size) memcpy(copy, data, size);
+    sp_checkpoint c = {0};
+    if (sp_model_file_parse(copy, size, true, &c, NULL) == SP_OK) {
+        MUST(c.model != NULL && sp_model_is_mapped(c.model) && c.optim == NULL);
+        MUST(sp_model_params(c.model) == NULL && sp_model_grads(c.model) == NULL);
+        run_once(c.model);
+    } else {
+        MUST(c.model == NULL && sp_last_error()[0] != '\0');
+    }
+    sp_checkpoint_free(&c); /* before the bytes it points into */
+    sp_free(copy);
+}
+
+static void parse_one(const uint8_t *data, size_t size) {
+    if (size >= 12 && mf_rd32(data + 8) == MF_VERSION) parse_mapped(data, size);
+    sp_checkpoint c = {0};
+    if (sp_checkpoint_parse(data, size, &c) != SP_OK) {
+        MUST(c.model == NULL && c.optim == NULL && c.meta == NULL);
+        MUST(sp_last_error()[0] != '\0');
+        return;
+    }
+    sp_model *m = c.model;
+    MUST(m != NULL && c.meta != NULL);
+    /* the parameter count is bounded by the file */
+    MUST((size_t)sp_model_nparams(m) * 4 <= size);
+    run_once(m);
     sp_checkpoint_free(&c);
 }

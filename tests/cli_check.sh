@@ -98,8 +98,8 @@ expect_fail "unknown layer in a config" "line 2: unknown layer 'conv9d'" "$bin" 
 printf 'conv2d out=4 k=40\n' >"$tmp/shape.cfg"
 expect_fail "impossible shape in a config" "conv2d" "$bin" train --model "$tmp/shape.cfg" --out "$tmp/good.sparrow"
 head -c 1000 "$tmp/a.sparrow" >"$tmp/trunc.sparrow"
-expect_fail "truncated model file" "CRC-32" "$bin" eval --model "$tmp/trunc.sparrow"
-expect_fail "truncated checkpoint to resume" "CRC-32" "$bin" train --resume "$tmp/trunc.sparrow" --out "$tmp/good.sparrow"
+expect_fail "truncated model file" "truncated" "$bin" eval --model "$tmp/trunc.sparrow"
+expect_fail "truncated checkpoint to resume" "truncated" "$bin" train --resume "$tmp/trunc.sparrow" --out "$tmp/good.sparrow"
 expect_fail "missing model file" "cannot open" "$bin" eval --model "$tmp/nothing.sparrow"
 expect_fail "bad option value" "--lr expects a number" "$bin" train --model lenet300 --lr fast
 expect_fail "option that cannot change on resume" "cannot be given with --resume" "$bin" train --resume "$tmp/a.sparrow" --lr 0.1
@@ -482,6 +482,19 @@ else
   expect_exit 1 "classify: not a model file" "SP_E" "$classify" "$good" "$good"
   expect_exit 2 "classify: usage" "usage: classify MODEL IMAGE" "$classify" "$tmp/a.sparrow"
 fi
+
+# the model file (docs/FORMAT.md): a flipped byte anywhere fails the CRC in every loader;
+# forward-only commands map the file and use its weights in place
+cp "$tmp/a.sparrow" "$tmp/flip.sparrow"
+printf '\x5a' | dd of="$tmp/flip.sparrow" bs=1 seek=3000 conv=notrunc 2>/dev/null
+expect_fail "model file with a flipped byte: eval" "CRC-32" "$bin" eval --model "$tmp/flip.sparrow"
+expect_fail "model file with a flipped byte: inspect" "CRC-32" "$bin" inspect "$tmp/flip.sparrow"
+expect_fail "model file with a flipped byte: resume" "CRC-32" "$bin" train --resume "$tmp/flip.sparrow" --out "$tmp/good.sparrow"
+if out=$("$bin" inspect "$tmp/a.sparrow") && grep -Eq '^loaded in [0-9.]+ ms, mapped, ([0-9]+) of \1 weight bytes used in place \(format version 2\)$' <<<"$out"
+then pass "inspect maps the model file: every weight byte used in place"
+else fail "inspect maps the model file: $(grep loaded <<<"$out")"; fi
+if "$bin" inspect --json "$tmp/a.sparrow" | grep -q '"format_version":2,"load_ms":[0-9.]*,"mapped":true'
+then pass "inspect --json reports the mapped load"; else fail "inspect --json reports the mapped load"; fi
 
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

@@ -13,6 +13,7 @@
  *   lottery.h  lottery tickets: iterative magnitude pruning with rewinding, random-reinit control
  *   io.h       safetensors files; PyTorch nn.Sequential state_dicts to and from models
  *   infer.h    inference sessions: buffers reserved once, runs with no allocation
+ *   model_file.h  memory-mapped, zero-copy loading of a model file for inference
  */
 #ifndef SPARROW_H
 #define SPARROW_H
@@ -23,6 +24,7 @@
 #include "sparrow/io.h"
 #include "sparrow/kernels.h"
 #include "sparrow/lottery.h"
+#include "sparrow/model_file.h"
 #include "sparrow/nn.h"
 #include "sparrow/prune.h"
 #include "sparrow/quant.h"

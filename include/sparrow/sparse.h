@@ -65,6 +65,8 @@ typedef struct sp_csr {
     uint16_t *col_idx16;  /* nnz entries, or NULL when col_idx is used */
     float *val;           /* nnz values */
     struct sp_csr_panels *panels; /* kernel layout built by sp_csr_pack, or NULL */
+    bool borrowed;        /* row_ptr and the column indices belong to someone else (a mapped
+                           * model file, docs/FORMAT.md): read-only, not freed by sp_csr_free */
 } sp_csr;
 
 /* Flags for CSR constructors. */

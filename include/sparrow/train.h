@@ -135,7 +135,8 @@ typedef struct sp_train_state {
 /* Writes model (architecture, parameters, state buffers), the optimizer (may be NULL), the
  * training state (may be NULL) and `meta` (free text, e.g. the training settings; may be NULL)
  * to path atomically: a temporary file in the same directory, fsync, rename. A crash or error
- * leaves any previous file at path untouched. Format: docs/CHECKPOINT.md. */
+ * leaves any previous file at path untouched. Format: docs/FORMAT.md (version 2; version-1
+ * files still load). */
 sp_status sp_checkpoint_save(const char *path, const sp_model *m, const sp_optim *o,
                              const sp_train_state *ts, const char *meta);
 

@@ -31,6 +31,7 @@
 #include "sparrow/tensor.h"
 
 #include "../core/internal.h"
+#include "../io/model_file.h"
 
 typedef enum lin_format { LIN_DENSE, LIN_MASK, LIN_CSR, LIN_BSR, LIN_NM } lin_format;
 static const char *const format_names[] = {"dense", "mask", "csr", "bsr", "nm"};
@@ -403,6 +404,9 @@ static sp_status linear_rewire(sp_layer *l, const int64_t *drop, const int64_t *
     if (L->format != LIN_CSR)
         return sp_fail(SP_EINVAL, "layer %s stores its weight as %s; only CSR rewires", l->name,
                        format_names[L->format]);
+    if (L->csr->borrowed)
+        return sp_fail(SP_EINVAL, "layer %s: its structure is read-only (a mapped model file)",
+                       l->name);
     sp_csr *c = L->csr;
     const int64_t nnz = c->nnz, total = L->out * L->in;
     /* validate everything before changing anything */
@@ -481,6 +485,16 @@ static sp_status linear_rewire(sp_layer *l, const int64_t *drop, const int64_t *
 }
 
 static const sp_layer_vt linear_vt;
+
+mf_storage sp_linear_param_storage(const sp_layer *l) {
+    if (!l || l->vt != &linear_vt) return MF_DENSE;
+    switch (((const linear_layer *)l)->format) {
+    case LIN_CSR: return MF_CSR_VALUES;
+    case LIN_BSR: return MF_BSR_VALUES;
+    case LIN_NM: return MF_NM_VALUES;
+    default: return MF_DENSE;
+    }
+}
 
 const sp_csr *sp_linear_csr(const sp_layer *l) {
     if (!l || l->vt != &linear_vt) return NULL;
@@ -650,7 +664,9 @@ static sp_status build_given(linear_layer *L, sp_args *a, sp_build *b) {
 }
 
 /* A given CSR structure: only a CSR layer takes it, copied entry by entry (its values are not
- * read), so a layer too large for a bit mask loads in memory proportional to its entries. */
+ * read), so a layer too large for a bit mask loads in memory proportional to its entries. A
+ * borrowed one (a mapped model file) is shared, not copied: the layer's structure points at the
+ * same read-only arrays, and its values are bound to the parameters by linear_bind. */
 static sp_status build_given_csr(linear_layer *L, sp_args *a, sp_build *b) {
     const sp_csr *pc = b->pattern_csr;
     if (L->format != LIN_CSR)
@@ -664,6 +680,16 @@ static sp_status build_given_csr(linear_layer *L, sp_args *a, sp_build *b) {
     if (st != SP_OK) return st;
     if (pc->nnz + L->out > b->max_params) return budget_fail(a, pc->nnz + L->out, b->max_params);
     b->pattern_used = true;
+    if (pc->borrowed) {
+        L->csr = sp_calloc(1, sizeof *L->csr);
+        if (!L->csr) return SP_ENOMEM;
+        *L->csr = (sp_csr){.rows = pc->rows, .cols = pc->cols, .nnz = pc->nnz,
+                           .row_ptr = pc->row_ptr, .col_idx = pc->col_idx,
+                           .col_idx16 = pc->col_idx16, .borrowed = true};
+        L->nw = pc->nnz;
+        L->density = SP_MAX(1e-9, (double)pc->nnz / ((double)L->out * (double)L->in));
+        return SP_OK;
+    }
     st = sp_csr_new(L->out, L->in, pc->nnz, 0, &L->csr);
     if (st != SP_OK) return st;
     memcpy(L->csr->row_ptr, pc->row_ptr, sizeof(int64_t) * (size_t)(L->out + 1));

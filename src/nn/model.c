@@ -14,10 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "seq.h"
 
 #include "../core/internal.h"
+#include "../io/model_file.h"
 
 #define MAX_DEPTH 8
 #define MAX_LAYERS 4096
@@ -43,7 +45,10 @@ struct sp_model {
     int nlayers;
     sp_layer **flat;       /* depth-first list of every layer */
     int64_t nparams, nbuffers;
-    float *params, *grads, *buffers;
+    float *params, *grads, *buffers; /* NULL for a mapped model (its layers point into map) */
+    bool mapped;           /* opened with sp_model_open: forward in evaluation mode only */
+    void *map;             /* the read-only mapping of its file (munmap at free), or NULL */
+    size_t map_len;
     char *config;
     sp_backward_tap tap;
     void *tap_user;
@@ -592,10 +597,41 @@ sp_status sp_model_new_with_patterns(const char *text, sp_shape in, int64_t clas
                                        npatterns, out);
 }
 
+static sp_status model_build(const char *text, sp_shape in, int64_t classes, uint64_t seed,
+                             int64_t max_params, const sp_mask *const *patterns,
+                             const sp_csr *const *csrs, int npatterns, sp_model_bind_fn bind,
+                             void *user, sp_model **out);
+
 sp_status sp_model_new_with_structure(const char *text, sp_shape in, int64_t classes,
                                       uint64_t seed, int64_t max_params,
                                       const sp_mask *const *patterns, const sp_csr *const *csrs,
                                       int npatterns, sp_model **out) {
+    return model_build(text, in, classes, seed, max_params, patterns, csrs, npatterns, NULL, NULL,
+                       out);
+}
+
+sp_status sp_model_build_mapped(const char *text, sp_shape in, int64_t classes, uint64_t seed,
+                                int64_t max_params, const sp_mask *const *patterns,
+                                const sp_csr *const *csrs, int npatterns, sp_model_bind_fn bind,
+                                void *user, sp_model **out) {
+    if (!bind) return sp_fail(SP_EINVAL, "model: NULL bind");
+    return model_build(text, in, classes, seed, max_params, patterns, csrs, npatterns, bind, user,
+                       out);
+}
+
+void sp_model_adopt_mapping(sp_model *m, void *map, size_t len) {
+    m->map = map;
+    m->map_len = len;
+}
+
+bool sp_model_is_mapped(const sp_model *m) { return m && m->mapped; }
+
+/* bind == NULL: the arenas are allocated and every layer initialized from seed. Otherwise
+ * (a mapped file) bind gives each layer its parameters and state, and no arena is allocated. */
+static sp_status model_build(const char *text, sp_shape in, int64_t classes, uint64_t seed,
+                             int64_t max_params, const sp_mask *const *patterns,
+                             const sp_csr *const *csrs, int npatterns, sp_model_bind_fn bind,
+                             void *user, sp_model **out) {
     if (!text || !out) return sp_fail(SP_EINVAL, "model: NULL argument");
     *out = NULL;
     int64_t in_numel;
@@ -653,21 +689,34 @@ sp_status sp_model_new_with_structure(const char *text, sp_shape in, int64_t cla
         goto fail;
     }
     st = SP_ENOMEM;
-    m->params = sp_calloc(1, pbytes);
-    m->grads = sp_calloc(1, pbytes);
-    m->buffers = sp_calloc(1, bbytes);
-    if (!m->params || !m->grads || !m->buffers) goto fail;
+    m->mapped = bind != NULL;
+    if (!bind) {
+        m->params = sp_calloc(1, pbytes);
+        m->grads = sp_calloc(1, pbytes);
+        m->buffers = sp_calloc(1, bbytes);
+        if (!m->params || !m->grads || !m->buffers) goto fail;
+    }
     int64_t po = 0, bo = 0;
     for (int i = 0; i < m->nlayers; i++) {
         sp_layer *l = m->flat[i];
-        if (l->nparam) {
-            l->param = m->params + po;
-            l->grad = m->grads + po;
+        if (bind) {
+            if (l->nparam || l->nbuffer) {
+                float *pp = NULL, *bp = NULL;
+                st = bind(user, l, &pp, &bp);
+                if (st != SP_OK) goto fail;
+                if (l->nparam) l->param = pp;
+                if (l->nbuffer) l->buffer = bp;
+            }
+        } else {
+            if (l->nparam) {
+                l->param = m->params + po;
+                l->grad = m->grads + po;
+            }
+            if (l->nbuffer) l->buffer = m->buffers + bo;
         }
-        if (l->nbuffer) l->buffer = m->buffers + bo;
         po += l->nparam;
         bo += l->nbuffer;
-        if (l->vt->init_params) {
+        if (!bind && l->vt->init_params) {
             sp_rng r;
             sp_rng_init(&r, seed, (uint64_t)l->index);
             l->vt->init_params(l, &r);
@@ -707,6 +756,7 @@ void sp_model_free(sp_model *m) {
     sp_free(m->buffers);
     sp_free(m->config);
     sp_free(m->vocab);
+    if (m->map) munmap(m->map, m->map_len); /* after the layers, which point into it */
     sp_free(m);
 }
 
@@ -721,6 +771,9 @@ sp_status sp_model_forward(sp_model *m, const float *x, int64_t batch, bool trai
                            const float **y) {
     if (!m || !x || !y) return sp_fail(SP_EINVAL, "model_forward: NULL argument");
     if (batch < 1) return sp_fail(SP_EINVAL, "model_forward: batch %lld < 1", (long long)batch);
+    if (train && m->mapped)
+        return sp_fail(SP_EINVAL, "model_forward: a model opened mapped (sp_model_open) runs in "
+                       "evaluation mode only; load it with sp_checkpoint_load to train");
     if (batch > m->cap) {
         m->cap = 0;
         sp_status st = sp_seq_reserve(&m->root, batch);
@@ -743,6 +796,9 @@ sp_status sp_model_forward(sp_model *m, const float *x, int64_t batch, bool trai
 
 sp_status sp_model_backward(sp_model *m, const float *dy, float *dx) {
     if (!m || !dy) return sp_fail(SP_EINVAL, "model_backward: NULL argument");
+    if (m->mapped)
+        return sp_fail(SP_EINVAL, "model_backward: a model opened mapped (sp_model_open) has no "
+                       "gradients; load it with sp_checkpoint_load to train");
     if (m->batch == 0) return sp_fail(SP_EINVAL, "model_backward: no forward pass to go back through");
     sp_run run = make_run(m, m->batch, true);
     return sp_seq_backward(&m->root, &run, m->x, dy, dx);
@@ -782,7 +838,7 @@ static int arena_threads(const sp_model *m) {
 }
 
 void sp_model_zero_grad(sp_model *m) {
-    if (!m || !m->nparams) return;
+    if (!m || !m->nparams || !m->grads) return;
     arena_ctx c = {.v = m->grads, .n = m->nparams};
     sp_parallel_for((m->nparams + ARENA_CHUNK - 1) / ARENA_CHUNK, arena_threads(m), zero_chunk, &c);
 }
@@ -809,6 +865,7 @@ const char *sp_model_first_nonfinite(const sp_model *m) {
 }
 
 sp_status sp_model_check_grads(const sp_model *m) {
+    if (!m->grads) return SP_OK; /* a mapped model has no gradients */
     arena_ctx c = {.v = m->grads, .n = m->nparams};
     sp_parallel_for((m->nparams + ARENA_CHUNK - 1) / ARENA_CHUNK, arena_threads(m), finite_chunk,
                     &c);
@@ -888,12 +945,12 @@ sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info) {
     if (!m || !info || i < 0 || i >= m->nlayers)
         return sp_fail(SP_EINVAL, "model_layer: index %d not in [0, %d)", i, m ? m->nlayers : 0);
     const sp_layer *l = m->flat[i];
-    int64_t nnz = 0;
+    int64_t nnz = 0, offset = 0;
     for (int64_t k = 0; k < l->nparam; k++) nnz += l->param[k] != 0.0f;
+    for (int k = 0; k < i && l->nparam; k++) offset += m->flat[k]->nparam; /* mapped: no arena */
     if (l->vt->nnz) nnz += l->vt->nnz(l);
     *info = (sp_layer_info){.name = l->name, .kind = l->vt->kind, .in = l->in, .out = l->out,
-                            .nparam = l->nparam, .nnz = nnz,
-                            .param_offset = l->nparam ? (int64_t)(l->param - m->params) : 0,
+                            .nparam = l->nparam, .nnz = nnz, .param_offset = offset,
                             .format = "", .dense_params = l->nparam,
                             .bytes = sizeof(float) * (size_t)l->nparam};
     if (l->vt->storage) l->vt->storage(l, &info->format, &info->dense_params, &info->bytes);
@@ -923,6 +980,9 @@ sp_status sp_model_layer_set_weight(sp_model *m, int i, const float *w, const fl
     if (!m || !w || i < 0 || i >= m->nlayers)
         return sp_fail(SP_EINVAL, "model_layer_set_weight: index %d not in [0, %d)", i,
                        m ? m->nlayers : 0);
+    if (m->mapped)
+        return sp_fail(SP_EINVAL, "%s: the weights of a model opened mapped are "
+                       "read-only", "model_layer_set_weight");
     sp_layer *l = m->flat[i];
     if (!l->vt->set_dense)
         return sp_fail(SP_EINVAL, "layer %s has no weight matrix", l->name);
@@ -933,6 +993,9 @@ sp_status sp_model_layer_set_pattern(sp_model *m, int i, const sp_mask *keep) {
     if (!m || !keep || i < 0 || i >= m->nlayers)
         return sp_fail(SP_EINVAL, "model_layer_set_pattern: index %d not in [0, %d)", i,
                        m ? m->nlayers : 0);
+    if (m->mapped)
+        return sp_fail(SP_EINVAL, "%s: the weights of a model opened mapped are "
+                       "read-only", "model_layer_set_pattern");
     sp_layer *l = m->flat[i];
     if (!l->vt->set_pattern)
         return sp_fail(SP_EINVAL, "layer %s has no weight pattern to set", l->name);
@@ -952,6 +1015,9 @@ sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const i
     if (n < 0 || (n > 0 && (!drop || !grow)) || !src)
         return sp_fail(SP_EINVAL, "model_layer_rewire: bad count %lld or NULL array",
                        (long long)n);
+    if (m->mapped)
+        return sp_fail(SP_EINVAL, "%s: the weights of a model opened mapped are "
+                       "read-only", "model_layer_rewire");
     sp_layer *l = m->flat[i];
     if (!l->vt->rewire)
         return sp_fail(SP_EINVAL, "layer %s is not a CSR linear layer: its topology cannot be "
@@ -961,9 +1027,10 @@ sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const i
 
 int64_t sp_model_nnz(const sp_model *m) {
     int64_t nnz = 0;
-    for (int64_t k = 0; k < m->nparams; k++) nnz += m->params[k] != 0.0f;
-    for (int i = 0; i < m->nlayers; i++) /* weights kept outside the arena (qlinear) */
-        if (m->flat[i]->vt->nnz) nnz += m->flat[i]->vt->nnz(m->flat[i]);
+    for (int i = 0; i < m->nlayers; i++) { /* layer by layer: a mapped model has no arena */
+        for (int64_t k = 0; k < m->flat[i]->nparam; k++) nnz += m->flat[i]->param[k] != 0.0f;
+        if (m->flat[i]->vt->nnz) nnz += m->flat[i]->vt->nnz(m->flat[i]); /* qlinear's weights */
+    }
     return nnz;
 }
 

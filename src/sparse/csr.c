@@ -51,9 +51,11 @@ sp_status sp_csr_new(int64_t rows, int64_t cols, int64_t nnz, unsigned flags, sp
 void sp_csr_free(sp_csr *w) {
     if (!w) return;
     sp_csr_unpack(w);
-    sp_free(w->row_ptr);
-    sp_free(w->col_idx);
-    sp_free(w->col_idx16);
+    if (!w->borrowed) {
+        sp_free(w->row_ptr);
+        sp_free(w->col_idx);
+        sp_free(w->col_idx16);
+    }
     sp_free(w->val);
     sp_free(w);
 }

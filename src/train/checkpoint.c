@@ -1,17 +1,13 @@
 /*
- * checkpoint.c - the versioned checkpoint file (docs/CHECKPOINT.md): architecture, parameters,
- * state buffers, optimizer state and training position, written atomically and loaded with
- * every count and offset checked against the file size before anything is allocated.
- *
- * Layout (little-endian):
- *     "SPRWCKPT" (8)  u32 version = 1  u32 section count
- *     sections:  u32 tag ("CONF", ...)  u32 zero  u64 length  payload  zero pad to 8 bytes
- *     (optional VOCB: a text model's vocabulary)
- *     u32 CRC-32 of every byte before it
+ * checkpoint.c - the model file (docs/FORMAT.md): the writer of version 2 and the loaders'
+ * entry points. A version-2 file is a fixed header, a table of fixed-size tensor entries and
+ * the tensors, each at a 64-byte aligned offset with zero padding between, then the CRC-32 of
+ * every byte before it. The file is written atomically, streamed through a small buffer with
+ * its CRC taken on the way. Version 2 is read by src/io/model_file.c (copying here, mapped by
+ * sp_model_open), version 1 by checkpoint_v1.c.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,48 +17,45 @@
 #include "sparrow/train.h"
 
 #include "../core/internal.h"
+#include "../io/model_file.h"
+#include "../nn/seq.h"
 
-#define CKPT_MAGIC "SPRWCKPT"
-#define CKPT_VERSION 1u
-#define CKPT_MAX_SECTIONS 64u
-#define TAG(a, b, c, d) ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
-#define TAG_CONF TAG('C', 'O', 'N', 'F')
-#define TAG_MODL TAG('M', 'O', 'D', 'L')
-#define TAG_PARM TAG('P', 'A', 'R', 'M')
-#define TAG_BUFF TAG('B', 'U', 'F', 'F')
-#define TAG_OPTM TAG('O', 'P', 'T', 'M')
-#define TAG_TRST TAG('T', 'R', 'S', 'T')
-#define TAG_META TAG('M', 'E', 'T', 'A')
-#define TAG_INPT TAG('I', 'N', 'P', 'T')
-#define TAG_PATT TAG('P', 'A', 'T', 'T')
-#define TAG_VOCB TAG('V', 'O', 'C', 'B')
-#define PATT_MAX_LAYERS 4096
-#define PATT_MASK 0u /* PATT record kinds */
-#define PATT_CSR 1u
+#define OPTM_BYTES (8 + 5 * 4 + 4 + 2 * 8) /* the "optim" record */
 
-#define MODL_BYTES (7 * 8)
-#define OPTM_HEAD_BYTES (8 + 5 * 4 + 4 + 2 * 8)
-#define TRST_BYTES (4 * 8)
+/* ---- CRC-32 (reflected polynomial 0xEDB88320), slicing by 8, tables built on first use ---- */
 
-/* ---- CRC-32 (reflected polynomial 0xEDB88320), table built on first use ------------------ */
-
-static uint32_t crc_table[256];
+static uint32_t crc_table[8][256];
 static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = crc_table[0][crc_table[t - 1][i] & 0xff] ^ (crc_table[t - 1][i] >> 8);
 }
 
+/* Byte by byte: c = table[(c ^ b) & 0xff] ^ (c >> 8). Eight bytes at once fold the same steps
+ * into eight table look-ups (the bytes are read one by one, so this holds on any host). */
 uint32_t sp_crc32(uint32_t crc, const void *bytes, size_t len) {
-    if (!crc_table[1]) crc_init();
+    static int ready; /* the tables are a pure function: a racing second init writes the same */
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        crc_init();
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
     const uint8_t *p = bytes;
-    crc = ~crc;
-    for (size_t i = 0; i < len; i++) crc = crc_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    uint32_t c = ~crc;
+    for (; len >= 8; len -= 8, p += 8) {
+        const uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                                 (uint32_t)p[3] << 24);
+        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
+            crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+    }
+    for (; len; len--, p++) c = crc_table[0][(c ^ *p) & 0xff] ^ (c >> 8);
+    return ~c;
 }
-
 /* ---- writing --------------------------------------------------------------------------------- */
 
 /* The file is streamed through a small buffer, its CRC-32 taken on the way: a checkpoint of a
@@ -106,23 +99,6 @@ static void wf_u64(wfile *w, uint64_t v) {
     wf_u32(w, (uint32_t)v);
     wf_u32(w, (uint32_t)(v >> 32));
 }
-static void wf_f32(wfile *w, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    wf_u32(w, u);
-}
-static void wf_f32s(wfile *w, const float *v, int64_t n) {
-    for (int64_t i = 0; i < n; i++) wf_f32(w, v[i]);
-}
-static void wf_section(wfile *w, uint32_t tag, uint64_t len) {
-    wf_u32(w, tag);
-    wf_u32(w, 0);
-    wf_u64(w, len);
-}
-static void wf_pad(wfile *w) {
-    static const uint8_t z[8] = {0};
-    wf_put(w, z, (8 - w->len % 8) % 8);
-}
 
 /* Flushes w and replaces path by its temporary file tmp (sp_atomic_commit); on any error the
  * temporary file goes and path is untouched. */
@@ -133,210 +109,224 @@ static sp_status commit_file(wfile *w, const char *tmp, const char *path) {
     return SP_OK;
 }
 
-/* PATT records: a CSR layer's structure (row offsets and column indices, which grow with its
- * entries), any other masked or sparse layer's bit mask. */
-typedef struct patt_rec {
-    int layer;
-    const sp_csr *csr; /* borrowed from the model, or NULL */
-    sp_mask *mask;     /* owned, or NULL */
-} patt_rec;
 
-static uint64_t patt_rec_bytes(const patt_rec *r) {
-    if (r->csr) {
-        uint64_t b = 32 + 8 * ((uint64_t)r->csr->rows + 1) + 4 * (uint64_t)r->csr->nnz;
-        return b + (8 - b % 8) % 8;
+/* One table entry to write: the tensor's bytes are data (host order; little-endian hosts). */
+typedef struct went {
+    char name[MF_NAME_BYTES];
+    uint32_t dtype, storage, ndim;
+    uint64_t shape[4];
+    uint64_t count, nbytes, offset;
+    const void *data;
+} went;
+
+typedef struct wlist {
+    went *e;
+    int n, cap;
+} wlist;
+
+static sp_status wl_add(wlist *w, const char *name, sp_dtype dt, mf_storage s, uint64_t count,
+                        const void *data, uint64_t rows, uint64_t cols) {
+    if (w->n == w->cap) {
+        int cap = w->cap ? 2 * w->cap : 64;
+        went *e = sp_calloc((size_t)cap, sizeof *e);
+        if (!e) return SP_ENOMEM;
+        if (w->n) memcpy(e, w->e, sizeof *e * (size_t)w->n);
+        sp_free(w->e);
+        w->e = e;
+        w->cap = cap;
     }
-    return 24 + 8 * (uint64_t)(r->mask->rows * r->mask->words_per_row);
+    went *e = &w->e[w->n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->dtype = (uint32_t)dt;
+    e->storage = (uint32_t)s;
+    e->count = count;
+    e->nbytes = count * sp_dtype_get(dt)->size;
+    e->data = data;
+    if (rows) { /* a matrix component: the shape is the matrix's */
+        e->ndim = 2;
+        e->shape[0] = rows;
+        e->shape[1] = cols;
+    } else {
+        e->ndim = 1;
+        e->shape[0] = count;
+    }
+    return SP_OK;
 }
 
-static void wf_patt_rec(wfile *w, const patt_rec *r) {
-    const uint64_t start = w->len;
-    wf_u32(w, (uint32_t)r->layer);
-    if (r->csr) {
-        const sp_csr *c = r->csr;
-        wf_u32(w, PATT_CSR);
-        wf_u64(w, (uint64_t)c->rows);
-        wf_u64(w, (uint64_t)c->cols);
-        wf_u64(w, (uint64_t)c->nnz);
-        for (int64_t i = 0; i <= c->rows; i++) wf_u64(w, (uint64_t)c->row_ptr[i]);
-        for (int64_t k = 0; k < c->nnz; k++) wf_u32(w, (uint32_t)sp_csr_col(c, k));
-        static const uint8_t z[8] = {0};
-        wf_put(w, z, (8 - (w->len - start) % 8) % 8);
-        return;
+static uint64_t align64(uint64_t v) { return (v + MF_ALIGN - 1) / MF_ALIGN * MF_ALIGN; }
+
+/* The tensors of a layer: its sparsity structure (CSR row offsets and column indices, or the
+ * keep-bits of any other masked or sparse layer, which is rebuilt from them), its parameters
+ * and state (its slices of the arenas) and the tensors it keeps outside the arenas. masks
+ * receives the owned masks to free after writing. */
+static sp_status layer_entries(wlist *w, const sp_model *m, int i, sp_mask **mask_out) {
+    sp_layer *l = sp_model_layer_ptr(m, i);
+    char nm[MF_NAME_BYTES + 32];
+    sp_status st;
+    const sp_csr *c = sp_model_layer_csr(m, i);
+    if (c) {
+        snprintf(nm, sizeof nm, "%d.csr.row_ptr", i);
+        if ((st = wl_add(w, nm, SP_I64, MF_CSR_ROW_PTR, (uint64_t)c->rows + 1, c->row_ptr,
+                         (uint64_t)c->rows, (uint64_t)c->cols)) != SP_OK)
+            return st;
+        snprintf(nm, sizeof nm, "%d.csr.col_idx", i);
+        const void *idx = c->col_idx16 ? (const void *)c->col_idx16 : (const void *)c->col_idx;
+        if ((st = wl_add(w, nm, c->col_idx16 ? SP_U16 : SP_I32, MF_CSR_COL_IDX, (uint64_t)c->nnz,
+                         idx, (uint64_t)c->rows, (uint64_t)c->cols)) != SP_OK)
+            return st;
+    } else if (!l->vt->ntensors) { /* a layer with tensors of its own keeps its structure there */
+        if ((st = sp_model_layer_pattern(m, i, mask_out)) != SP_OK) return st;
+        const sp_mask *mk = *mask_out;
+        if (mk) {
+            snprintf(nm, sizeof nm, "%d.mask", i);
+            if ((st = wl_add(w, nm, SP_I64, MF_MASK_BITS,
+                             (uint64_t)(mk->rows * mk->words_per_row), mk->bits,
+                             (uint64_t)mk->rows, (uint64_t)mk->cols)) != SP_OK)
+                return st;
+        }
     }
-    const sp_mask *mk = r->mask;
-    wf_u32(w, PATT_MASK);
-    wf_u64(w, (uint64_t)mk->rows);
-    wf_u64(w, (uint64_t)mk->cols);
-    for (int64_t k = 0; k < mk->rows * mk->words_per_row; k++) wf_u64(w, mk->bits[k]);
+    if (l->nparam) {
+        snprintf(nm, sizeof nm, "%d.param", i);
+        if ((st = wl_add(w, nm, SP_F32, sp_linear_param_storage(l), (uint64_t)l->nparam,
+                         l->param, 0, 0)) != SP_OK)
+            return st;
+    }
+    if (l->nbuffer) {
+        snprintf(nm, sizeof nm, "%d.buffer", i);
+        if ((st = wl_add(w, nm, SP_F32, MF_DENSE, (uint64_t)l->nbuffer, l->buffer, 0, 0)) != SP_OK)
+            return st;
+    }
+    const int nt = l->vt->ntensors && l->vt->get_tensor ? l->vt->ntensors(l) : 0;
+    for (int k = 0; k < nt; k++) {
+        sp_layer_tensor t = {0};
+        if ((st = l->vt->get_tensor(l, k, &t)) != SP_OK) return st;
+        size_t len = t.name ? strlen(t.name) : 0;
+        bool ok = len >= 1 && len <= 15 && sp_dtype_get(t.dtype) && t.count >= 0 &&
+                  (t.data || t.count == 0);
+        for (size_t j = 0; ok && j < len; j++)
+            ok = (t.name[j] >= 'a' && t.name[j] <= 'z') || (t.name[j] >= '0' && t.name[j] <= '9') ||
+                 t.name[j] == '_';
+        if (!ok)
+            return sp_fail(SP_EINVAL, "checkpoint_save: layer %s describes tensor %d badly (name "
+                           "'%s', dtype %d, count %lld)", l->name, k, t.name ? t.name : "(null)",
+                           (int)t.dtype, (long long)t.count);
+        snprintf(nm, sizeof nm, "%d.q.%s", i, t.name);
+        if ((st = wl_add(w, nm, t.dtype, MF_LAYER, (uint64_t)t.count, t.data, 0, 0)) != SP_OK)
+            return st;
+    }
+    return SP_OK;
+}
+
+static void wf_zeros(wfile *w, uint64_t n) {
+    static const uint8_t z[MF_ALIGN] = {0};
+    while (n) {
+        const uint64_t k = SP_MIN(n, (uint64_t)MF_ALIGN);
+        wf_put(w, z, (size_t)k);
+        n -= k;
+    }
 }
 
 sp_status sp_checkpoint_save(const char *path, const sp_model *cm, const sp_optim *o,
                              const sp_train_state *ts, const char *meta) {
     if (!path || !cm) return sp_fail(SP_EINVAL, "checkpoint_save: NULL argument");
+    if (!mf_host_le())
+        return sp_fail(SP_EINVAL, "checkpoint_save: the model file is little-endian and written "
+                       "from memory as it is; this host is big-endian");
     sp_model *m = (sp_model *)cm; /* read only: the arenas are not changed */
     const char *cfg = sp_model_config(m);
-    sp_shape in = sp_model_in(m);
-    int64_t np = sp_model_nparams(m), nb = sp_model_nbuffers(m);
-    /* the sparsity patterns of masked and sparse layers: a pruned pattern cannot be redrawn */
+    const sp_shape in = sp_model_in(m);
     const int nl = sp_model_nlayers(m);
-    patt_rec *recs = sp_calloc((size_t)nl + 1, sizeof *recs);
-    if (!recs) return SP_ENOMEM;
-    uint32_t npat = 0;
-    uint64_t patt_len = 8;
-    sp_status st = SP_OK;
-    for (int i = 0; i < nl && st == SP_OK; i++) {
-        patt_rec r = {.layer = i, .csr = sp_model_layer_csr(m, i)};
-        if (!r.csr && (st = sp_model_layer_pattern(m, i, &r.mask)) != SP_OK) break;
-        if (!r.csr && !r.mask) continue;
-        patt_len += patt_rec_bytes(&r);
-        recs[npat++] = r;
-    }
-    wfile *w = st == SP_OK ? sp_calloc(1, sizeof *w) : NULL;
+    const int64_t modl[7] = {in.c, in.h, in.w, sp_model_classes(m), (int64_t)sp_model_seed(m),
+                             sp_model_nparams(m), sp_model_nbuffers(m)};
+    const float scale = sp_model_input_scale(m);
+    int64_t nvocab = 0;
+    const int32_t *vocab = sp_model_vocab(m, &nvocab);
+    uint8_t optm[OPTM_BYTES] = {0};
+    int64_t trst[4] = {0};
+    wlist wl = {0};
+    sp_mask **masks = sp_calloc((size_t)nl + 1, sizeof *masks);
+    wfile *w = NULL;
     char *tmp = NULL;
-    if (st == SP_OK && !w) st = SP_ENOMEM;
+    sp_status st = masks ? SP_OK : SP_ENOMEM;
+    if (st == SP_OK) st = wl_add(&wl, "config", SP_U8, MF_RAW, strlen(cfg), cfg, 0, 0);
+    if (st == SP_OK) st = wl_add(&wl, "model", SP_I64, MF_RAW, 7, modl, 0, 0);
+    if (st == SP_OK) st = wl_add(&wl, "input_scale", SP_F32, MF_RAW, 1, &scale, 0, 0);
+    if (st == SP_OK && vocab)
+        st = wl_add(&wl, "vocab", SP_I32, MF_RAW, (uint64_t)nvocab, vocab, 0, 0);
+    for (int i = 0; i < nl && st == SP_OK; i++) st = layer_entries(&wl, m, i, &masks[i]);
+    if (st == SP_OK && o) {
+        /* u32 kind, u32 nesterov, f32 momentum, weight decay, beta1, beta2, eps, u32 zero,
+         * u64 steps, u64 state floats */
+        const sp_optim_config *c = sp_optim_get_config(o);
+        const uint32_t u[2] = {(uint32_t)c->kind, c->nesterov ? 1u : 0u};
+        const float f[5] = {c->momentum, c->weight_decay, c->beta1, c->beta2, c->eps};
+        const uint64_t q[2] = {(uint64_t)sp_optim_steps(o), (uint64_t)sp_optim_state_size(o)};
+        memcpy(optm, u, 8);
+        memcpy(optm + 8, f, 20);
+        memcpy(optm + 32, q, 16);
+        st = wl_add(&wl, "optim", SP_U8, MF_RAW, OPTM_BYTES, optm, 0, 0);
+        if (st == SP_OK)
+            st = wl_add(&wl, "optim.state", SP_F32, MF_DENSE, q[1],
+                        sp_optim_state((sp_optim *)o), 0, 0);
+    }
+    if (st == SP_OK && ts) {
+        trst[0] = ts->step, trst[1] = ts->epoch, trst[2] = ts->batch_index;
+        trst[3] = (int64_t)ts->data_seed;
+        st = wl_add(&wl, "train", SP_I64, MF_RAW, 4, trst, 0, 0);
+    }
+    if (st == SP_OK && meta) st = wl_add(&wl, "meta", SP_U8, MF_RAW, strlen(meta), meta, 0, 0);
+    /* the layout: header, table, then every tensor at a 64-byte boundary, then the CRC */
+    const uint64_t data_off = align64(MF_HEADER_BYTES + (uint64_t)wl.n * MF_ENTRY_BYTES);
+    uint64_t pos = data_off;
+    for (int k = 0; k < wl.n; k++) {
+        wl.e[k].offset = pos;
+        pos = align64(pos + wl.e[k].nbytes);
+    }
+    const uint64_t file_len = pos + 4;
+    if (st == SP_OK && !(w = sp_calloc(1, sizeof *w))) st = SP_ENOMEM;
     if (st == SP_OK) st = sp_atomic_open(path, "checkpoint", &w->fd, &tmp);
     if (st == SP_OK) {
-        int64_t nvocab;
-        const int32_t *vocab = sp_model_vocab(m, &nvocab);
-        uint32_t nsec = 5 + (npat ? 1 : 0) + (o ? 1 : 0) + (ts ? 1 : 0) + (meta ? 1 : 0) +
-                        (vocab ? 1 : 0);
-        wf_put(w, CKPT_MAGIC, 8);
-        wf_u32(w, CKPT_VERSION);
-        wf_u32(w, nsec);
-        wf_section(w, TAG_CONF, strlen(cfg));
-        wf_put(w, cfg, strlen(cfg));
-        wf_pad(w);
-        wf_section(w, TAG_MODL, MODL_BYTES);
-        const int64_t modl[7] = {in.c, in.h, in.w, sp_model_classes(m), (int64_t)sp_model_seed(m),
-                                 np, nb};
-        for (int k = 0; k < 7; k++) wf_u64(w, (uint64_t)modl[k]);
-        wf_section(w, TAG_INPT, 8);
-        wf_f32(w, sp_model_input_scale(m));
-        wf_u32(w, 0);
-        if (vocab) {
-            wf_section(w, TAG_VOCB, 8 + 4 * (uint64_t)nvocab);
-            wf_u32(w, (uint32_t)nvocab);
+        wf_put(w, MF_MAGIC, 8);
+        wf_u32(w, MF_VERSION);
+        wf_u32(w, (uint32_t)wl.n);
+        wf_u64(w, file_len);
+        wf_u64(w, MF_HEADER_BYTES);
+        wf_u64(w, data_off);
+        wf_zeros(w, MF_HEADER_BYTES - w->len);
+        for (int k = 0; k < wl.n; k++) {
+            const went *e = &wl.e[k];
+            uint8_t name[MF_NAME_BYTES] = {0};
+            memcpy(name, e->name, strlen(e->name));
+            wf_put(w, name, sizeof name);
+            wf_u32(w, e->dtype);
+            wf_u32(w, e->storage);
+            wf_u32(w, e->ndim);
             wf_u32(w, 0);
-            for (int64_t k = 0; k < nvocab; k++) wf_u32(w, (uint32_t)vocab[k]);
-            wf_pad(w);
+            for (int d = 0; d < 4; d++) wf_u64(w, e->shape[d]);
+            wf_u64(w, e->count);
+            wf_u64(w, e->offset);
+            wf_u64(w, e->nbytes);
         }
-        if (npat) {
-            wf_section(w, TAG_PATT, patt_len);
-            wf_u32(w, npat);
-            wf_u32(w, 0);
-            for (uint32_t k = 0; k < npat; k++) wf_patt_rec(w, &recs[k]);
+        for (int k = 0; k < wl.n; k++) {
+            wf_zeros(w, wl.e[k].offset - w->len);
+            if (wl.e[k].nbytes) wf_put(w, wl.e[k].data, (size_t)wl.e[k].nbytes);
         }
-        wf_section(w, TAG_PARM, (uint64_t)np * 4);
-        wf_f32s(w, sp_model_params(m), np);
-        wf_pad(w);
-        wf_section(w, TAG_BUFF, (uint64_t)nb * 4);
-        wf_f32s(w, sp_model_buffers(m), nb);
-        wf_pad(w);
-        if (o) {
-            sp_optim *oo = (sp_optim *)o;
-            const sp_optim_config *c = sp_optim_get_config(o);
-            int64_t ns = sp_optim_state_size(o);
-            wf_section(w, TAG_OPTM, OPTM_HEAD_BYTES + (uint64_t)ns * 4);
-            wf_u32(w, (uint32_t)c->kind);
-            wf_u32(w, c->nesterov ? 1 : 0);
-            const float f[5] = {c->momentum, c->weight_decay, c->beta1, c->beta2, c->eps};
-            for (int k = 0; k < 5; k++) wf_f32(w, f[k]);
-            wf_u32(w, 0);
-            wf_u64(w, (uint64_t)sp_optim_steps(o));
-            wf_u64(w, (uint64_t)ns);
-            wf_f32s(w, sp_optim_state(oo), ns);
-            wf_pad(w);
-        }
-        if (ts) {
-            wf_section(w, TAG_TRST, TRST_BYTES);
-            wf_u64(w, (uint64_t)ts->step);
-            wf_u64(w, (uint64_t)ts->epoch);
-            wf_u64(w, (uint64_t)ts->batch_index);
-            wf_u64(w, ts->data_seed);
-        }
-        if (meta) {
-            wf_section(w, TAG_META, strlen(meta));
-            wf_put(w, meta, strlen(meta));
-            wf_pad(w);
-        }
+        wf_zeros(w, file_len - 4 - w->len);
         wf_flush(w);
-        wf_u32(w, w->crc); /* of every byte before it */
+        const uint32_t crc = w->crc;
+        wf_u32(w, crc);
         st = commit_file(w, tmp, path);
     }
-    for (uint32_t k = 0; k < npat; k++) sp_mask_free(recs[k].mask);
-    sp_free(recs);
+    for (int i = 0; masks && i < nl; i++) sp_mask_free(masks[i]);
+    sp_free(masks);
+    sp_free(wl.e);
     sp_free(tmp);
     sp_free(w);
     return st;
 }
 
-/* ---- reading --------------------------------------------------------------------------------- */
-
-static uint32_t rd_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd_u64(const uint8_t *p) { return rd_u32(p) | (uint64_t)rd_u32(p + 4) << 32; }
-static float rd_f32(const uint8_t *p) {
-    uint32_t u = rd_u32(p);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static void rd_f32s(const uint8_t *p, float *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = rd_f32(p + 4 * i);
-}
-
-typedef struct section {
-    const uint8_t *p;
-    uint64_t len;
-    bool present;
-} section;
-
-static char *dup_text(const uint8_t *p, uint64_t len) {
-    char *s = sp_alloc((size_t)len + 1);
-    if (!s) return NULL;
-    memcpy(s, p, (size_t)len);
-    s[len] = '\0';
-    return s;
-}
-
-/* VOCB: u32 count, u32 zero, count u32 code points (strictly ascending Unicode scalar
- * values), one per class: the vocabulary of a text model. The count is bounded by the section's
- * bytes before anything is read. */
-static sp_status parse_vocab(section s, sp_model *m) {
-    if (s.len < 8)
-        return sp_fail(SP_EFORMAT, "checkpoint: VOCB section of %llu bytes is too short",
-                       (unsigned long long)s.len);
-    const uint32_t count = rd_u32(s.p);
-    if (rd_u32(s.p + 4) != 0)
-        return sp_fail(SP_EFORMAT, "checkpoint: VOCB reserved field is %u, not 0",
-                       rd_u32(s.p + 4));
-    if (count > (s.len - 8) / 4 || s.len != 8 + 4 * (uint64_t)count)
-        return sp_fail(SP_EFORMAT, "checkpoint: VOCB holds %u code points, its section %llu "
-                       "bytes (want %llu)", count, (unsigned long long)s.len,
-                       (unsigned long long)(8 + 4 * (uint64_t)count));
-    if ((int64_t)count != sp_model_classes(m))
-        return sp_fail(SP_EFORMAT, "checkpoint: VOCB holds %u code points for a model of %lld "
-                       "classes", count, (long long)sp_model_classes(m));
-    uint32_t prev = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        const uint32_t c = rd_u32(s.p + 8 + 4 * (uint64_t)i);
-        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-            return sp_fail(SP_EFORMAT, "checkpoint: VOCB entry %u = 0x%X is not a Unicode scalar "
-                           "value", i, c);
-        if (i > 0 && c <= prev)
-            return sp_fail(SP_EFORMAT, "checkpoint: VOCB entry %u = U+%04X is not above the one "
-                           "before it (U+%04X)", i, c, prev);
-        prev = c;
-    }
-    int32_t *v = sp_alloc(sizeof(int32_t) * (size_t)SP_MAX(count, 1));
-    if (!v) return SP_ENOMEM;
-    for (uint32_t i = 0; i < count; i++) v[i] = (int32_t)rd_u32(s.p + 8 + 4 * (uint64_t)i);
-    sp_status st = sp_model_set_vocab(m, v, count); /* validated above: only SP_ENOMEM */
-    sp_free(v);
-    return st;
-}
+/* ---- reading ----------------------------------------------------------------------------- */
 
 void sp_checkpoint_free(sp_checkpoint *c) {
     if (!c) return;
@@ -346,275 +336,12 @@ void sp_checkpoint_free(sp_checkpoint *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* PATT: u32 count, u32 zero, then per record u32 layer, u32 kind, u64 rows, u64 cols and
- * - kind 0 (mask): rows * ceil(cols / 64) u64 words of mask bits;
- * - kind 1 (CSR): u64 nnz, (rows + 1) u64 row offsets, nnz u32 column indices, zero pad to 8.
- * Every size is checked against the bytes left before anything is allocated, and a CSR record
- * against every CSR invariant after. masks and csrs are indexed by layer; *npats = highest
- * layer + 1. */
-static sp_status parse_patterns(section s, sp_mask **masks, sp_csr **csrs, int *npats) {
-    if (s.len < 8) return sp_fail(SP_EFORMAT, "checkpoint: PATT section of %llu bytes is too short",
-                                  (unsigned long long)s.len);
-    uint32_t count = rd_u32(s.p);
-    if (count > PATT_MAX_LAYERS || rd_u32(s.p + 4) != 0)
-        return sp_fail(SP_EFORMAT, "checkpoint: PATT holds %u patterns (at most %d)", count,
-                       PATT_MAX_LAYERS);
-    uint64_t pos = 8;
-    for (uint32_t r = 0; r < count; r++) {
-        if (s.len - pos < 24)
-            return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u runs past its section", r);
-        const uint64_t start = pos;
-        uint32_t layer = rd_u32(s.p + pos), kind = rd_u32(s.p + pos + 4);
-        uint64_t rows = rd_u64(s.p + pos + 8), cols = rd_u64(s.p + pos + 16);
-        pos += 24;
-        if (layer >= PATT_MAX_LAYERS)
-            return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u names layer %u", r, layer);
-        if (kind != PATT_MASK && kind != PATT_CSR)
-            return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u (layer %u) has kind %u "
-                           "(0 mask, 1 CSR)", r, layer, kind);
-        if ((int)layer < *npats && (masks[layer] || csrs[layer]))
-            return sp_fail(SP_EFORMAT, "checkpoint: PATT gives layer %u twice", layer);
-        if (rows < 1 || cols < 1 || rows > ((uint64_t)1 << 31) || cols > ((uint64_t)1 << 31))
-            return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u pattern %llux%llu out of range",
-                           layer, (unsigned long long)rows, (unsigned long long)cols);
-        if (kind == PATT_CSR) {
-            if (s.len - pos < 8)
-                return sp_fail(SP_EFORMAT, "checkpoint: PATT record %u runs past its section", r);
-            uint64_t nnz = rd_u64(s.p + pos);
-            pos += 8;
-            /* rows * cols < 2^62, and the offsets and indices must fit in what is left */
-            const uint64_t left = s.len - pos;
-            if (nnz > rows * cols || rows + 1 > left / 8 || nnz > (left - 8 * (rows + 1)) / 4)
-                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u: %llu entries in %llux%llu "
-                               "need more than the %llu bytes left", layer,
-                               (unsigned long long)nnz, (unsigned long long)rows,
-                               (unsigned long long)cols, (unsigned long long)left);
-            sp_csr *c = NULL;
-            sp_status st = sp_csr_new((int64_t)rows, (int64_t)cols, (int64_t)nnz, SP_CSR_IDX32, &c);
-            if (st != SP_OK) return st;
-            for (uint64_t i = 0; i <= rows; i++) {
-                const uint64_t v = rd_u64(s.p + pos + 8 * i);
-                c->row_ptr[i] = v > nnz ? -1 : (int64_t)v; /* -1: refused by validate */
-            }
-            pos += 8 * (rows + 1);
-            for (uint64_t k = 0; k < nnz; k++) {
-                const uint32_t j = rd_u32(s.p + pos + 4 * k);
-                c->col_idx[k] = j > INT32_MAX ? -1 : (int32_t)j;
-                c->val[k] = 0.0f;
-            }
-            pos += 4 * nnz;
-            const uint64_t pad = (8 - (pos - start) % 8) % 8;
-            bool zero = pad <= s.len - pos;
-            for (uint64_t k = 0; zero && k < pad; k++) zero = s.p[pos + k] == 0;
-            pos += pad;
-            if (!zero) {
-                sp_csr_free(c);
-                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u: padding is not %llu zero "
-                               "bytes", layer, (unsigned long long)pad);
-            }
-            if ((st = sp_csr_validate(c)) != SP_OK) {
-                char msg[300];
-                snprintf(msg, sizeof msg, "%s", sp_last_error());
-                sp_csr_free(c);
-                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u: %s", layer, msg);
-            }
-            csrs[layer] = c;
-        } else {
-            uint64_t words = rows * ((cols + 63) / 64); /* < 2^57: no overflow */
-            if (words > (s.len - pos) / 8)
-                return sp_fail(SP_EFORMAT, "checkpoint: PATT layer %u needs %llu bytes, %llu left",
-                               layer, (unsigned long long)(words * 8),
-                               (unsigned long long)(s.len - pos));
-            sp_mask *m = NULL;
-            sp_status st = sp_mask_new((int64_t)rows, (int64_t)cols, &m);
-            if (st != SP_OK) return st;
-            for (uint64_t k = 0; k < words; k++) m->bits[k] = rd_u64(s.p + pos + 8 * k);
-            pos += 8 * words;
-            masks[layer] = m;
-        }
-        if ((int)layer + 1 > *npats) *npats = (int)layer + 1;
-    }
-    if (pos != s.len)
-        return sp_fail(SP_EFORMAT, "checkpoint: %llu unexpected bytes at the end of PATT",
-                       (unsigned long long)(s.len - pos));
-    return SP_OK;
-}
-
-static void free_patterns(sp_mask **masks, sp_csr **csrs, int n) {
-    for (int i = 0; i < n; i++) {
-        if (masks) sp_mask_free(masks[i]);
-        if (csrs) sp_csr_free(csrs[i]);
-    }
-    sp_free(masks);
-    sp_free(csrs);
-}
-
 sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) {
     if (!b || !out) return sp_fail(SP_EINVAL, "checkpoint: NULL argument");
     memset(out, 0, sizeof *out);
-    if (len < 20 || memcmp(b, CKPT_MAGIC, 8) != 0)
-        return sp_fail(SP_EFORMAT, "checkpoint: not a sparrow checkpoint (%zu bytes, bad magic)", len);
-    uint32_t version = rd_u32(b + 8);
-    if (version != CKPT_VERSION)
-        return sp_fail(SP_EFORMAT, "checkpoint: version %u is not supported (this build reads %u)",
-                       version, CKPT_VERSION);
-    uint32_t crc = rd_u32(b + len - 4), want = sp_crc32(0, b, len - 4);
-    if (crc != want)
-        return sp_fail(SP_EFORMAT, "checkpoint: CRC-32 %08x does not match the contents (%08x): "
-                       "the file is corrupt or truncated", crc, want);
-    uint32_t nsec = rd_u32(b + 12);
-    if (nsec > CKPT_MAX_SECTIONS)
-        return sp_fail(SP_EFORMAT, "checkpoint: %u sections (at most %u)", nsec, CKPT_MAX_SECTIONS);
-    section conf = {0}, modl = {0}, parm = {0}, buff = {0}, optm = {0}, trst = {0}, meta = {0};
-    section inpt = {0}, patt = {0}, vocb = {0};
-    size_t pos = 16, end = len - 4;
-    for (uint32_t i = 0; i < nsec; i++) {
-        if (end - pos < 16)
-            return sp_fail(SP_EFORMAT, "checkpoint: section %u header at byte %zu runs past the end",
-                           i, pos);
-        uint32_t tag = rd_u32(b + pos);
-        uint64_t slen = rd_u64(b + pos + 8);
-        pos += 16;
-        if (slen > end - pos)
-            return sp_fail(SP_EFORMAT, "checkpoint: section %u length %llu exceeds the %zu bytes left",
-                           i, (unsigned long long)slen, end - pos);
-        section s = {b + pos, slen, true};
-        section *dst = tag == TAG_CONF ? &conf : tag == TAG_MODL ? &modl : tag == TAG_PARM ? &parm
-                     : tag == TAG_BUFF ? &buff : tag == TAG_OPTM ? &optm : tag == TAG_TRST ? &trst
-                     : tag == TAG_META ? &meta : tag == TAG_INPT ? &inpt
-                     : tag == TAG_PATT ? &patt : tag == TAG_VOCB ? &vocb : NULL;
-        if (!dst)
-            return sp_fail(SP_EFORMAT, "checkpoint: unknown section tag 0x%08x", tag);
-        if (dst->present)
-            return sp_fail(SP_EFORMAT, "checkpoint: section %.4s appears twice", (const char *)(b + pos - 16));
-        *dst = s;
-        size_t padded = (size_t)slen + (8 - slen % 8) % 8;
-        if (padded > end - pos)
-            return sp_fail(SP_EFORMAT, "checkpoint: section %u padding runs past the end", i);
-        pos += padded;
-    }
-    if (pos != end)
-        return sp_fail(SP_EFORMAT, "checkpoint: %zu unexpected bytes after the last section", end - pos);
-    if (!conf.present || !modl.present || !parm.present || !buff.present)
-        return sp_fail(SP_EFORMAT, "checkpoint: missing a required section (CONF, MODL, PARM, BUFF)");
-    if (modl.len != MODL_BYTES)
-        return sp_fail(SP_EFORMAT, "checkpoint: MODL section is %llu bytes, want %d",
-                       (unsigned long long)modl.len, MODL_BYTES);
-    int64_t d[7];
-    for (int k = 0; k < 7; k++) d[k] = (int64_t)rd_u64(modl.p + 8 * k);
-    sp_shape in = {d[0], d[1], d[2]};
-    int64_t classes = d[3], np = d[5], nb = d[6];
-    uint64_t seed = (uint64_t)d[4];
-    if (np < 0 || nb < 0 || parm.len % 4 || buff.len % 4 || (uint64_t)np != parm.len / 4 ||
-        (uint64_t)nb != buff.len / 4)
-        return sp_fail(SP_EFORMAT, "checkpoint: %lld parameters / %lld buffers do not match "
-                       "sections of %llu / %llu bytes", (long long)np, (long long)nb,
-                       (unsigned long long)parm.len, (unsigned long long)buff.len);
-    for (uint64_t k = 0; k < conf.len; k++)
-        if (conf.p[k] == 0)
-            return sp_fail(SP_EFORMAT, "checkpoint: NUL byte in the architecture at offset %llu",
-                           (unsigned long long)k);
-    sp_status st = SP_ENOMEM;
-    sp_mask **pats = sp_calloc(PATT_MAX_LAYERS, sizeof *pats);
-    sp_csr **csrs = sp_calloc(PATT_MAX_LAYERS, sizeof *csrs);
-    int npats = 0;
-    if (!pats || !csrs) goto fail_pats;
-    if (patt.present) {
-        st = parse_patterns(patt, pats, csrs, &npats);
-        if (st != SP_OK) goto fail_pats;
-    }
-    char *cfg = dup_text(conf.p, conf.len);
-    st = SP_ENOMEM;
-    if (!cfg) goto fail_pats;
-    /* the parameter count is bounded by the file: the model may not ask for more */
-    st = sp_model_new_with_structure(cfg, in, classes, seed, np + nb,
-                                     (const sp_mask *const *)pats, (const sp_csr *const *)csrs,
-                                     npats, &out->model);
-    sp_free(cfg);
-    free_patterns(pats, csrs, npats);
-    if (st != SP_OK) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "%s", sp_last_error());
-        return sp_fail(st == SP_ENOMEM ? st : SP_EFORMAT, "checkpoint: architecture: %s", msg);
-    }
-    if (sp_model_nparams(out->model) != np || sp_model_nbuffers(out->model) != nb) {
-        st = sp_fail(SP_EFORMAT, "checkpoint: the architecture has %lld parameters and %lld "
-                     "buffers, the file %lld and %lld", (long long)sp_model_nparams(out->model),
-                     (long long)sp_model_nbuffers(out->model), (long long)np, (long long)nb);
-        goto fail;
-    }
-    if (inpt.present) {
-        float scale = inpt.len == 8 ? rd_f32(inpt.p) : NAN;
-        if (!(scale > 0.0f) || !isfinite(scale) || rd_u32(inpt.p + 4) != 0) {
-            st = sp_fail(SP_EFORMAT, "checkpoint: INPT section (%llu bytes) does not hold a "
-                         "positive input scale", (unsigned long long)inpt.len);
-            goto fail;
-        }
-        sp_model_set_input_scale(out->model, scale);
-    }
-    if (vocb.present && (st = parse_vocab(vocb, out->model)) != SP_OK) goto fail;
-    rd_f32s(parm.p, sp_model_params(out->model), np);
-    rd_f32s(buff.p, sp_model_buffers(out->model), nb);
-    if (optm.present) {
-        if (optm.len < OPTM_HEAD_BYTES) {
-            st = sp_fail(SP_EFORMAT, "checkpoint: OPTM section of %llu bytes is too short",
-                         (unsigned long long)optm.len);
-            goto fail;
-        }
-        sp_optim_config c = {.kind = (sp_optim_kind)rd_u32(optm.p), .nesterov = rd_u32(optm.p + 4) != 0,
-                             .momentum = rd_f32(optm.p + 8), .weight_decay = rd_f32(optm.p + 12),
-                             .beta1 = rd_f32(optm.p + 16), .beta2 = rd_f32(optm.p + 20),
-                             .eps = rd_f32(optm.p + 24)};
-        int64_t t = (int64_t)rd_u64(optm.p + 32), ns = (int64_t)rd_u64(optm.p + 40);
-        if (rd_u32(optm.p) > 2 || rd_u32(optm.p + 4) > 1) {
-            st = sp_fail(SP_EFORMAT, "checkpoint: optimizer kind %u / nesterov %u out of range",
-                         rd_u32(optm.p), rd_u32(optm.p + 4));
-            goto fail;
-        }
-        if (t < 0 || ns < 0 || (optm.len - OPTM_HEAD_BYTES) % 4 ||
-            (uint64_t)ns != (optm.len - OPTM_HEAD_BYTES) / 4) {
-            st = sp_fail(SP_EFORMAT, "checkpoint: optimizer step %lld / state of %lld floats does "
-                         "not match its %llu bytes", (long long)t, (long long)ns,
-                         (unsigned long long)optm.len);
-            goto fail;
-        }
-        st = sp_optim_new(&c, np, &out->optim);
-        if (st != SP_OK) {
-            if (st != SP_ENOMEM) st = sp_fail(SP_EFORMAT, "checkpoint: optimizer: %s", sp_last_error());
-            goto fail;
-        }
-        if (sp_optim_state_size(out->optim) != ns) {
-            st = sp_fail(SP_EFORMAT, "checkpoint: optimizer state has %lld floats, want %lld",
-                         (long long)ns, (long long)sp_optim_state_size(out->optim));
-            goto fail;
-        }
-        rd_f32s(optm.p + OPTM_HEAD_BYTES, sp_optim_state(out->optim), ns);
-        sp_optim_set_steps(out->optim, t);
-    }
-    if (trst.present) {
-        if (trst.len != TRST_BYTES) {
-            st = sp_fail(SP_EFORMAT, "checkpoint: TRST section is %llu bytes, want %d",
-                         (unsigned long long)trst.len, TRST_BYTES);
-            goto fail;
-        }
-        out->state = (sp_train_state){(int64_t)rd_u64(trst.p), (int64_t)rd_u64(trst.p + 8),
-                                      (int64_t)rd_u64(trst.p + 16), rd_u64(trst.p + 24)};
-        if (out->state.step < 0 || out->state.epoch < 0 || out->state.batch_index < 0) {
-            st = sp_fail(SP_EFORMAT, "checkpoint: negative training position (step %lld)",
-                         (long long)out->state.step);
-            goto fail;
-        }
-        out->has_state = true;
-    }
-    st = SP_ENOMEM;
-    out->meta = meta.present ? dup_text(meta.p, meta.len) : dup_text((const uint8_t *)"", 0);
-    if (!out->meta) goto fail;
-    return SP_OK;
-fail_pats:
-    free_patterns(pats, csrs, npats);
-fail:
-    sp_checkpoint_free(out);
-    return st;
+    if (len >= 12 && memcmp(b, MF_MAGIC, 8) == 0 && mf_rd32(b + 8) == 1)
+        return sp_checkpoint_parse_v1(b, len, out);
+    return sp_model_file_parse(b, len, false, out, NULL);
 }
 
 sp_status sp_checkpoint_load(const char *path, sp_checkpoint *out) {
