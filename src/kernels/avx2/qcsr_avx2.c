@@ -262,6 +262,29 @@ static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t 
 void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq,
                            int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
                            const float *bias, sp_act act) {
+    if (batch == 1 && w->bits == 8) {
+        /* SpMV: one int32 dot product per row, columns summed from the gaps */
+        const int8_t *val = w->val;
+        for (int64_t i = r0; i < r1; i++) {
+            const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+            int32_t s0 = 0, s1 = 0;
+            if (w->gap) {
+                int64_t col = 0, k = k0;
+                for (; k + 1 < k1; k += 2) {
+                    col += w->gap[k];
+                    s0 += val[k] * (int32_t)xq[col * ldq];
+                    col += w->gap[k + 1];
+                    s1 += val[k + 1] * (int32_t)xq[col * ldq];
+                }
+                if (k < k1) col += w->gap[k], s0 += val[k] * (int32_t)xq[col * ldq];
+            } else {
+                for (int64_t k = k0; k < k1; k++) s0 += val[k] * (int32_t)xq[(k - k0) * ldq];
+            }
+            float v = ((float)(s0 + s1) * w->scale[i]) * xs[0];
+            y[i * ldy] = sp_epilogue(v, bias, i, act);
+        }
+        return;
+    }
     if (batch < 16) {
         rows_narrow(w, r0, r1, xq, ldq, batch, xs, y, ldy, bias, act);
         return;
