@@ -32,9 +32,21 @@ void sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
         for (b = 0; b < batch; b++) xs[b] = x_scale, inv[b] = 1.0f / x_scale;
     } else {
         for (b = 0; b < batch; b++) xs[b] = 0.0f;
-        for (int64_t j = 0; j < rows; j++) {
+        /* 64 samples at a time, the running maxima in 8 registers */
+        int64_t b64 = 0;
+        for (; b64 + 64 <= batch; b64 += 64) {
+            __m256 m[8];
+            for (int v = 0; v < 8; v++) m[v] = _mm256_setzero_ps();
+            for (int64_t j = 0; j < rows; j++) {
+                const float *xr = x + j * ldx + b64;
+                for (int v = 0; v < 8; v++)
+                    m[v] = _mm256_max_ps(m[v], _mm256_and_ps(_mm256_loadu_ps(xr + 8 * v), absmask));
+            }
+            for (int v = 0; v < 8; v++) _mm256_storeu_ps(xs + b64 + 8 * v, m[v]);
+        }
+        for (int64_t j = 0; j < rows && b64 < batch; j++) {
             const float *xr = x + j * ldx;
-            for (b = 0; b + 8 <= batch; b += 8)
+            for (b = b64; b + 8 <= batch; b += 8)
                 _mm256_storeu_ps(xs + b, _mm256_max_ps(_mm256_loadu_ps(xs + b),
                                                        _mm256_and_ps(_mm256_loadu_ps(xr + b), absmask)));
             for (; b < batch; b++) xs[b] = fmaxf(xs[b], fabsf(xr[b]));
