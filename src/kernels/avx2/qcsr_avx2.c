@@ -19,6 +19,9 @@
 #define QT 64     /* batch columns per tile: 4 vectors of 16 int16, 8 int32 accumulators */
 #define CHUNK 256 /* stored entries decoded at a time */
 
+/* int32 view of the int16 value array (allowed to alias it) */
+typedef int32_t __attribute__((may_alias)) sp_i32_alias;
+
 static inline __m256i lanes(int64_t n) {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
@@ -146,12 +149,14 @@ static inline __attribute__((always_inline)) void rows_nv(const sp_qcsr *w, int6
         float *yr = y + i * ldy;
         for (int v = 0; v < NV; v++) {
             for (int h = 0; h < 2; h++) {
-                const int sel = h ? 0x31 : 0x20; /* batch 16v + 8h .. + 7 */
+                /* batch 16v + 8h .. + 7 (immediates: literal constants in each branch) */
                 __m256 t;
                 if (q4) {
-                    t = _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], sel);
+                    t = h ? _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], 0x31)
+                          : _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], 0x20);
                 } else {
-                    __m256i a = _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], sel);
+                    __m256i a = h ? _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], 0x31)
+                                  : _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], 0x20);
                     t = _mm256_mul_ps(_mm256_cvtepi32_ps(a), ws);
                 }
                 const int64_t b = 16 * v + 8 * h;
@@ -183,7 +188,7 @@ static inline __attribute__((always_inline)) void row_q8(const uint8_t *g, const
                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(v + c0 + t))));
         for (; t < m; t++) wv[t] = v[c0 + t];
         wv[m] = 0; /* pad of an odd count */
-        const int32_t *wp = (const int32_t *)wv;
+        const sp_i32_alias *wp = (const sp_i32_alias *)wv; /* pair words over the int16s */
         const uint8_t *gg = dense ? NULL : g + c0;
         for (int64_t p = 0; 2 * p < m; p++) {
             int64_t ca, cb;
@@ -215,7 +220,9 @@ static inline __attribute__((always_inline)) void rows_q8(const sp_qcsr *w, int6
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         __m256i acc[8];
         for (int j = 0; j < 2 * NV; j++) acc[j] = _mm256_setzero_si256();
-        if (w->gap) row_q8(w->gap + k0, val + k0, k1 - k0, xb, ldq, acc, NV, false);
+        if (w->gap && NV == 4 && ldq == QT) /* batch 64: X rows of 128 bytes, a shift */
+            row_q8(w->gap + k0, val + k0, k1 - k0, xb, QT, acc, NV, false);
+        else if (w->gap) row_q8(w->gap + k0, val + k0, k1 - k0, xb, ldq, acc, NV, false);
         else row_q8(NULL, val + k0, k1 - k0, xb, ldq, acc, NV, true);
         const __m256 ws = _mm256_set1_ps(w->scale[i]);
         const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
