@@ -220,9 +220,7 @@ static inline __attribute__((always_inline)) void rows_q8(const sp_qcsr *w, int6
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         __m256i acc[8];
         for (int j = 0; j < 2 * NV; j++) acc[j] = _mm256_setzero_si256();
-        if (w->gap && NV == 4 && ldq == QT) /* batch 64: X rows of 128 bytes, a shift */
-            row_q8(w->gap + k0, val + k0, k1 - k0, xb, QT, acc, NV, false);
-        else if (w->gap) row_q8(w->gap + k0, val + k0, k1 - k0, xb, ldq, acc, NV, false);
+        if (w->gap) row_q8(w->gap + k0, val + k0, k1 - k0, xb, ldq, acc, NV, false);
         else row_q8(NULL, val + k0, k1 - k0, xb, ldq, acc, NV, true);
         const __m256 ws = _mm256_set1_ps(w->scale[i]);
         const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
