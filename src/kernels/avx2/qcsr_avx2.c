@@ -285,7 +285,34 @@ void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int16
         for (int64_t i = r0; i < r1; i++) {
             const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
             int32_t s0 = 0, s1 = 0;
-            if (w->gap) {
+            if (w->gap && ldq == 1) {
+                /* 8 entries at a time: prefix sum of the gaps in a vector, one gather of the
+                 * int16 X values (4 bytes at 2 * col: the low half is x[col]; the workspace
+                 * holds 64 spare bytes past X), vpmaddwd against the int32 weights with the
+                 * upper halves of x cleared: w * x exactly. */
+                const __m256i lo16 = _mm256_set1_epi32(0xffff), last = _mm256_set1_epi32(7);
+                __m256i base = _mm256_setzero_si256(), acc = _mm256_setzero_si256();
+                int64_t k = k0;
+                for (; k + 8 <= k1; k += 8) {
+                    __m256i g = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w->gap + k)));
+                    g = _mm256_add_epi32(g, _mm256_slli_si256(g, 4));
+                    g = _mm256_add_epi32(g, _mm256_slli_si256(g, 8));
+                    __m256i h = _mm256_shuffle_epi32(g, 0xff);          /* lane 3 of each half */
+                    g = _mm256_add_epi32(g, _mm256_permute2x128_si256(h, h, 0x08)); /* to the high half */
+                    const __m256i cols = _mm256_add_epi32(g, base);
+                    /* the 8 gaps' total off the loop-carried chain (vpermd is slow) */
+                    base = _mm256_add_epi32(base, _mm256_permutevar8x32_epi32(g, last));
+                    __m256i xv = _mm256_i32gather_epi32((const int *)xq, cols, 2);
+                    __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(val + k)));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_and_si256(xv, lo16), wv));
+                }
+                __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+                a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
+                a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
+                s0 = _mm_cvtsi128_si32(a4);
+                int64_t col = _mm256_cvtsi256_si32(base);
+                for (; k < k1; k++) col += w->gap[k], s1 += val[k] * (int32_t)xq[col];
+            } else if (w->gap) {
                 int64_t col = 0, k = k0;
                 for (; k + 1 < k1; k += 2) {
                     col += w->gap[k];
