@@ -42,11 +42,12 @@ test: deps
 	@$(MAKE) --no-print-directory test-plain test-scalar test-asan
 
 test-plain: build
-	@$(DEPS) data
+	@$(DEPS) data test
 	@echo "== suite (isa: best available)"
 	@./build/sparrow_tests
 	@echo "== the command-line tool end to end (tests/cli_check.sh)"
 	@tests/cli_check.sh build
+	@echo "== export-c on the host and a Cortex-M4F under qemu (tests/mcu_check.sh)" && tests/mcu_check.sh build
 
 test-scalar: build
 	@echo "== suite with SPARROW_ISA=scalar"

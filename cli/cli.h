@@ -15,8 +15,10 @@ int cmd_inspect(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_lottery(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_bench_model(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_export_c(int argc, char **argv);
 
 /* ln 2: a loss in nats per character / CLI_LN2 = bits per character. */
 #define CLI_LN2 0.693147180559945309417

@@ -24,7 +24,9 @@ static void usage(FILE *f) {
             "  prune        prune a trained model at once into a sparse model file, or drop\n"
             "               the least-used experts of its moe layers (--keep-experts)\n"
             "  lottery      lottery tickets: iterative pruning with rewinding, random-reinit control\n"
+            "  export-c     a model as C source for a microcontroller (no malloc, no libc)\n"
             "  convert      safetensors (PyTorch nn.Sequential) to and from sparrow model files\n"
+            "  quantize     int8 or 4-bit weights on top of sparsity, calibrated activations\n"
             "  bench spmm   time a sparse kernel against dense OpenBLAS on the same data\n"
             "  bench model  time a model's forward pass, optionally against another (--vs)\n"
             "  info         CPU features, kernel variants and GEMM backend in use\n"
@@ -111,6 +113,8 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "prune")) return cmd_prune(argc - 1, argv + 1);
     if (!strcmp(verb, "lottery")) return cmd_lottery(argc - 1, argv + 1);
     if (!strcmp(verb, "convert")) return cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(verb, "quantize")) return cmd_quantize(argc - 1, argv + 1);
+    if (!strcmp(verb, "export-c")) return cmd_export_c(argc - 1, argv + 1);
     fprintf(stderr, "sparrow: unknown command '%s' (see 'sparrow --help')\n", verb);
     return 2;
 }

@@ -230,65 +230,36 @@ int cli_recipe_read(const char *path, cli_recipe *r) {
     memset(r, 0, sizeof *r);
     r->text = cli_read_text(path);
     if (!r->text) return 1;
-    size_t layers_len = 0;
-    int line = 0;
-    for (char *s = r->text, *next; s && *s; s = next) {
-        next = strchr(s, '\n');
-        if (next) *next++ = '\0';
-        line++;
-        char *hash = strchr(s, '#');
-        if (hash) *hash = '\0';
-        char *tok[4];
-        int nt = 0;
-        for (char *t = strtok(s, " \t\r"); t; t = strtok(NULL, " \t\r")) {
-            if (nt == 4) {
-                fprintf(stderr, "sparrow: recipe %s line %d: too many words\n", path, line);
-                return 1;
-            }
-            tok[nt++] = t;
+    /* the syntax is checked by the library (sp_recipe_parse); the values are parsed as the
+     * command line's options by the caller */
+    sp_recipe *rc = NULL;
+    if (sp_recipe_parse(r->text, strlen(r->text), &rc) != SP_OK) {
+        fprintf(stderr, "sparrow: %s: %s\n", path, sp_last_error());
+        return 1;
+    }
+    int rv = 0;
+    if (sp_recipe_layers(rc) && !(r->layers = strdup(sp_recipe_layers(rc)))) rv = 1;
+    for (int i = 0; i < sp_recipe_count(rc) && !rv; i++) {
+        const char *key, *val;
+        int line;
+        sp_recipe_setting(rc, i, &key, &val, &line);
+        char *opt = malloc(strlen(key) + 3), *v = val ? strdup(val) : NULL;
+        if (opt) r->owned[r->nowned++] = opt;
+        if (v) r->owned[r->nowned++] = v;
+        if (!opt || (val && !v)) {
+            rv = 1;
+            break;
         }
-        if (nt == 0) continue;
-        if (!strcmp(tok[0], "prune-layer")) {
-            if (nt != 3) {
-                fprintf(stderr, "sparrow: recipe %s line %d: prune-layer takes a layer name and "
-                                "a sparsity\n", path, line);
-                return 1;
-            }
-            size_t need = layers_len + strlen(tok[1]) + strlen(tok[2]) + 3;
-            char *grown = realloc(r->layers, need);
-            if (!grown) return 1;
-            r->layers = grown;
-            layers_len += (size_t)sprintf(r->layers + layers_len, "%s%s=%s",
-                                          layers_len ? "," : "", tok[1], tok[2]);
-            continue;
-        }
-        if (nt > 2) {
-            fprintf(stderr, "sparrow: recipe %s line %d: '%s' takes at most one value\n", path,
-                    line, tok[0]);
-            return 1;
-        }
-        if (!strcmp(tok[0], "recipe") || !strcmp(tok[0], "resume")) {
-            fprintf(stderr, "sparrow: recipe %s line %d: '%s' cannot be set in a recipe\n", path,
-                    line, tok[0]);
-            return 1;
-        }
-        if (r->argc + 2 > CLI_RECIPE_MAX) {
-            fprintf(stderr, "sparrow: recipe %s: more than %d settings\n", path,
-                    CLI_RECIPE_MAX / 2);
-            return 1;
-        }
-        char *opt = malloc(strlen(tok[0]) + 3);
-        if (!opt) return 1;
-        sprintf(opt, "--%s", tok[0]);
-        r->owned[r->nowned++] = opt;
+        sprintf(opt, "--%s", key);
         r->line[r->argc] = line;
         r->argv[r->argc++] = opt;
-        if (nt == 2) {
+        if (v) {
             r->line[r->argc] = line;
-            r->argv[r->argc++] = tok[1];
+            r->argv[r->argc++] = v;
         }
     }
-    return 0;
+    sp_recipe_free(rc);
+    return rv;
 }
 
 void cli_recipe_free(cli_recipe *r) {

@@ -6,7 +6,8 @@ set -euo pipefail
 
 declare -A GROUP=(
   [build]="cmake make gcc g++ pkg-config libopenblas-dev zlib1g-dev"
-  [test]="cmake make gcc pkg-config libopenblas-dev zlib1g-dev dataset-fashion-mnist golang-github-colinmarc-hdfs-dev"
+  [test]="cmake make gcc pkg-config libopenblas-dev zlib1g-dev dataset-fashion-mnist golang-github-colinmarc-hdfs-dev
+         gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"  # the last three: tests/mcu_check.sh
   [bench]="python3 python3-numpy python3-scipy python3-torch python3-threadpoolctl"
   [arm]="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
   [data]="dataset-fashion-mnist golang-github-colinmarc-hdfs-dev"  # the second ships Moby Dick (docs/CHARLM.md)

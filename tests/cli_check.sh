@@ -408,5 +408,91 @@ done
 expect_usage "bench: --dtype i8 with bsr" "--dtype i8/i4 needs --format csr" "$bin" bench spmm --format bsr --dtype i8
 expect_usage "bench: unknown dtype" "unknown dtype 'f16'" "$bin" bench spmm --dtype f16
 
+# export-c (docs/MCU.md; tests/mcu_check.sh runs the exports): bad input, no half-written files
+"$bin" train --model lenet5 --steps 1 --quiet --out "$tmp/l5.sparrow"
+expect_fail "export-c: missing model" "cannot open" "$bin" export-c --model "$tmp/none.sparrow" --out "$tmp/ex"
+expect_fail "export-c: conv layer" "SP_EUNSUPPORTED: layer 0.conv2d (conv2d) is not supported by export-c" \
+  "$bin" export-c --model "$tmp/l5.sparrow" --out "$tmp/ex"
+expect_fail "export-c: nested layer" "layer 1.residual (residual) is not supported" "$bin" export-c --model "$tmp/res.sparrow" --out "$tmp/ex"
+expect_fail "export-c: output directory under a file" "cannot create directory $tmp/a.sparrow/sub" \
+  "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/a.sparrow/sub"
+expect_fail "export-c: output is a file" "is not a directory" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/a.sparrow"
+expect_usage "export-c: bad --name" "--name expects a C identifier" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex" --name 9x
+expect_usage "export-c: no --out" "--out is required" "$bin" export-c --model "$tmp/a.sparrow"
+expect_usage "export-c: unknown option" "unknown option '--int4'" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex" --int4
+mkdir -p "$tmp/ex/m.h"
+echo "old" >"$tmp/ex/m.c"
+expect_fail "export-c: a target it cannot replace" "cannot write $tmp/ex/m.h" "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex" --name m
+if [ "$(cat "$tmp/ex/m.c")" = old ] && [ -z "$(find "$tmp/ex" -name '*.tmp*')" ]
+then pass "export-c: a failed export leaves the old files and no temporary one"
+else fail "export-c: a failed export leaves the old files and no temporary one: $(ls "$tmp/ex")"; fi
+if "$bin" export-c --model "$tmp/a.sparrow" --out "$tmp/ex2" --name mlp_1 | grep -q "wrote $tmp/ex2/mlp_1.c" &&
+   grep -q 'int mlp_1_predict(const float \*input, float \*logits_out);' "$tmp/ex2/mlp_1.h" &&
+   grep -q '#define MLP_1_INPUTS 784' "$tmp/ex2/mlp_1.h" && gcc -std=c99 -Wall -Wextra -Werror -c \
+     -o "$tmp/ex2/mlp_1.o" "$tmp/ex2/mlp_1.c"
+then pass "export-c: a model with dropout exports and compiles"; else fail "export-c: a model with dropout exports and compiles"; fi
+if "$bin" export-c --help | grep -q 'usage: sparrow export-c'; then pass "export-c --help"; else fail "export-c --help"; fi
+
+# examples/classify (the inference API, docs/INFERENCE.md): test images written as binary PGM are
+# classified as `sparrow eval --predictions` classifies them, for an MLP and a CNN; malformed
+# PGM files give a clear message and exit 1.
+classify=${1:-build}/examples/classify
+fm_dir=${SPARROW_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+if [ ! -x "$classify" ]; then
+  echo "SKIP examples/classify: $classify not built (SPARROW_BUILD_EXAMPLES=OFF)"
+else
+  # pgm K FILE: test image K (28x28 u8 after the 16-byte IDX header) as a PGM
+  gzip -dc "$fm_dir/t10k-images-idx3-ubyte.gz" >"$tmp/t10k.idx"
+  pgm() {
+    { printf 'P5\n# test image %s\n28 28\n255\n' "$1"
+      dd if="$tmp/t10k.idx" bs=1 skip=$((16 + $1 * 784)) count=784 status=none
+    } >"$2"
+  }
+  "$bin" train --model lenet5 --steps 30 --batch 32 --seed 3 --quiet --out "$tmp/cnn.sparrow"
+  for model in a cnn; do
+    "$bin" eval --model "$tmp/$model.sparrow" --predictions "$tmp/cls_pred.txt" >/dev/null
+    bad=""
+    for k in 0 7 1234 9999; do
+      pgm "$k" "$tmp/img$k.pgm"
+      out=$("$classify" "$tmp/$model.sparrow" "$tmp/img$k.pgm" 2>&1) || bad="$bad image $k: $out;"
+      want=$(sed -n "$((k + 1))p" "$tmp/cls_pred.txt")
+      got=$(sed -nE 's/^class ([0-9]+) probability (0\.[0-9]{4}|1\.0000)$/\1/p' <<<"$out")
+      [ "$got" = "$want" ] || bad="$bad image $k: classify says '$out', eval says $want;"
+    done
+    if [ -z "$bad" ]; then pass "classify $model: the class of sparrow eval --predictions (images 0 7 1234 9999)"
+    else fail "classify $model:$bad"; fi
+  done
+  # malformed images: exit 1 and a message naming what is wrong
+  good="$tmp/img7.pgm"
+  px() { dd if="$tmp/t10k.idx" bs=1 skip=16 count="$1" status=none; }  # N pixel bytes
+  printf 'P2\n28 28\n255\n' >"$tmp/p2.pgm"
+  expect_exit 1 "classify: not P5" "must start with \"P5\"" "$classify" "$tmp/a.sparrow" "$tmp/p2.pgm"
+  : >"$tmp/empty.pgm"
+  expect_exit 1 "classify: empty file" "not a binary PGM" "$classify" "$tmp/a.sparrow" "$tmp/empty.pgm"
+  head -c 600 "$good" >"$tmp/trunc.pgm"
+  expect_exit 1 "classify: truncated pixels" "truncated: " "$classify" "$tmp/a.sparrow" "$tmp/trunc.pgm"
+  { cat "$good"; printf 'x'; } >"$tmp/trail.pgm"
+  expect_exit 1 "classify: trailing bytes" "1 bytes after the 28x28 image" "$classify" "$tmp/a.sparrow" "$tmp/trail.pgm"
+  { printf 'P5 28 28 0\n'; px 784; } >"$tmp/max0.pgm"
+  expect_exit 1 "classify: maxval 0" "maxval 0 is outside [1, 65535]" "$classify" "$tmp/a.sparrow" "$tmp/max0.pgm"
+  { printf 'P5 28 28 65535\n'; px 1568; } >"$tmp/max16.pgm"
+  expect_exit 1 "classify: 16-bit" "only 8-bit PGM" "$classify" "$tmp/a.sparrow" "$tmp/max16.pgm"
+  printf 'P5 99999999999999999999 28 255\n' >"$tmp/huge.pgm"
+  expect_exit 1 "classify: huge width" "width over" "$classify" "$tmp/a.sparrow" "$tmp/huge.pgm"
+  printf 'P5 0 28 255\n' >"$tmp/zero.pgm"
+  expect_exit 1 "classify: width 0" "width 0 is outside [1, 65535]" "$classify" "$tmp/a.sparrow" "$tmp/zero.pgm"
+  printf 'P5 -28 28 255\n' >"$tmp/neg.pgm"
+  expect_exit 1 "classify: negative width" "width is not a decimal number" "$classify" "$tmp/a.sparrow" "$tmp/neg.pgm"
+  printf 'P5 28 28' >"$tmp/short.pgm"
+  expect_exit 1 "classify: header cut short" "height is not followed by whitespace" "$classify" "$tmp/a.sparrow" "$tmp/short.pgm"
+  { printf 'P5 14 14 255\n'; px 196; } >"$tmp/small.pgm"
+  expect_exit 1 "classify: wrong size for the model" "is a 14x14 image; the model takes inputs of shape 1 28 28" "$classify" "$tmp/a.sparrow" "$tmp/small.pgm"
+  { printf 'P5 28 28 100\n'; px 784; } >"$tmp/over.pgm"
+  expect_exit 1 "classify: pixel over maxval" "over the maxval 100" "$classify" "$tmp/a.sparrow" "$tmp/over.pgm"
+  expect_exit 1 "classify: missing image" "cannot open" "$classify" "$tmp/a.sparrow" "$tmp/none.pgm"
+  expect_exit 1 "classify: not a model file" "SP_E" "$classify" "$good" "$good"
+  expect_exit 2 "classify: usage" "usage: classify MODEL IMAGE" "$classify" "$tmp/a.sparrow"
+fi
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]

@@ -132,9 +132,29 @@ static const bad_idx idx_catalogue[] = {
      "header says 1680000 bytes of data, file has 0"},
     {"trailing bytes", {0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3}, 11, SP_EFORMAT,
      "header says 2 bytes of data, file has 3 (trailing bytes)"},
+    {"signed byte type code", {0, 0, 0x09, 1, 0, 0, 0, 1, 0xff}, 9, SP_EUNSUPPORTED,
+     "type code 0x09 (signed byte)"},
+    {"int16 type code", {0, 0, 0x0B, 1, 0, 0, 0, 1, 0, 7}, 10, SP_EUNSUPPORTED,
+     "type code 0x0b (int16)"},
+    {"float64 type code", {0, 0, 0x0E, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}, 16,
+     SP_EUNSUPPORTED, "type code 0x0e (float64)"},
+    {"ndim 255", {0, 0, 8, 0xff, 0, 0, 0, 1}, 8, SP_EUNSUPPORTED, "ndim 255 unsupported"},
+    {"magic only", {0, 0, 8, 1}, 4, SP_EFORMAT, "4 bytes, shorter than the 8-byte header of ndim 1"},
+    {"zero last dim of 4", {0, 0, 8, 4, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0}, 20,
+     SP_EFORMAT, "dimension 3 is 0"},
+    {"zero first dim", {0, 0, 8, 1, 0, 0, 0, 0}, 8, SP_EFORMAT, "dimension 0 is 0"},
+    {"dims overflow at the last of 4",
+     {0, 0, 8, 4, 0x7f, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0x7f, 0xff, 0xff,
+      0xff},
+     20, SP_EOVERFLOW, "overflows int64 at dimension 3"},
+    {"labels one short", {0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3}, 11, SP_EFORMAT,
+     "header says 4 bytes of data, file has 3 (truncated)"},
+    {"images of one byte too many", {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4, 5},
+     21, SP_EFORMAT, "header says 4 bytes of data, file has 5 (trailing bytes)"},
 };
 
 TEST(data_idx_rejects_malformed_buffers) {
+    CHECK(sizeof idx_catalogue / sizeof idx_catalogue[0] >= 25);
     for (size_t i = 0; i < sizeof idx_catalogue / sizeof idx_catalogue[0]; i++) {
         const bad_idx *b = &idx_catalogue[i];
         sp_idx out;

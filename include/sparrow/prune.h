@@ -342,6 +342,39 @@ sp_status sp_dst_update(sp_model *m, sp_optim *o, sp_dst *d, int64_t step);
 /* The training hook: sp_dst_update at the steps d's settings say. */
 sp_status sp_dst_hook(sp_model *m, sp_optim *o, int64_t step, void *d);
 
+
+/* ---- recipe files (docs/RECIPES.md) --------------------------------------------------------- *
+ *
+ * A recipe is text: `sparrow train` settings one per line without the dashes ("prune-sparsity
+ * 0.9", a flag alone: "prune-last"), '#' comments, blank lines, and "prune-layer NAME SPARSITY"
+ * lines (per-layer overrides). The parser checks the syntax, as for any untrusted file; what a
+ * setting's value means is for the caller (the CLI parses them as its options). */
+typedef struct sp_recipe sp_recipe;
+/* Parses len bytes of recipe text (borrowed; need not end in NUL). Errors name the line:
+ * SP_EFORMAT for bytes that are not recipe text (a NUL or control byte, non-ASCII outside a
+ * comment, a line over 4096 bytes, more than 1 MiB), a malformed setting name (dashes, capitals,
+ * other characters, over 64 characters), a setting with more than one value, a prune-layer line
+ * without exactly a name and a sparsity, or more than 64 settings or 256 prune-layer lines;
+ * SP_EINVAL for 'recipe' or 'resume', a setting or layer given twice, a layer name that is not
+ * 1 to 15 of [A-Za-z0-9._-], a sparsity that is not a number in [0, 1), and a recipe with no
+ * setting at all. Returns owned *out (sp_recipe_free). */
+sp_status sp_recipe_parse(const char *text, size_t len, sp_recipe **out);
+/* Number of settings (prune-layer lines not counted). */
+int sp_recipe_count(const sp_recipe *r);
+/* Setting i in file order: *key without dashes, *value (NULL for a flag), *line (1-based); each
+ * output may be NULL. Borrowed until sp_recipe_free. SP_EINVAL if i is out of range. */
+sp_status sp_recipe_setting(const sp_recipe *r, int i, const char **key, const char **value,
+                            int *line);
+/* Number of prune-layer lines, and line i's layer name, sparsity and line number. */
+int sp_recipe_nlayers(const sp_recipe *r);
+sp_status sp_recipe_layer(const sp_recipe *r, int i, const char **name, double *sparsity,
+                          int *line);
+/* The prune-layer lines as one "NAME=S,NAME=S" list (the --prune-layers syntax, each S as
+ * written), or NULL if there are none. Borrowed. */
+const char *sp_recipe_layers(const sp_recipe *r);
+/* Accepts NULL. */
+void sp_recipe_free(sp_recipe *r);
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,6 +53,7 @@
 
 #include "sparrow/core.h"
 #include "sparrow/kernels.h"
+#include "sparrow/nn.h"
 #include "sparrow/sparse.h"
 #include "sparrow/tensor.h"
 
@@ -146,6 +147,32 @@ size_t sp_qcsr_work_bytes(const sp_qcsr *w, int64_t batch);
 sp_status sp_qcsr_spmm(const sp_qcsr *w, const float *x, int64_t ldx, int64_t batch,
                        float x_scale, float *y, int64_t ldy, const float *bias, sp_act act,
                        void *work, size_t work_bytes, int nthreads);
+
+/* ---- quantizing a model ------------------------------------------------------------------- *
+ *     sp_quant_opts o = {.bits = 8, .calib_x = x, .calib_n = 1024};   // x: (features, 1024)
+ *     sp_model *qm = NULL;
+ *     if (sp_model_quantize(m, &o, &qm) == SP_OK) ... sp_checkpoint_save(path, qm, ...)
+ */
+typedef struct sp_quant_opts {
+    int bits;              /* 8 or 4 */
+    int group;             /* bits 4: stored entries per scale (0: 32) */
+    const float *calib_x;  /* calibration inputs, feature-major (features, calib_n), or NULL:
+                            * activations get dynamic per-sample scales at run time */
+    int64_t calib_n;       /* samples in calib_x */
+    int64_t calib_batch;   /* samples per calibration pass (0: 256) */
+    int nthreads;          /* for the calibration passes and the model's later runs (0: all) */
+} sp_quant_opts;
+
+/* A new inference-only model (owned *out): every `linear` layer of m becomes a `qlinear` layer
+ * (docs/CONFIG.md) whose weights are m's quantized symmetrically, per output row for 8 bits and
+ * per group of o->group stored entries for 4 bits, keeping the layer's sparsity pattern (only
+ * stored entries are quantized; indices untouched) or, for a dense layer, every entry without
+ * an index. Biases stay float; every other layer is copied unchanged. With calibration inputs,
+ * each qlinear layer's static activation scale is the largest |input| it saw over them / 127
+ * (the model runs them with the layers before it already quantized); without, activations are
+ * quantized per sample at run time. m is not changed. SP_EINVAL (bits, group, no linear layer),
+ * SP_ENOMEM, and the errors of a calibration pass. */
+sp_status sp_model_quantize(const sp_model *m, const sp_quant_opts *o, sp_model **out);
 
 #ifdef __cplusplus
 }

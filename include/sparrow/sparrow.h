@@ -12,12 +12,14 @@
  *   quant.h    int8 / 4-bit quantized sparse weights (sp_qcsr) and their fast products
  *   lottery.h  lottery tickets: iterative magnitude pruning with rewinding, random-reinit control
  *   io.h       safetensors files; PyTorch nn.Sequential state_dicts to and from models
+ *   infer.h    inference sessions: buffers reserved once, runs with no allocation
  */
 #ifndef SPARROW_H
 #define SPARROW_H
 
 #include "sparrow/core.h"
 #include "sparrow/data.h"
+#include "sparrow/infer.h"
 #include "sparrow/io.h"
 #include "sparrow/kernels.h"
 #include "sparrow/lottery.h"

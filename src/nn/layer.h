@@ -95,6 +95,9 @@ typedef struct sp_layer_vt {
      * read-only mapping of the file, 64-byte aligned) and may be used in place, with no copy;
      * otherwise the layer copies what it keeps. */
     sp_status (*load_tensors)(sp_layer *l, const sp_layer_tensor *t, int n, bool borrow);
+    /* optional: nonzero weights of a layer that keeps them outside the arena (default: the
+     * nonzero floats of its parameters) */
+    int64_t (*nnz)(const sp_layer *l);
 } sp_layer_vt;
 
 struct sp_layer {
@@ -168,7 +171,21 @@ sp_status sp_check_finite(const sp_layer *l, const char *what, const float *v, i
 /* The CSR weight of a linear layer stored as CSR, else NULL (linear.c). */
 const sp_csr *sp_linear_csr(const sp_layer *l);
 
+/* The quantized linear layer (qlinear.c), for the quantizer (src/quant/qmodel.c). */
+struct sp_qcsr;
+bool sp_qlinear_is(const sp_layer *l);
+/* Its config: bits, group (bits 4) and whether it stores every entry (layout=dense). */
+void sp_qlinear_config(const sp_layer *l, int *bits, int *group, bool *dense_layout);
+/* Gives it the quantized weight q (taken on success; must match the layer's shape, bits and
+ * layout) and the bias (out floats, copied; NULL = zeros). */
+sp_status sp_qlinear_set(sp_layer *l, struct sp_qcsr *q, const float *bias);
+/* start: the following forward passes run with dynamic activation scales and record the
+ * largest |input|; !start: that maximum / 127 becomes the static activation scale. */
+void sp_qlinear_calibrate(sp_layer *l, bool start);
+float sp_qlinear_act_scale(const sp_layer *l);
+
 /* Layer constructors (one file each in src/nn/). */
+sp_status sp_qlinear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_linear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_flatten_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);
 sp_status sp_relu_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out);

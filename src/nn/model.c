@@ -890,6 +890,7 @@ sp_status sp_model_layer(const sp_model *m, int i, sp_layer_info *info) {
     const sp_layer *l = m->flat[i];
     int64_t nnz = 0;
     for (int64_t k = 0; k < l->nparam; k++) nnz += l->param[k] != 0.0f;
+    if (l->vt->nnz) nnz += l->vt->nnz(l);
     *info = (sp_layer_info){.name = l->name, .kind = l->vt->kind, .in = l->in, .out = l->out,
                             .nparam = l->nparam, .nnz = nnz,
                             .param_offset = l->nparam ? (int64_t)(l->param - m->params) : 0,
@@ -961,6 +962,8 @@ sp_status sp_model_layer_rewire(sp_model *m, int i, const int64_t *drop, const i
 int64_t sp_model_nnz(const sp_model *m) {
     int64_t nnz = 0;
     for (int64_t k = 0; k < m->nparams; k++) nnz += m->params[k] != 0.0f;
+    for (int i = 0; i < m->nlayers; i++) /* weights kept outside the arena (qlinear) */
+        if (m->flat[i]->vt->nnz) nnz += m->flat[i]->vt->nnz(m->flat[i]);
     return nnz;
 }
 

@@ -308,14 +308,12 @@ static sp_status route_experts(moe_layer *M, int64_t N) {
     return SP_OK;
 }
 
-static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
-    moe_layer *M = (moe_layer *)l;
+/* The per-forward routing arrays for N tokens (grown together, exact sizes); *amax gets the
+ * most (token, expert) assignments a pass of N tokens can make. */
+static sp_status forward_arrays(moe_layer *M, int64_t N, int64_t *amax_out) {
     const int E = M->E;
-    const int64_t D = M->d, N = l->in.h * l->in.w * run->batch, EN = (int64_t)E * N;
+    const int64_t EN = (int64_t)E * N;
     sp_status st;
-    M->N = 0;
-    M->aux_on = false;
-    M->K_fwd = M->K;
     const int64_t nk = M->routing == ROUTE_EXPERT ? 0 : N * M->K;
     const int64_t amax = M->routing == ROUTE_EXPERT
                              ? E * SP_MIN(N, (int64_t)ceil(M->capacity * (double)N * M->K / E))
@@ -335,6 +333,20 @@ static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, flo
         (st = grow_group(g_nk, z_nk, 3, &M->nk_cap, nk)) != SP_OK ||
         (st = grow_group(g_a, z_a, 4, &M->a_cap, amax)) != SP_OK)
         return st;
+    *amax_out = amax;
+    return SP_OK;
+}
+
+static sp_status moe_forward(sp_layer *l, const sp_run *run, const float *x, float *y) {
+    moe_layer *M = (moe_layer *)l;
+    const int E = M->E;
+    const int64_t D = M->d, N = l->in.h * l->in.w * run->batch, EN = (int64_t)E * N;
+    sp_status st;
+    M->N = 0;
+    M->aux_on = false;
+    M->K_fwd = M->K;
+    int64_t amax;
+    if ((st = forward_arrays(M, N, &amax)) != SP_OK) return st;
 
     /* router logits (E, N) = Wr (E, D) x (D, N) + br */
     const float *Wr = l->param, *br = l->param + E * D, *Wn = br + E;
@@ -736,6 +748,24 @@ static int moe_describe(const sp_layer *l, char *buf, size_t n) {
         len += snprintf(buf + len, n > (size_t)len ? n - (size_t)len : 0, " renorm=%d", M->renorm);
     len += snprintf(buf + len, n > (size_t)len ? n - (size_t)len : 0, " {");
     return len;
+}
+
+sp_status sp_moe_reserve_eval(sp_layer *l, int64_t tokens) {
+    moe_layer *M = (moe_layer *)l;
+    const int E = M->E;
+    const int64_t D = M->d, N = tokens;
+    int64_t amax;
+    sp_status st = forward_arrays(M, N, &amax);
+    if (st != SP_OK) return st;
+    if ((st = grow((void **)&M->xg, &M->xg_cap, D * amax, D * amax, sizeof(float))) != SP_OK)
+        return st;
+    /* an expert gets each token at most once, and at most its capacity */
+    int64_t most = N;
+    if (M->capacity > 0) most = SP_MIN(N, (int64_t)ceil(M->capacity * (double)N * M->K / E));
+    for (int e = 0; e < E; e++)
+        if ((st = body_reserve(M, e, most, most)) != SP_OK) return st;
+    if (M->shared && (st = body_reserve(M, E, N, N)) != SP_OK) return st;
+    return SP_OK;
 }
 
 static const sp_layer_vt moe_vt = {

@@ -11,6 +11,7 @@ static const struct {
     sp_layer_create_fn create;
 } kinds[] = {
     {"linear", sp_linear_create},
+    {"qlinear", sp_qlinear_create},
     {"flatten", sp_flatten_create},
     {"relu", sp_relu_create},
     {"gelu", sp_gelu_create},

@@ -56,6 +56,12 @@ sp_seq *sp_moe_body(const sp_layer *l, int k);
 int64_t sp_moe_body_batch(const sp_layer *l, int k);
 /* Weighted auxiliary loss of the last forward pass (0 unless it was in training mode). */
 double sp_moe_aux_loss(const sp_layer *l);
+/* Reserves every buffer an evaluation forward pass of up to `tokens` tokens (N = h * w *
+ * batch) can need, whatever the routing: the routing arrays, the gather buffer, each expert's
+ * activations for all the tokens it could be given (N, or its capacity) and the shared
+ * expert's. Training reserves lazily instead (never E x N up front); inference sessions
+ * (session.c) call this so that their runs allocate nothing. Uses the current top_k. */
+sp_status sp_moe_reserve_eval(sp_layer *l, int64_t tokens);
 
 /* Layer i of the model's depth-first list (borrowed), or NULL. */
 sp_layer *sp_model_layer_ptr(const sp_model *m, int i);

@@ -12,7 +12,8 @@
 #include "sparrow/prune.h"
 
 /* The config with layer i's line carrying opts[i] (when not NULL; i as sp_model_layer counts,
- * n layers): its options replace those of the same key, a trailing comment is dropped. Config
+ * n layers): its options replace those of the same key, a trailing comment is dropped; an
+ * opts[i] that starts with '=' replaces the whole line (kind included) by the rest. Config
  * lines map to layers depth-first, except that a moe block's body line stands for the same
  * layer of every expert, which must then all get the same options (SP_EINVAL naming the layer
  * otherwise). Owned *out (sp_free). */

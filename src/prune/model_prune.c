@@ -73,6 +73,13 @@ char *sp_prune_rewrite_lines(const char *cfg, char *const *opts, int n) {
         if (!opt) {
             memcpy(t + o, s, ll);
             o += ll;
+        } else if (opt[0] == '=') {
+            /* the whole line replaced, its indentation kept */
+            const size_t ind = (size_t)(line.body - s);
+            memcpy(t + o, s, ind);
+            o += ind;
+            memcpy(t + o, opt + 1, strlen(opt + 1));
+            o += strlen(opt + 1);
         } else {
             /* the line's tokens up to a comment, without those that opt sets, then opt */
             const char *p = s, *stop = memchr(s, '#', ll);

@@ -149,7 +149,8 @@ static inline __attribute__((always_inline)) void rows_nv(const sp_qcsr *w, int6
         float *yr = y + i * ldy;
         for (int v = 0; v < NV; v++) {
             for (int h = 0; h < 2; h++) {
-                /* batch 16v + 8h .. + 7 (immediates: literal constants in each branch) */
+                /* batch 16v + 8h .. + 7: the low lanes (h = 0) or the high lanes of the pair;
+                 * the lane selector must be a literal (an immediate at every -O level) */
                 __m256 t;
                 if (q4) {
                     t = h ? _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], 0x31)
