@@ -2,7 +2,7 @@
 """Writes docs/BENCHMARKS.md from the raw results of `make bench` (standard library only).
 
 Reads bench/out/sparrow.jsonl (bench/sweep.sh), bench/out/peers.jsonl (bench/peers.py),
-bench/out/formats.jsonl and bench/out/run.json (bench/run.sh).
+bench/out/formats.jsonl, bench/out/quant.jsonl and bench/out/run.json (bench/run.sh).
 
   bench/report.py [--out docs/BENCHMARKS.md] [--dir bench/out]
 """
@@ -541,6 +541,30 @@ def main():
                         dag(pt), fms(sm) + dag(ps) if sm else ("n/a" if ps.get("note") else "—"),
                         fx(r["speedup"]), fx(tm / r["sparse_ms"] if tm else None, 1),
                         fx(sm / r["sparse_ms"] if sm else None, 1), r["gflops_nnz"]))
+        w("")
+
+    # ---- quantized weights (bench/out/quant.jsonl: sparrow bench spmm --dtype i8|i4) -------------
+    quant = [r for r in read_jsonl(os.path.join(a.dir, "quant.jsonl")) if "error" not in r]
+    if quant:
+        w("## Quantized sparse weights (int8, 4-bit)")
+        w("")
+        w("`sparrow bench spmm --format csr --dtype i8|i4`: the quantized product "
+          "(`sp_qcsr_spmm`, activations quantized per sample inside the call) and sparrow's fp32 "
+          "CSR product on the same random matrix, in one process. Error: max |y| difference "
+          "against the fp32 product of the dequantized operands (it must match to fp32 "
+          "rounding); quantization error against the fp32 result in the last column. "
+          "docs/QUANTIZATION.md has the format and the kernels.")
+        w("")
+        w("| shape | sparsity | dtype | batch | threads | quantized ms | f32 CSR ms | "
+          "speedup vs f32 | bytes (quantized / f32) | max abs err | vs f32 result |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in sorted(quant, key=lambda r: (r["rows"], r["cols"], r["dtype"], r["batch"],
+                                              r["threads"])):
+            w("| %dx%d | %.2f | %s | %d | %d | %s | %s | %s | %d / %d | %.2g | %.2g |" % (
+                r["rows"], r["cols"], r["sparsity"], r["dtype"], r["batch"], r["threads"],
+                fms(r["sparse_ms"]), fms(r["f32_sparse_ms"]), fx(r["speedup_vs_f32"]),
+                r["sparse_bytes"], r["f32_sparse_bytes"], r["max_abs_err"],
+                r["quant_err_vs_f32"]))
         w("")
 
     # ---- accuracy and failures ---------------------------------------------------------------------

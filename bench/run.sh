@@ -23,6 +23,9 @@ if [ "${1:-}" = --summary ]; then
   for args in "--batch 64" "--batch 1" "--batch 16 --rows 3072 --cols 768 --threads 2"; do
     $bin bench spmm --format csr --sparsity 0.9 $args --min-time 0.3
   done
+  # int8 weights against the f32 CSR product (the quantization target of issue 7)
+  $bin bench spmm --format csr --dtype i8 --rows 1024 --cols 1024 --sparsity 0.9 --batch 64 \
+    --min-time 0.3
   exit 0
 fi
 if [ $# -gt 0 ]; then
@@ -34,7 +37,7 @@ fi
 PY=/usr/bin/python3 # Debian's numpy/scipy/torch, whatever python3 comes first on PATH
 out=bench/out
 mkdir -p "$out"
-rm -f "$out"/sparrow.jsonl "$out"/peers.jsonl "$out"/formats.jsonl "$out"/run.json
+rm -f "$out"/sparrow.jsonl "$out"/peers.jsonl "$out"/formats.jsonl "$out"/quant.jsonl "$out"/run.json
 # Contended cases are retried within one time budget for the whole run (seconds).
 export BENCH_RETRY_LEDGER=$out/retry_seconds
 export BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-$RETRY_BUDGET}
@@ -68,6 +71,17 @@ for shape in $SHAPES; do
   t2=$(date +%s)
   phases+=("\"$shape\":[$((t1 - t0)),$((t2 - t1))]")
   echo "bench: $shape took $((t1 - t0)) s (sparrow) + $((t2 - t1)) s (peers)"
+done
+
+# Quantized weights: int8 (and 4-bit) CSR against sparrow's f32 CSR, 90% sparsity, one thread
+# (bench/report.py's "Quantized sparse weights" table).
+for dt in i8 i4; do
+  for b in 1 64 256; do
+    [ $dt = i4 ] && [ $b != 64 ] && continue
+    $bin bench spmm --format csr --dtype $dt --rows 1024 --cols 1024 --sparsity 0.9 --batch $b \
+      --threads 1 --min-time "$MIN_TIME" --json >>"$out/quant.jsonl" ||
+      echo "{\"error\":\"bench spmm --dtype $dt --batch $b failed\"}" >>"$out/quant.jsonl"
+  done
 done
 
 read -r load_end _ </proc/loadavg

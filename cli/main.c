@@ -46,7 +46,7 @@ static int cmd_info(void) {
            sp_threads_enabled() ? "thread pool" : "single-threaded build");
     printf("dense gemm: %s\n", sp_gemm_backend());
     static const char *fams[] = {"csr_spmm", "csr_spmm_t", "csr_sddmm", "bsr_spmm", "bsr_spmm_t",
-                                 "bsr_sddmm", "nm_spmm", "nm_spmm_t", "nm_sddmm"};
+                                 "bsr_sddmm", "nm_spmm", "nm_spmm_t", "nm_sddmm", "qcsr_spmm"};
     for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
         const char *k = sp_kernel_selected(fams[i]);
         if (k) printf("kernel %-11s %s\n", fams[i], k);

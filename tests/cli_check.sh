@@ -397,6 +397,17 @@ if cmp -s "$tmp/keep.sparrow" "$tmp/st.sparrow"; then pass "convert: failed conv
 else fail "convert: failed conversions leave the output untouched"; fi
 if "$bin" convert --help | grep -q 'usage: sparrow convert'; then pass "convert --help"; else fail "convert --help"; fi
 
+# bench spmm --dtype: the quantized product beside the f32 CSR one, checked against the
+# dequantized operands (exit 3 if outside the fp32 tolerance)
+for dt in i8 i4; do
+  if out=$("$bin" bench spmm --rows 64 --cols 300 --batch 17 --dtype $dt --reps 3 --json) &&
+    grep -q "\"dtype\":\"$dt\"" <<<"$out" && grep -q '"speedup_vs_f32":' <<<"$out" &&
+    grep -q '"within_tol":true' <<<"$out"; then pass "bench spmm --dtype $dt"
+  else fail "bench spmm --dtype $dt: $out"; fi
+done
+expect_usage "bench: --dtype i8 with bsr" "--dtype i8/i4 needs --format csr" "$bin" bench spmm --format bsr --dtype i8
+expect_usage "bench: unknown dtype" "unknown dtype 'f16'" "$bin" bench spmm --dtype f16
+
 # export-c (docs/MCU.md; tests/mcu_check.sh runs the exports): bad input, no half-written files
 "$bin" train --model lenet5 --steps 1 --quiet --out "$tmp/l5.sparrow"
 expect_fail "export-c: missing model" "cannot open" "$bin" export-c --model "$tmp/none.sparrow" --out "$tmp/ex"

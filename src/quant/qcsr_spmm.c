@@ -25,7 +25,7 @@ size_t sp_qcsr_work_bytes(const sp_qcsr *w, int64_t batch) {
     if (!sp_mul_i64(w->cols, ldq, &n) || !sp_bytes(n, sizeof(int16_t), &xq) ||
         !sp_bytes(ldq, sizeof(float), &sc) || xq > SIZE_MAX / 2)
         return SIZE_MAX; /* no allocation can satisfy it: the product then fails cleanly */
-    return 2 * round64(sc) + round64(xq);
+    return 2 * round64(sc) + round64(xq) + 64; /* 64 spare bytes: 4-byte gathers of int16 X */
 }
 
 sp_status sp_quant_act_absmax(const float *x, int64_t ldx, int64_t rows, int64_t batch,

@@ -19,6 +19,9 @@
 #define QT 64     /* batch columns per tile: 4 vectors of 16 int16, 8 int32 accumulators */
 #define CHUNK 256 /* stored entries decoded at a time */
 
+/* int32 view of the int16 value array (allowed to alias it) */
+typedef int32_t __attribute__((may_alias)) sp_i32_alias;
+
 static inline __m256i lanes(int64_t n) {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
@@ -32,9 +35,21 @@ void sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
         for (b = 0; b < batch; b++) xs[b] = x_scale, inv[b] = 1.0f / x_scale;
     } else {
         for (b = 0; b < batch; b++) xs[b] = 0.0f;
-        for (int64_t j = 0; j < rows; j++) {
+        /* 64 samples at a time, the running maxima in 8 registers */
+        int64_t b64 = 0;
+        for (; b64 + 64 <= batch; b64 += 64) {
+            __m256 m[8];
+            for (int v = 0; v < 8; v++) m[v] = _mm256_setzero_ps();
+            for (int64_t j = 0; j < rows; j++) {
+                const float *xr = x + j * ldx + b64;
+                for (int v = 0; v < 8; v++)
+                    m[v] = _mm256_max_ps(m[v], _mm256_and_ps(_mm256_loadu_ps(xr + 8 * v), absmask));
+            }
+            for (int v = 0; v < 8; v++) _mm256_storeu_ps(xs + b64 + 8 * v, m[v]);
+        }
+        for (int64_t j = 0; j < rows && b64 < batch; j++) {
             const float *xr = x + j * ldx;
-            for (b = 0; b + 8 <= batch; b += 8)
+            for (b = b64; b + 8 <= batch; b += 8)
                 _mm256_storeu_ps(xs + b, _mm256_max_ps(_mm256_loadu_ps(xs + b),
                                                        _mm256_and_ps(_mm256_loadu_ps(xr + b), absmask)));
             for (; b < batch; b++) xs[b] = fmaxf(xs[b], fabsf(xr[b]));
@@ -174,7 +189,7 @@ static inline __attribute__((always_inline)) void row_q8(const uint8_t *g, const
                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(v + c0 + t))));
         for (; t < m; t++) wv[t] = v[c0 + t];
         wv[m] = 0; /* pad of an odd count */
-        const int32_t *wp = (const int32_t *)wv;
+        const sp_i32_alias *wp = (const sp_i32_alias *)wv; /* pair words over the int16s */
         const uint8_t *gg = dense ? NULL : g + c0;
         for (int64_t p = 0; 2 * p < m; p++) {
             int64_t ca, cb;
@@ -265,6 +280,56 @@ static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t 
 void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq,
                            int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
                            const float *bias, sp_act act) {
+    if (batch == 1 && w->bits == 8) {
+        /* SpMV: one int32 dot product per row, columns summed from the gaps */
+        const int8_t *val = w->val;
+        for (int64_t i = r0; i < r1; i++) {
+            const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+            int32_t s0 = 0, s1 = 0;
+            if (w->gap && ldq == 1) {
+                /* 8 entries at a time: prefix sum of the gaps in a vector, one gather of the
+                 * int16 X values (4 bytes at 2 * col: the low half is x[col]; the workspace
+                 * holds 64 spare bytes past X), vpmaddwd against the int32 weights with the
+                 * upper halves of x cleared: w * x exactly. */
+                const __m256i lo16 = _mm256_set1_epi32(0xffff), last = _mm256_set1_epi32(7);
+                __m256i base = _mm256_setzero_si256(), acc = _mm256_setzero_si256();
+                int64_t k = k0;
+                for (; k + 8 <= k1; k += 8) {
+                    __m256i g = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w->gap + k)));
+                    g = _mm256_add_epi32(g, _mm256_slli_si256(g, 4));
+                    g = _mm256_add_epi32(g, _mm256_slli_si256(g, 8));
+                    __m256i h = _mm256_shuffle_epi32(g, 0xff);          /* lane 3 of each half */
+                    g = _mm256_add_epi32(g, _mm256_permute2x128_si256(h, h, 0x08)); /* to the high half */
+                    const __m256i cols = _mm256_add_epi32(g, base);
+                    /* the 8 gaps' total off the loop-carried chain (vpermd is slow) */
+                    base = _mm256_add_epi32(base, _mm256_permutevar8x32_epi32(g, last));
+                    __m256i xv = _mm256_i32gather_epi32((const int *)xq, cols, 2);
+                    __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(val + k)));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_and_si256(xv, lo16), wv));
+                }
+                __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+                a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
+                a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
+                s0 = _mm_cvtsi128_si32(a4);
+                int64_t col = _mm256_cvtsi256_si32(base);
+                for (; k < k1; k++) col += w->gap[k], s1 += val[k] * (int32_t)xq[col];
+            } else if (w->gap) {
+                int64_t col = 0, k = k0;
+                for (; k + 1 < k1; k += 2) {
+                    col += w->gap[k];
+                    s0 += val[k] * (int32_t)xq[col * ldq];
+                    col += w->gap[k + 1];
+                    s1 += val[k + 1] * (int32_t)xq[col * ldq];
+                }
+                if (k < k1) col += w->gap[k], s0 += val[k] * (int32_t)xq[col * ldq];
+            } else {
+                for (int64_t k = k0; k < k1; k++) s0 += val[k] * (int32_t)xq[(k - k0) * ldq];
+            }
+            float v = ((float)(s0 + s1) * w->scale[i]) * xs[0];
+            y[i * ldy] = sp_epilogue(v, bias, i, act);
+        }
+        return;
+    }
     if (batch < 16) {
         rows_narrow(w, r0, r1, xq, ldq, batch, xs, y, ldy, bias, act);
         return;
