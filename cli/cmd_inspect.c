@@ -180,7 +180,7 @@ int cmd_inspect(int argc, char **argv) {
                (long long)sp_model_in(m).c, (long long)sp_model_in(m).h,
                (long long)sp_model_in(m).w, (double)sp_model_input_scale(m),
                (long long)sp_model_classes(m));
-        printf("%-16s %-14s %-14s %-7s %10s %10s %8s %10s\n", "layer", "in", "out", "format",
+        printf("%-16s %-14s %-14s %-8s %10s %10s %8s %10s\n", "layer", "in", "out", "format",
                "params", "nnz", "sparsity", "bytes");
         for (int i = 0; i < n; i++) {
             sp_layer_info li;
@@ -188,11 +188,11 @@ int cmd_inspect(int argc, char **argv) {
             char in[64], out[64];
             shape_str(in, sizeof in, li.in);
             shape_str(out, sizeof out, li.out);
-            if (li.nparam == 0) {
+            if (li.nparam == 0 && !li.format[0]) { /* no weights (a qlinear layer keeps its own) */
                 printf("%-16s %-14s %-14s\n", li.name, in, out);
                 continue;
             }
-            printf("%-16s %-14s %-14s %-7s %10lld %10lld %7.2f%% %10zu\n", li.name, in, out,
+            printf("%-16s %-14s %-14s %-8s %10lld %10lld %7.2f%% %10zu\n", li.name, in, out,
                    li.format[0] ? li.format : "-", (long long)li.nparam, (long long)li.nnz,
                    li.dense_params ? 100.0 * (1.0 - (double)li.nnz / (double)li.dense_params) : 0.0,
                    li.bytes);

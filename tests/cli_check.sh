@@ -507,5 +507,25 @@ else fail "inspect maps the model file: $(grep loaded <<<"$out")"; fi
 if "$bin" inspect --json "$tmp/a.sparrow" | grep -q '"format_version":2,"load_ms":[0-9.]*,"mapped":true'
 then pass "inspect --json reports the mapped load"; else fail "inspect --json reports the mapped load"; fi
 
+
+# sparrow quantize (docs/QUANTIZATION.md): the saved int8 model evaluates from its file to the
+# accuracy quantize reported, is smaller, refuses training; bad options are refused
+if q=$("$bin" quantize --model "$tmp/a.sparrow" --bits 8 --calib-data fashion-mnist --calib-batches 2 \
+        --out "$tmp/q8.sparrow" --json) &&
+   acc=$(grep -o '"test_accuracy":[0-9.]*' <<<"$q") &&
+   "$bin" eval --model "$tmp/q8.sparrow" --json | grep -q "$acc" &&
+   [ "$(stat -c %s "$tmp/q8.sparrow")" -lt "$(stat -c %s "$tmp/a.sparrow")" ] &&
+   "$bin" inspect "$tmp/q8.sparrow" | grep -Eq '^1.qlinear .* q8-dense '
+then pass "quantize: int8 model file evaluates as reported"
+else fail "quantize: int8 model file evaluates as reported ($q)"; fi
+if "$bin" quantize --model "$tmp/a.sparrow" --bits 4 --group 16 --out "$tmp/q4.sparrow" --no-eval >/dev/null &&
+   "$bin" inspect "$tmp/q4.sparrow" | grep -Eq '^1.qlinear .* q4-dense ' &&
+   "$bin" eval --model "$tmp/q4.sparrow" >/dev/null
+then pass "quantize: 4-bit model"; else fail "quantize: 4-bit model"; fi
+expect_exit 2 "quantize: bits 6" "--bits expects 8 or 4" "$bin" quantize --model "$tmp/a.sparrow" --bits 6 --out "$tmp/q.sparrow"
+expect_exit 2 "quantize: no --out" "--model and --out are required" "$bin" quantize --model "$tmp/a.sparrow"
+expect_fail "quantize: training a quantized model" "inference only" "$bin" train --model "$tmp/q8.sparrow" --epochs 1 --quiet --out "$tmp/qq.sparrow"
+if "$bin" quantize --help | grep -q 'usage: sparrow quantize'; then pass "quantize --help"; else fail "quantize --help"; fi
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]
