@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -638,16 +639,13 @@ def main():
         w("- " + n)
     w("")
 
-    # keep the sections that other scripts maintain in the same file (training:
-    # bench/train_report.py, sparse-train: bench/sparse_train_report.py, pruning: scripts/run.sh,
-    # model-load: bench/model_load.sh)
+    # keep every section that another script (or a hand-made measurement) maintains in the same
+    # file between "<!-- NAME:begin ... -->" and "<!-- NAME:end -->" (training, pruning,
+    # sparse-train, million, moe, model-load, ...), in their order
     if os.path.exists(a.out):
         old = open(a.out).read()
-        for name in ("training", "sparse-train", "pruning", "model-load"):
-            begin, end = "<!-- %s:begin" % name, "<!-- %s:end -->" % name
-            if begin in old and end in old:
-                kept = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
-                L += ["", kept, ""]
+        for m in re.finditer(r"<!-- ([a-z0-9-]+):begin.*?<!-- \1:end -->", old, re.S):
+            L += ["", m.group(0), ""]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         f.write("\n".join(L))
