@@ -29,6 +29,13 @@ void cli_json_string(FILE *f, const char *s);
 bool cli_is_checkpoint(const char *path);
 /* Reads a config file whole (up to 16 MiB); owned result (free), or NULL with a message. */
 char *cli_read_text(const char *path);
+/* Size of the file at path in bytes, or -1 if it cannot be read. */
+long long cli_file_size(const char *path);
+/* Opens data D for the model of file ck: "text:FILE" with the model's vocabulary, fashion-mnist
+ * or idx:DIR; D NULL: a language model's training text (its META), else fashion-mnist. 0, or 1
+ * with a message. */
+int cli_open_data(const char *data, const sp_checkpoint *ck, sp_dataset **train,
+                  sp_dataset **test);
 /* Prints "sparrow: what: <last error>" to stderr and returns 1. */
 int cli_fail(const char *what);
 /* Opens data "text:FILE" for model m (its context length and vocabulary) or, when m is NULL,

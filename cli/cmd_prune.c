@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -61,10 +60,6 @@ static void prune_usage(FILE *f) {
         "                       layers array: name, experts_before, kept, calib_load\n");
 }
 
-static long long file_size(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 ? (long long)sb.st_size : -1;
-}
 
 /* Runs `sparrow train` with words[0..nwords) and then each (option, value) pair whose value is
  * set: how pruning with fine-tuning runs (it is training with pruning settings). */
@@ -146,18 +141,6 @@ fail:
     return 1;
 }
 
-/* Opens --data for model file ck (default: a language model's training text, else
- * fashion-mnist). 0, or 1 with a message. */
-static int open_data(const char *data, const sp_checkpoint *ck, sp_dataset **train,
-                     sp_dataset **test) {
-    char saved[4096];
-    if (!data) data = cli_text_default(ck, saved, sizeof saved);
-    if (!data) data = "fashion-mnist";
-    if (!strncmp(data, "text:", 5)) return cli_open_text(data, ck->model, NULL, train, test);
-    if (sp_dataset_open(data, train, test) != SP_OK) return cli_fail("--data");
-    return 0;
-}
-
 /* `sparrow prune --keep-experts K`. */
 static int prune_experts_cmd(const char *model, const char *outp, const char *data, int keep,
                              int64_t calib_n, uint64_t seed, const char *threads_s, bool json) {
@@ -185,7 +168,7 @@ static int prune_experts_cmd(const char *model, const char *outp, const char *da
             goto done;
         }
     }
-    if (open_data(data, &ck, &train, &test)) goto done;
+    if (cli_open_data(data, &ck, &train, &test)) goto done;
     const sp_dataset *cal = train;
     if (calib_n < train->n) {
         if (sp_dataset_split(train, calib_n, seed, &rest, &calib) != SP_OK) {
@@ -510,12 +493,12 @@ int cmd_prune(int argc, char **argv) {
                "\"dense_test_accuracy\":%.6f,\"test_accuracy\":%.6f,\"test_loss\":%.6f,"
                "\"dense_nnz\":%lld,\"nnz\":%lld,\"dense_file_bytes\":%lld,\"file_bytes\":%lld}\n",
                method, gran, schedule, (long long)finetune, cli_model_sparsity(pm), da, pa, pl, (long long)dnnz, (long long)pnnz,
-               file_size(model), file_size(outp));
+               cli_file_size(model), cli_file_size(outp));
     } else {
         printf("dense : test accuracy %.2f%%, %lld nonzero parameters, file %lld bytes\n",
-               100.0 * da, (long long)dnnz, file_size(model));
+               100.0 * da, (long long)dnnz, cli_file_size(model));
         printf("pruned: test accuracy %.2f%%, %lld nonzero parameters, file %lld bytes -> %s\n",
-               100.0 * pa, (long long)pnnz, file_size(outp), outp);
+               100.0 * pa, (long long)pnnz, cli_file_size(outp), outp);
     }
     rc = 0;
 done:

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -36,22 +35,6 @@ static void quantize_usage(FILE *f) {
         "  --threads T          threads [all]\n"
         "  --json               one object: bits, group, calibration, test_accuracy_float,\n"
         "                       test_accuracy, model_bytes, out_bytes, nnz\n");
-}
-
-static long long file_size(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 ? (long long)sb.st_size : -1;
-}
-
-/* Opens data for the model of ck (a language model's training text when data is NULL). */
-static int open_for(const char *data, const sp_checkpoint *ck, sp_dataset **train,
-                    sp_dataset **test) {
-    char saved[4096];
-    if (!data) data = cli_text_default(ck, saved, sizeof saved);
-    if (!data) data = "fashion-mnist";
-    if (!strncmp(data, "text:", 5)) return cli_open_text(data, ck->model, NULL, train, test);
-    if (sp_dataset_open(data, train, test) != SP_OK) return cli_fail("--data");
-    return 0;
 }
 
 /* n training samples of d drawn with seed, feature-major (features, n): owned *x. */
@@ -149,7 +132,7 @@ int cmd_quantize(int argc, char **argv) {
     if (sp_checkpoint_load(model, &ck) != SP_OK) return cli_fail("--model");
     sp_quant_opts o = {.bits = (int)bits, .group = (int)group, .nthreads = (int)threads};
     if (calib_data) {
-        if (open_for(calib_data, &ck, &ctrain, &ctest)) goto done;
+        if (cli_open_data(calib_data, &ck, &ctrain, &ctest)) goto done;
         const int64_t n = calib_batches * batch;
         if (calib_inputs(ctrain, n, (uint64_t)seed, &cx)) goto done;
         o.calib_x = cx;
@@ -170,14 +153,14 @@ int cmd_quantize(int argc, char **argv) {
     }
     double l0 = 0, a0 = 0, l1 = 0, a1 = 0;
     if (eval) {
-        if (open_for(data ? data : calib_data, &ck, &train, &test)) goto done;
+        if (cli_open_data(data ? data : calib_data, &ck, &train, &test)) goto done;
         if (sp_evaluate(ck.model, test, 1000, (int)threads, &l0, &a0, NULL) != SP_OK ||
             sp_evaluate(qm, test, 1000, (int)threads, &l1, &a1, NULL) != SP_OK) {
             cli_fail("evaluate");
             goto done;
         }
     }
-    const long long b0 = file_size(model), b1 = file_size(outp);
+    const long long b0 = cli_file_size(model), b1 = cli_file_size(outp);
     const char *calib = calib_data ? "static" : "dynamic";
     if (json) {
         printf("{\"model\":");

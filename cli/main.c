@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -51,6 +52,21 @@ static int cmd_info(void) {
         const char *k = sp_kernel_selected(fams[i]);
         if (k) printf("kernel %-11s %s\n", fams[i], k);
     }
+    return 0;
+}
+
+long long cli_file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+int cli_open_data(const char *data, const sp_checkpoint *ck, sp_dataset **train,
+                  sp_dataset **test) {
+    char saved[4096];
+    if (!data) data = cli_text_default(ck, saved, sizeof saved);
+    if (!data) data = "fashion-mnist";
+    if (!strncmp(data, "text:", 5)) return cli_open_text(data, ck->model, NULL, train, test);
+    if (sp_dataset_open(data, train, test) != SP_OK) return cli_fail("--data");
     return 0;
 }
 
