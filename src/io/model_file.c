@@ -323,6 +323,9 @@ static sp_status csr_pattern(const mfile *f, int layer, ment *rp, patterns *p) {
     if (nnz > rows * cols) /* both <= 2^31 */
         return FAIL("tensor '%s': %llu entries in a %llux%llu matrix", nm,
                     (unsigned long long)nnz, (unsigned long long)rows, (unsigned long long)cols);
+    if (ci->dtype == SP_U16 && cols > 65536) /* both loaders refuse what cannot be indexed */
+        return FAIL("tensor '%s': 16-bit column indices for %llu columns", nm,
+                    (unsigned long long)cols);
     sp_csr *c = NULL;
     if (f->borrow) {
         /* in place: row_ptr and the indices are read where they are (64-byte aligned) */

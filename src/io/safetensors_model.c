@@ -511,6 +511,10 @@ done:
 
 sp_status sp_model_export_safetensors(const sp_model *m, const char *path, bool csr) {
     if (!m || !path) return sp_fail(SP_EINVAL, "model_export: NULL argument");
+    if (!sp_model_params((sp_model *)m) && sp_model_nparams(m))
+        return sp_fail(SP_EINVAL, "model_export: the model is mapped from its file "
+                       "(sp_model_open), for inference; load it with sp_checkpoint_load to "
+                       "export it");
     layer_spec *ls = NULL;
     int nls = 0;
     sp_safetensors_builder *b = NULL;

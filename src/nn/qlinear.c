@@ -12,8 +12,9 @@
  * sp_model_quantize (src/quant/qmodel.c) makes qlinear layers out of linear ones.
  *
  * Config: qlinear out=N [bits=8|4] [group=G] [layout=sparse|dense] [bias=0|1]. Built from its
- * config alone the layer stores no weights (its output is the bias) until the model file or
- * the quantizer gives it its tensors. Backward is refused: train the float model, then quantize.
+ * config alone the layer stores no weights and no bias (zeros) until the model file or the
+ * quantizer gives it its tensors; a sparse weight with no stored entry is kept (and saved) the
+ * same way, as four empty arrays, and an empty bias tensor means zeros. Backward is refused: train the float model, then quantize.
  */
 #include <math.h>
 #include <stdio.h>
@@ -211,9 +212,10 @@ static sp_status qlinear_load_tensors(sp_layer *l, const sp_layer_tensor *t, int
         return sp_fail(SP_EFORMAT, "layer %s (qlinear): %d tensors, expected %d", l->name, n,
                        QT_COUNT);
     const sp_layer_tensor *bt = &t[QT_BIAS], *at = &t[QT_ACT];
-    if (bt->count != (L->has_bias ? L->out : 0))
-        return sp_fail(SP_EFORMAT, "layer %s (qlinear): bias has %lld values, expected %lld",
-                       l->name, (long long)bt->count, (long long)(L->has_bias ? L->out : 0));
+    if (bt->count != (L->has_bias ? L->out : 0) && bt->count != 0)
+        return sp_fail(SP_EFORMAT, "layer %s (qlinear): bias has %lld values, expected %lld "
+                       "(or none: zeros)", l->name, (long long)bt->count,
+                       (long long)(L->has_bias ? L->out : 0));
     if (at->count != 1)
         return sp_fail(SP_EFORMAT, "layer %s (qlinear): act_scale has %lld values, expected 1",
                        l->name, (long long)at->count);
@@ -233,16 +235,24 @@ static sp_status qlinear_load_tensors(sp_layer *l, const sp_layer_tensor *t, int
     const bool empty = t[QT_ROW_PTR].count == 0 && t[QT_GAP].count == 0 &&
                        t[QT_VAL].count == 0 && t[QT_SCALE].count == 0;
     if (!empty) {
-        if (L->dense_layout != (t[QT_GAP].count == 0))
+        if (L->dense_layout && t[QT_GAP].count != 0)
             return sp_fail(SP_EFORMAT, "layer %s (qlinear): the config says layout=%s but the "
-                           "gap array has %lld entries", l->name,
-                           L->dense_layout ? "dense" : "sparse", (long long)t[QT_GAP].count);
+                           "gap array has %lld entries", l->name, "dense",
+                           (long long)t[QT_GAP].count);
         sp_status st = sp_qcsr_wrap(L->out, L->in, L->bits, L->bits == 4 ? L->group : 0,
                                     t[QT_ROW_PTR].data, t[QT_ROW_PTR].count, t[QT_GAP].data,
                                     t[QT_GAP].count, t[QT_VAL].data, t[QT_VAL].count,
                                     t[QT_SCALE].data, t[QT_SCALE].count, borrow, &q);
-        if (st != SP_OK)
-            return sp_fail(st, "layer %s (qlinear): %s", l->name, sp_last_error());
+        if (st == SP_OK && q->dense != L->dense_layout) {
+            sp_qcsr_free(q);
+            return sp_fail(SP_EFORMAT, "layer %s (qlinear): the config says layout=sparse but "
+                           "the arrays hold the dense layout (no gap array)", l->name);
+        }
+        if (st != SP_OK) {
+            char why[256]; /* sp_fail formats into the buffer sp_last_error returns */
+            snprintf(why, sizeof why, "%s", sp_last_error());
+            return sp_fail(st, "layer %s (qlinear): %s", l->name, why);
+        }
     }
     float *bias = NULL;
     if (bt->count && !borrow) {
@@ -305,6 +315,10 @@ sp_status sp_qlinear_set(sp_layer *l, sp_qcsr *q, const float *bias) {
     }
     sp_qcsr_free(L->q);
     L->q = q;
+    if (q->nnz == 0) { /* no stored entry (an emptied layer): the weightless state */
+        sp_qcsr_free(q);
+        L->q = NULL;
+    }
     drop_bias(L);
     L->bias = b;
     return SP_OK;
@@ -326,7 +340,7 @@ float sp_qlinear_act_scale(const sp_layer *l) { return ((const qlinear_layer *)l
 /* ---- construction ---------------------------------------------------------------------------- */
 
 sp_status sp_qlinear_create(sp_args *a, sp_shape in, sp_build *b, sp_layer **out) {
-    (void)b;
+    (void)b; /* its weights come from the model file's own tensors (or the quantizer) */
     int64_t nout, bias, bits, group;
     const char *layout;
     sp_status st;

@@ -17,6 +17,7 @@
 
 #include "../core/internal.h"
 #include "internal.h"
+#include "../nn/seq.h"
 
 #define MAX_LAYERS 4096
 
@@ -267,11 +268,16 @@ static sp_status rebuild(const sp_model *m, char *const *opts, sp_mask **masks, 
         const int32_t *voc = sp_model_vocab(m, &nv); /* a text model keeps its vocabulary */
         if (voc && (st = sp_model_set_vocab(pm, voc, nv)) != SP_OK) goto done;
     }
-    const float *src = sp_model_params((sp_model *)m);
+    /* parameters and state through each layer's own views: a mapped model (sp_model_open) has
+     * no arenas */
     for (int i = 0; i < n; i++) {
         sp_layer_info a, b;
         sp_model_layer(m, i, &a);
         sp_model_layer(pm, i, &b);
+        const sp_layer *la = sp_model_layer_ptr(m, i);
+        sp_layer *lb = sp_model_layer_ptr(pm, i);
+        if (la->nbuffer && la->nbuffer == lb->nbuffer)
+            memcpy(lb->buffer, la->buffer, sizeof(float) * (size_t)la->nbuffer);
         if (!w[i] && a.nparam != b.nparam) {
             st = sp_fail(SP_EINVAL, "model_prune: layer %s has %lld parameters after "
                          "rebuilding, %lld before", a.name, (long long)b.nparam,
@@ -290,13 +296,9 @@ static sp_status rebuild(const sp_model *m, char *const *opts, sp_mask **masks, 
             sp_free(bias);
             if (st != SP_OK) goto done;
         } else if (a.nparam) {
-            memcpy(sp_model_params(pm) + b.param_offset, src + a.param_offset,
-                   sizeof(float) * (size_t)a.nparam);
+            memcpy(lb->param, la->param, sizeof(float) * (size_t)a.nparam);
         }
     }
-    if (sp_model_nbuffers(pm))
-        memcpy(sp_model_buffers(pm), sp_model_buffers((sp_model *)m),
-               sizeof(float) * (size_t)sp_model_nbuffers(pm));
     *out = pm;
     pm = NULL;
     st = SP_OK;

@@ -353,6 +353,9 @@ sp_status sp_model_prune_structured(const sp_model *m, const sp_prune_structured
     if (out) *out = NULL;
     if (!m || !spec || !out)
         return sp_fail(SP_EINVAL, "%s: %s is NULL", who, !m ? "m" : !spec ? "spec" : "out");
+    if (!sp_model_params((sp_model *)m) && sp_model_nparams(m))
+        return sp_fail(SP_EINVAL, "%s: the model is mapped from its file (sp_model_open), for "
+                       "inference; load it with sp_checkpoint_load to prune it", who);
     if (spec->criterion != SP_PRUNE_ROW_L1 && spec->criterion != SP_PRUNE_ROW_L2)
         return sp_fail(SP_EINVAL, "%s: criterion %s (%d) ranks weights, not units; structured "
                        "pruning takes row_l1 or row_l2", who,

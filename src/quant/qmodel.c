@@ -144,11 +144,15 @@ sp_status sp_model_quantize(const sp_model *m, const sp_quant_opts *opts, sp_mod
     }
     /* float layers keep their parameters; buffers (BatchNorm statistics) keep their layout,
      * linear layers having none */
-    const float *src = sp_model_params((sp_model *)m);
+    /* through each layer's own views: a mapped model (sp_model_open) has no arenas */
     for (int i = 0; i < n; i++) {
         sp_layer_info a, b;
         sp_model_layer(m, i, &a);
         sp_model_layer(qm, i, &b);
+        const sp_layer *la = sp_model_layer_ptr(m, i);
+        sp_layer *lb = sp_model_layer_ptr(qm, i);
+        if (la->nbuffer && la->nbuffer == lb->nbuffer)
+            memcpy(lb->buffer, la->buffer, sizeof(float) * (size_t)la->nbuffer);
         if (q[i]) {
             if ((st = sp_qlinear_set(sp_model_layer_ptr(qm, i), q[i], bias[i])) != SP_OK) goto done;
             q[i] = NULL;
@@ -158,13 +162,9 @@ sp_status sp_model_quantize(const sp_model *m, const sp_quant_opts *opts, sp_mod
                          (long long)a.nparam);
             goto done;
         } else if (a.nparam) {
-            memcpy(sp_model_params(qm) + b.param_offset, src + a.param_offset,
-                   sizeof(float) * (size_t)a.nparam);
+            memcpy(lb->param, la->param, sizeof(float) * (size_t)a.nparam);
         }
     }
-    if (sp_model_nbuffers(qm))
-        memcpy(sp_model_buffers(qm), sp_model_buffers((sp_model *)m),
-               sizeof(float) * (size_t)sp_model_nbuffers(qm));
     sp_model_set_threads(qm, o.nthreads);
     if (o.calib_x && (st = calibrate(qm, &o)) != SP_OK) goto done;
     *out = qm;

@@ -341,7 +341,15 @@ sp_status sp_checkpoint_parse(const uint8_t *b, size_t len, sp_checkpoint *out) 
     memset(out, 0, sizeof *out);
     if (len >= 12 && memcmp(b, MF_MAGIC, 8) == 0 && mf_rd32(b + 8) == 1)
         return sp_checkpoint_parse_v1(b, len, out);
-    return sp_model_file_parse(b, len, false, out, NULL);
+    if ((uintptr_t)b % 64 == 0) return sp_model_file_parse(b, len, false, out, NULL);
+    /* the tensors are read in place as typed arrays, which the file aligns to 64 bytes from
+     * its start: a buffer that does not start aligned is parsed from an aligned copy */
+    uint8_t *copy = sp_alloc(len ? len : 1);
+    if (!copy) return SP_ENOMEM;
+    memcpy(copy, b, len);
+    sp_status st = sp_model_file_parse(copy, len, false, out, NULL);
+    sp_free(copy);
+    return st;
 }
 
 sp_status sp_checkpoint_load(const char *path, sp_checkpoint *out) {

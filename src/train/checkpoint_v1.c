@@ -336,7 +336,11 @@ sp_status sp_checkpoint_parse_v1(const uint8_t *b, size_t len, sp_checkpoint *ou
         }
         st = sp_optim_new(&c, np, &out->optim);
         if (st != SP_OK) {
-            if (st != SP_ENOMEM) st = sp_fail(SP_EFORMAT, "checkpoint: optimizer: %s", sp_last_error());
+            if (st != SP_ENOMEM) {
+                char why[256]; /* sp_fail formats into the buffer sp_last_error returns */
+                snprintf(why, sizeof why, "%s", sp_last_error());
+                st = sp_fail(SP_EFORMAT, "checkpoint: optimizer: %s", why);
+            }
             goto fail;
         }
         if (sp_optim_state_size(out->optim) != ns) {
