@@ -39,8 +39,9 @@
  * Product: y = act(deq(W) * deq(quant(X)) + bias) with X (cols x batch, feature-major, leading
  * dim ldx) quantized per call to int16-held values in [-127, 127], symmetric, one scale per
  * SAMPLE (column b of X): dynamic xs[b] = max_j |x[j][b]| / 127, or a static x_scale given by
- * the caller (from calibration, sp_quant_act_absmax). q = round-half-even(x / xs), clamped to
- * [-127, 127]. Products are summed EXACTLY in int32 (the constructors and sp_qcsr_wrap refuse
+ * the caller (from calibration, sp_quant_act_absmax). q = round-half-even(x * inv), clamped to
+ * [-127, 127], with inv = 127 / max_j |x[j][b]| (dynamic; 0 for an all-zero sample) or
+ * 1 / x_scale (static): a multiplication by the reciprocal, not a division. Products are summed EXACTLY in int32 (the constructors and sp_qcsr_wrap refuse
  * rows long enough to overflow), then scaled in fp32:
  *   bits 8: y[i][b] = ((float)acc * scale[i]) * xs[b] (+ bias[i]), then act;
  *   bits 4: f = sum over the row's groups g in order of (float)acc_g * scale_g;
