@@ -27,7 +27,8 @@ int cmd_export_c(int argc, char **argv);
 void cli_json_string(FILE *f, const char *s);
 /* True if path is a sparrow model/checkpoint file (by its magic). */
 bool cli_is_checkpoint(const char *path);
-/* Reads a config file whole (up to 16 MiB); owned result (free), or NULL with a message. */
+/* Reads a text file (config, recipe) whole, up to 16 MiB; owned result (free), or NULL with a
+ * message for an unreadable file, a larger one, or one holding a NUL byte. */
 char *cli_read_text(const char *path);
 /* Size of the file at path in bytes, or -1 if it cannot be read. */
 long long cli_file_size(const char *path);

@@ -142,7 +142,7 @@ char *cli_read_text(const char *path) {
         len += k;
         if (len < cap - 1) break;
         if (cap >= (1u << 24)) {
-            fprintf(stderr, "sparrow: config %s is larger than 16 MiB\n", path);
+            fprintf(stderr, "sparrow: %s is larger than 16 MiB (not a text file?)\n", path);
             free(t);
             t = NULL;
             break;
@@ -158,6 +158,14 @@ char *cli_read_text(const char *path) {
     }
     fclose(f);
     if (t) t[len] = '\0';
+    /* a text file holds no NUL byte: one would silently cut it short for every parser */
+    const char *nul = t ? memchr(t, '\0', len) : NULL;
+    if (nul) {
+        fprintf(stderr, "sparrow: %s holds a NUL byte at offset %lld (not a text file?)\n", path,
+                (long long)(nul - t));
+        free(t);
+        t = NULL;
+    }
     return t;
 }
 

@@ -527,5 +527,10 @@ expect_exit 2 "quantize: no --out" "--model and --out are required" "$bin" quant
 expect_fail "quantize: training a quantized model" "inference only" "$bin" train --model "$tmp/q8.sparrow" --epochs 1 --quiet --out "$tmp/qq.sparrow"
 if "$bin" quantize --help | grep -q 'usage: sparrow quantize'; then pass "quantize --help"; else fail "quantize --help"; fi
 
+
+# a recipe or config with a NUL byte is refused, not cut short at it
+printf 'prune-sparsity 0.5\n\0\nprune-sparsity 0.9\n' >"$tmp/nul.recipe"
+expect_exit 2 "recipe with a NUL byte" "holds a NUL byte at offset 19" "$bin" train --model lenet300 --recipe "$tmp/nul.recipe" --out "$tmp/nul.sparrow"
+
 echo "cli_check: $fails failed"
 [ "$fails" -eq 0 ]
