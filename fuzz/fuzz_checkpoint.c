@@ -15,14 +15,9 @@
 
 #include "sparrow/sparrow.h"
 
+#include "fuzz.h"
+
 #include "../src/io/model_file.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define MUST(cond)                                                                              \
-    do {                                                                                        \
-        if (!(cond)) __builtin_trap();                                                          \
-    } while (0)
 
 static void parse_one(const uint8_t *data, size_t size);
 

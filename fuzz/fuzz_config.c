@@ -21,16 +21,7 @@
 
 #include "sparrow/sparrow.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* A broken invariant is a bug in sparrow: stop with a crash that libFuzzer records (the corpus
- * replay in tests/test_corpus.c defines its own MUST that names the file first). */
-#ifndef MUST
-#define MUST(cond)                                                                              \
-    do {                                                                                        \
-        if (!(cond)) __builtin_trap();                                                          \
-    } while (0)
-#endif
+#include "fuzz.h"
 
 #define MAX_PARAMS ((int64_t)1 << 16)
 #define MAX_ACT ((int64_t)1 << 16)

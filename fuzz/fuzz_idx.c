@@ -13,15 +13,7 @@
 
 #include "sparrow/sparrow.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* A broken invariant is a bug in sparrow: stop with a crash that libFuzzer records. */
-#ifndef MUST /* tests/test_corpus.c replays the corpus with its own */
-#define MUST(cond)                                                                              \
-    do {                                                                                        \
-        if (!(cond)) __builtin_trap();                                                          \
-    } while (0)
-#endif
+#include "fuzz.h"
 
 static void use_dataset(const sp_dataset *d) {
     int64_t f = d->c * d->h * d->w;

@@ -18,14 +18,7 @@
 
 #include "sparrow/sparrow.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#ifndef MUST /* tests/test_corpus.c replays the corpus with its own */
-#define MUST(cond)                                                                              \
-    do {                                                                                        \
-        if (!(cond)) __builtin_trap();                                                          \
-    } while (0)
-#endif
+#include "fuzz.h"
 
 static bool well_formed_word(const char *w) {
     if (!w || !*w) return false;

@@ -15,12 +15,7 @@
 
 #include "sparrow/sparrow.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define MUST(cond)                                                                              \
-    do {                                                                                        \
-        if (!(cond)) __builtin_trap();                                                          \
-    } while (0)
+#include "fuzz.h"
 
 static const char *const configs[] = {
     "flatten\nlinear out=3\nrelu\nlinear out=classes\n",

@@ -16,14 +16,7 @@
 
 #include "sparrow/sparrow.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#ifndef MUST /* tests/test_corpus.c replays the corpus with its own */
-#define MUST(cond)                                                                              \
-    do {                                                                                        \
-        if (!(cond)) __builtin_trap();                                                          \
-    } while (0)
-#endif
+#include "fuzz.h"
 
 static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;

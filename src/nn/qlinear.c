@@ -24,6 +24,7 @@
 #include "sparrow/quant.h"
 
 #include "../core/internal.h"
+#include "../kernels/kernel_table.h"
 
 enum { QT_ROW_PTR, QT_GAP, QT_VAL, QT_SCALE, QT_BIAS, QT_ACT, QT_COUNT };
 
@@ -119,21 +120,13 @@ static void qlinear_storage(const sp_layer *l, const char **format, int64_t *den
              sizeof(float);
 }
 
-/* Value of stored entry k (fillers and weights that quantized to 0 read 0). */
-static int qval(const sp_qcsr *q, int64_t k) {
-    if (q->bits == 8) return ((const int8_t *)q->val)[k];
-    const uint8_t b = ((const uint8_t *)q->val)[k >> 1];
-    const int v = k & 1 ? b >> 4 : b & 15;
-    return v >= 8 ? v - 16 : v;
-}
-
 /* Calls fn(u, i, j, value) for every stored entry (row i, column j). */
 static void walk(const sp_qcsr *q, void (*fn)(void *u, int64_t i, int64_t j, int v), void *u) {
     for (int64_t i = 0; i < q->rows; i++) {
         int64_t j = -1;
         for (int64_t k = q->row_ptr[i]; k < q->row_ptr[i + 1]; k++) {
             j = q->dense ? k - q->row_ptr[i] : (j < 0 ? 0 : j) + q->gap[k];
-            fn(u, i, j, qval(q, k));
+            fn(u, i, j, sp_qcsr_q(q, k)); /* fillers read 0 */
         }
     }
 }
