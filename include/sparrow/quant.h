@@ -37,7 +37,7 @@
  * a loader may hand these arrays to sp_qcsr_wrap as a read-only (64-byte aligned) mapping.
  *
  * Product: y = act(deq(W) * deq(quant(X)) + bias) with X (cols x batch, feature-major, leading
- * dim ldx) quantized per call to int16-held values in [-127, 127], symmetric, one scale per
+ * dim ldx) quantized per call to int8 values in [-127, 127], symmetric, one scale per
  * SAMPLE (column b of X): dynamic xs[b] = max_j |x[j][b]| / 127, or a static x_scale given by
  * the caller (from calibration, sp_quant_act_absmax). q = round-half-even(x * inv), clamped to
  * [-127, 127], with inv = 127 / max_j |x[j][b]| (dynamic; 0 for an all-zero sample) or

@@ -12,20 +12,17 @@
 #define QTILE 64         /* batch columns per task (the kernels' register tile) */
 #define TASK_WORK 65536  /* multiply-adds per task */
 
-/* int16 X row stride: padded to whole vectors of 16 from batch 16 on */
-static int64_t qcsr_ldq(int64_t batch) { return batch < 16 ? batch : (batch + 15) & ~(int64_t)15; }
-
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 size_t sp_qcsr_work_bytes(const sp_qcsr *w, int64_t batch) {
     if (!w || batch < 0) return 0;
-    const int64_t ldq = qcsr_ldq(batch);
+    const int64_t ldq = sp_qcsr_ldq(batch);
     size_t xq, sc;
     int64_t n;
-    if (!sp_mul_i64(w->cols, ldq, &n) || !sp_bytes(n, sizeof(int16_t), &xq) ||
+    if (!sp_mul_i64(w->cols, ldq, &n) || !sp_bytes(n, sizeof(int8_t), &xq) ||
         !sp_bytes(ldq, sizeof(float), &sc) || xq > SIZE_MAX / 2)
         return SIZE_MAX; /* no allocation can satisfy it: the product then fails cleanly */
-    return 2 * round64(sc) + round64(xq) + 64; /* 64 spare bytes: 4-byte gathers of int16 X */
+    return 2 * round64(sc) + round64(xq) + 64; /* 64 spare bytes: 4-byte gathers of int8 X */
 }
 
 sp_status sp_quant_act_absmax(const float *x, int64_t ldx, int64_t rows, int64_t batch,
@@ -50,7 +47,7 @@ sp_status sp_quant_act_absmax(const float *x, int64_t ldx, int64_t rows, int64_t
 
 typedef struct qtask {
     const sp_qcsr *w;
-    const int16_t *xq;
+    const int8_t *xq;
     const float *xs, *bias;
     float *y;
     int64_t ldq, ldy, batch, rows_per_task, row_tasks;
@@ -86,10 +83,10 @@ sp_status sp_qcsr_spmm(const sp_qcsr *w, const float *x, int64_t ldx, int64_t ba
                        fn, work_bytes, work, need);
     if (((uintptr_t)work & 63) != 0)
         return sp_fail(SP_EINVAL, "%s: workspace %p is not 64-byte aligned", fn, work);
-    const int64_t ldq = qcsr_ldq(batch);
+    const int64_t ldq = sp_qcsr_ldq(batch);
     float *xs = work;
     float *inv = (float *)((char *)work + round64((size_t)ldq * sizeof(float)));
-    int16_t *xq = (int16_t *)((char *)inv + round64((size_t)ldq * sizeof(float)));
+    int8_t *xq = (int8_t *)((char *)inv + round64((size_t)ldq * sizeof(float)));
     static const sp_kernel *_Atomic qact_k, *_Atomic spmm_k;
     const sp_kernel *qk = sp_kernel_cached("qact", &qact_k);
     const sp_kernel *mk = sp_kernel_cached("qcsr_spmm", &spmm_k);

@@ -1,14 +1,24 @@
 /*
  * qcsr_avx2.c - AVX2 quantized CSR product and activation quantization.
  *
- * Product, per output row and batch tile of up to 64 columns: the row's stored entries are
- * decoded (u8 gaps -> element offsets col * ldq, values -> int16) in chunks, then taken two at
- * a time. For entries (c0, w0), (c1, w1) and 16 batch columns, X rows c0 and c1 (int16) are
- * interleaved with unpacklo/hi_epi16 and multiplied by the broadcast pair (w0, w1) with
- * vpmaddwd: each int32 lane gets w0 * x[c0][b] + w1 * x[c1][b], exact (|.| <= 2 * 127 * 127).
- * unpacklo holds batch lanes {0-3, 8-11}, unpackhi {4-7, 12-15}; that lane order is undone
- * once per row when storing (vperm2i128). The int32 sums of a 64-column tile live in 8
- * registers. Shapes: xq (cols x ldq) int16, ldq a multiple of 16 when batch >= 16.
+ * Product, per output row and batch tile of up to 64 columns: stored entries are taken four at
+ * a time. For entries (c0..c3, w0..w3) and 32 batch columns, the int8 X rows c0..c3 (one 32-byte
+ * load each) are interleaved in two unpack levels (bytes, then 16-bit words) into four vectors
+ * whose every int32 lane holds (x[c0][b], x[c1][b], x[c2][b], x[c3][b]) for one batch column b.
+ * With w the broadcast bytes (w0, w1, w2, w3):
+ *
+ *     vpmaddubsw(|w|, vpsignb(quad, w))   int16 lanes w0 x0 + w1 x1 and w2 x2 + w3 x3, exact:
+ *                                         the sign moves onto x, so the unsigned operand is |w|
+ *                                         <= 127 and each pair sum <= 2 * 127 * 127 < 2^15
+ *     vpmaddwd(that, 1)                   int32: the four products of batch column b
+ *
+ * and the int32 sums of a 64-column tile live in 8 registers. The unpacks leave batch lanes in
+ * the order {0-3, 16-19}, {4-7, 20-23}, {8-11, 24-27}, {12-15, 28-31} per 32 columns; that is
+ * undone once per row when storing (vperm2i128). Each stored weight reads 64 bytes of X (one
+ * cache line per 64 batch columns), half of what int16 X did. A last group of at most 16
+ * columns puts two quads of one row side by side in the two 128-bit lanes (rows16); batches
+ * below 16 and 4-bit weights use the plainer loops further down, batch 1 a gather loop.
+ * Shapes: xq (cols x ldq) int8, ldq a multiple of 32 when batch >= 16 (sp_qcsr_ldq).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -16,19 +26,28 @@
 
 #include "../kernel_table.h"
 
-#define QT 64     /* batch columns per tile: 4 vectors of 16 int16, 8 int32 accumulators */
-#define CHUNK 256 /* stored entries decoded at a time */
-
-/* int32 view of the int16 value array (allowed to alias it) */
-typedef int32_t __attribute__((may_alias)) sp_i32_alias;
+#define QT 64     /* batch columns per tile: 2 vectors of 32 int8, 8 int32 accumulators */
+#define CHUNK 256 /* stored entries decoded at a time (dense layout, 4-bit weights) */
 
 static inline __m256i lanes(int64_t n) {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
 }
 
+/* 32 floats (already multiplied by inv) -> 32 int8 in order, rounded half to even, clamped */
+static inline __m256i quant32(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+#define SP_Q(v) _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi))
+    /* packs works per 128-bit lane: (a0-3 b0-3 | a4-7 b4-7), then bytes (a0-3 b0-3 c0-3 d0-3 |
+     * a4-7 b4-7 c4-7 d4-7); vpermd puts the 4-byte groups back in order */
+    __m256i ab = _mm256_packs_epi32(SP_Q(a), SP_Q(b)), cd = _mm256_packs_epi32(SP_Q(c), SP_Q(d));
+#undef SP_Q
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd),
+                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 void sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
-                   float *xs, float *inv, int16_t *xq, int64_t ldq) {
+                   float *xs, float *inv, int8_t *xq, int64_t ldq) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     int64_t b;
     if (x_scale > 0.0f) {
@@ -61,194 +80,262 @@ void sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
         }
     }
     for (b = batch; b < ldq; b++) xs[b] = 0.0f, inv[b] = 0.0f;
-    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
     for (int64_t j = 0; j < rows; j++) {
         const float *xr = x + j * ldx;
-        int16_t *qr = xq + j * ldq;
-        for (b = 0; b + 16 <= batch; b += 16) {
-            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(xr + b), _mm256_loadu_ps(inv + b));
-            __m256 c = _mm256_mul_ps(_mm256_loadu_ps(xr + b + 8), _mm256_loadu_ps(inv + b + 8));
-            a = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi);
-            c = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi);
-            /* packs works per 128-bit lane: (a0-3 c0-3 a4-7 c4-7) -> fix with a 64-bit permute */
-            __m256i p = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(c));
-            _mm256_storeu_si256((__m256i *)(qr + b), _mm256_permute4x64_epi64(p, 0xd8));
+        int8_t *qr = xq + j * ldq;
+        for (b = 0; b + 32 <= batch; b += 32) {
+            __m256 v[4];
+            for (int t = 0; t < 4; t++)
+                v[t] = _mm256_mul_ps(_mm256_loadu_ps(xr + b + 8 * t), _mm256_loadu_ps(inv + b + 8 * t));
+            _mm256_storeu_si256((__m256i *)(qr + b), quant32(v[0], v[1], v[2], v[3]));
+        }
+        if (b + 16 <= batch) { /* the upper half of quant32's result is the zero vector's */
+            const __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(xr + b), _mm256_loadu_ps(inv + b));
+            const __m256 v1 = _mm256_mul_ps(_mm256_loadu_ps(xr + b + 8), _mm256_loadu_ps(inv + b + 8));
+            const __m256 z = _mm256_setzero_ps();
+            _mm_storeu_si128((__m128i *)(qr + b), _mm256_castsi256_si128(quant32(v0, v1, z, z)));
+            b += 16;
         }
         for (; b < batch; b++) {
             float q = rintf(xr[b] * inv[b]);
-            qr[b] = (int16_t)fminf(fmaxf(q, -127.0f), 127.0f);
+            qr[b] = (int8_t)fminf(fmaxf(q, -127.0f), 127.0f);
         }
         for (; b < ldq; b++) qr[b] = 0;
     }
 }
 
-/* Decodes stored entries [k, k + n) of a row (col: column before them, updated) into element
- * offsets and int16 pair words; an odd n gets a zero-weight pad entry. Returns the pairs. */
-static inline int64_t decode(const sp_qcsr *w, int64_t k, int64_t n, int64_t k0, int64_t ldq,
-                             int64_t *col, int64_t *off, int32_t *wp) {
-    int16_t wv[CHUNK + 2];
-    int64_t c = *col;
-    for (int64_t m = 0; m < n; m++) {
-        c = w->gap ? c + w->gap[k + m] : k + m - k0;
-        off[m] = c * ldq;
-        wv[m] = (int16_t)sp_qcsr_q(w, k + m);
+/* acc[4h .. 4h+3] += w . (X rows r0..r3, batch columns 32h .. 32h+31), for h < NH */
+static inline __attribute__((always_inline)) void quad(const int8_t *r0, const int8_t *r1,
+                                                       const int8_t *r2, const int8_t *r3,
+                                                       __m256i w, __m256i *acc, int NH) {
+    const __m256i wa = _mm256_abs_epi8(w), ones = _mm256_set1_epi16(1);
+    for (int h = 0; h < NH; h++) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(r0 + 32 * h));
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(r1 + 32 * h));
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(r2 + 32 * h));
+        const __m256i d = _mm256_loadu_si256((const __m256i *)(r3 + 32 * h));
+        const __m256i abl = _mm256_unpacklo_epi8(a, b), abh = _mm256_unpackhi_epi8(a, b);
+        const __m256i cdl = _mm256_unpacklo_epi8(c, d), cdh = _mm256_unpackhi_epi8(c, d);
+        __m256i q[4] = {_mm256_unpacklo_epi16(abl, cdl), _mm256_unpackhi_epi16(abl, cdl),
+                        _mm256_unpacklo_epi16(abh, cdh), _mm256_unpackhi_epi16(abh, cdh)};
+        for (int j = 0; j < 4; j++)
+            acc[4 * h + j] = _mm256_add_epi32(
+                acc[4 * h + j],
+                _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(q[j], w)), ones));
     }
-    *col = c;
-    if (n & 1) off[n] = off[n - 1], wv[n] = 0;
-    const int64_t np = (n + 1) / 2;
-    for (int64_t p = 0; p < np; p++)
-        wp[p] = (int32_t)((uint32_t)(uint16_t)wv[2 * p] | ((uint32_t)(uint16_t)wv[2 * p + 1] << 16));
-    return np;
 }
 
-/* acc[2v], acc[2v+1] += pairs . X for NV vectors of 16 batch columns */
-static inline __attribute__((always_inline)) void pairs_nv(const int16_t *xb, const int64_t *off,
-                                                           const int32_t *wp, int64_t np,
-                                                           __m256i *acc, int NV) {
-    for (int64_t p = 0; p < np; p++) {
-        const int16_t *a = xb + off[2 * p], *c = xb + off[2 * p + 1];
-        const __m256i wv = _mm256_set1_epi32(wp[p]);
-        for (int v = 0; v < NV; v++) {
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)(a + 16 * v));
-            __m256i x1 = _mm256_loadu_si256((const __m256i *)(c + 16 * v));
-            acc[2 * v] = _mm256_add_epi32(acc[2 * v], _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wv));
-            acc[2 * v + 1] = _mm256_add_epi32(acc[2 * v + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wv));
+/* The four bytes at p as one int32 (a broadcast source) */
+static inline int32_t word4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* One row's int8 entries with gaps (the common case): columns summed from the gaps inline on
+ * the scalar ports beside the vector work. A short last quad gets zero weights on repeats of
+ * its last column. */
+static inline __attribute__((always_inline)) void row_gap8(const uint8_t *g, const int8_t *v,
+                                                           int64_t n, const int8_t *xb,
+                                                           int64_t ldq, __m256i *acc, int NH) {
+    int64_t col = 0, k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const int64_t c0 = col + g[k], c1 = c0 + g[k + 1], c2 = c1 + g[k + 2], c3 = c2 + g[k + 3];
+        col = c3;
+        quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
+             _mm256_set1_epi32(word4(v + k)), acc, NH);
+    }
+    if (k < n) {
+        int64_t c[4];
+        int8_t wq[4] = {0, 0, 0, 0};
+        for (int m = 0; m < 4; m++) {
+            if (k + m < n) col += g[k + m], wq[m] = v[k + m];
+            c[m] = col;
+        }
+        quad(xb + c[0] * ldq, xb + c[1] * ldq, xb + c[2] * ldq, xb + c[3] * ldq,
+             _mm256_set1_epi32(word4(wq)), acc, NH);
+    }
+}
+
+/* Stored entries [k, k + n) (n >= 1) of a row starting at k0 decoded (col: the column before
+ * them, updated) into X element offsets and int8 values, padded with zero weights to whole
+ * quads. Returns the quads. The matrix fields are read into locals first: the stores to off and
+ * wv could otherwise alias them and force a reload per entry. */
+static inline int64_t decode(const sp_qcsr *w, int64_t k, int64_t n, int64_t k0, int64_t ldq,
+                             int64_t *col, int64_t *off, int8_t *wv) {
+    const uint8_t *gap = w->gap;
+    int64_t c = *col;
+    if (gap) {
+        for (int64_t m = 0; m < n; m++) c += gap[k + m], off[m] = c * ldq;
+    } else {
+        for (int64_t m = 0; m < n; m++) c = k + m - k0, off[m] = c * ldq;
+    }
+    if (w->bits == 8) {
+        memcpy(wv, (const int8_t *)w->val + k, (size_t)n);
+    } else {
+        const void *val = w->val;
+        for (int64_t m = 0; m < n; m++) wv[m] = (int8_t)sp_q4_get(val, k + m);
+    }
+    *col = c;
+    int64_t m = n;
+    for (; m & 3; m++) off[m] = off[n - 1], wv[m] = 0;
+    return m / 4;
+}
+
+/* Writes the row's 64-column tile: sums (or fp32 group sums for bits 4) in the unpack lane
+ * order back in batch order, scaled, biased, activated. */
+static inline __attribute__((always_inline)) void store_row(const __m256 *f, float *yr, int64_t nb,
+                                                            const float *xs, float bias,
+                                                            bool has_bias, sp_act act, int NH) {
+    for (int h = 0; h < NH; h++) {
+        for (int part = 0; part < 4; part++) {
+            /* batch 32h + 8 part ..: parts 0, 1 from the low halves of (f0, f1), (f2, f3);
+             * parts 2, 3 from the high halves (the selector must be a literal) */
+            const __m256 *s = f + 4 * h + (part & 1) * 2;
+            __m256 t = part < 2 ? _mm256_permute2f128_ps(s[0], s[1], 0x20)
+                                : _mm256_permute2f128_ps(s[0], s[1], 0x31);
+            const int64_t b = 32 * h + 8 * part;
+            if (b >= nb) return;
+            t = _mm256_mul_ps(t, _mm256_loadu_ps(xs + b));
+            if (has_bias) t = _mm256_add_ps(t, _mm256_set1_ps(bias));
+            if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
+            if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
+            else _mm256_maskstore_ps(yr + b, lanes(nb - b), t);
         }
     }
 }
 
-static inline __attribute__((always_inline)) void rows_nv(const sp_qcsr *w, int64_t r0, int64_t r1,
-                                                          const int16_t *xb, int64_t ldq, int64_t nb,
-                                                          const float *xs, float *y, int64_t ldy,
-                                                          const float *bias, sp_act act, int NV) {
-    int64_t off[CHUNK + 2];
-    int32_t wp[CHUNK / 2 + 1];
+/* Rows r0..r1 of an 8-bit matrix with gaps (the common case): only the sums are live in the
+ * loop, in 4 NH registers. */
+static inline __attribute__((always_inline)) void rows_gap8(const sp_qcsr *w, int64_t r0,
+                                                            int64_t r1, const int8_t *xb,
+                                                            int64_t ldq, int64_t nb,
+                                                            const float *xs, float *y,
+                                                            int64_t ldy, const float *bias,
+                                                            sp_act act, int NH) {
+    for (int64_t i = r0; i < r1; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        __m256i acc[8];
+        for (int v = 0; v < 4 * NH; v++) acc[v] = _mm256_setzero_si256();
+        row_gap8(w->gap + k0, (const int8_t *)w->val + k0, k1 - k0, xb, ldq, acc, NH);
+        __m256 f[8];
+        const __m256 ws = _mm256_set1_ps(w->scale[i]);
+        for (int v = 0; v < 4 * NH; v++) f[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), ws);
+        store_row(f, y + i * ldy, nb, xs, bias ? bias[i] : 0.0f, bias != NULL, act, NH);
+    }
+}
+
+/* Rows r0..r1 of any other matrix (dense layout, 4-bit weights): entries decoded a chunk at a
+ * time (4-bit: never across a scale group), group sums folded into fp32. */
+static inline __attribute__((always_inline)) void rows_decoded(const sp_qcsr *w, int64_t r0,
+                                                               int64_t r1, const int8_t *xb,
+                                                               int64_t ldq, int64_t nb,
+                                                               const float *xs, float *y,
+                                                               int64_t ldy, const float *bias,
+                                                               sp_act act, int NH) {
+    int64_t off[CHUNK + 4];
+    int8_t wv[CHUNK + 4];
     const bool q4 = w->bits == 4;
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         __m256i acc[8];
         __m256 f[8];
-        for (int v = 0; v < 2 * NV; v++) acc[v] = _mm256_setzero_si256(), f[v] = _mm256_setzero_ps();
+        for (int v = 0; v < 4 * NH; v++) acc[v] = _mm256_setzero_si256(), f[v] = _mm256_setzero_ps();
         int64_t col = 0;
         for (int64_t k = k0; k < k1;) {
             int64_t n = SP_MIN(CHUNK, k1 - k);
             if (q4) n = SP_MIN(n, w->group - (k - k0) % w->group);
-            int64_t np = decode(w, k, n, k0, ldq, &col, off, wp);
-            pairs_nv(xb, off, wp, np, acc, NV);
+            const int64_t nq = decode(w, k, n, k0, ldq, &col, off, wv);
+            for (int64_t p = 0; p < nq; p++)
+                quad(xb + off[4 * p], xb + off[4 * p + 1], xb + off[4 * p + 2],
+                     xb + off[4 * p + 3], _mm256_set1_epi32(word4(wv + 4 * p)), acc, NH);
             k += n;
             if (q4 && ((k - k0) % w->group == 0 || k == k1)) {
                 const __m256 s = _mm256_set1_ps(sp_qcsr_scale_of(w, i, k - 1));
-                for (int v = 0; v < 2 * NV; v++) {
+                for (int v = 0; v < 4 * NH; v++) {
                     f[v] = _mm256_add_ps(f[v], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), s));
                     acc[v] = _mm256_setzero_si256();
                 }
             }
         }
-        const __m256 ws = _mm256_set1_ps(q4 ? 1.0f : w->scale[i]);
-        const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
-        float *yr = y + i * ldy;
-        for (int v = 0; v < NV; v++) {
-            for (int h = 0; h < 2; h++) {
-                /* batch 16v + 8h .. + 7: the low lanes (h = 0) or the high lanes of the pair;
-                 * the lane selector must be a literal (an immediate at every -O level) */
-                __m256 t;
-                if (q4) {
-                    t = h ? _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], 0x31)
-                          : _mm256_permute2f128_ps(f[2 * v], f[2 * v + 1], 0x20);
-                } else {
-                    __m256i a = h ? _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], 0x31)
-                                  : _mm256_permute2x128_si256(acc[2 * v], acc[2 * v + 1], 0x20);
-                    t = _mm256_mul_ps(_mm256_cvtepi32_ps(a), ws);
-                }
-                const int64_t b = 16 * v + 8 * h;
-                if (b >= nb) break;
-                t = _mm256_mul_ps(t, _mm256_loadu_ps(xs + b));
-                if (bias) t = _mm256_add_ps(t, bv);
-                if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
-                if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
-                else _mm256_maskstore_ps(yr + b, lanes(nb - b), t);
-            }
+        if (!q4) {
+            const __m256 ws = _mm256_set1_ps(w->scale[i]);
+            for (int v = 0; v < 4 * NH; v++) f[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), ws);
         }
+        store_row(f, y + i * ldy, nb, xs, bias ? bias[i] : 0.0f, bias != NULL, act, NH);
     }
 }
 
-/* The int8 fast path: one row's sums for NV vectors of 16 batch columns. Value pairs are
- * widened 16 at a time (vpmovsxbw: the int16 array read as int32 words IS the pair words);
- * columns are summed from the gaps inline, on the scalar ports, beside the vector work. */
-static inline __attribute__((always_inline)) void row_q8(const uint8_t *g, const int8_t *v,
-                                                         int64_t n, const int16_t *xb,
-                                                         int64_t ldq, __m256i *acc, int NV,
-                                                         bool dense) {
-    int16_t wv[CHUNK + 16] __attribute__((aligned(32)));
-    int64_t col = 0;
-    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
-        const int64_t m = SP_MIN(CHUNK, n - c0);
-        int64_t t = 0;
-        for (; t + 16 <= m; t += 16)
-            _mm256_store_si256((__m256i *)(wv + t),
-                               _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(v + c0 + t))));
-        for (; t < m; t++) wv[t] = v[c0 + t];
-        wv[m] = 0; /* pad of an odd count */
-        const sp_i32_alias *wp = (const sp_i32_alias *)wv; /* pair words over the int16s */
-        const uint8_t *gg = dense ? NULL : g + c0;
-        for (int64_t p = 0; 2 * p < m; p++) {
-            int64_t ca, cb;
-            if (dense) {
-                ca = c0 + 2 * p, cb = 2 * p + 1 < m ? ca + 1 : ca;
-            } else {
-                ca = col + gg[2 * p];
-                cb = 2 * p + 1 < m ? ca + gg[2 * p + 1] : ca;
-                col = cb;
-            }
-            const int16_t *a = xb + ca * ldq, *c = xb + cb * ldq;
-            const __m256i wpv = _mm256_set1_epi32(wp[p]);
-            for (int j = 0; j < NV; j++) {
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)(a + 16 * j));
-                __m256i x1 = _mm256_loadu_si256((const __m256i *)(c + 16 * j));
-                acc[2 * j] = _mm256_add_epi32(acc[2 * j], _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wpv));
-                acc[2 * j + 1] = _mm256_add_epi32(acc[2 * j + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wpv));
-            }
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void rows_q8(const sp_qcsr *w, int64_t r0, int64_t r1,
-                                                          const int16_t *xb, int64_t ldq, int64_t nb,
-                                                          const float *xs, float *y, int64_t ldy,
-                                                          const float *bias, sp_act act, int NV) {
-    const int8_t *val = w->val;
+/* At most 16 batch columns, bits 8: a quad of 16 columns fills only one 128-bit lane, so two
+ * quads of the same row go side by side, entries k..k+3 in the low lane and k+4..k+7 in the
+ * high one (one 16-byte X row load into each lane), and the two lanes are added per row at the
+ * end. A short last octet gets zero weights on repeats of its last column. Each lane's four sums
+ * hold batch columns 0-3, 4-7, 8-11, 12-15 in order. */
+static void rows16(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xb, int64_t ldq,
+                   int64_t nb, const float *xs, float *y, int64_t ldy, const float *bias,
+                   sp_act act) {
+    const __m256i ones = _mm256_set1_epi16(1), spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     for (int64_t i = r0; i < r1; i++) {
-        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
-        __m256i acc[8];
-        for (int j = 0; j < 2 * NV; j++) acc[j] = _mm256_setzero_si256();
-        if (w->gap) row_q8(w->gap + k0, val + k0, k1 - k0, xb, ldq, acc, NV, false);
-        else row_q8(NULL, val + k0, k1 - k0, xb, ldq, acc, NV, true);
-        const __m256 ws = _mm256_set1_ps(w->scale[i]);
-        const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
-        float *yr = y + i * ldy;
-        for (int j = 0; j < NV; j++) {
-            for (int h = 0; h < 2; h++) {
-                const int64_t b = 16 * j + 8 * h;
-                if (b >= nb) break;
-                __m256i a = h ? _mm256_permute2x128_si256(acc[2 * j], acc[2 * j + 1], 0x31)
-                              : _mm256_permute2x128_si256(acc[2 * j], acc[2 * j + 1], 0x20);
-                __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(a), ws);
-                t = _mm256_mul_ps(t, _mm256_loadu_ps(xs + b));
-                if (bias) t = _mm256_add_ps(t, bv);
-                if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
-                if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
-                else _mm256_maskstore_ps(yr + b, lanes(nb - b), t);
+        const int64_t k0 = w->row_ptr[i], n = w->row_ptr[i + 1] - k0;
+        const int8_t *v = (const int8_t *)w->val + k0;
+        const uint8_t *g = w->gap ? w->gap + k0 : NULL;
+        __m256i acc[4];
+        for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_si256();
+        int64_t col = 0;
+        for (int64_t k = 0; k < n; k += 8) {
+            int64_t c[8];
+            int8_t wq[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            if (k + 8 <= n) {
+                for (int m = 0; m < 8; m++) c[m] = col = g ? col + g[k + m] : k + m;
+                memcpy(wq, v + k, 8);
+            } else {
+                for (int m = 0; m < 8; m++) {
+                    if (k + m < n) col = g ? col + g[k + m] : k + m, wq[m] = v[k + m];
+                    c[m] = col;
+                }
             }
+            int64_t w8;
+            memcpy(&w8, wq, 8);
+            /* low lane: bytes 0-3 four times, high lane: bytes 4-7 four times */
+            const __m256i wv = _mm256_permutevar8x32_epi32(_mm256_set1_epi64x(w8), spread);
+            const __m256i wa = _mm256_abs_epi8(wv);
+#define SP_LD2(m) _mm256_loadu2_m128i((const __m128i *)(xb + c[(m) + 4] * ldq), (const __m128i *)(xb + c[m] * ldq))
+            const __m256i xa = SP_LD2(0), xb1 = SP_LD2(1), xc = SP_LD2(2), xd = SP_LD2(3);
+#undef SP_LD2
+            const __m256i abl = _mm256_unpacklo_epi8(xa, xb1), abh = _mm256_unpackhi_epi8(xa, xb1);
+            const __m256i cdl = _mm256_unpacklo_epi8(xc, xd), cdh = _mm256_unpackhi_epi8(xc, xd);
+            const __m256i q[4] = {_mm256_unpacklo_epi16(abl, cdl), _mm256_unpackhi_epi16(abl, cdl),
+                                  _mm256_unpacklo_epi16(abh, cdh), _mm256_unpackhi_epi16(abh, cdh)};
+            for (int j = 0; j < 4; j++)
+                acc[j] = _mm256_add_epi32(
+                    acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(q[j], wv)), ones));
+        }
+        /* low + high lane: (acc0 + acc1 lanes) = batch 0-7, (acc2, acc3) = 8-15 */
+        const __m256i s01 = _mm256_add_epi32(_mm256_permute2x128_si256(acc[0], acc[1], 0x20),
+                                             _mm256_permute2x128_si256(acc[0], acc[1], 0x31));
+        const __m256i s23 = _mm256_add_epi32(_mm256_permute2x128_si256(acc[2], acc[3], 0x20),
+                                             _mm256_permute2x128_si256(acc[2], acc[3], 0x31));
+        const __m256 ws = _mm256_set1_ps(w->scale[i]), bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
+        float *yr = y + i * ldy;
+        for (int h = 0; h < 2; h++) {
+            const int64_t b = 8 * h;
+            if (b >= nb) break;
+            __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(h ? s23 : s01), ws),
+                                     _mm256_loadu_ps(xs + b));
+            if (bias) t = _mm256_add_ps(t, bv);
+            if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
+            if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
+            else _mm256_maskstore_ps(yr + b, lanes(nb - b), t);
         }
     }
 }
 
 /* batch < 16: X rows are not padded; plain sums per entry */
-static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq, int64_t ldq,
+static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq, int64_t ldq,
                         int64_t batch, const float *xs, float *y, int64_t ldy, const float *bias,
                         sp_act act) {
-    int64_t off[CHUNK + 2];
-    int32_t wp[CHUNK / 2 + 1];
+    int64_t off[CHUNK + 4];
+    int8_t wv[CHUNK + 4];
     const bool q4 = w->bits == 4;
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
@@ -258,11 +345,11 @@ static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t 
         for (int64_t k = k0; k < k1;) {
             int64_t n = SP_MIN(CHUNK, k1 - k);
             if (q4) n = SP_MIN(n, w->group - (k - k0) % w->group);
-            int64_t np = decode(w, k, n, k0, ldq, &col, off, wp);
-            for (int64_t p = 0; p < np; p++) {
-                const int32_t w0 = (int16_t)(wp[p] & 0xffff), w1 = (int16_t)((uint32_t)wp[p] >> 16);
-                const int16_t *a = xq + off[2 * p], *c = xq + off[2 * p + 1];
-                for (int64_t b = 0; b < batch; b++) acc[b] += w0 * a[b] + w1 * c[b];
+            decode(w, k, n, k0, ldq, &col, off, wv);
+            for (int64_t m = 0; m < n; m++) {
+                const int32_t q = wv[m];
+                const int8_t *a = xq + off[m];
+                for (int64_t b = 0; b < batch; b++) acc[b] += q * a[b];
             }
             k += n;
             if (q4 && ((k - k0) % w->group == 0 || k == k1)) {
@@ -277,57 +364,63 @@ static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t 
     }
 }
 
-void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq,
+/* batch 1, 8-bit weights: one int32 dot product per row */
+static void rows_spmv(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq, int64_t ldq,
+                      const float *xs, float *y, int64_t ldy, const float *bias, sp_act act) {
+    const int8_t *val = w->val;
+    for (int64_t i = r0; i < r1; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        int32_t s0 = 0, s1 = 0;
+        if (w->gap && ldq == 1) {
+            /* 8 entries at a time: prefix sum of the gaps in a vector, one gather of 4-byte
+             * words at the columns (the workspace holds 64 spare bytes past X), the low byte
+             * sign-extended into the low 16 bits with the upper 16 cleared, vpmaddwd against
+             * the int32 weights: w * x exactly. */
+            const __m256i lo16 = _mm256_set1_epi32(0xffff), last = _mm256_set1_epi32(7);
+            __m256i base = _mm256_setzero_si256(), acc = _mm256_setzero_si256();
+            int64_t k = k0;
+            for (; k + 8 <= k1; k += 8) {
+                __m256i g = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w->gap + k)));
+                g = _mm256_add_epi32(g, _mm256_slli_si256(g, 4));
+                g = _mm256_add_epi32(g, _mm256_slli_si256(g, 8));
+                __m256i h = _mm256_shuffle_epi32(g, 0xff);                      /* lane 3 of each half */
+                g = _mm256_add_epi32(g, _mm256_permute2x128_si256(h, h, 0x08)); /* to the high half */
+                const __m256i cols = _mm256_add_epi32(g, base);
+                /* the 8 gaps' total off the loop-carried chain (vpermd is slow) */
+                base = _mm256_add_epi32(base, _mm256_permutevar8x32_epi32(g, last));
+                __m256i xv = _mm256_i32gather_epi32((const int *)xq, cols, 1);
+                xv = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(xv, 8), 8), lo16);
+                __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(val + k)));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+            }
+            __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+            a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
+            a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
+            s0 = _mm_cvtsi128_si32(a4);
+            int64_t col = _mm256_cvtsi256_si32(base);
+            for (; k < k1; k++) col += w->gap[k], s1 += val[k] * (int32_t)xq[col];
+        } else if (w->gap) {
+            int64_t col = 0, k = k0;
+            for (; k + 1 < k1; k += 2) {
+                col += w->gap[k];
+                s0 += val[k] * (int32_t)xq[col * ldq];
+                col += w->gap[k + 1];
+                s1 += val[k + 1] * (int32_t)xq[col * ldq];
+            }
+            if (k < k1) col += w->gap[k], s0 += val[k] * (int32_t)xq[col * ldq];
+        } else {
+            for (int64_t k = k0; k < k1; k++) s0 += val[k] * (int32_t)xq[(k - k0) * ldq];
+        }
+        float v = ((float)(s0 + s1) * w->scale[i]) * xs[0];
+        y[i * ldy] = sp_epilogue(v, bias, i, act);
+    }
+}
+
+void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                            int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
                            const float *bias, sp_act act) {
     if (batch == 1 && w->bits == 8) {
-        /* SpMV: one int32 dot product per row, columns summed from the gaps */
-        const int8_t *val = w->val;
-        for (int64_t i = r0; i < r1; i++) {
-            const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
-            int32_t s0 = 0, s1 = 0;
-            if (w->gap && ldq == 1) {
-                /* 8 entries at a time: prefix sum of the gaps in a vector, one gather of the
-                 * int16 X values (4 bytes at 2 * col: the low half is x[col]; the workspace
-                 * holds 64 spare bytes past X), vpmaddwd against the int32 weights with the
-                 * upper halves of x cleared: w * x exactly. */
-                const __m256i lo16 = _mm256_set1_epi32(0xffff), last = _mm256_set1_epi32(7);
-                __m256i base = _mm256_setzero_si256(), acc = _mm256_setzero_si256();
-                int64_t k = k0;
-                for (; k + 8 <= k1; k += 8) {
-                    __m256i g = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w->gap + k)));
-                    g = _mm256_add_epi32(g, _mm256_slli_si256(g, 4));
-                    g = _mm256_add_epi32(g, _mm256_slli_si256(g, 8));
-                    __m256i h = _mm256_shuffle_epi32(g, 0xff);          /* lane 3 of each half */
-                    g = _mm256_add_epi32(g, _mm256_permute2x128_si256(h, h, 0x08)); /* to the high half */
-                    const __m256i cols = _mm256_add_epi32(g, base);
-                    /* the 8 gaps' total off the loop-carried chain (vpermd is slow) */
-                    base = _mm256_add_epi32(base, _mm256_permutevar8x32_epi32(g, last));
-                    __m256i xv = _mm256_i32gather_epi32((const int *)xq, cols, 2);
-                    __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(val + k)));
-                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_and_si256(xv, lo16), wv));
-                }
-                __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-                a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
-                a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
-                s0 = _mm_cvtsi128_si32(a4);
-                int64_t col = _mm256_cvtsi256_si32(base);
-                for (; k < k1; k++) col += w->gap[k], s1 += val[k] * (int32_t)xq[col];
-            } else if (w->gap) {
-                int64_t col = 0, k = k0;
-                for (; k + 1 < k1; k += 2) {
-                    col += w->gap[k];
-                    s0 += val[k] * (int32_t)xq[col * ldq];
-                    col += w->gap[k + 1];
-                    s1 += val[k + 1] * (int32_t)xq[col * ldq];
-                }
-                if (k < k1) col += w->gap[k], s0 += val[k] * (int32_t)xq[col * ldq];
-            } else {
-                for (int64_t k = k0; k < k1; k++) s0 += val[k] * (int32_t)xq[(k - k0) * ldq];
-            }
-            float v = ((float)(s0 + s1) * w->scale[i]) * xs[0];
-            y[i * ldy] = sp_epilogue(v, bias, i, act);
-        }
+        rows_spmv(w, r0, r1, xq, ldq, xs, y, ldy, bias, act);
         return;
     }
     if (batch < 16) {
@@ -336,23 +429,21 @@ void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int16
     }
     for (int64_t b0 = 0; b0 < batch; b0 += QT) {
         const int64_t nb = SP_MIN(QT, batch - b0);
-        const int nv = (int)((nb + 15) / 16);
-        const int16_t *xb = xq + b0;
+        const int8_t *xb = xq + b0;
         float *yb = y + b0;
         if (w->bits == 8) {
-            switch (nv) {
-            case 1: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 1); break;
-            case 2: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 2); break;
-            case 3: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 3); break;
-            default: rows_q8(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 4); break;
-            }
-            continue;
-        }
-        switch (nv) {
-        case 1: rows_nv(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 1); break;
-        case 2: rows_nv(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 2); break;
-        case 3: rows_nv(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 3); break;
-        default: rows_nv(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 4); break;
+            /* whole 32-column halves (a part-filled one when more than 16 columns are left),
+             * then a last group of at most 16 columns (rows16) */
+            const int64_t n32 = nb > 48 || (nb > 16 && nb <= 32) ? nb : nb > 32 ? 32 : 0;
+            if (n32 > 32 && w->gap) rows_gap8(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 2);
+            else if (n32 > 32) rows_decoded(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 2);
+            else if (n32 > 0 && w->gap) rows_gap8(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 1);
+            else if (n32 > 0) rows_decoded(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 1);
+            if (nb > n32 && nb - n32 <= 16)
+                rows16(w, r0, r1, xb + n32, ldq, nb - n32, xs + b0 + n32, yb + n32, ldy, bias, act);
+        } else {
+            if (nb > 32) rows_decoded(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 2);
+            else rows_decoded(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 1);
         }
     }
 }

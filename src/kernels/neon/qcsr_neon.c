@@ -1,8 +1,9 @@
 /*
  * qcsr_neon.c - NEON quantized CSR product and activation quantization (aarch64).
  *
- * Product: per output row and tile of 16 batch columns, each stored entry (column c, int16
- * weight q) adds q * xq[c][b] to four int32x4 sums with vmlal_n_s16 (exact: |q x| <= 127^2,
+ * Product: per output row and tile of 16 batch columns, each stored entry (column c, weight q)
+ * widens the 16 int8 xq[c][b] to int16 and adds q * xq[c][b] to four int32x4 sums with
+ * vmlal_n_s16 (exact: |q x| <= 127^2,
  * rows are short enough for int32, see SP_QCSR_MAX_ROW). Same fp32 scaling as ref/qcsr_ref.c.
  * Activation quantization is the portable C one (vectorized by the compiler).
  */
@@ -12,11 +13,11 @@
 #include "../kernel_table.h"
 
 void sp_qact__neon(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
-                   float *xs, float *inv, int16_t *xq, int64_t ldq) {
+                   float *xs, float *inv, int8_t *xq, int64_t ldq) {
     sp_qact__scalar(x, ldx, rows, batch, x_scale, xs, inv, xq, ldq);
 }
 
-void sp_i8_spmm_qcsr__neon(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq,
+void sp_i8_spmm_qcsr__neon(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                            int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
                            const float *bias, sp_act act) {
     const bool q4 = w->bits == 4;
@@ -31,8 +32,8 @@ void sp_i8_spmm_qcsr__neon(const sp_qcsr *w, int64_t r0, int64_t r1, const int16
             for (int64_t k = k0; k < k1; k++) {
                 col = w->gap ? col + w->gap[k] : k - k0;
                 const int16_t q = (int16_t)sp_qcsr_q(w, k);
-                const int16_t *xr = xq + col * ldq + b0;
-                const int16x8_t x0 = vld1q_s16(xr), x1 = vld1q_s16(xr + 8);
+                const int8x16_t xr = vld1q_s8(xq + col * ldq + b0);
+                const int16x8_t x0 = vmovl_s8(vget_low_s8(xr)), x1 = vmovl_s8(vget_high_s8(xr));
                 acc[0] = vmlal_n_s16(acc[0], vget_low_s16(x0), q);
                 acc[1] = vmlal_n_s16(acc[1], vget_high_s16(x0), q);
                 acc[2] = vmlal_n_s16(acc[2], vget_low_s16(x1), q);

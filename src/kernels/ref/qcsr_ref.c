@@ -10,7 +10,7 @@
 
 /* x (rows x batch, ldx) -> xs (batch), inv (batch), xq (rows x ldq, zero-padded) */
 void sp_qact__ref(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
-                  float *xs, float *inv, int16_t *xq, int64_t ldq) {
+                  float *xs, float *inv, int8_t *xq, int64_t ldq) {
     for (int64_t b = 0; b < batch; b++) {
         if (x_scale > 0.0f) {
             xs[b] = x_scale, inv[b] = 1.0f / x_scale;
@@ -25,14 +25,14 @@ void sp_qact__ref(const float *x, int64_t ldx, int64_t rows, int64_t batch, floa
         for (int64_t b = 0; b < batch; b++) {
             float q = rintf(x[j * ldx + b] * inv[b]); /* round half to even */
             q = fminf(fmaxf(q, -127.0f), 127.0f);
-            xq[j * ldq + b] = (int16_t)q;
+            xq[j * ldq + b] = (int8_t)q;
         }
         for (int64_t b = batch; b < ldq; b++) xq[j * ldq + b] = 0;
     }
 }
 
 /* y[i][b] = act(deq(W)[i, :] . deq(xq)[:, b] + bias[i]) */
-void sp_i8_spmm_qcsr__ref(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq,
+void sp_i8_spmm_qcsr__ref(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                           int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
                           const float *bias, sp_act act) {
     for (int64_t i = r0; i < r1; i++) {

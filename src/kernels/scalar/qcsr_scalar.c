@@ -11,7 +11,7 @@
 #define QT 64
 
 void sp_qact__scalar(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
-                     float *xs, float *inv, int16_t *xq, int64_t ldq) {
+                     float *xs, float *inv, int8_t *xq, int64_t ldq) {
     if (x_scale > 0.0f) {
         for (int64_t b = 0; b < batch; b++) xs[b] = x_scale, inv[b] = 1.0f / x_scale;
     } else {
@@ -28,13 +28,13 @@ void sp_qact__scalar(const float *x, int64_t ldx, int64_t rows, int64_t batch, f
         for (int64_t b = 0; b < batch; b++) {
             float q = rintf(x[j * ldx + b] * inv[b]);
             q = fminf(fmaxf(q, -127.0f), 127.0f);
-            xq[j * ldq + b] = (int16_t)q;
+            xq[j * ldq + b] = (int8_t)q;
         }
         for (int64_t b = batch; b < ldq; b++) xq[j * ldq + b] = 0;
     }
 }
 
-void sp_i8_spmm_qcsr__scalar(const sp_qcsr *w, int64_t r0, int64_t r1, const int16_t *xq,
+void sp_i8_spmm_qcsr__scalar(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                              int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
                              const float *bias, sp_act act) {
     int32_t acc[QT];
@@ -50,7 +50,7 @@ void sp_i8_spmm_qcsr__scalar(const sp_qcsr *w, int64_t r0, int64_t r1, const int
             for (int64_t k = k0; k < k1; k++) {
                 col = w->gap ? col + w->gap[k] : k - k0;
                 const int32_t q = sp_qcsr_q(w, k);
-                const int16_t *xr = xq + col * ldq + b0;
+                const int8_t *xr = xq + col * ldq + b0;
                 for (int64_t b = 0; b < nb; b++) acc[b] += q * (int32_t)xr[b];
                 if (q4 && ((k - k0 + 1) % w->group == 0 || k + 1 == k1)) {
                     const float s = sp_qcsr_scale_of(w, i, k);
