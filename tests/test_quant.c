@@ -124,7 +124,7 @@ TEST(qcsr_wrap_round_trips_copy_and_borrow) {
     const int cfg[][2] = {{8, 0}, {4, 3}, {4, 32}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int di = 0; di < 3; di++)
-            for (int c = 0; c < 3; c++)
+            for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
                 for (int dl = 0; dl < 2; dl++) {
                     int64_t rows = shapes[s][0], cols = shapes[s][1];
                     float *w = rand_weight(rows, cols, dens[di], &r);
@@ -331,10 +331,10 @@ static void check_kernels(const sp_qcsr *q, const float *x, int64_t ldx, int64_t
         ((sp_qcsr_spmm_fn)fm->kernels[v].fn)(q, 0, rows, xq_ref, ldq, batch, xs_ref, y, ldy, bias,
                                              act);
         for (int64_t i = 0; i < rows; i++) {
-            char why[200];
-            if (!sp_close(y + i * ldy, y_ref + i * ldy, mag + i * ldy, batch, tol, why, sizeof why))
-                sp_test_fail(__FILE__, __LINE__, "%s: %s row %lld: %s", what,
-                             fm->kernels[v].name, (long long)i, why);
+            /* bit-identical: exact int32 sums, then the reference's fp32 scaling order */
+            CHECK_MSG(memcmp(y + i * ldy, y_ref + i * ldy, sizeof(float) * (size_t)batch) == 0,
+                      "%s: %s row %lld differs from the reference", what, fm->kernels[v].name,
+                      (long long)i);
             for (int64_t b = batch; b < ldy; b++)
                 CHECK_MSG(y[i * ldy + b] == -777.0f, "%s: %s wrote past batch", what,
                           fm->kernels[v].name);
@@ -348,13 +348,15 @@ TEST(qcsr_kernels_match_reference) {
     sp_rng r;
     sp_rng_init(&r, 14, 0);
     const int64_t shapes[][2] = {{0, 0}, {1, 1}, {3, 5}, {17, 33}, {40, 700}, {9, 1300}};
-    const int64_t batches[] = {1, 2, 7, 15, 16, 17, 31, 33, 64, 65, 130};
+    /* each AVX2 path: batch 1 (gather), < 16 (narrow), 16 and the 16-column tails of 33, 41,
+     * 48, 65, 75, 130 (two quads side by side), 17-32 (one half), 55 and 64 (two halves) */
+    const int64_t batches[] = {1, 2, 7, 15, 16, 17, 31, 33, 41, 48, 55, 64, 65, 75, 130};
     const double dens[] = {0.0, 0.08, 0.6, 1.0};
-    const int cfg[][2] = {{8, 0}, {4, 32}, {4, 3}};
+    const int cfg[][2] = {{8, 0}, {4, 32}, {4, 3}, {4, 300}}; /* 300: a group across chunks */
     int runs = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int di = 0; di < 4; di++)
-            for (int c = 0; c < 3; c++)
+            for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
                 for (int dl = 0; dl < 2; dl++) {
                     const int64_t rows = shapes[s][0], cols = shapes[s][1];
                     if (dl && dens[di] != 0.6) continue;
@@ -390,6 +392,46 @@ TEST(qcsr_kernels_match_reference) {
 }
 
 /* ---- the public product -------------------------------------------------------------------- */
+
+/* Through the public product, whose tasks hand the kernels tiles of 64 batch columns (and
+ * short last tiles on a padded X): bit-identical to the reference run on the whole batch. */
+TEST(qcsr_spmm_tiles_match_reference) {
+    sp_rng r;
+    sp_rng_init(&r, 16, 0);
+    const sp_kernel_family *fa = sp_kernel_family_get("qact");
+    const sp_kernel_family *fm = sp_kernel_family_get("qcsr_spmm");
+    CHECK(fa && fm && fa->kernels[0].is_ref && fm->kernels[0].is_ref);
+    if (!fa || !fm) return;
+    const int64_t rows = 37, cols = 300, batches[] = {65, 70, 129};
+    const int cfg[][3] = {{8, 0, 0}, {8, 0, 1}, {4, 32, 0}}; /* bits, group, dense layout */
+    float *w = rand_weight(rows, cols, 0.2, &r), *bias = sp_test_fill_new(rows, &r);
+    for (size_t bi = 0; bi < 3; bi++)
+        for (int c = 0; c < 3; c++) {
+            const int64_t batch = batches[bi], ldq = sp_qcsr_ldq(batch), ldy = batch + 1;
+            sp_qcsr *q = NULL;
+            CHECK_OK(sp_qcsr_from_dense(rows, cols, w, cols, NULL, cfg[c][2], cfg[c][0], cfg[c][1], &q));
+            if (!q) continue;
+            float *x = sp_test_fill_new(cols * batch, &r);
+            float *y = malloc(sizeof(float) * (size_t)(rows * ldy));
+            float *y_ref = malloc(sizeof(float) * (size_t)(rows * ldy));
+            float *xs = malloc(sizeof(float) * (size_t)ldq), *inv = malloc(sizeof(float) * (size_t)ldq);
+            int8_t *xq = calloc((size_t)(cols * ldq + 64), 1);
+            const size_t wb = sp_qcsr_work_bytes(q, batch);
+            void *work = sp_alloc(wb);
+            CHECK_OK(sp_qcsr_spmm(q, x, batch, batch, 0.0f, y, ldy, bias, SP_ACT_RELU, work, wb, 2));
+            ((sp_qact_fn)fa->kernels[0].fn)(x, batch, cols, batch, 0.0f, xs, inv, xq, ldq);
+            ((sp_qcsr_spmm_fn)fm->kernels[0].fn)(q, 0, rows, xq, ldq, batch, xs, y_ref, ldy, bias,
+                                                 SP_ACT_RELU);
+            for (int64_t i = 0; i < rows; i++)
+                CHECK_MSG(memcmp(y + i * ldy, y_ref + i * ldy, sizeof(float) * (size_t)batch) == 0,
+                          "batch %lld bits %d dense %d: row %lld differs from the reference",
+                          (long long)batch, cfg[c][0], cfg[c][2], (long long)i);
+            sp_free(work);
+            free(x), free(y), free(y_ref), free(xs), free(inv), free(xq);
+            sp_qcsr_free(q);
+        }
+    free(w), free(bias);
+}
 
 TEST(qcsr_spmm_checks_arguments_and_is_thread_count_independent) {
     sp_rng r;

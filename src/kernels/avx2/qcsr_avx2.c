@@ -330,7 +330,7 @@ static void rows16(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xb, i
     }
 }
 
-/* batch < 16: X rows are not padded; plain sums per entry */
+/* batch < 16 (a whole call's, or a short last tile's): plain sums per entry */
 static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq, int64_t ldq,
                         int64_t batch, const float *xs, float *y, int64_t ldy, const float *bias,
                         sp_act act) {
