@@ -31,7 +31,7 @@ typedef struct bench_cfg {
     int64_t rows, cols, batch, threads, br, bc, n, m, reps;
     double sparsity, min_time;
     uint64_t seed;
-    bool json, no_pack;
+    bool json, no_pack, x_nonneg;
 } bench_cfg;
 
 /* ---- formats: how to draw a matrix of each kind, build it, and run its product ------------ */
@@ -224,6 +224,7 @@ static void bench_usage(FILE *f) {
             "  --min-time SEC   least time per side (default 0.5)\n"
             "  --seed N         random seed (default 1)\n"
             "  --no-pack        csr: keep the plain rows (no sp_csr_pack) for batched products\n"
+            "  --x-nonneg       X uniform in [0, 1) as after a ReLU (default: (-1, 1))\n"
             "  --json           print one JSON object instead of a table\n");
 }
 
@@ -246,6 +247,9 @@ static int parse(int argc, char **argv, bench_cfg *c) {
             return 0;
         } else if (!strcmp(a, "--json")) {
             c->json = true;
+            continue;
+        } else if (!strcmp(a, "--x-nonneg")) {
+            c->x_nonneg = true;
             continue;
         } else if (!strcmp(a, "--no-pack")) {
             c->no_pack = true;
@@ -359,7 +363,8 @@ static int run_spmm(const bench_cfg *c) {
     sp_rng r;
     sp_rng_init(&r, c->seed, 0);
     f->draw(c, wd, &r);
-    for (int64_t i = 0; i < c->cols * c->batch; i++) x[i] = 2.0f * sp_rng_uniform(&r) - 1.0f;
+    for (int64_t i = 0; i < c->cols * c->batch; i++)
+        x[i] = c->x_nonneg ? sp_rng_uniform(&r) : 2.0f * sp_rng_uniform(&r) - 1.0f;
     sp_status st = f->build(c, wd, &obj);
     if (st != SP_OK) {
         rc = fail("building the sparse matrix", st);
@@ -516,13 +521,13 @@ static int run_spmm(const bench_cfg *c) {
                "\"gflops_nnz\":%.2f,\"gbytes_per_s\":%.2f,\"nnz\":%lld,\"stored\":%lld,"
                "\"sparse_bytes\":%zu,\"dense_bytes\":%zu,\"isa\":\"%s\",\"dense\":\"%s\","
                "\"reps\":%d,\"dtype\":\"%s\",\"f32_sparse_ms\":%.5f,\"speedup_vs_f32\":%.3f,"
-               "\"f32_sparse_bytes\":%zu,\"quant_err_vs_f32\":%.3g}\n",
+               "\"f32_sparse_bytes\":%zu,\"quant_err_vs_f32\":%.3g,\"x_nonneg\":%s}\n",
                c->format, shape, (long long)c->rows, (long long)c->cols, (long long)c->batch,
                sparsity, (long long)c->threads, sparse_ms, dense_ms, dense_ms / sparse_ms,
                max_abs, worst_ratio, worst_ratio <= 1.0 ? "true" : "false", gflops, gbps,
                (long long)nnz_true, (long long)stored, sparse_bytes, wbytes,
                isa, sp_gemm_backend(), reps, dtype, f32_ms, f32_ms / sparse_ms, f32_bytes,
-               quant_err);
+               quant_err, c->x_nonneg ? "true" : "false");
     } else {
         printf("%s%s%s %s %lldx%lld batch %lld sparsity %.3f threads %lld (isa %s, dense %s)\n",
                c->format, shape[0] ? " " : "", shape, dtype, (long long)c->rows, (long long)c->cols,

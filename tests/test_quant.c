@@ -292,11 +292,18 @@ static void check_kernels(const sp_qcsr *q, const float *x, int64_t ldx, int64_t
     float *xs_ref = malloc((size_t)(ldq + 1) * 4), *inv_ref = malloc((size_t)(ldq + 1) * 4);
     float *xs = malloc((size_t)(ldq + 1) * 4), *inv = malloc((size_t)(ldq + 1) * 4);
     float *y_ref = malloc(ny * 4), *y = malloc(ny * 4), *mag = malloc(ny * 4);
-    ((sp_qact_fn)fa->kernels[0].fn)(x, ldx, cols, batch, x_scale, xs_ref, inv_ref, xq_ref, ldq);
+    const bool pos = ((sp_qact_fn)fa->kernels[0].fn)(x, ldx, cols, batch, x_scale, xs_ref,
+                                                     inv_ref, xq_ref, ldq);
+    bool any_neg = false; /* the reference's claim, checked */
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t b = 0; b < batch; b++) any_neg |= xq_ref[j * ldq + b] < 0;
+    CHECK_MSG(pos == !any_neg, "%s: qact ref says non-negative %d", what, (int)pos);
     for (int v = 1; v < fa->count; v++) {
         if (!sp_isa_supported(fa->kernels[v].isa)) continue;
         memset(xq, 0x55, nq);
-        ((sp_qact_fn)fa->kernels[v].fn)(x, ldx, cols, batch, x_scale, xs, inv, xq, ldq);
+        const bool p = ((sp_qact_fn)fa->kernels[v].fn)(x, ldx, cols, batch, x_scale, xs, inv, xq, ldq);
+        CHECK_MSG(p == pos, "%s: %s says non-negative %d, the reference %d", what,
+                  fa->kernels[v].name, (int)p, (int)pos);
         CHECK_MSG(cols * ldq == 0 || memcmp(xq, xq_ref, (size_t)(cols * ldq)) == 0,
                   "%s: %s quantized X differs", what, fa->kernels[v].name);
         CHECK_MSG(batch == 0 || memcmp(xs, xs_ref, sizeof(float) * (size_t)batch) == 0,
@@ -318,26 +325,31 @@ static void check_kernels(const sp_qcsr *q, const float *x, int64_t ldx, int64_t
     sp_tol tol = {1e-6, 1e-5};
     memset(y_ref, 0, ny * 4);
     ((sp_qcsr_spmm_fn)fm->kernels[0].fn)(q, 0, rows, xq_ref, ldq, batch, xs_ref, y_ref, ldy, bias,
-                                         act);
+                                         act, false);
     for (int64_t i = 0; i < rows; i++) {
         char why[200];
         if (!sp_close(y_ref + i * ldy, y + i * ldy, mag + i * ldy, batch, tol, why, sizeof why))
             sp_test_fail(__FILE__, __LINE__, "%s: ref vs dequantized fp32, row %lld: %s", what,
                          (long long)i, why);
     }
+    /* every variant, told the truth about the signs of X, and for non-negative X also told
+     * false (always allowed) */
     for (int v = 1; v < fm->count; v++) {
         if (!sp_isa_supported(fm->kernels[v].isa)) continue;
-        for (size_t e = 0; e < ny; e++) y[e] = -777.0f;
-        ((sp_qcsr_spmm_fn)fm->kernels[v].fn)(q, 0, rows, xq_ref, ldq, batch, xs_ref, y, ldy, bias,
-                                             act);
-        for (int64_t i = 0; i < rows; i++) {
-            /* bit-identical: exact int32 sums, then the reference's fp32 scaling order */
-            CHECK_MSG(memcmp(y + i * ldy, y_ref + i * ldy, sizeof(float) * (size_t)batch) == 0,
-                      "%s: %s row %lld differs from the reference", what, fm->kernels[v].name,
-                      (long long)i);
-            for (int64_t b = batch; b < ldy; b++)
-                CHECK_MSG(y[i * ldy + b] == -777.0f, "%s: %s wrote past batch", what,
-                          fm->kernels[v].name);
+        for (int run = 0; run < (pos ? 2 : 1); run++) {
+            const bool xpos = run == 0 && pos;
+            for (size_t e = 0; e < ny; e++) y[e] = -777.0f;
+            ((sp_qcsr_spmm_fn)fm->kernels[v].fn)(q, 0, rows, xq_ref, ldq, batch, xs_ref, y, ldy,
+                                                 bias, act, xpos);
+            for (int64_t i = 0; i < rows; i++) {
+                /* bit-identical: exact int32 sums, then the reference's fp32 scaling order */
+                CHECK_MSG(memcmp(y + i * ldy, y_ref + i * ldy, sizeof(float) * (size_t)batch) == 0,
+                          "%s: %s (xpos %d) row %lld differs from the reference", what,
+                          fm->kernels[v].name, (int)xpos, (long long)i);
+                for (int64_t b = batch; b < ldy; b++)
+                    CHECK_MSG(y[i * ldy + b] == -777.0f, "%s: %s wrote past batch", what,
+                              fm->kernels[v].name);
+            }
         }
     }
     free(xq_ref), free(xq), free(xs_ref), free(inv_ref), free(xs), free(inv);
@@ -374,6 +386,8 @@ TEST(qcsr_kernels_match_reference) {
                         if (cols > 1) /* a large outlier and an all-zero sample */
                             x[ldx + 0] = 9.0f;
                         for (int64_t j = 0; j < cols && batch > 1; j++) x[j * ldx + batch - 1] = 0;
+                        if (bi % 4 == 1) /* non-negative X, as after a ReLU */
+                            for (int64_t e = 0; e < cols * ldx; e++) x[e] = fabsf(x[e]);
                         char what[160];
                         const int act = (int)(bi % 2), withb = (int)((bi / 2) % 2);
                         const float xsc = bi % 3 == 2 ? 0.02f : 0.0f; /* static scale clamps */
@@ -412,6 +426,8 @@ TEST(qcsr_spmm_tiles_match_reference) {
             CHECK_OK(sp_qcsr_from_dense(rows, cols, w, cols, NULL, cfg[c][2], cfg[c][0], cfg[c][1], &q));
             if (!q) continue;
             float *x = sp_test_fill_new(cols * batch, &r);
+            if (bi == 1) /* non-negative X: the kernels' unsigned path */
+                for (int64_t e = 0; e < cols * batch; e++) x[e] = fabsf(x[e]);
             float *y = malloc(sizeof(float) * (size_t)(rows * ldy));
             float *y_ref = malloc(sizeof(float) * (size_t)(rows * ldy));
             float *xs = malloc(sizeof(float) * (size_t)ldq), *inv = malloc(sizeof(float) * (size_t)ldq);
@@ -421,7 +437,7 @@ TEST(qcsr_spmm_tiles_match_reference) {
             CHECK_OK(sp_qcsr_spmm(q, x, batch, batch, 0.0f, y, ldy, bias, SP_ACT_RELU, work, wb, 2));
             ((sp_qact_fn)fa->kernels[0].fn)(x, batch, cols, batch, 0.0f, xs, inv, xq, ldq);
             ((sp_qcsr_spmm_fn)fm->kernels[0].fn)(q, 0, rows, xq, ldq, batch, xs, y_ref, ldy, bias,
-                                                 SP_ACT_RELU);
+                                                 SP_ACT_RELU, false);
             for (int64_t i = 0; i < rows; i++)
                 CHECK_MSG(memcmp(y + i * ldy, y_ref + i * ldy, sizeof(float) * (size_t)batch) == 0,
                           "batch %lld bits %d dense %d: row %lld differs from the reference",

@@ -152,15 +152,17 @@ static inline int64_t sp_qcsr_ldq(int64_t batch) {
 /* Quantizes X (rows x batch, ldx) per call: dynamic (x_scale <= 0) xs[b] = max_j |x[j][b]| / 127,
  * inv[b] = 127 / max (0 for an all-zero sample), or static xs[b] = x_scale, inv[b] = 1 / x_scale;
  * xq[j][b] = clamp(round-half-even(x[j][b] * inv[b]), -127, 127) as int8 (leading dim ldq >=
- * batch; columns batch..ldq-1 are written 0). xs and inv have room for ldq. */
-typedef void (*sp_qact_fn)(const float *x, int64_t ldx, int64_t rows, int64_t batch,
+ * batch; columns batch..ldq-1 are written 0). xs and inv have room for ldq. Returns true when
+ * no quantized value is negative (as after a ReLU): the product may then skip sign handling. */
+typedef bool (*sp_qact_fn)(const float *x, int64_t ldx, int64_t rows, int64_t batch,
                            float x_scale, float *xs, float *inv, int8_t *xq, int64_t ldq);
 /* y[r0:r1, 0:batch] = act(deq(W[r0:r1, :]) xq xs + bias) with the exact int32 sums and the
  * fp32 scaling order of quant.h. xq (cols x ldq) zero-padded up to ldq = sp_qcsr_ldq(batch of
- * the whole call), with at least 3 readable bytes past its end (batch 1 reads 4-byte words). */
+ * the whole call), with at least 3 readable bytes past its end (batch 1 reads 4-byte words).
+ * xpos: no value of xq is negative (what sp_qact_fn returned); false is always correct. */
 typedef void (*sp_qcsr_spmm_fn)(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                                 int64_t ldq, int64_t batch, const float *xs, float *y,
-                                int64_t ldy, const float *bias, sp_act act);
+                                int64_t ldy, const float *bias, sp_act act, bool xpos);
 
 /* 4-bit entry k of packed values: byte k / 2, low nibble for even k, 4-bit two's complement. */
 static inline int sp_q4_get(const void *val, int64_t k) {
@@ -183,11 +185,11 @@ static inline float sp_qcsr_scale_of(const sp_qcsr *w, int64_t i, int64_t k) {
 }
 
 #define SP_DECLARE_QCSR(suffix)                                                                 \
-    void sp_qact__##suffix(const float *, int64_t, int64_t, int64_t, float, float *, float *,   \
+    bool sp_qact__##suffix(const float *, int64_t, int64_t, int64_t, float, float *, float *,   \
                            int8_t *, int64_t);                                                  \
     void sp_i8_spmm_qcsr__##suffix(const sp_qcsr *, int64_t, int64_t, const int8_t *, int64_t,  \
                                    int64_t, const float *, float *, int64_t, const float *,     \
-                                   sp_act);
+                                   sp_act, bool);
 SP_DECLARE_QCSR(ref)
 SP_DECLARE_QCSR(scalar)
 SP_DECLARE_QCSR(avx2)

@@ -52,6 +52,7 @@ typedef struct qtask {
     float *y;
     int64_t ldq, ldy, batch, rows_per_task, row_tasks;
     sp_act act;
+    bool xpos; /* no quantized activation is negative */
     sp_qcsr_spmm_fn fn;
 } qtask;
 
@@ -62,7 +63,8 @@ static void qcsr_task(void *vctx, int64_t t) {
     const int64_t tile = t / c->row_tasks, blk = t % c->row_tasks;
     const int64_t b0 = tile * QTILE, nb = SP_MIN(QTILE, c->batch - b0);
     const int64_t r0 = blk * c->rows_per_task, r1 = SP_MIN(c->w->rows, r0 + c->rows_per_task);
-    c->fn(c->w, r0, r1, c->xq + b0, c->ldq, nb, c->xs + b0, c->y + b0, c->ldy, c->bias, c->act);
+    c->fn(c->w, r0, r1, c->xq + b0, c->ldq, nb, c->xs + b0, c->y + b0, c->ldy, c->bias, c->act,
+          c->xpos);
 }
 
 sp_status sp_qcsr_spmm(const sp_qcsr *w, const float *x, int64_t ldx, int64_t batch,
@@ -90,9 +92,9 @@ sp_status sp_qcsr_spmm(const sp_qcsr *w, const float *x, int64_t ldx, int64_t ba
     static const sp_kernel *_Atomic qact_k, *_Atomic spmm_k;
     const sp_kernel *qk = sp_kernel_cached("qact", &qact_k);
     const sp_kernel *mk = sp_kernel_cached("qcsr_spmm", &spmm_k);
-    ((sp_qact_fn)qk->fn)(x, ldx, w->cols, batch, x_scale, xs, inv, xq, ldq);
+    const bool xpos = ((sp_qact_fn)qk->fn)(x, ldx, w->cols, batch, x_scale, xs, inv, xq, ldq);
     qtask c = {.w = w, .xq = xq, .xs = xs, .bias = bias, .y = y, .ldq = ldq, .ldy = ldy,
-               .batch = batch, .act = act, .fn = (sp_qcsr_spmm_fn)mk->fn};
+               .batch = batch, .act = act, .xpos = xpos, .fn = (sp_qcsr_spmm_fn)mk->fn};
     const int64_t tiles = (batch + QTILE - 1) / QTILE;
     c.rows_per_task = sp_rows_per_task(w->rows, w->nnz * SP_MIN(batch, QTILE), TASK_WORK);
     c.row_tasks = (w->rows + c.rows_per_task - 1) / c.rows_per_task;

@@ -46,7 +46,7 @@ static inline __m256i quant32(__m256 a, __m256 b, __m256 c, __m256 d) {
                                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-void sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
+bool sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
                    float *xs, float *inv, int8_t *xq, int64_t ldq) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     int64_t b;
@@ -80,6 +80,8 @@ void sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
         }
     }
     for (b = batch; b < ldq; b++) xs[b] = 0.0f, inv[b] = 0.0f;
+    __m256i mn = _mm256_setzero_si256(); /* running minimum of the int8 values */
+    bool neg = false;
     for (int64_t j = 0; j < rows; j++) {
         const float *xr = x + j * ldx;
         int8_t *qr = xq + j * ldq;
@@ -87,28 +89,41 @@ void sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
             __m256 v[4];
             for (int t = 0; t < 4; t++)
                 v[t] = _mm256_mul_ps(_mm256_loadu_ps(xr + b + 8 * t), _mm256_loadu_ps(inv + b + 8 * t));
-            _mm256_storeu_si256((__m256i *)(qr + b), quant32(v[0], v[1], v[2], v[3]));
+            const __m256i q = quant32(v[0], v[1], v[2], v[3]);
+            mn = _mm256_min_epi8(mn, q);
+            _mm256_storeu_si256((__m256i *)(qr + b), q);
         }
         if (b + 16 <= batch) { /* the upper half of quant32's result is the zero vector's */
             const __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(xr + b), _mm256_loadu_ps(inv + b));
             const __m256 v1 = _mm256_mul_ps(_mm256_loadu_ps(xr + b + 8), _mm256_loadu_ps(inv + b + 8));
             const __m256 z = _mm256_setzero_ps();
-            _mm_storeu_si128((__m128i *)(qr + b), _mm256_castsi256_si128(quant32(v0, v1, z, z)));
+            const __m256i q = quant32(v0, v1, z, z);
+            mn = _mm256_min_epi8(mn, q);
+            _mm_storeu_si128((__m128i *)(qr + b), _mm256_castsi256_si128(q));
             b += 16;
         }
         for (; b < batch; b++) {
             float q = rintf(xr[b] * inv[b]);
             qr[b] = (int8_t)fminf(fmaxf(q, -127.0f), 127.0f);
+            neg |= q < 0.0f;
         }
         for (; b < ldq; b++) qr[b] = 0;
     }
+    return !neg && !_mm256_movemask_epi8(mn);
+}
+
+/* w0 x0 + w1 x1 and w2 x2 + w3 x3 in int16 lanes for quads q of X bytes and w the weight bytes
+ * (wa = |w|). POS (no x is negative): x is the unsigned operand as it is. */
+static inline __attribute__((always_inline)) __m256i pairs(__m256i q, __m256i w, __m256i wa,
+                                                           bool POS) {
+    return POS ? _mm256_maddubs_epi16(q, w) : _mm256_maddubs_epi16(wa, _mm256_sign_epi8(q, w));
 }
 
 /* acc[4h .. 4h+3] += w . (X rows r0..r3, batch columns 32h .. 32h+31), for h < NH */
 static inline __attribute__((always_inline)) void quad(const int8_t *r0, const int8_t *r1,
                                                        const int8_t *r2, const int8_t *r3,
-                                                       __m256i w, __m256i *acc, int NH) {
-    const __m256i wa = _mm256_abs_epi8(w), ones = _mm256_set1_epi16(1);
+                                                       __m256i w, __m256i *acc, int NH, bool POS) {
+    const __m256i wa = POS ? w : _mm256_abs_epi8(w), ones = _mm256_set1_epi16(1);
     for (int h = 0; h < NH; h++) {
         const __m256i a = _mm256_loadu_si256((const __m256i *)(r0 + 32 * h));
         const __m256i b = _mm256_loadu_si256((const __m256i *)(r1 + 32 * h));
@@ -119,9 +134,8 @@ static inline __attribute__((always_inline)) void quad(const int8_t *r0, const i
         __m256i q[4] = {_mm256_unpacklo_epi16(abl, cdl), _mm256_unpackhi_epi16(abl, cdl),
                         _mm256_unpacklo_epi16(abh, cdh), _mm256_unpackhi_epi16(abh, cdh)};
         for (int j = 0; j < 4; j++)
-            acc[4 * h + j] = _mm256_add_epi32(
-                acc[4 * h + j],
-                _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(q[j], w)), ones));
+            acc[4 * h + j] = _mm256_add_epi32(acc[4 * h + j],
+                                              _mm256_madd_epi16(pairs(q[j], w, wa, POS), ones));
     }
 }
 
@@ -137,13 +151,14 @@ static inline int32_t word4(const void *p) {
  * its last column. */
 static inline __attribute__((always_inline)) void row_gap8(const uint8_t *g, const int8_t *v,
                                                            int64_t n, const int8_t *xb,
-                                                           int64_t ldq, __m256i *acc, int NH) {
+                                                           int64_t ldq, __m256i *acc, int NH,
+                                                           bool POS) {
     int64_t col = 0, k = 0;
     for (; k + 4 <= n; k += 4) {
         const int64_t c0 = col + g[k], c1 = c0 + g[k + 1], c2 = c1 + g[k + 2], c3 = c2 + g[k + 3];
         col = c3;
         quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
-             _mm256_set1_epi32(word4(v + k)), acc, NH);
+             _mm256_set1_epi32(word4(v + k)), acc, NH, POS);
     }
     if (k < n) {
         int64_t c[4];
@@ -153,7 +168,7 @@ static inline __attribute__((always_inline)) void row_gap8(const uint8_t *g, con
             c[m] = col;
         }
         quad(xb + c[0] * ldq, xb + c[1] * ldq, xb + c[2] * ldq, xb + c[3] * ldq,
-             _mm256_set1_epi32(word4(wq)), acc, NH);
+             _mm256_set1_epi32(word4(wq)), acc, NH, POS);
     }
 }
 
@@ -212,12 +227,12 @@ static inline __attribute__((always_inline)) void rows_gap8(const sp_qcsr *w, in
                                                             int64_t ldq, int64_t nb,
                                                             const float *xs, float *y,
                                                             int64_t ldy, const float *bias,
-                                                            sp_act act, int NH) {
+                                                            sp_act act, int NH, bool POS) {
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         __m256i acc[8];
         for (int v = 0; v < 4 * NH; v++) acc[v] = _mm256_setzero_si256();
-        row_gap8(w->gap + k0, (const int8_t *)w->val + k0, k1 - k0, xb, ldq, acc, NH);
+        row_gap8(w->gap + k0, (const int8_t *)w->val + k0, k1 - k0, xb, ldq, acc, NH, POS);
         __m256 f[8];
         const __m256 ws = _mm256_set1_ps(w->scale[i]);
         for (int v = 0; v < 4 * NH; v++) f[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), ws);
@@ -232,7 +247,7 @@ static inline __attribute__((always_inline)) void rows_decoded(const sp_qcsr *w,
                                                                int64_t ldq, int64_t nb,
                                                                const float *xs, float *y,
                                                                int64_t ldy, const float *bias,
-                                                               sp_act act, int NH) {
+                                                               sp_act act, int NH, bool POS) {
     int64_t off[CHUNK + 4];
     int8_t wv[CHUNK + 4];
     const bool q4 = w->bits == 4;
@@ -248,7 +263,7 @@ static inline __attribute__((always_inline)) void rows_decoded(const sp_qcsr *w,
             const int64_t nq = decode(w, k, n, k0, ldq, &col, off, wv);
             for (int64_t p = 0; p < nq; p++)
                 quad(xb + off[4 * p], xb + off[4 * p + 1], xb + off[4 * p + 2],
-                     xb + off[4 * p + 3], _mm256_set1_epi32(word4(wv + 4 * p)), acc, NH);
+                     xb + off[4 * p + 3], _mm256_set1_epi32(word4(wv + 4 * p)), acc, NH, POS);
             k += n;
             if (q4 && ((k - k0) % w->group == 0 || k == k1)) {
                 const __m256 s = _mm256_set1_ps(sp_qcsr_scale_of(w, i, k - 1));
@@ -271,9 +286,12 @@ static inline __attribute__((always_inline)) void rows_decoded(const sp_qcsr *w,
  * high one (one 16-byte X row load into each lane), and the two lanes are added per row at the
  * end. A short last octet gets zero weights on repeats of its last column. Each lane's four sums
  * hold batch columns 0-3, 4-7, 8-11, 12-15 in order. */
-static void rows16(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xb, int64_t ldq,
-                   int64_t nb, const float *xs, float *y, int64_t ldy, const float *bias,
-                   sp_act act) {
+static inline __attribute__((always_inline)) void rows16(const sp_qcsr *w, int64_t r0,
+                                                         int64_t r1, const int8_t *xb,
+                                                         int64_t ldq, int64_t nb,
+                                                         const float *xs, float *y, int64_t ldy,
+                                                         const float *bias, sp_act act,
+                                                         bool POS) {
     const __m256i ones = _mm256_set1_epi16(1), spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], n = w->row_ptr[i + 1] - k0;
@@ -298,7 +316,7 @@ static void rows16(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xb, i
             memcpy(&w8, wq, 8);
             /* low lane: bytes 0-3 four times, high lane: bytes 4-7 four times */
             const __m256i wv = _mm256_permutevar8x32_epi32(_mm256_set1_epi64x(w8), spread);
-            const __m256i wa = _mm256_abs_epi8(wv);
+            const __m256i wa = POS ? wv : _mm256_abs_epi8(wv);
 #define SP_LD2(m) _mm256_loadu2_m128i((const __m128i *)(xb + c[(m) + 4] * ldq), (const __m128i *)(xb + c[m] * ldq))
             const __m256i xa = SP_LD2(0), xb1 = SP_LD2(1), xc = SP_LD2(2), xd = SP_LD2(3);
 #undef SP_LD2
@@ -308,7 +326,7 @@ static void rows16(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xb, i
                                   _mm256_unpacklo_epi16(abh, cdh), _mm256_unpackhi_epi16(abh, cdh)};
             for (int j = 0; j < 4; j++)
                 acc[j] = _mm256_add_epi32(
-                    acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(q[j], wv)), ones));
+                    acc[j], _mm256_madd_epi16(pairs(q[j], wv, wa, POS), ones));
         }
         /* low + high lane: (acc0 + acc1 lanes) = batch 0-7, (acc2, acc3) = 8-15 */
         const __m256i s01 = _mm256_add_epi32(_mm256_permute2x128_si256(acc[0], acc[1], 0x20),
@@ -416,9 +434,31 @@ static void rows_spmv(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq
     }
 }
 
+/* One tile of at most 64 batch columns (xb, yb, xs at its first column) */
+static inline __attribute__((always_inline)) void tile(const sp_qcsr *w, int64_t r0, int64_t r1,
+                                                       const int8_t *xb, int64_t ldq, int64_t nb,
+                                                       const float *xs, float *yb, int64_t ldy,
+                                                       const float *bias, sp_act act, bool POS) {
+    if (w->bits == 8) {
+        /* whole 32-column halves (a part-filled one when more than 16 columns are left),
+         * then a last group of at most 16 columns (rows16) */
+        const int64_t n32 = nb > 48 || (nb > 16 && nb <= 32) ? nb : nb > 32 ? 32 : 0;
+        if (n32 > 32 && w->gap) rows_gap8(w, r0, r1, xb, ldq, n32, xs, yb, ldy, bias, act, 2, POS);
+        else if (n32 > 32) rows_decoded(w, r0, r1, xb, ldq, n32, xs, yb, ldy, bias, act, 2, POS);
+        else if (n32 > 0 && w->gap) rows_gap8(w, r0, r1, xb, ldq, n32, xs, yb, ldy, bias, act, 1, POS);
+        else if (n32 > 0) rows_decoded(w, r0, r1, xb, ldq, n32, xs, yb, ldy, bias, act, 1, POS);
+        if (nb > n32)
+            rows16(w, r0, r1, xb + n32, ldq, nb - n32, xs + n32, yb + n32, ldy, bias, act, POS);
+    } else if (nb > 32) {
+        rows_decoded(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act, 2, POS);
+    } else {
+        rows_decoded(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act, 1, POS);
+    }
+}
+
 void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                            int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
-                           const float *bias, sp_act act) {
+                           const float *bias, sp_act act, bool xpos) {
     if (batch == 1 && w->bits == 8) {
         rows_spmv(w, r0, r1, xq, ldq, xs, y, ldy, bias, act);
         return;
@@ -429,21 +469,7 @@ void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_
     }
     for (int64_t b0 = 0; b0 < batch; b0 += QT) {
         const int64_t nb = SP_MIN(QT, batch - b0);
-        const int8_t *xb = xq + b0;
-        float *yb = y + b0;
-        if (w->bits == 8) {
-            /* whole 32-column halves (a part-filled one when more than 16 columns are left),
-             * then a last group of at most 16 columns (rows16) */
-            const int64_t n32 = nb > 48 || (nb > 16 && nb <= 32) ? nb : nb > 32 ? 32 : 0;
-            if (n32 > 32 && w->gap) rows_gap8(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 2);
-            else if (n32 > 32) rows_decoded(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 2);
-            else if (n32 > 0 && w->gap) rows_gap8(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 1);
-            else if (n32 > 0) rows_decoded(w, r0, r1, xb, ldq, n32, xs + b0, yb, ldy, bias, act, 1);
-            if (nb > n32 && nb - n32 <= 16)
-                rows16(w, r0, r1, xb + n32, ldq, nb - n32, xs + b0 + n32, yb + n32, ldy, bias, act);
-        } else {
-            if (nb > 32) rows_decoded(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 2);
-            else rows_decoded(w, r0, r1, xb, ldq, nb, xs + b0, yb, ldy, bias, act, 1);
-        }
+        if (xpos) tile(w, r0, r1, xq + b0, ldq, nb, xs + b0, y + b0, ldy, bias, act, true);
+        else tile(w, r0, r1, xq + b0, ldq, nb, xs + b0, y + b0, ldy, bias, act, false);
     }
 }

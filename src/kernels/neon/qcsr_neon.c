@@ -12,14 +12,14 @@
 
 #include "../kernel_table.h"
 
-void sp_qact__neon(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
+bool sp_qact__neon(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
                    float *xs, float *inv, int8_t *xq, int64_t ldq) {
-    sp_qact__scalar(x, ldx, rows, batch, x_scale, xs, inv, xq, ldq);
+    return sp_qact__scalar(x, ldx, rows, batch, x_scale, xs, inv, xq, ldq);
 }
 
 void sp_i8_spmm_qcsr__neon(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                            int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
-                           const float *bias, sp_act act) {
+                           const float *bias, sp_act act, bool xpos) {
     const bool q4 = w->bits == 4;
     int64_t b0 = 0;
     for (; b0 + 16 <= batch; b0 += 16) {
@@ -59,5 +59,5 @@ void sp_i8_spmm_qcsr__neon(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_
     }
     if (b0 < batch) /* the last < 16 columns: portable C on the shifted operands */
         sp_i8_spmm_qcsr__scalar(w, r0, r1, xq + b0, ldq, batch - b0, xs + b0, y + b0, ldy, bias,
-                                act);
+                                act, xpos);
 }

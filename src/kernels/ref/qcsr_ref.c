@@ -8,8 +8,9 @@
 
 #include "../kernel_table.h"
 
-/* x (rows x batch, ldx) -> xs (batch), inv (batch), xq (rows x ldq, zero-padded) */
-void sp_qact__ref(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
+/* x (rows x batch, ldx) -> xs (batch), inv (batch), xq (rows x ldq, zero-padded); true when no
+ * quantized value is negative */
+bool sp_qact__ref(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
                   float *xs, float *inv, int8_t *xq, int64_t ldq) {
     for (int64_t b = 0; b < batch; b++) {
         if (x_scale > 0.0f) {
@@ -21,20 +22,24 @@ void sp_qact__ref(const float *x, int64_t ldx, int64_t rows, int64_t batch, floa
         xs[b] = m / 127.0f;
         inv[b] = m > 0.0f ? 127.0f / m : 0.0f;
     }
+    bool pos = true;
     for (int64_t j = 0; j < rows; j++) {
         for (int64_t b = 0; b < batch; b++) {
             float q = rintf(x[j * ldx + b] * inv[b]); /* round half to even */
             q = fminf(fmaxf(q, -127.0f), 127.0f);
             xq[j * ldq + b] = (int8_t)q;
+            if (q < 0.0f) pos = false;
         }
         for (int64_t b = batch; b < ldq; b++) xq[j * ldq + b] = 0;
     }
+    return pos;
 }
 
 /* y[i][b] = act(deq(W)[i, :] . deq(xq)[:, b] + bias[i]) */
 void sp_i8_spmm_qcsr__ref(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                           int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
-                          const float *bias, sp_act act) {
+                          const float *bias, sp_act act, bool xpos) {
+    (void)xpos; /* a hint for faster variants */
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         for (int64_t b = 0; b < batch; b++) {

@@ -10,7 +10,7 @@
 
 #define QT 64
 
-void sp_qact__scalar(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
+bool sp_qact__scalar(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
                      float *xs, float *inv, int8_t *xq, int64_t ldq) {
     if (x_scale > 0.0f) {
         for (int64_t b = 0; b < batch; b++) xs[b] = x_scale, inv[b] = 1.0f / x_scale;
@@ -24,19 +24,23 @@ void sp_qact__scalar(const float *x, int64_t ldx, int64_t rows, int64_t batch, f
             inv[b] = m > 0.0f ? 127.0f / m : 0.0f;
         }
     }
+    int neg = 0;
     for (int64_t j = 0; j < rows; j++) {
         for (int64_t b = 0; b < batch; b++) {
             float q = rintf(x[j * ldx + b] * inv[b]);
             q = fminf(fmaxf(q, -127.0f), 127.0f);
             xq[j * ldq + b] = (int8_t)q;
+            neg |= q < 0.0f;
         }
         for (int64_t b = batch; b < ldq; b++) xq[j * ldq + b] = 0;
     }
+    return !neg;
 }
 
 void sp_i8_spmm_qcsr__scalar(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                              int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
-                             const float *bias, sp_act act) {
+                             const float *bias, sp_act act, bool xpos) {
+    (void)xpos;
     int32_t acc[QT];
     float f[QT];
     const bool q4 = w->bits == 4;
