@@ -34,10 +34,11 @@ static inline __m256i lanes(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
 }
 
-/* 32 floats (already multiplied by inv) -> 32 int8 in order, rounded half to even, clamped */
+/* 32 floats (already multiplied by inv) -> 32 int8 in order, clamped to [-127, 127] and rounded
+ * by vcvtps2dq in the current rounding mode (half to even by default), as rintf does */
 static inline __m256i quant32(__m256 a, __m256 b, __m256 c, __m256 d) {
     const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-#define SP_Q(v) _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi))
+#define SP_Q(v) _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi))
     /* packs works per 128-bit lane: (a0-3 b0-3 | a4-7 b4-7), then bytes (a0-3 b0-3 c0-3 d0-3 |
      * a4-7 b4-7 c4-7 d4-7); vpermd puts the 4-byte groups back in order */
     __m256i ab = _mm256_packs_epi32(SP_Q(a), SP_Q(b)), cd = _mm256_packs_epi32(SP_Q(c), SP_Q(d));
@@ -82,17 +83,23 @@ bool sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
     for (b = batch; b < ldq; b++) xs[b] = 0.0f, inv[b] = 0.0f;
     __m256i mn = _mm256_setzero_si256(); /* running minimum of the int8 values */
     bool neg = false;
+    const int64_t b32 = batch & ~(int64_t)31;
+    for (int64_t b0 = 0; b0 < b32; b0 += 32) { /* 32 columns down all rows, inv in registers */
+        __m256 iv[4];
+        for (int t = 0; t < 4; t++) iv[t] = _mm256_loadu_ps(inv + b0 + 8 * t);
+        for (int64_t j = 0; j < rows; j++) {
+            const float *xr = x + j * ldx + b0;
+            __m256 v[4];
+            for (int t = 0; t < 4; t++) v[t] = _mm256_mul_ps(_mm256_loadu_ps(xr + 8 * t), iv[t]);
+            const __m256i q = quant32(v[0], v[1], v[2], v[3]);
+            mn = _mm256_min_epi8(mn, q);
+            _mm256_storeu_si256((__m256i *)(xq + j * ldq + b0), q);
+        }
+    }
     for (int64_t j = 0; j < rows; j++) {
         const float *xr = x + j * ldx;
         int8_t *qr = xq + j * ldq;
-        for (b = 0; b + 32 <= batch; b += 32) {
-            __m256 v[4];
-            for (int t = 0; t < 4; t++)
-                v[t] = _mm256_mul_ps(_mm256_loadu_ps(xr + b + 8 * t), _mm256_loadu_ps(inv + b + 8 * t));
-            const __m256i q = quant32(v[0], v[1], v[2], v[3]);
-            mn = _mm256_min_epi8(mn, q);
-            _mm256_storeu_si256((__m256i *)(qr + b), q);
-        }
+        b = b32;
         if (b + 16 <= batch) { /* the upper half of quant32's result is the zero vector's */
             const __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(xr + b), _mm256_loadu_ps(inv + b));
             const __m256 v1 = _mm256_mul_ps(_mm256_loadu_ps(xr + b + 8), _mm256_loadu_ps(inv + b + 8));
@@ -154,6 +161,15 @@ static inline __attribute__((always_inline)) void row_gap8(const uint8_t *g, con
                                                            int64_t ldq, __m256i *acc, int NH,
                                                            bool POS) {
     int64_t col = 0, k = 0;
+    for (; k + 8 <= n; k += 8) { /* two quads per iteration: a little more room to schedule */
+        const int64_t c0 = col + g[k], c1 = c0 + g[k + 1], c2 = c1 + g[k + 2], c3 = c2 + g[k + 3];
+        const int64_t c4 = c3 + g[k + 4], c5 = c4 + g[k + 5], c6 = c5 + g[k + 6];
+        col = c6 + g[k + 7];
+        quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
+             _mm256_set1_epi32(word4(v + k)), acc, NH, POS);
+        quad(xb + c4 * ldq, xb + c5 * ldq, xb + c6 * ldq, xb + col * ldq,
+             _mm256_set1_epi32(word4(v + k + 4)), acc, NH, POS);
+    }
     for (; k + 4 <= n; k += 4) {
         const int64_t c0 = col + g[k], c1 = c0 + g[k + 1], c2 = c1 + g[k + 2], c3 = c2 + g[k + 3];
         col = c3;
@@ -235,6 +251,17 @@ static inline __attribute__((always_inline)) void store_row(const __m256 *f, flo
     }
 }
 
+/* store_row for 8-bit weights: the int32 sums times the row's scale */
+static inline __attribute__((always_inline)) void store_row8(const __m256i *acc, float scale,
+                                                             float *yr, int64_t nb,
+                                                             const float *xs, const float *bias,
+                                                             int64_t i, sp_act act, int NH) {
+    __m256 f[8];
+    const __m256 ws = _mm256_set1_ps(scale);
+    for (int v = 0; v < 4 * NH; v++) f[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), ws);
+    store_row(f, yr, nb, xs, bias ? bias[i] : 0.0f, bias != NULL, act, NH);
+}
+
 /* Rows r0..r1 of an 8-bit matrix with gaps (the common case): only the sums are live in the
  * loop, in 4 NH registers. */
 static inline __attribute__((always_inline)) void rows_gap8(const sp_qcsr *w, int64_t r0,
@@ -248,10 +275,7 @@ static inline __attribute__((always_inline)) void rows_gap8(const sp_qcsr *w, in
         __m256i acc[8];
         for (int v = 0; v < 4 * NH; v++) acc[v] = _mm256_setzero_si256();
         row_gap8(w->gap + k0, (const int8_t *)w->val + k0, k1 - k0, xb, ldq, acc, NH, POS);
-        __m256 f[8];
-        const __m256 ws = _mm256_set1_ps(w->scale[i]);
-        for (int v = 0; v < 4 * NH; v++) f[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), ws);
-        store_row(f, y + i * ldy, nb, xs, bias ? bias[i] : 0.0f, bias != NULL, act, NH);
+        store_row8(acc, w->scale[i], y + i * ldy, nb, xs, bias, i, act, NH);
     }
 }
 
@@ -288,11 +312,8 @@ static inline __attribute__((always_inline)) void rows_decoded(const sp_qcsr *w,
                 }
             }
         }
-        if (!q4) {
-            const __m256 ws = _mm256_set1_ps(w->scale[i]);
-            for (int v = 0; v < 4 * NH; v++) f[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), ws);
-        }
-        store_row(f, y + i * ldy, nb, xs, bias ? bias[i] : 0.0f, bias != NULL, act, NH);
+        if (q4) store_row(f, y + i * ldy, nb, xs, bias ? bias[i] : 0.0f, bias != NULL, act, NH);
+        else store_row8(acc, w->scale[i], y + i * ldy, nb, xs, bias, i, act, NH);
     }
 }
 
