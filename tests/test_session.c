@@ -1,11 +1,13 @@
 /*
  * test_session.c - inference sessions (sparrow/infer.h): after sp_session_new, runs make zero
  * allocations (counted at the allocator hook itself) and give sp_model_forward's bits, on 1 and
- * 2 threads, for a dense MLP, a sparse (CSR + N:M) MLP and CNNs.
+ * 2 threads, for a dense MLP, a sparse (CSR + N:M) MLP and CNNs; and for the deployment forms of
+ * a model: quantized (qlinear layers), memory-mapped from its file, or both.
  */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -38,7 +40,38 @@ static const char SPARSE_MLP[] =
     "relu\n"
     "linear out=classes\n";
 
-static sp_model *build(const char *spec_or_cfg, bool is_spec, uint64_t seed) {
+/* The form a model is used in: as built, quantized to int8 (sp_model_quantize, dynamic
+ * activation scales), memory-mapped from its saved file (sp_model_open), or quantized then
+ * mapped: the deployment path. */
+typedef enum { AS_BUILT, QUANTIZED, MAPPED, QUANTIZED_MAPPED } form;
+
+/* m in the given form (m is consumed; NULL with the error in sp_last_error on failure) */
+static sp_model *to_form(sp_model *m, form as) {
+    if (!m || as == AS_BUILT) return m;
+    if (as == QUANTIZED || as == QUANTIZED_MAPPED) {
+        sp_quant_opts o = {.bits = 8, .nthreads = 1};
+        sp_model *q = NULL;
+        sp_status st = sp_model_quantize(m, &o, &q);
+        sp_model_free(m);
+        if (st != SP_OK) return NULL;
+        m = q;
+    }
+    if (as == MAPPED || as == QUANTIZED_MAPPED) {
+        static atomic_int seq;
+        char path[128];
+        snprintf(path, sizeof path, "/tmp/sparrow_test_session_%d_%d", (int)getpid(),
+                 atomic_fetch_add(&seq, 1));
+        sp_model *mm = NULL;
+        if (sp_checkpoint_save(path, m, NULL, NULL, NULL) == SP_OK && sp_model_open(path, &mm) == SP_OK)
+            CHECK(sp_model_is_mapped(mm));
+        unlink(path); /* the mapping outlives the name */
+        sp_model_free(m);
+        m = mm;
+    }
+    return m;
+}
+
+static sp_model *build(const char *spec_or_cfg, bool is_spec, uint64_t seed, form as) {
     char *cfg = NULL;
     const char *text = spec_or_cfg;
     if (is_spec) {
@@ -48,7 +81,7 @@ static sp_model *build(const char *spec_or_cfg, bool is_spec, uint64_t seed) {
     sp_model *m = NULL;
     sp_status st = sp_model_new(text, (sp_shape){1, 28, 28}, 10, seed, &m);
     sp_free(cfg);
-    return st == SP_OK ? m : NULL;
+    return st == SP_OK ? to_form(m, as) : NULL;
 }
 
 /* Random features in [0, 1) of B samples, feature-major. */
@@ -63,9 +96,9 @@ static float *random_input(int64_t nin, int64_t B, uint64_t seed) {
 /* The whole property for one model: a session on nthreads threads, then runs of several batch
  * sizes (and predict_u8) under the counting allocator, each compared with sp_model_forward on a
  * twin model (same config and seed) run on one thread. */
-static void check_model(const char *what, bool is_spec, int nthreads) {
+static void check_form(const char *what, bool is_spec, int nthreads, form as) {
     enum { MAXB = 12 };
-    sp_model *m = build(what, is_spec, 7), *twin = build(what, is_spec, 7);
+    sp_model *m = build(what, is_spec, 7, as), *twin = build(what, is_spec, 7, as);
     CHECK_MSG(m && twin, "%s: %s", what, sp_last_error());
     if (!m || !twin) goto out;
     sp_model_set_threads(twin, 1);
@@ -159,6 +192,10 @@ out:
     sp_model_free(twin);
 }
 
+static void check_model(const char *what, bool is_spec, int nthreads) {
+    check_form(what, is_spec, nthreads, AS_BUILT);
+}
+
 TEST(session_mlp_no_alloc_and_forward_bits) {
     check_model("mlp:64,32", true, 1);
     check_model("mlp:64,32", true, 2);
@@ -167,6 +204,17 @@ TEST(session_mlp_no_alloc_and_forward_bits) {
 TEST(session_sparse_mlp_no_alloc_and_forward_bits) {
     check_model(SPARSE_MLP, false, 1);
     check_model(SPARSE_MLP, false, 2);
+}
+
+/* The deployment path: an int8-quantized sparse MLP mapped from its file, and each step alone */
+TEST(session_quantized_and_mapped_no_alloc_and_forward_bits) {
+    for (int nthreads = 1; nthreads <= 2; nthreads++) {
+        check_form(SPARSE_MLP, false, nthreads, QUANTIZED);
+        check_form(SPARSE_MLP, false, nthreads, MAPPED);
+        check_form(SPARSE_MLP, false, nthreads, QUANTIZED_MAPPED);
+        check_form("mlp:64,32", true, nthreads, QUANTIZED_MAPPED);
+    }
+    check_form("lenet5", true, 2, MAPPED);
 }
 
 TEST(session_lenet5_no_alloc_and_forward_bits) {
@@ -181,7 +229,7 @@ TEST(session_mobilenet_no_alloc_and_forward_bits) {
 
 /* The thread count changes nothing: 1 and 2 threads give the same bits. */
 TEST(session_threads_same_bits) {
-    sp_model *m = build("lenet5", true, 3);
+    sp_model *m = build("lenet5", true, 3, AS_BUILT);
     CHECK(m != NULL);
     if (!m) return;
     float *x = random_input(784, 6, 5);
@@ -201,7 +249,7 @@ TEST(session_threads_same_bits) {
 }
 
 TEST(session_rejects_bad_arguments) {
-    sp_model *m = build("mlp:16", true, 1);
+    sp_model *m = build("mlp:16", true, 1, AS_BUILT);
     CHECK(m != NULL);
     if (!m) return;
     sp_session *s = NULL;
@@ -234,7 +282,7 @@ TEST(session_new_alloc_failures) {
     bool done = false;
     for (int64_t k = 1; k <= 200 && !done; k++) {
         const int64_t live0 = sp_alloc_live();
-        sp_model *fresh = build("lenet5", true, 2);
+        sp_model *fresh = build("lenet5", true, 2, AS_BUILT);
         if (!fresh) break;
         sp_session *s = NULL;
         sp_alloc_fail_after(k);
