@@ -14,16 +14,19 @@ set -euo pipefail
 build=${1:-build}
 bin="$build/sparrow"
 reps=${REPS:-5}
-shapes=${SHAPES:-"1024x1024 300x784 3072x768 768x3072 4096x4096"}
-batches=${BATCHES:-"1 16 64 256"}
+# word lists (any whitespace); the first shape gets the batch sweep
+# shellcheck disable=SC2206
+shapes=(${SHAPES:-1024x1024 300x784 3072x768 768x3072 4096x4096})
+# shellcheck disable=SC2206
+batches=(${BATCHES:-1 16 64 256})
 out=bench/out/quant_sweep.jsonl
 mkdir -p bench/out
 : >"$out"
-for shape in $shapes; do
+for shape in "${shapes[@]}"; do
   for dt in i8 i8+ i4; do
-    for b in $batches; do
+    for b in "${batches[@]}"; do
       # the batch sweep on the first shape; batch 64 (the case) on every shape
-      [ "$shape" != "${shapes%% *}" ] && [ "$b" != 64 ] && continue
+      [ "$shape" != "${shapes[0]}" ] && [ "$b" != 64 ] && continue
       flag=""; [ "$dt" = i8+ ] && flag="--x-nonneg"
       for _ in $(seq "$reps"); do
         # shellcheck disable=SC2086

@@ -386,7 +386,8 @@ TEST(qcsr_kernels_match_reference) {
                         if (cols > 1) /* a large outlier and an all-zero sample */
                             x[ldx + 0] = 9.0f;
                         for (int64_t j = 0; j < cols && batch > 1; j++) x[j * ldx + batch - 1] = 0;
-                        if (bi % 4 == 1) /* non-negative X, as after a ReLU */
+                        if ((bi / 4) % 2 == 1) /* non-negative X, as after a ReLU (batches 16-33
+                                                  * and 65-130, with and without bias and ReLU) */
                             for (int64_t e = 0; e < cols * ldx; e++) x[e] = fabsf(x[e]);
                         char what[160];
                         const int act = (int)(bi % 2), withb = (int)((bi / 2) % 2);
@@ -416,10 +417,10 @@ TEST(qcsr_spmm_tiles_match_reference) {
     const sp_kernel_family *fm = sp_kernel_family_get("qcsr_spmm");
     CHECK(fa && fm && fa->kernels[0].is_ref && fm->kernels[0].is_ref);
     if (!fa || !fm) return;
-    const int64_t rows = 37, cols = 300, batches[] = {65, 70, 129};
+    const int64_t rows = 37, cols = 300, batches[] = {65, 70, 80, 129}; /* 80: a 16-column tile */
     const int cfg[][3] = {{8, 0, 0}, {8, 0, 1}, {4, 32, 0}}; /* bits, group, dense layout */
     float *w = rand_weight(rows, cols, 0.2, &r), *bias = sp_test_fill_new(rows, &r);
-    for (size_t bi = 0; bi < 3; bi++)
+    for (size_t bi = 0; bi < 4; bi++)
         for (int c = 0; c < 3; c++) {
             const int64_t batch = batches[bi], ldq = sp_qcsr_ldq(batch), ldy = batch + 1;
             sp_qcsr *q = NULL;

@@ -112,7 +112,7 @@ bool sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
         for (; b < batch; b++) {
             float q = rintf(xr[b] * inv[b]);
             qr[b] = (int8_t)fminf(fmaxf(q, -127.0f), 127.0f);
-            neg |= q < 0.0f;
+            neg |= qr[b] < 0; /* the stored value: a NaN input is stored as -127 */
         }
         for (; b < ldq; b++) qr[b] = 0;
     }
