@@ -47,9 +47,55 @@ static inline __m256i quant32(__m256 a, __m256 b, __m256 c, __m256 d) {
                                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+/* fmaxf(m, |v|) and clamp(rintf(v * inv), -127, 127) as the reference computes them (a NaN
+ * v leaves m, and is stored as -127), without the libm calls fmaxf / fminf compile to */
+static inline float max_abs(float m, float v) {
+    const float a = fabsf(v);
+    return a > m ? a : m;
+}
+static inline int8_t quant1(float v, float inv) {
+    float q = rintf(v * inv);
+    q = q > -127.0f ? q : -127.0f;
+    return (int8_t)(q < 127.0f ? q : 127.0f);
+}
+
+/* One sample whose features are contiguous (batch 1, ldx = ldq = 1): vectors run down the
+ * features. Returns the no-negative-value flag. */
+static bool qact1(const float *x, int64_t rows, float x_scale, float *xs, float *inv,
+                  int8_t *xq) {
+    int64_t j = 0;
+    if (x_scale > 0.0f) {
+        xs[0] = x_scale, inv[0] = 1.0f / x_scale;
+    } else {
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        __m256 mv = _mm256_setzero_ps();
+        for (; j + 8 <= rows; j += 8) mv = _mm256_max_ps(mv, _mm256_and_ps(_mm256_loadu_ps(x + j), absmask));
+        float lane[8], m = 0.0f;
+        _mm256_storeu_ps(lane, mv);
+        for (int t = 0; t < 8; t++) m = lane[t] > m ? lane[t] : m; /* max: order-free */
+        for (; j < rows; j++) m = max_abs(m, x[j]);
+        xs[0] = m / 127.0f;
+        inv[0] = m > 0.0f ? 127.0f / m : 0.0f;
+    }
+    const __m256 iv = _mm256_set1_ps(inv[0]);
+    __m256i mn = _mm256_setzero_si256();
+    for (j = 0; j + 32 <= rows; j += 32) {
+        const __m256i q = quant32(_mm256_mul_ps(_mm256_loadu_ps(x + j), iv),
+                                  _mm256_mul_ps(_mm256_loadu_ps(x + j + 8), iv),
+                                  _mm256_mul_ps(_mm256_loadu_ps(x + j + 16), iv),
+                                  _mm256_mul_ps(_mm256_loadu_ps(x + j + 24), iv));
+        mn = _mm256_min_epi8(mn, q);
+        _mm256_storeu_si256((__m256i *)(xq + j), q);
+    }
+    bool neg = false;
+    for (; j < rows; j++) xq[j] = quant1(x[j], inv[0]), neg |= xq[j] < 0;
+    return !neg && !_mm256_movemask_epi8(mn);
+}
+
 bool sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, float x_scale,
                    float *xs, float *inv, int8_t *xq, int64_t ldq) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    if (batch == 1 && ldx == 1 && ldq == 1) return qact1(x, rows, x_scale, xs, inv, xq);
     int64_t b;
     if (x_scale > 0.0f) {
         for (b = 0; b < batch; b++) xs[b] = x_scale, inv[b] = 1.0f / x_scale;
@@ -72,7 +118,7 @@ bool sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
             for (b = b64; b + 8 <= batch; b += 8)
                 _mm256_storeu_ps(xs + b, _mm256_max_ps(_mm256_loadu_ps(xs + b),
                                                        _mm256_and_ps(_mm256_loadu_ps(xr + b), absmask)));
-            for (; b < batch; b++) xs[b] = fmaxf(xs[b], fabsf(xr[b]));
+            for (; b < batch; b++) xs[b] = max_abs(xs[b], xr[b]);
         }
         for (b = 0; b < batch; b++) {
             float m = xs[b];
@@ -110,8 +156,7 @@ bool sp_qact__avx2(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
             b += 16;
         }
         for (; b < batch; b++) {
-            float q = rintf(xr[b] * inv[b]);
-            qr[b] = (int8_t)fminf(fmaxf(q, -127.0f), 127.0f);
+            qr[b] = quant1(xr[b], inv[b]);
             neg |= qr[b] < 0; /* the stored value: a NaN input is stored as -127 */
         }
         for (; b < ldq; b++) qr[b] = 0;
