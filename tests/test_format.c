@@ -191,6 +191,7 @@ TEST(format_rejects_malformed_files_each_with_its_own_error) {
         {"parameter count", "the architecture has"},
         {"wrapping parameter count", "do not fit in a file"},
         {"csr column out of range", "out of range [0, 16)"},
+        {"csr 16-bit indices, too many columns", "16-bit column indices for 70000 columns"},
         {"csr first offset", "row_ptr[0] = 1"},
         {"csr offsets count", "row offsets for 12 rows"},
         {"csr without indices", "has no '1.csr.col_idx'"},
@@ -267,6 +268,9 @@ TEST(format_rejects_malformed_files_each_with_its_own_error) {
         else if (!strcmp(n, "csr column out of range")) {
             uint8_t *d = b + rd64(ci + 112);
             d[0] = 16, d[1] = 0; /* u16 */
+        } else if (!strcmp(n, "csr 16-bit indices, too many columns")) {
+            put64(rp + 80, 70000); /* shape[1] of both: a u16 index cannot reach column 65536 */
+            put64(ci + 80, 70000);
         } else if (!strcmp(n, "csr first offset")) put64(b + rd64(rp + 112), 1);
         else if (!strcmp(n, "csr offsets count")) {
             put64(rp + 104, 12); /* 12 offsets for 12 rows: the last one dropped */
