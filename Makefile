@@ -93,6 +93,8 @@ test-arm:
 	@echo "== suite on aarch64 under qemu-user (isa: neon)"
 	@t0=$$(date +%s); $(QEMU_ARM) ./build-arm/sparrow_tests && \
 	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
+	@echo "== quantized kernels on a core without the dot-product extension (QEMU_CPU=cortex-a57)"
+	@QEMU_CPU=cortex-a57 $(QEMU_ARM) ./build-arm/sparrow_tests qcsr
 	@echo "== suite on aarch64 under qemu-user with SPARROW_ISA=scalar"
 	@t0=$$(date +%s); SPARROW_ISA=scalar $(QEMU_ARM) ./build-arm/sparrow_tests && \
 	    echo "   ($$(( $$(date +%s) - t0 )) s under qemu)"
