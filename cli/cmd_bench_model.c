@@ -52,8 +52,9 @@ static sp_shape config_input(const char *cfg) {
 }
 
 /* A model from a file (checkpoint or config) or a spec, for the input shape its config states
- * (else (1, 28, 28)) and `classes` classes when it is not a model file. */
-static sp_model *load(const char *what, int64_t classes) {
+ * (else (1, 28, 28)) and `classes` classes when it is not a model file. A model file's load time
+ * goes to stderr when `tell` (not with --json: `sparrow inspect --json` reports it). */
+static sp_model *load(const char *what, int64_t classes, bool tell) {
     if (cli_is_checkpoint(what)) {
         /* forward only: the file is mapped and its weights used in place (docs/FORMAT.md) */
         sp_model *m = NULL;
@@ -63,9 +64,10 @@ static sp_model *load(const char *what, int64_t classes) {
             cli_fail(what);
             return NULL;
         }
-        fprintf(stderr, "%s: loaded in %.2f ms, %s, %llu of %llu weight bytes used in place\n",
-                what, 1e3 * (now_s() - t0), info.mapped ? "mapped" : "copied",
-                (unsigned long long)info.in_place_bytes, (unsigned long long)info.weight_bytes);
+        if (tell)
+            fprintf(stderr, "%s: loaded in %.2f ms, %s, %llu of %llu weight bytes used in place\n",
+                    what, 1e3 * (now_s() - t0), info.mapped ? "mapped" : "copied",
+                    (unsigned long long)info.in_place_bytes, (unsigned long long)info.weight_bytes);
         return m;
     }
     char *cfg = NULL;
@@ -124,7 +126,7 @@ int cmd_bench_model(int argc, char **argv) {
         return 2;
     }
     int rc = 1;
-    sp_model *m[2] = {load(model, classes), vs ? load(vs, classes) : NULL};
+    sp_model *m[2] = {load(model, classes, !json), vs ? load(vs, classes, !json) : NULL};
     float *x = NULL;
     double *t[2] = {NULL, NULL};
     if (!m[0] || (vs && !m[1])) goto done;
