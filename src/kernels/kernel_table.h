@@ -14,6 +14,8 @@
 #ifndef SPARROW_KERNEL_TABLE_H
 #define SPARROW_KERNEL_TABLE_H
 
+#include <string.h>
+
 #include "sparrow/kernels.h"
 #include "sparrow/quant.h"
 
@@ -174,6 +176,12 @@ static inline void sp_q4_put(void *val, int64_t k, int q) {
     uint8_t *p = (uint8_t *)val + (k >> 1);
     unsigned n = (unsigned)q & 15u;
     *p = (k & 1) ? (uint8_t)((*p & 0x0fu) | (n << 4)) : (uint8_t)((*p & 0xf0u) | n);
+}
+/* The four bytes at p as one int32 (a broadcast source for four int8 weights) */
+static inline int32_t sp_load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
 }
 /* Quantized value of stored entry k, and the scale that applies to entry k of row i. */
 static inline int sp_qcsr_q(const sp_qcsr *w, int64_t k) {

@@ -191,13 +191,6 @@ static inline __attribute__((always_inline)) void quad(const int8_t *r0, const i
     }
 }
 
-/* The four bytes at p as one int32 (a broadcast source) */
-static inline int32_t word4(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* One row's int8 entries with gaps (the common case): columns summed from the gaps inline on
  * the scalar ports beside the vector work. A short last quad gets zero weights on repeats of
  * its last column. */
@@ -211,15 +204,15 @@ static inline __attribute__((always_inline)) void row_gap8(const uint8_t *g, con
         const int64_t c4 = c3 + g[k + 4], c5 = c4 + g[k + 5], c6 = c5 + g[k + 6];
         col = c6 + g[k + 7];
         quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
-             _mm256_set1_epi32(word4(v + k)), acc, NH, POS);
+             _mm256_set1_epi32(sp_load_i32(v + k)), acc, NH, POS);
         quad(xb + c4 * ldq, xb + c5 * ldq, xb + c6 * ldq, xb + col * ldq,
-             _mm256_set1_epi32(word4(v + k + 4)), acc, NH, POS);
+             _mm256_set1_epi32(sp_load_i32(v + k + 4)), acc, NH, POS);
     }
     for (; k + 4 <= n; k += 4) {
         const int64_t c0 = col + g[k], c1 = c0 + g[k + 1], c2 = c1 + g[k + 2], c3 = c2 + g[k + 3];
         col = c3;
         quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
-             _mm256_set1_epi32(word4(v + k)), acc, NH, POS);
+             _mm256_set1_epi32(sp_load_i32(v + k)), acc, NH, POS);
     }
     if (k < n) {
         int64_t c[4];
@@ -229,7 +222,7 @@ static inline __attribute__((always_inline)) void row_gap8(const uint8_t *g, con
             c[m] = col;
         }
         quad(xb + c[0] * ldq, xb + c[1] * ldq, xb + c[2] * ldq, xb + c[3] * ldq,
-             _mm256_set1_epi32(word4(wq)), acc, NH, POS);
+             _mm256_set1_epi32(sp_load_i32(wq)), acc, NH, POS);
     }
 }
 
@@ -347,7 +340,7 @@ static inline __attribute__((always_inline)) void rows_decoded(const sp_qcsr *w,
             const int64_t nq = decode(w, k, n, k0, ldq, &col, off, wv);
             for (int64_t p = 0; p < nq; p++)
                 quad(xb + off[4 * p], xb + off[4 * p + 1], xb + off[4 * p + 2],
-                     xb + off[4 * p + 3], _mm256_set1_epi32(word4(wv + 4 * p)), acc, NH, POS);
+                     xb + off[4 * p + 3], _mm256_set1_epi32(sp_load_i32(wv + 4 * p)), acc, NH, POS);
             k += n;
             if (q4 && ((k - k0) % w->group == 0 || k == k1)) {
                 const __m256 s = _mm256_set1_ps(sp_qcsr_scale_of(w, i, k - 1));

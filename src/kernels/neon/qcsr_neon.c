@@ -26,13 +26,6 @@ bool sp_qact__neon(const float *x, int64_t ldx, int64_t rows, int64_t batch, flo
     return sp_qact__scalar(x, ldx, rows, batch, x_scale, xs, inv, xq, ldq);
 }
 
-/* The four bytes at p as one int32 */
-static inline int32_t word4(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* 8-bit weights, 16 batch columns at b0, rows r0..r1, with sdot (see the top of the file) */
 __attribute__((target("arch=armv8.2-a+dotprod"))) static void rows_dot(
     const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq, int64_t ldq, int64_t b0,
@@ -56,7 +49,7 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) static void rows_dot(
             const int16x8_t abh = vreinterpretq_s16_s8(vzip2q_s8(a, b));
             const int16x8_t cdl = vreinterpretq_s16_s8(vzip1q_s8(cc, d));
             const int16x8_t cdh = vreinterpretq_s16_s8(vzip2q_s8(cc, d));
-            const int8x16_t wv = vreinterpretq_s8_s32(vdupq_n_s32(word4(wq)));
+            const int8x16_t wv = vreinterpretq_s8_s32(vdupq_n_s32(sp_load_i32(wq)));
             acc[0] = vdotq_s32(acc[0], vreinterpretq_s8_s16(vzip1q_s16(abl, cdl)), wv);
             acc[1] = vdotq_s32(acc[1], vreinterpretq_s8_s16(vzip2q_s16(abl, cdl)), wv);
             acc[2] = vdotq_s32(acc[2], vreinterpretq_s8_s16(vzip1q_s16(abh, cdh)), wv);
