@@ -96,6 +96,8 @@ typedef struct cli_sparse_settings {
     const char *distribution; /* uniform | er | erk */
     int64_t update_every;
     double drop_fraction;
+    double update_until;      /* fraction of the run after which the topology stays; <= 0: the
+                                 method's default (RigL 0.75, SET 1) */
     bool sparse_last;
 } cli_sparse_settings;
 
@@ -103,6 +105,8 @@ typedef struct cli_sparse_settings {
     {.density = 0.1, .distribution = "erk", .update_every = 100, .drop_fraction = 0.3}
 
 bool cli_sparse_enabled(const cli_sparse_settings *p);
+/* --update-until, or the method's default */
+double cli_sparse_until(const cli_sparse_settings *p);
 /* Parses one sparse-training option (v NULL for the flag --sparse-last): 0, 1 (error
  * printed) or -1 (not one). */
 int cli_sparse_option(const char *a, const char *v, cli_sparse_settings *p);

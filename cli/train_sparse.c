@@ -12,6 +12,11 @@
 
 bool cli_sparse_enabled(const cli_sparse_settings *p) { return p->kind != NULL; }
 
+double cli_sparse_until(const cli_sparse_settings *p) {
+    if (p->update_until > 0.0) return p->update_until;
+    return p->kind && !strcmp(p->kind, "rigl") ? 0.75 : 1.0;
+}
+
 int cli_sparse_option(const char *a, const char *v, cli_sparse_settings *p) {
     if (!strcmp(a, "--sparse-train")) {
         if (strcmp(v, "set") && strcmp(v, "rigl") && strcmp(v, "static")) {
@@ -55,6 +60,15 @@ int cli_sparse_option(const char *a, const char *v, cli_sparse_settings *p) {
         }
         return 0;
     }
+    if (!strcmp(a, "--update-until")) {
+        if (!cli_parse_f64(a, v, 0.0, 1.0, &p->update_until)) return 1;
+        if (p->update_until <= 0.0) {
+            fprintf(stderr, "sparrow: --update-until %s must be in (0, 1] (the fraction of the "
+                            "run after which the topology stays)\n", v);
+            return 1;
+        }
+        return 0;
+    }
     if (!strcmp(a, "--sparse-last")) {
         p->sparse_last = true;
         return 0;
@@ -69,9 +83,9 @@ void cli_sparse_text(const cli_sparse_settings *p, char *buf, size_t n) {
     }
     snprintf(buf, n,
              "--sparse-train %s\n--density %.17g\n--epsilon %.17g\n--distribution %s\n"
-             "--update-every %lld\n--drop-fraction %.17g\n%s",
+             "--update-every %lld\n--drop-fraction %.17g\n--update-until %.17g\n%s",
              p->kind, p->density, p->epsilon, p->distribution, (long long)p->update_every,
-             p->drop_fraction, p->sparse_last ? "--sparse-last\n" : "");
+             p->drop_fraction, cli_sparse_until(p), p->sparse_last ? "--sparse-last\n" : "");
 }
 
 int cli_sparse_config(const cli_sparse_settings *p, const char *cfg, sp_shape in,
@@ -98,12 +112,10 @@ int cli_sparse_setup(const cli_sparse_settings *p, const sp_model *m, uint64_t s
                         : !strcmp(p->kind, "rigl") ? SP_DST_RIGL : SP_DST_STATIC,
                   .update_every = p->update_every, .drop_fraction = p->drop_fraction,
                   .seed = seed, .data = train, .batch = batch, .nthreads = nthreads};
-    /* RigL stops changing the topology at 75% of the run, its drop fraction annealed to 0
-     * there (Evci et al. 2020) */
-    if (d->kind == SP_DST_RIGL) {
-        d->end_step = (int64_t)(0.75 * (double)total_steps);
-        if (d->end_step < 1) d->end_step = 1;
-    }
+    /* no updates from --update-until of the run on: by default RigL stops at 75%, its drop
+     * fraction annealed by cosine to 0 there (Evci et al. 2020), and SET goes on to the end */
+    d->end_step = (int64_t)(cli_sparse_until(p) * (double)total_steps);
+    if (d->end_step < 1) d->end_step = 1;
     if (sp_dst_check(d) != SP_OK) return cli_fail("--sparse-train");
     return 0;
 }

@@ -192,6 +192,9 @@ if grep -q '"sparse_train":"set","layers_nnz":\[5024,320\],"topology_updates":37
 then pass "train --sparse-train set --json"; else fail "train --sparse-train set --json: $out"; fi
 if cmp -s "$tmp/s1.sparrow" "$tmp/s2.sparrow"; then pass "SET: 1 and 2 threads, same bytes"
 else fail "SET: 1 and 2 threads, same bytes"; fi
+out=$(strain --threads 1 --json --quiet --update-until 0.5 --out "$tmp/s3.sparrow")
+if grep -q '"topology_updates":18,' <<<"$out"; then pass "SET --update-until 0.5: half the updates"
+else fail "SET --update-until 0.5: $out"; fi
 kill_and_resume "SET run killed and resumed" "$tmp/sk.sparrow" "$tmp/s1.sparrow" \
   "$bin" train --model "$tmp/m.cfg" --epochs 2 --seed 7 --sparse-train set --density 0.2 \
   --update-every 50 --threads 2 --quiet
@@ -208,6 +211,7 @@ expect_fail "sparse training: density 0" "--density 0 must be in (0, 1]" "$bin" 
 expect_fail "sparse training: density above 1" "--density expects a number" "$bin" train --model lenet300 --sparse-train set --density 1.5
 expect_fail "sparse training: update interval 0" "--update-every 0 must be >= 1" "$bin" train --model lenet300 --sparse-train set --update-every 0
 expect_fail "sparse training: drop fraction 1" "--drop-fraction 1 must be in [0, 1)" "$bin" train --model lenet300 --sparse-train set --drop-fraction 1
+expect_fail "sparse training: update-until 0" "--update-until 0 must be in (0, 1]" "$bin" train --model lenet300 --sparse-train set --update-until 0
 expect_fail "sparse training: unknown kind" "must be set, rigl or static" "$bin" train --model lenet300 --sparse-train fast
 expect_fail "sparse training of a saved dense model" "no CSR linear layer" "$bin" train --model "$tmp/a.sparrow" --sparse-train set --out "$tmp/x.sparrow"
 expect_fail "sparse training and pruning together" "do not mix" "$bin" train --model lenet300 --sparse-train set --prune-sparsity 0.5 --out "$tmp/x.sparrow"
