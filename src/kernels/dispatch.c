@@ -113,6 +113,12 @@ static const sp_kernel qcsr_spmm[] = {
     ARM(SP_KERNEL(sp_i8_spmm_qcsr__neon, SP_ISA_NEON))
 };
 
+static const sp_kernel adam[] = {
+    SP_KERNEL_REF(sp_adam__ref),
+    SP_KERNEL(sp_adam__ref, SP_ISA_SCALAR), /* the reference loop vectorizes as it stands */
+    X86(SP_KERNEL(sp_adam__avx2, SP_ISA_AVX2))
+};
+
 #define FAMILY(name, table) {name, table, (int)(sizeof table / sizeof table[0])}
 
 const sp_kernel_family sp_kernel_families[] = {
@@ -129,6 +135,7 @@ const sp_kernel_family sp_kernel_families[] = {
     FAMILY("nm_sddmm", nm_sddmm),
     FAMILY("qact", qact),
     FAMILY("qcsr_spmm", qcsr_spmm),
+    FAMILY("adam", adam),
     {NULL, NULL, 0},
 };
 

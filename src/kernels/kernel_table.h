@@ -192,6 +192,20 @@ static inline float sp_qcsr_scale_of(const sp_qcsr *w, int64_t i, int64_t k) {
     return w->scale[w->scale_ptr[i] + (k - w->row_ptr[i]) / w->group];
 }
 
+/* Adam / AdamW on n parameters p with moments m and v and gradient g (src/optim/optim.c):
+ *   Adam:  g += wd p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g;
+ *          p -= step_size (m / (sqrt(v) / bc2_sqrt + eps))
+ *   AdamW (decoupled): p *= decay first, and no wd term in g.
+ * Every variant gives the reference's bits. */
+typedef struct sp_adam_coef {
+    float b1, b2, eps, wd, step_size, bc2_sqrt, decay;
+    bool decoupled;
+} sp_adam_coef;
+typedef void (*sp_adam_fn)(float *p, float *m, float *v, const float *g, int64_t n,
+                           const sp_adam_coef *c);
+void sp_adam__ref(float *, float *, float *, const float *, int64_t, const sp_adam_coef *);
+void sp_adam__avx2(float *, float *, float *, const float *, int64_t, const sp_adam_coef *);
+
 #define SP_DECLARE_QCSR(suffix)                                                                 \
     bool sp_qact__##suffix(const float *, int64_t, int64_t, int64_t, float, float *, float *,   \
                            int8_t *, int64_t);                                                  \

@@ -17,6 +17,7 @@
 #include "sparrow/train.h"
 
 #include "../core/internal.h"
+#include "../kernels/kernel_table.h"
 
 struct sp_optim {
     sp_optim_config cfg;
@@ -87,6 +88,7 @@ typedef struct step_ctx {
     const float *g;
     float lr, step_size, bc2_sqrt;
     bool first;
+    sp_adam_fn adam; /* the dispatched Adam / AdamW variant (kernel_table.h) */
 } step_ctx;
 
 static void sgd_chunk(void *vctx, int64_t task) {
@@ -110,26 +112,11 @@ static void adam_chunk(void *vctx, int64_t task) {
     const step_ctx *c = vctx;
     const sp_optim *o = c->o;
     const int64_t n = o->n, i0 = task * OPTIM_CHUNK, i1 = SP_MIN(n, i0 + OPTIM_CHUNK);
-    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps, wd = o->cfg.weight_decay;
-    const float lr = c->lr, step_size = c->step_size, bc2_sqrt = c->bc2_sqrt;
-    float *restrict p = c->p, *restrict m = o->state, *restrict v = o->state + n;
-    const float *restrict g = c->g;
-    if (o->cfg.kind == SP_OPTIM_ADAMW) {
-        const float decay = 1.0f - lr * wd;
-        for (int64_t i = i0; i < i1; i++) {
-            p[i] *= decay;
-            m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-            p[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
-        }
-    } else {
-        for (int64_t i = i0; i < i1; i++) {
-            float gi = g[i] + wd * p[i];
-            m[i] = b1 * m[i] + (1.0f - b1) * gi;
-            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-            p[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
-        }
-    }
+    const sp_adam_coef k = {.b1 = o->cfg.beta1, .b2 = o->cfg.beta2, .eps = o->cfg.eps,
+                            .wd = o->cfg.weight_decay, .step_size = c->step_size,
+                            .bc2_sqrt = c->bc2_sqrt, .decay = 1.0f - c->lr * o->cfg.weight_decay,
+                            .decoupled = o->cfg.kind == SP_OPTIM_ADAMW};
+    c->adam(c->p + i0, o->state + i0, o->state + n + i0, c->g + i0, i1 - i0, &k);
 }
 
 sp_status sp_optim_step_mt(sp_optim *o, float *p, const float *g, float lr, int nthreads) {
@@ -148,6 +135,8 @@ sp_status sp_optim_step_mt(sp_optim *o, float *p, const float *g, float lr, int 
     const float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
     c.step_size = lr / bc1;
     c.bc2_sqrt = sqrtf(bc2);
+    static const sp_kernel *_Atomic adam_k;
+    c.adam = (sp_adam_fn)sp_kernel_cached("adam", &adam_k)->fn;
     sp_parallel_for(tasks, nthreads, adam_chunk, &c);
     return SP_OK;
 }
