@@ -355,65 +355,106 @@ static inline __attribute__((always_inline)) void rows_decoded(const sp_qcsr *w,
     }
 }
 
-/* At most 16 batch columns, bits 8: a quad of 16 columns fills only one 128-bit lane, so two
- * quads of the same row go side by side, entries k..k+3 in the low lane and k+4..k+7 in the
- * high one (one 16-byte X row load into each lane), and the two lanes are added per row at the
- * end. A short last octet gets zero weights on repeats of its last column. Each lane's four sums
- * hold batch columns 0-3, 4-7, 8-11, 12-15 in order. */
+/* At most 16 batch columns: a quad of 16 columns fills only one 128-bit lane, so two quads of
+ * the same row go side by side, entries k..k+3 in the low lane and k+4..k+7 in the high one
+ * (one 16-byte X row load into each lane), and the two lanes are added when a row (8-bit) or a
+ * scale group (4-bit) ends. Each lane's four sums hold batch columns 0-3, 4-7, 8-11, 12-15 in
+ * order. */
+
+/* acc += entries [0, n) of values v (kb: the row position of v[0], for the dense layout) with
+ * gaps g (NULL: dense layout; col updated), a short last octet with zero weights on repeats of
+ * its last column */
+static inline __attribute__((always_inline)) void octets(const uint8_t *g, const int8_t *v,
+                                                         int64_t n, int64_t kb,
+                                                         const int8_t *xb, int64_t ldq,
+                                                         int64_t *colp, __m256i *acc, bool POS) {
+    const __m256i ones = _mm256_set1_epi16(1), spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    int64_t col = *colp;
+    for (int64_t k = 0; k < n; k += 8) {
+        int64_t c[8];
+        int8_t wq[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (k + 8 <= n) {
+            for (int m = 0; m < 8; m++) c[m] = col = g ? col + g[k + m] : kb + k + m;
+            memcpy(wq, v + k, 8);
+        } else {
+            for (int m = 0; m < 8; m++) {
+                if (k + m < n) col = g ? col + g[k + m] : kb + k + m, wq[m] = v[k + m];
+                c[m] = col;
+            }
+        }
+        int64_t w8;
+        memcpy(&w8, wq, 8);
+        /* low lane: bytes 0-3 four times, high lane: bytes 4-7 four times */
+        const __m256i wv = _mm256_permutevar8x32_epi32(_mm256_set1_epi64x(w8), spread);
+        const __m256i wa = POS ? wv : _mm256_abs_epi8(wv);
+#define SP_LD2(m) _mm256_loadu2_m128i((const __m128i *)(xb + c[(m) + 4] * ldq), (const __m128i *)(xb + c[m] * ldq))
+        const __m256i xa = SP_LD2(0), xb1 = SP_LD2(1), xc = SP_LD2(2), xd = SP_LD2(3);
+#undef SP_LD2
+        const __m256i abl = _mm256_unpacklo_epi8(xa, xb1), abh = _mm256_unpackhi_epi8(xa, xb1);
+        const __m256i cdl = _mm256_unpacklo_epi8(xc, xd), cdh = _mm256_unpackhi_epi8(xc, xd);
+        const __m256i q[4] = {_mm256_unpacklo_epi16(abl, cdl), _mm256_unpackhi_epi16(abl, cdl),
+                              _mm256_unpacklo_epi16(abh, cdh), _mm256_unpackhi_epi16(abh, cdh)};
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(pairs(q[j], wv, wa, POS), ones));
+    }
+    *colp = col;
+}
+
+/* the low and high lanes of acc added: s[0] = batch 0-7, s[1] = 8-15 */
+static inline void lanes16(const __m256i *acc, __m256i *s) {
+    s[0] = _mm256_add_epi32(_mm256_permute2x128_si256(acc[0], acc[1], 0x20),
+                            _mm256_permute2x128_si256(acc[0], acc[1], 0x31));
+    s[1] = _mm256_add_epi32(_mm256_permute2x128_si256(acc[2], acc[3], 0x20),
+                            _mm256_permute2x128_si256(acc[2], acc[3], 0x31));
+}
+
 static inline __attribute__((always_inline)) void rows16(const sp_qcsr *w, int64_t r0,
                                                          int64_t r1, const int8_t *xb,
                                                          int64_t ldq, int64_t nb,
                                                          const float *xs, float *y, int64_t ldy,
                                                          const float *bias, sp_act act,
                                                          bool POS) {
-    const __m256i ones = _mm256_set1_epi16(1), spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    int8_t dec[CHUNK];
     for (int64_t i = r0; i < r1; i++) {
-        const int64_t k0 = w->row_ptr[i], n = w->row_ptr[i + 1] - k0;
-        const int8_t *v = (const int8_t *)w->val + k0;
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         const uint8_t *g = w->gap ? w->gap + k0 : NULL;
-        __m256i acc[4];
+        __m256i acc[4], s[2];
+        __m256 f[2]; /* 8-bit: the row's sums times its scale; 4-bit: group sums folded */
         for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_si256();
         int64_t col = 0;
-        for (int64_t k = 0; k < n; k += 8) {
-            int64_t c[8];
-            int8_t wq[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            if (k + 8 <= n) {
-                for (int m = 0; m < 8; m++) c[m] = col = g ? col + g[k + m] : k + m;
-                memcpy(wq, v + k, 8);
-            } else {
-                for (int m = 0; m < 8; m++) {
-                    if (k + m < n) col = g ? col + g[k + m] : k + m, wq[m] = v[k + m];
-                    c[m] = col;
+        if (w->bits == 8) {
+            octets(g, (const int8_t *)w->val + k0, k1 - k0, 0, xb, ldq, &col, acc, POS);
+            lanes16(acc, s);
+            const __m256 ws = _mm256_set1_ps(w->scale[i]);
+            for (int h = 0; h < 2; h++) f[h] = _mm256_mul_ps(_mm256_cvtepi32_ps(s[h]), ws);
+        } else {
+            /* a chunk decoded at a time from a whole byte; octets never cross a group, so a
+             * group's int32 sums are whole when it ends */
+            f[0] = f[1] = _mm256_setzero_ps();
+            for (int64_t kc = k0 & ~(int64_t)1; kc < k1; kc += CHUNK) {
+                const int64_t end = SP_MIN(k1, kc + CHUNK);
+                q4_values(w->val, kc, end - kc, dec);
+                for (int64_t k = SP_MAX(kc, k0); k < end;) {
+                    const int64_t n = SP_MIN(end - k, w->group - (k - k0) % w->group);
+                    octets(g ? g + (k - k0) : NULL, dec + (k - kc), n, k - k0, xb, ldq, &col,
+                           acc, POS);
+                    k += n;
+                    if ((k - k0) % w->group == 0 || k == k1) {
+                        const __m256 sc = _mm256_set1_ps(sp_qcsr_scale_of(w, i, k - 1));
+                        lanes16(acc, s);
+                        for (int h = 0; h < 2; h++)
+                            f[h] = _mm256_add_ps(f[h], _mm256_mul_ps(_mm256_cvtepi32_ps(s[h]), sc));
+                        for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_si256();
+                    }
                 }
             }
-            int64_t w8;
-            memcpy(&w8, wq, 8);
-            /* low lane: bytes 0-3 four times, high lane: bytes 4-7 four times */
-            const __m256i wv = _mm256_permutevar8x32_epi32(_mm256_set1_epi64x(w8), spread);
-            const __m256i wa = POS ? wv : _mm256_abs_epi8(wv);
-#define SP_LD2(m) _mm256_loadu2_m128i((const __m128i *)(xb + c[(m) + 4] * ldq), (const __m128i *)(xb + c[m] * ldq))
-            const __m256i xa = SP_LD2(0), xb1 = SP_LD2(1), xc = SP_LD2(2), xd = SP_LD2(3);
-#undef SP_LD2
-            const __m256i abl = _mm256_unpacklo_epi8(xa, xb1), abh = _mm256_unpackhi_epi8(xa, xb1);
-            const __m256i cdl = _mm256_unpacklo_epi8(xc, xd), cdh = _mm256_unpackhi_epi8(xc, xd);
-            const __m256i q[4] = {_mm256_unpacklo_epi16(abl, cdl), _mm256_unpackhi_epi16(abl, cdl),
-                                  _mm256_unpacklo_epi16(abh, cdh), _mm256_unpackhi_epi16(abh, cdh)};
-            for (int j = 0; j < 4; j++)
-                acc[j] = _mm256_add_epi32(
-                    acc[j], _mm256_madd_epi16(pairs(q[j], wv, wa, POS), ones));
         }
-        /* low + high lane: (acc0 + acc1 lanes) = batch 0-7, (acc2, acc3) = 8-15 */
-        const __m256i s01 = _mm256_add_epi32(_mm256_permute2x128_si256(acc[0], acc[1], 0x20),
-                                             _mm256_permute2x128_si256(acc[0], acc[1], 0x31));
-        const __m256i s23 = _mm256_add_epi32(_mm256_permute2x128_si256(acc[2], acc[3], 0x20),
-                                             _mm256_permute2x128_si256(acc[2], acc[3], 0x31));
-        const __m256 ws = _mm256_set1_ps(w->scale[i]), bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
+        const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
         float *yr = y + i * ldy;
         for (int h = 0; h < 2; h++) {
             const int64_t b = 8 * h;
             if (b >= nb) break;
-            __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(h ? s23 : s01), ws),
-                                     _mm256_loadu_ps(xs + b));
+            __m256 t = _mm256_mul_ps(f[h], _mm256_loadu_ps(xs + b));
             if (bias) t = _mm256_add_ps(t, bv);
             if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
             if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
@@ -456,43 +497,75 @@ static void rows_narrow(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *
     }
 }
 
-/* batch 1, 8-bit weights: one int32 dot product per row */
+/* sum over m < n of wv[m] x[c_m], the columns c_m following the gaps from *col (updated), for
+ * one contiguous sample x. 8 entries at a time: prefix sum of the gaps in a vector, one gather
+ * of 4-byte words at the columns (the workspace holds 64 spare bytes past X), the low byte
+ * sign-extended into the low 16 bits with the upper 16 cleared, vpmaddwd against the int32
+ * weights: w * x exactly. */
+static inline int32_t dot_gap(const uint8_t *gap, const int8_t *wv, int64_t n, const int8_t *xq,
+                              int64_t *col) {
+    const __m256i lo16 = _mm256_set1_epi32(0xffff), last = _mm256_set1_epi32(7);
+    __m256i base = _mm256_set1_epi32((int32_t)*col), acc = _mm256_setzero_si256();
+    int64_t m = 0;
+    for (; m + 8 <= n; m += 8) {
+        __m256i g = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(gap + m)));
+        g = _mm256_add_epi32(g, _mm256_slli_si256(g, 4));
+        g = _mm256_add_epi32(g, _mm256_slli_si256(g, 8));
+        __m256i h = _mm256_shuffle_epi32(g, 0xff);                      /* lane 3 of each half */
+        g = _mm256_add_epi32(g, _mm256_permute2x128_si256(h, h, 0x08)); /* to the high half */
+        const __m256i cols = _mm256_add_epi32(g, base);
+        /* the 8 gaps' total off the loop-carried chain (vpermd is slow) */
+        base = _mm256_add_epi32(base, _mm256_permutevar8x32_epi32(g, last));
+        __m256i xv = _mm256_i32gather_epi32((const int *)xq, cols, 1);
+        xv = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(xv, 8), 8), lo16);
+        const __m256i w8 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(wv + m)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, w8));
+    }
+    __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
+    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
+    int32_t s = _mm_cvtsi128_si32(a4);
+    int64_t c = _mm256_cvtsi256_si32(base);
+    for (; m < n; m++) c += gap[m], s += wv[m] * (int32_t)xq[c];
+    *col = c;
+    return s;
+}
+
+/* batch 1: one int32 dot product per row (8-bit), or per scale group, folded into fp32 in the
+ * reference's order (4-bit, with gaps and a contiguous sample: the caller sends the rest to
+ * rows_narrow) */
 static void rows_spmv(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq, int64_t ldq,
                       const float *xs, float *y, int64_t ldy, const float *bias, sp_act act) {
     const int8_t *val = w->val;
+    int8_t wv[CHUNK];
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         int32_t s0 = 0, s1 = 0;
-        if (w->gap && ldq == 1) {
-            /* 8 entries at a time: prefix sum of the gaps in a vector, one gather of 4-byte
-             * words at the columns (the workspace holds 64 spare bytes past X), the low byte
-             * sign-extended into the low 16 bits with the upper 16 cleared, vpmaddwd against
-             * the int32 weights: w * x exactly. */
-            const __m256i lo16 = _mm256_set1_epi32(0xffff), last = _mm256_set1_epi32(7);
-            __m256i base = _mm256_setzero_si256(), acc = _mm256_setzero_si256();
-            int64_t k = k0;
-            for (; k + 8 <= k1; k += 8) {
-                __m256i g = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w->gap + k)));
-                g = _mm256_add_epi32(g, _mm256_slli_si256(g, 4));
-                g = _mm256_add_epi32(g, _mm256_slli_si256(g, 8));
-                __m256i h = _mm256_shuffle_epi32(g, 0xff);                      /* lane 3 of each half */
-                g = _mm256_add_epi32(g, _mm256_permute2x128_si256(h, h, 0x08)); /* to the high half */
-                const __m256i cols = _mm256_add_epi32(g, base);
-                /* the 8 gaps' total off the loop-carried chain (vpermd is slow) */
-                base = _mm256_add_epi32(base, _mm256_permutevar8x32_epi32(g, last));
-                __m256i xv = _mm256_i32gather_epi32((const int *)xq, cols, 1);
-                xv = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(xv, 8), 8), lo16);
-                __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(val + k)));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+        int64_t col = 0;
+        if (w->bits == 4) {
+            /* decoded a chunk at a time from a whole byte (the vector decode), then group by
+             * group */
+            float f = 0.0f;
+            for (int64_t kc = k0 & ~(int64_t)1; kc < k1; kc += CHUNK) {
+                const int64_t end = SP_MIN(k1, kc + CHUNK);
+                q4_values(w->val, kc, end - kc, wv);
+                for (int64_t k = SP_MAX(kc, k0); k < end;) {
+                    const int64_t n = SP_MIN(end - k, w->group - (k - k0) % w->group);
+                    s0 += dot_gap(w->gap + k, wv + (k - kc), n, xq, &col);
+                    k += n;
+                    if ((k - k0) % w->group == 0 || k == k1) {
+                        f += (float)s0 * sp_qcsr_scale_of(w, i, k - 1);
+                        s0 = 0;
+                    }
+                }
             }
-            __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-            a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
-            a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
-            s0 = _mm_cvtsi128_si32(a4);
-            int64_t col = _mm256_cvtsi256_si32(base);
-            for (; k < k1; k++) col += w->gap[k], s1 += val[k] * (int32_t)xq[col];
+            y[i * ldy] = sp_epilogue(f * xs[0], bias, i, act);
+            continue;
+        }
+        if (w->gap && ldq == 1) {
+            s0 = dot_gap(w->gap + k0, val + k0, k1 - k0, xq, &col);
         } else if (w->gap) {
-            int64_t col = 0, k = k0;
+            int64_t k = k0;
             for (; k + 1 < k1; k += 2) {
                 col += w->gap[k];
                 s0 += val[k] * (int32_t)xq[col * ldq];
@@ -525,15 +598,17 @@ static inline __attribute__((always_inline)) void tile(const sp_qcsr *w, int64_t
             rows16(w, r0, r1, xb + n32, ldq, nb - n32, xs + n32, yb + n32, ldy, bias, act, POS);
     } else if (nb > 32) {
         rows_decoded(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act, 2, POS);
-    } else {
+    } else if (nb > 16) {
         rows_decoded(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act, 1, POS);
+    } else {
+        rows16(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act, POS);
     }
 }
 
 void sp_i8_spmm_qcsr__avx2(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                            int64_t ldq, int64_t batch, const float *xs, float *y, int64_t ldy,
                            const float *bias, sp_act act, bool xpos) {
-    if (batch == 1 && w->bits == 8) {
+    if (batch == 1 && (w->bits == 8 || (w->gap && ldq == 1))) {
         rows_spmv(w, r0, r1, xq, ldq, xs, y, ldy, bias, act);
         return;
     }
