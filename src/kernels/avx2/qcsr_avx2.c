@@ -408,59 +408,95 @@ static inline void lanes16(const __m256i *acc, __m256i *s) {
                             _mm256_permute2x128_si256(acc[2], acc[3], 0x31));
 }
 
+/* y[0 .. nb) of a row from its fp32 sums f (batch 0-7, 8-15) */
+static inline __attribute__((always_inline)) void store16(const __m256 *f, float *yr, int64_t nb,
+                                                          const float *xs, const float *bias,
+                                                          int64_t i, sp_act act) {
+    const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
+    for (int h = 0; h < 2; h++) {
+        const int64_t b = 8 * h;
+        if (b >= nb) break;
+        __m256 t = _mm256_mul_ps(f[h], _mm256_loadu_ps(xs + b));
+        if (bias) t = _mm256_add_ps(t, bv);
+        if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
+        if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
+        else _mm256_maskstore_ps(yr + b, lanes(nb - b), t);
+    }
+}
+
+/* 8-bit weights */
 static inline __attribute__((always_inline)) void rows16(const sp_qcsr *w, int64_t r0,
                                                          int64_t r1, const int8_t *xb,
                                                          int64_t ldq, int64_t nb,
                                                          const float *xs, float *y, int64_t ldy,
                                                          const float *bias, sp_act act,
                                                          bool POS) {
+    for (int64_t i = r0; i < r1; i++) {
+        const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
+        __m256i acc[4], s[2];
+        __m256 f[2];
+        for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_si256();
+        int64_t col = 0;
+        octets(w->gap ? w->gap + k0 : NULL, (const int8_t *)w->val + k0, k1 - k0, 0, xb, ldq,
+               &col, acc, POS);
+        lanes16(acc, s);
+        const __m256 ws = _mm256_set1_ps(w->scale[i]);
+        for (int h = 0; h < 2; h++) f[h] = _mm256_mul_ps(_mm256_cvtepi32_ps(s[h]), ws);
+        store16(f, y + i * ldy, nb, xs, bias, i, act);
+    }
+}
+
+/* 4-bit weights: a chunk decoded at a time from a whole byte; octets never cross a scale group,
+ * so a group's int32 sums are whole when it ends, and are folded into fp32 there */
+static inline __attribute__((always_inline)) void rows16_q4(const sp_qcsr *w, int64_t r0,
+                                                            int64_t r1, const int8_t *xb,
+                                                            int64_t ldq, int64_t nb,
+                                                            const float *xs, float *y,
+                                                            int64_t ldy, const float *bias,
+                                                            sp_act act, bool POS) {
     int8_t dec[CHUNK];
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
         const uint8_t *g = w->gap ? w->gap + k0 : NULL;
         __m256i acc[4], s[2];
-        __m256 f[2]; /* 8-bit: the row's sums times its scale; 4-bit: group sums folded */
+        __m256 f[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_si256();
         int64_t col = 0;
-        if (w->bits == 8) {
-            octets(g, (const int8_t *)w->val + k0, k1 - k0, 0, xb, ldq, &col, acc, POS);
-            lanes16(acc, s);
-            const __m256 ws = _mm256_set1_ps(w->scale[i]);
-            for (int h = 0; h < 2; h++) f[h] = _mm256_mul_ps(_mm256_cvtepi32_ps(s[h]), ws);
-        } else {
-            /* a chunk decoded at a time from a whole byte; octets never cross a group, so a
-             * group's int32 sums are whole when it ends */
-            f[0] = f[1] = _mm256_setzero_ps();
-            for (int64_t kc = k0 & ~(int64_t)1; kc < k1; kc += CHUNK) {
-                const int64_t end = SP_MIN(k1, kc + CHUNK);
-                q4_values(w->val, kc, end - kc, dec);
-                for (int64_t k = SP_MAX(kc, k0); k < end;) {
-                    const int64_t n = SP_MIN(end - k, w->group - (k - k0) % w->group);
-                    octets(g ? g + (k - k0) : NULL, dec + (k - kc), n, k - k0, xb, ldq, &col,
-                           acc, POS);
-                    k += n;
-                    if ((k - k0) % w->group == 0 || k == k1) {
-                        const __m256 sc = _mm256_set1_ps(sp_qcsr_scale_of(w, i, k - 1));
-                        lanes16(acc, s);
-                        for (int h = 0; h < 2; h++)
-                            f[h] = _mm256_add_ps(f[h], _mm256_mul_ps(_mm256_cvtepi32_ps(s[h]), sc));
-                        for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_si256();
-                    }
+        for (int64_t kc = k0 & ~(int64_t)1; kc < k1; kc += CHUNK) {
+            const int64_t end = SP_MIN(k1, kc + CHUNK);
+            q4_values(w->val, kc, end - kc, dec);
+            for (int64_t k = SP_MAX(kc, k0); k < end;) {
+                const int64_t n = SP_MIN(end - k, w->group - (k - k0) % w->group);
+                octets(g ? g + (k - k0) : NULL, dec + (k - kc), n, k - k0, xb, ldq, &col, acc,
+                       POS);
+                k += n;
+                if ((k - k0) % w->group == 0 || k == k1) {
+                    const __m256 sc = _mm256_set1_ps(sp_qcsr_scale_of(w, i, k - 1));
+                    lanes16(acc, s);
+                    for (int h = 0; h < 2; h++)
+                        f[h] = _mm256_add_ps(f[h], _mm256_mul_ps(_mm256_cvtepi32_ps(s[h]), sc));
+                    for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_si256();
                 }
             }
         }
-        const __m256 bv = _mm256_set1_ps(bias ? bias[i] : 0.0f);
-        float *yr = y + i * ldy;
-        for (int h = 0; h < 2; h++) {
-            const int64_t b = 8 * h;
-            if (b >= nb) break;
-            __m256 t = _mm256_mul_ps(f[h], _mm256_loadu_ps(xs + b));
-            if (bias) t = _mm256_add_ps(t, bv);
-            if (act == SP_ACT_RELU) t = _mm256_max_ps(t, _mm256_setzero_ps());
-            if (b + 8 <= nb) _mm256_storeu_ps(yr + b, t);
-            else _mm256_maskstore_ps(yr + b, lanes(nb - b), t);
-        }
+        store16(f, y + i * ldy, nb, xs, bias, i, act);
     }
+}
+
+/* 4-bit weights, at most 16 columns: out of line, so that the 8-bit loops' register
+ * allocation in the inlined tile stays as it was (inlined, it cost the 8-bit batch-64 loop
+ * ~6%) */
+static __attribute__((noinline)) void rows16_q4_pos(const sp_qcsr *w, int64_t r0, int64_t r1,
+                                                     const int8_t *xb, int64_t ldq, int64_t nb,
+                                                     const float *xs, float *y, int64_t ldy,
+                                                     const float *bias, sp_act act) {
+    rows16_q4(w, r0, r1, xb, ldq, nb, xs, y, ldy, bias, act, true);
+}
+static __attribute__((noinline)) void rows16_q4_sign(const sp_qcsr *w, int64_t r0, int64_t r1,
+                                                      const int8_t *xb, int64_t ldq, int64_t nb,
+                                                      const float *xs, float *y, int64_t ldy,
+                                                      const float *bias, sp_act act) {
+    rows16_q4(w, r0, r1, xb, ldq, nb, xs, y, ldy, bias, act, false);
 }
 
 /* batch < 16 (a whole call's, or a short last tile's): plain sums per entry */
@@ -601,7 +637,8 @@ static inline __attribute__((always_inline)) void tile(const sp_qcsr *w, int64_t
     } else if (nb > 16) {
         rows_decoded(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act, 1, POS);
     } else {
-        rows16(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act, POS);
+        if (POS) rows16_q4_pos(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act);
+        else rows16_q4_sign(w, r0, r1, xb, ldq, nb, xs, yb, ldy, bias, act);
     }
 }
 
