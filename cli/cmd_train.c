@@ -84,7 +84,7 @@ static void train_usage(FILE *f) {
         "  --drop-fraction F    fraction of each layer's weights replaced per update (SET: of\n"
         "                       each sign; RigL: annealed by cosine to 0 at --update-until),\n"
         "                       [0, 1) [0.3]\n"
-        "  --update-until F     no topology updates after this fraction of the run, (0, 1]\n"
+        "  --update-until F     no topology updates after this fraction of the run (0, 1]\n"
         "                       [RigL 0.75, SET 1]\n"
         "  --sparse-last        make the output layer sparse too\n"
         "\n"

@@ -195,9 +195,10 @@ else fail "SET: 1 and 2 threads, same bytes"; fi
 out=$(strain --threads 1 --json --quiet --update-until 0.5 --out "$tmp/s3.sparrow")
 if grep -q '"topology_updates":18,' <<<"$out"; then pass "SET --update-until 0.5: half the updates"
 else fail "SET --update-until 0.5: $out"; fi
-kill_and_resume "SET run killed and resumed" "$tmp/sk.sparrow" "$tmp/s1.sparrow" \
+# resumed from its saved settings, --update-until 0.5 included (on 2 threads, then 1)
+kill_and_resume "SET run (--update-until 0.5) killed and resumed" "$tmp/sk.sparrow" "$tmp/s3.sparrow" \
   "$bin" train --model "$tmp/m.cfg" --epochs 2 --seed 7 --sparse-train set --density 0.2 \
-  --update-every 50 --threads 2 --quiet
+  --update-every 50 --update-until 0.5 --threads 2 --quiet
 out=$("$bin" train --model "$tmp/m.cfg" --epochs 1 --seed 7 --sparse-train rigl --density 0.2 \
   --update-every 100 --json --quiet --out "$tmp/rg.sparrow")
 "$bin" train --model "$tmp/m.cfg" --epochs 1 --seed 7 --sparse-train rigl --density 0.2 \

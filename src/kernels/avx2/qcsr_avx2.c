@@ -16,8 +16,9 @@
  * the order {0-3, 16-19}, {4-7, 20-23}, {8-11, 24-27}, {12-15, 28-31} per 32 columns; that is
  * undone once per row when storing (vperm2i128). Each stored weight reads 64 bytes of X (one
  * cache line per 64 batch columns), half of what int16 X did. A last group of at most 16
- * columns puts two quads of one row side by side in the two 128-bit lanes (rows16); batches
- * below 16 and 4-bit weights use the plainer loops further down, batch 1 a gather loop.
+ * columns puts two quads of one row side by side in the two 128-bit lanes (rows16, rows16_q4);
+ * 4-bit weights of wider tiles and the dense layout are decoded a chunk at a time into the quad
+ * loop (rows_decoded), batches below 16 take a plainer loop, batch 1 a gather loop.
  * Shapes: xq (cols x ldq) int8, ldq a multiple of 32 when batch >= 16 (sp_qcsr_ldq).
  */
 #include <immintrin.h>
