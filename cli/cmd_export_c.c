@@ -300,10 +300,10 @@ static sp_status plan_build(const sp_model *m, bool int8, xplan *p, char *err, s
 
 /* ---- int8 weights ----------------------------------------------------------------------------- */
 
-/* The weight quantization of --int8, kept in this one function: symmetric, per output channel
- * (row r of the (rows x cols) matrix w): scale_r = max_j |w_rj| / 127 over the stored entries
- * (keep, or all when NULL), q_rj = round(w_rj / scale_r) in [-127, 127]. A row of zeros gets
- * scale 0 and q 0. */
+/* The weight quantization of --int8: the library's 8-bit one (sp_qcsr, sp_quant_value), per
+ * output channel (row r of the (rows x cols) matrix w): scale_r = max_j |w_rj| / 127 over the
+ * stored entries (keep, or all when NULL), q_rj = round-half-even(w_rj / scale_r) in
+ * [-127, 127]. A row of zeros gets scale 0 and q 0. */
 static void export_quantize_rows(const float *w, int64_t rows, int64_t cols, const sp_mask *keep,
                                  int8_t *q, float *scale) {
     for (int64_t r = 0; r < rows; r++) {
@@ -311,10 +311,8 @@ static void export_quantize_rows(const float *w, int64_t rows, int64_t cols, con
         for (int64_t c = 0; c < cols; c++)
             if (!keep || sp_mask_get(keep, r, c)) mx = fmaxf(mx, fabsf(w[r * cols + c]));
         scale[r] = mx / 127.0f;
-        for (int64_t c = 0; c < cols; c++) {
-            double v = scale[r] > 0.0f ? round((double)w[r * cols + c] / (double)scale[r]) : 0.0;
-            q[r * cols + c] = (int8_t)(v > 127.0 ? 127 : v < -127.0 ? -127 : v);
-        }
+        for (int64_t c = 0; c < cols; c++)
+            q[r * cols + c] = (int8_t)sp_quant_value(w[r * cols + c], scale[r], 127);
     }
 }
 
@@ -582,7 +580,7 @@ static void emit_all(const xplan *p, const sp_model *m, const char *pre, const c
             " *\n", pre, PRE, PRE, PRE, PRE, PRE);
     if (p->int8)
         xprintf(h, " * Weights: int8, symmetric per output channel (scale_i = max_j |w_ij| / 127,\n"
-                " * q_ij = round(w_ij / scale_i)); activations float32; each output is the float\n"
+                " * q_ij = round-half-even(w_ij / scale_i)); activations float32; each output is the float\n"
                 " * sum of (float)q_ij * x_j over j in ascending order, times scale_i, plus the\n"
                 " * bias (no int32 accumulation), with no fused multiply-add (see %s.c).\n", pre);
     else

@@ -537,3 +537,26 @@ TEST(qcsr_survives_allocation_failure) {
     sp_qcsr_free(src);
     free(w);
 }
+
+TEST(quant_value_rounds_half_to_even_and_clamps) {
+    /* the quantizer sp_qcsr and export-c --int8 share */
+    CHECK_EQ(sp_quant_value(2.5f, 1.0f, 127), 2);
+    CHECK_EQ(sp_quant_value(3.5f, 1.0f, 127), 4);
+    CHECK_EQ(sp_quant_value(-2.5f, 1.0f, 127), -2);
+    CHECK_EQ(sp_quant_value(0.74f, 0.5f, 127), 1);
+    CHECK_EQ(sp_quant_value(1000.0f, 1.0f, 127), 127);
+    CHECK_EQ(sp_quant_value(-1000.0f, 1.0f, 127), -127);
+    CHECK_EQ(sp_quant_value(9.0f, 1.0f, 7), 7);
+    CHECK_EQ(sp_quant_value(-7.4f, 1.0f, 7), -7);
+    CHECK_EQ(sp_quant_value(5.0f, 0.0f, 127), 0); /* an all-zero row's scale */
+    /* the stored values of a quantized row are exactly these */
+    const float w[4] = {1.27f, -0.635f, 0.3175f, 0.0f};
+    sp_qcsr *q = NULL;
+    CHECK_OK(sp_qcsr_from_dense(1, 4, w, 4, NULL, true, 8, 0, &q));
+    if (!q) return;
+    const float sc = 1.27f / 127.0f;
+    CHECK(q->scale[0] == sc);
+    for (int k = 0; k < 4; k++)
+        CHECK_EQ(((const int8_t *)q->val)[k], sp_quant_value(w[k], sc, 127));
+    sp_qcsr_free(q);
+}

@@ -124,6 +124,12 @@ int sp_qcsr_narrays(const sp_qcsr *q);
 sp_status sp_qcsr_array(const sp_qcsr *q, int k, const char **name, sp_dtype *dtype,
                         int64_t *count, const void **data);
 
+/* The weight quantizer of sp_qcsr (exporters use it to quantize alike): a block of values
+ * (a row for 8 bits, a group for 4) has the symmetric scale max |v| / qmax (qmax 127 or 7; 0
+ * for an all-zero block), and each value v becomes clamp(round-half-even(v / scale), -qmax,
+ * qmax), in float arithmetic; 0 when the scale is 0. */
+int sp_quant_value(float v, float scale, int qmax);
+
 /* Dequantized W into dense (rows x cols, leading dim ld), zeros elsewhere. */
 sp_status sp_qcsr_to_dense(const sp_qcsr *q, float *dense, int64_t ld);
 /* Bytes of the four arrays (what the model file stores). */

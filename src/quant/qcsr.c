@@ -93,7 +93,7 @@ static float block_scale(const float *v, int64_t n, int qmax) {
     return m / (float)qmax;
 }
 /* round-half-even(v / scale) clamped to [-qmax, qmax]: |v - scale * q| <= scale / 2. */
-static int quantize_one(float v, float scale, int qmax) {
+int sp_quant_value(float v, float scale, int qmax) {
     if (scale == 0.0f) return 0;
     float q = rintf(v / scale);
     if (q > (float)qmax) q = (float)qmax;
@@ -185,14 +185,14 @@ static sp_status build(int64_t rows, int64_t cols, const src *s, int bits, int g
             float sc = block_scale(sv, m, qmax);
             scale[si++] = sc;
             for (int64_t k = 0; k < m; k++)
-                ((int8_t *)val)[k0 + k] = (int8_t)quantize_one(sv[k], sc, qmax);
+                ((int8_t *)val)[k0 + k] = (int8_t)sp_quant_value(sv[k], sc, qmax);
         } else {
             for (int64_t g0 = 0; g0 < m; g0 += group) {
                 int64_t gn = SP_MIN(group, m - g0);
                 float sc = block_scale(sv + g0, gn, qmax);
                 scale[si++] = sc;
                 for (int64_t k = g0; k < g0 + gn; k++)
-                    sp_q4_put(val, k0 + k, quantize_one(sv[k], sc, qmax));
+                    sp_q4_put(val, k0 + k, sp_quant_value(sv[k], sc, qmax));
             }
         }
     }
