@@ -1,7 +1,8 @@
 /*
  * fuzz_checkpoint.c - libFuzzer target for the model file loaders (docs/FORMAT.md): any bytes
- * go to sp_checkpoint_parse (version 1 or 2, copying) and, from a 64-byte aligned copy as a
- * mapping would be, to the in-place loader of sp_model_open (the model points into the bytes).
+ * go to sp_checkpoint_parse (version 1 or 2, copying) and, from a read-only page-aligned copy
+ * as a mapping would be, to the in-place loader of sp_model_open (the model points into the
+ * bytes).
  * A model that loads is checked for its invariants and run once (a forward pass of one sample),
  * so that ASan/UBSan see every array it claims.
  *
@@ -12,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sparrow/sparrow.h"
 
@@ -51,11 +53,17 @@ static void run_once(sp_model *m) {
     }
 }
 
-/* The loader of sp_model_open on the bytes in place (what it gets from mmap: 64-byte aligned). */
+/* The loader of sp_model_open on the bytes in place, as it gets them from mmap: page-aligned
+ * and read-only, so that a write into the file's bytes faults here as it would there. */
 static void parse_mapped(const uint8_t *data, size_t size) {
-    uint8_t *copy = sp_alloc(size ? size : 1);
-    if (!copy) return;
+    const size_t len = size ? size : 1;
+    uint8_t *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED) return;
     if (size) memcpy(copy, data, size);
+    if (mprotect(copy, len, PROT_READ) != 0) {
+        munmap(copy, len);
+        return;
+    }
     sp_checkpoint c = {0};
     if (sp_model_file_parse(copy, size, true, &c, NULL) == SP_OK) {
         MUST(c.model != NULL && sp_model_is_mapped(c.model) && c.optim == NULL);
@@ -65,7 +73,7 @@ static void parse_mapped(const uint8_t *data, size_t size) {
         MUST(c.model == NULL && sp_last_error()[0] != '\0');
     }
     sp_checkpoint_free(&c); /* before the bytes it points into */
-    sp_free(copy);
+    munmap(copy, len);
 }
 
 static void parse_one(const uint8_t *data, size_t size) {
