@@ -85,7 +85,7 @@ ARM_ASAN_TOOLCHAIN := $(if $(wildcard build-arm-asan/CMakeCache.txt),,\
                         -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake)
 
 test-arm:
-	@$(DEPS) arm
+	@$(DEPS) arm data
 	@$(CMAKE) -S . -B build-arm $(ARM_TOOLCHAIN) -DSPARROW_BLAS=OFF -DSPARROW_ZLIB=OFF -DCMAKE_BUILD_TYPE=Release \
 	    >/dev/null
 	@$(CMAKE) --build build-arm -j $(JOBS)
