@@ -132,7 +132,7 @@ static void bsr_case(int64_t rows, int64_t cols, int32_t br, int32_t bc, int64_t
     snprintf(what, sizeof what, "spmm %s", label);
     for (int i = 1; i < fs->count; i++) {
         const sp_kernel *k = &fs->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(got, y0, ybytes);
         ((sp_bsr_spmm_fn)k->fn)(w, 0, mid, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
         ((sp_bsr_spmm_fn)k->fn)(w, mid, w->brows, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
@@ -148,7 +148,7 @@ static void bsr_case(int64_t rows, int64_t cols, int32_t br, int32_t bc, int64_t
     snprintf(what, sizeof what, "spmm_t %s", label);
     for (int i = 1; i < ft->count; i++) {
         const sp_kernel *k = &ft->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(got, dx0, xbytes);
         for (int64_t b0 = 0; b0 < batch; b0 += SP_SPMM_T_COLS)
             ((sp_bsr_spmm_t_fn)k->fn)(w, b0, SP_MIN(batch, b0 + SP_SPMM_T_COLS), dy, ld, got, ld);
@@ -164,7 +164,7 @@ static void bsr_case(int64_t rows, int64_t cols, int32_t br, int32_t bc, int64_t
     snprintf(what, sizeof what, "sddmm %s", label);
     for (int i = 1; i < fd->count; i++) {
         const sp_kernel *k = &fd->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(got, dv0, vbytes);
         ((sp_bsr_sddmm_fn)k->fn)(w, 0, mid, dy, ld, x, ld, batch, got, accumulate);
         ((sp_bsr_sddmm_fn)k->fn)(w, mid, w->brows, dy, ld, x, ld, batch, got, accumulate);

@@ -100,7 +100,7 @@ static void fused_case(const sp_csr *w, const sp_csr *wa, int64_t batch, int64_t
         sp_test_fail(__FILE__, __LINE__, "fused = sddmm %s: %s", label, why);
     for (int i = 1; i < ff->count; i++) {
         const sp_kernel *k = &ff->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(dx_got, dx0, sizeof(float) * xn);
         memcpy(v_got, dv0, sizeof(float) * (size_t)w->nnz);
         /* in two calls split mid-way, as tasks are */
@@ -164,7 +164,7 @@ static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, 
     spmm_ref(wa, 0, rows, xa, ld, batch, mag, ld, use_bias ? biasa : NULL, SP_ACT_NONE);
     for (int i = 1; i < fs->count; i++) {
         const sp_kernel *k = &fs->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(got, y0, ybytes);
         ((sp_csr_spmm_fn)k->fn)(w, 0, rows, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
         char what[200];
@@ -183,7 +183,7 @@ static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, 
         const int64_t RB = w->panels->block_rows;
         for (int i = 0; i < fp->count; i++) {
             const sp_kernel *k = &fp->kernels[i];
-            if (!sp_isa_supported(k->isa)) continue;
+            if (!sp_kernel_usable(k)) continue;
             memcpy(got, y0, ybytes);
             const int64_t mid = SP_MIN(rows, RB);
             ((sp_csr_spmm_fn)k->fn)(w, 0, mid, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
@@ -203,7 +203,7 @@ static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, 
     spmm_t_ref(wa, 0, batch, dya, ld, mag, ld);
     for (int i = 1; i < ft->count; i++) {
         const sp_kernel *k = &ft->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(got, dx0, xbytes);
         for (int64_t b0 = 0; b0 < batch; b0 += SP_SPMM_T_COLS)
             ((sp_csr_spmm_t_fn)k->fn)(w, b0, SP_MIN(batch, b0 + SP_SPMM_T_COLS), dy, ld, got, ld);
@@ -221,7 +221,7 @@ static void csr_case(int64_t rows, int64_t cols, int64_t batch, double density, 
         sddmm_ref(w, 0, rows, dya, ld, xa, ld, batch, mag, true);
         for (int i = 1; i < fd->count; i++) {
             const sp_kernel *k = &fd->kernels[i];
-            if (!sp_isa_supported(k->isa)) continue;
+            if (!sp_kernel_usable(k)) continue;
             memcpy(got, dv0, vbytes);
             ((sp_csr_sddmm_fn)k->fn)(w, 0, rows, dy, ld, x, ld, batch, got, accumulate);
             char why[200];

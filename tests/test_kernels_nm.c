@@ -73,7 +73,7 @@ static void nm_case(int64_t rows, int64_t cols, int32_t n, int32_t m, int64_t ba
     spmm_ref(wa, 0, rows, xa, ld, batch, mag, ld, use_bias ? biasa : NULL, SP_ACT_NONE);
     for (int i = 1; i < fs->count; i++) {
         const sp_kernel *k = &fs->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(got, y0, ybytes);
         const int64_t split = rows / 3;
         ((sp_nm_spmm_fn)k->fn)(w, 0, split, x, ld, batch, got, ld, use_bias ? bias : NULL, act);
@@ -91,7 +91,7 @@ static void nm_case(int64_t rows, int64_t cols, int32_t n, int32_t m, int64_t ba
     spmm_t_ref(wa, 0, batch, dya, ld, mag, ld);
     for (int i = 1; i < ft->count; i++) {
         const sp_kernel *k = &ft->kernels[i];
-        if (!sp_isa_supported(k->isa)) continue;
+        if (!sp_kernel_usable(k)) continue;
         memcpy(got, dx0, xbytes);
         for (int64_t b0 = 0; b0 < batch; b0 += SP_SPMM_T_COLS)
             ((sp_nm_spmm_t_fn)k->fn)(w, b0, SP_MIN(batch, b0 + SP_SPMM_T_COLS), dy, ld, got, ld);
@@ -109,7 +109,7 @@ static void nm_case(int64_t rows, int64_t cols, int32_t n, int32_t m, int64_t ba
         sddmm_ref(w, 0, rows, dya, ld, xa, ld, batch, mag, true);
         for (int i = 1; i < fd->count; i++) {
             const sp_kernel *k = &fd->kernels[i];
-            if (!sp_isa_supported(k->isa)) continue;
+            if (!sp_kernel_usable(k)) continue;
             memcpy(got, dv0, vbytes);
             const int64_t split = (rows + 1) / 2;
             ((sp_nm_sddmm_fn)k->fn)(w, 0, split, dy, ld, x, ld, batch, got, accumulate);

@@ -39,7 +39,7 @@ TEST(adam_variants_match_reference_bit_for_bit) {
             memcpy(wv, v0, sizeof(float) * (size_t)(n + 1));
             ((sp_adam_fn)f->kernels[0].fn)(wp, wm, wv, g, n, &c);
             for (int k = 1; k < f->count; k++) {
-                if (!sp_isa_supported(f->kernels[k].isa)) continue;
+                if (!sp_kernel_usable(&f->kernels[k])) continue;
                 float *gp = got, *gm = got + n + 1, *gv = got + 2 * (n + 1);
                 memcpy(gp, p0, sizeof(float) * (size_t)(n + 1));
                 memcpy(gm, m0, sizeof(float) * (size_t)(n + 1));

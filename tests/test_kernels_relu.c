@@ -46,7 +46,7 @@ TEST(relu_maps_nan_to_positive_zero_csr) {
             if (f == 1) CHECK_OK(sp_csr_pack_panels(w, 2));
             const sp_kernel_family *fam = sp_kernel_family_get(fams[f]);
             for (int i = 0; i < fam->count; i++) {
-                if (!sp_isa_supported(fam->kernels[i].isa)) continue;
+                if (!sp_kernel_usable(&fam->kernels[i])) continue;
                 memset(y, 0xFF, sizeof(float) * (size_t)(rows * batch));
                 ((sp_csr_spmm_fn)fam->kernels[i].fn)(w, 0, rows, x, batch, batch, y, batch, NULL,
                                                      SP_ACT_RELU);
@@ -71,7 +71,7 @@ TEST(relu_maps_nan_to_positive_zero_bsr) {
             const int64_t batch = widths[bi];
             float *x = nan_input(cols, batch), *y = malloc(sizeof(float) * (size_t)(rows * batch));
             for (int i = 0; i < fam->count; i++) {
-                if (!sp_isa_supported(fam->kernels[i].isa)) continue;
+                if (!sp_kernel_usable(&fam->kernels[i])) continue;
                 memset(y, 0xFF, sizeof(float) * (size_t)(rows * batch));
                 ((sp_bsr_spmm_fn)fam->kernels[i].fn)(w, 0, w->brows, x, batch, batch, y, batch,
                                                      NULL, SP_ACT_RELU);
@@ -101,7 +101,7 @@ TEST(relu_maps_nan_to_positive_zero_nm) {
             const int64_t batch = widths[bi];
             float *x = nan_input(cols, batch), *y = malloc(sizeof(float) * (size_t)(rows * batch));
             for (int i = 0; i < fam->count; i++) {
-                if (!sp_isa_supported(fam->kernels[i].isa)) continue;
+                if (!sp_kernel_usable(&fam->kernels[i])) continue;
                 memset(y, 0xFF, sizeof(float) * (size_t)(rows * batch));
                 ((sp_nm_spmm_fn)fam->kernels[i].fn)(w, 0, rows, x, batch, batch, y, batch, NULL,
                                                     SP_ACT_RELU);

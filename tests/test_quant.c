@@ -299,7 +299,7 @@ static void check_kernels(const sp_qcsr *q, const float *x, int64_t ldx, int64_t
         for (int64_t b = 0; b < batch; b++) any_neg |= xq_ref[j * ldq + b] < 0;
     CHECK_MSG(pos == !any_neg, "%s: qact ref says non-negative %d", what, (int)pos);
     for (int v = 1; v < fa->count; v++) {
-        if (!sp_isa_supported(fa->kernels[v].isa)) continue;
+        if (!sp_kernel_usable(&fa->kernels[v])) continue;
         memset(xq, 0x55, nq);
         const bool p = ((sp_qact_fn)fa->kernels[v].fn)(x, ldx, cols, batch, x_scale, xs, inv, xq, ldq);
         CHECK_MSG(p == pos, "%s: %s says non-negative %d, the reference %d", what,
@@ -335,7 +335,7 @@ static void check_kernels(const sp_qcsr *q, const float *x, int64_t ldx, int64_t
     /* every variant, told the truth about the signs of X, and for non-negative X also told
      * false (always allowed) */
     for (int v = 1; v < fm->count; v++) {
-        if (!sp_isa_supported(fm->kernels[v].isa)) continue;
+        if (!sp_kernel_usable(&fm->kernels[v])) continue;
         for (int run = 0; run < (pos ? 2 : 1); run++) {
             const bool xpos = run == 0 && pos;
             for (size_t e = 0; e < ny; e++) y[e] = -777.0f;
@@ -405,6 +405,25 @@ TEST(qcsr_kernels_match_reference) {
                     free(w);
                 }
     CHECK(runs > 300);
+}
+
+/* The longest row allowed, every weight and activation at full scale: the exact sum comes within
+ * 2^31 of overflow, and a variant that shifts signed X by 128 (AVX-512 VNNI) wraps its int32 sums
+ * modulo 2^32 on the way. Every variant must still give the reference's bits. */
+TEST(qcsr_kernels_longest_row_exact) {
+    const int64_t rows = 2, cols = SP_QCSR_MAX_ROW, batch = 20;
+    float *w = malloc(sizeof(float) * (size_t)(rows * cols));
+    float *x = malloc(sizeof(float) * (size_t)(cols * batch));
+    for (int64_t e = 0; e < rows * cols; e++) w[e] = e < cols ? 1.0f : -1.0f;
+    for (int64_t e = 0; e < cols * batch; e++) x[e] = 1.0f;
+    for (int64_t b = 0; b < batch; b += 2) x[(b * 7) * batch + b] = -1.0f; /* signed X */
+    for (int dl = 0; dl < 2; dl++) {
+        sp_qcsr *q = NULL;
+        CHECK_OK(sp_qcsr_from_dense(rows, cols, w, cols, NULL, dl, 8, 0, &q));
+        if (q) check_kernels(q, x, batch, batch, 0.0f, NULL, SP_ACT_NONE, dl ? "longest row, dense layout" : "longest row");
+        sp_qcsr_free(q);
+    }
+    free(w), free(x);
 }
 
 /* ---- the public product -------------------------------------------------------------------- */

@@ -3,7 +3,8 @@
  *
  * On x86-64 a level is usable only if CPUID reports the instructions AND the OS saves the
  * register state (XGETBV: XMM|YMM for AVX2; also opmask|ZMM_Hi256|Hi16_ZMM for AVX-512).
- * On aarch64 NEON is baseline. SPARROW_ISA may lower (never raise) the level, once per process.
+ * Extensions beyond a level (AVX-512 VNNI) are feature bits that single kernel variants need
+ * (sp_cpu_features). On aarch64 NEON is baseline. SPARROW_ISA may lower (never raise) the level, once per process.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +40,14 @@ static bool x86_has(sp_isa isa) {
     }
     return false;
 }
+
+static unsigned x86_features(void) {
+    unsigned a, b, c, d, f = 0;
+    if (!x86_has(SP_ISA_AVX512)) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if ((c >> 11) & 1) f |= SP_FEAT_AVX512VNNI;
+    return f;
+}
 #endif
 
 static bool isa_probe(sp_isa isa) {
@@ -57,10 +66,19 @@ static bool isa_probe(sp_isa isa) {
 
 /* CPUID traps to the hypervisor in a VM (microseconds): probe once, answer from a table. */
 static bool isa_table[SP_ISA_NEON + 1];
+static unsigned feature_bits;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
 static void probe_all(void) {
     for (int i = SP_ISA_SCALAR; i <= SP_ISA_NEON; i++) isa_table[i] = isa_probe((sp_isa)i);
+#if defined(__x86_64__) || defined(_M_X64)
+    feature_bits = x86_features();
+#endif
+}
+
+unsigned sp_cpu_features(void) {
+    pthread_once(&probe_once, probe_all);
+    return feature_bits;
 }
 
 bool sp_isa_supported(sp_isa isa) {

@@ -30,6 +30,11 @@ sp_status sp_read_file(const char *path, const char *who, uint8_t **bytes, size_
 sp_status sp_atomic_open(const char *path, const char *who, int *fd, char **tmp);
 int sp_atomic_commit(int fd, const char *tmp, const char *path, int err);
 
+/* Extensions that a kernel variant may need beyond its ISA level (sp_kernel.feat): probed
+ * once per process (cpu.c); a bit is set only if its ISA level is supported too. */
+enum { SP_FEAT_AVX512VNNI = 1u << 0 /* vpdpbusd on zmm: CPUID.(7,0):ECX bit 11 */ };
+unsigned sp_cpu_features(void);
+
 #define SP_UNUSED(x) ((void)(x))
 #define SP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SP_MAX(a, b) ((a) > (b) ? (a) : (b))

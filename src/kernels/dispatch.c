@@ -104,12 +104,14 @@ static const sp_kernel qact[] = {
     SP_KERNEL_REF(sp_qact__ref),
     SP_KERNEL(sp_qact__scalar, SP_ISA_SCALAR),
     X86(SP_KERNEL(sp_qact__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL(sp_qact__avx512, SP_ISA_AVX512))
     ARM(SP_KERNEL(sp_qact__neon, SP_ISA_NEON))
 };
 static const sp_kernel qcsr_spmm[] = {
     SP_KERNEL_REF(sp_i8_spmm_qcsr__ref),
     SP_KERNEL(sp_i8_spmm_qcsr__scalar, SP_ISA_SCALAR),
     X86(SP_KERNEL(sp_i8_spmm_qcsr__avx2, SP_ISA_AVX2))
+    X86(SP_KERNEL_FEAT(sp_i8_spmm_qcsr__avx512vnni, SP_ISA_AVX512, SP_FEAT_AVX512VNNI))
     ARM(SP_KERNEL(sp_i8_spmm_qcsr__neon, SP_ISA_NEON))
 };
 
@@ -153,6 +155,10 @@ static int rank(sp_isa want, sp_isa have) {
     return 0;
 }
 
+bool sp_kernel_usable(const sp_kernel *k) {
+    return sp_isa_supported(k->isa) && (k->feat & ~sp_cpu_features()) == 0;
+}
+
 const sp_kernel *sp_kernel_pick(const sp_kernel_family *fam) {
     if (!fam) return NULL;
     sp_isa want = sp_isa_active();
@@ -160,7 +166,7 @@ const sp_kernel *sp_kernel_pick(const sp_kernel_family *fam) {
     int best_rank = 0;
     for (int i = 0; i < fam->count; i++) {
         const sp_kernel *k = &fam->kernels[i];
-        if (k->is_ref || !sp_isa_supported(k->isa)) continue;
+        if (k->is_ref || !sp_kernel_usable(k)) continue;
         int r = rank(want, k->isa);
         if (r > best_rank) best = k, best_rank = r;
     }
@@ -179,5 +185,6 @@ const sp_kernel *sp_kernel_cached(const char *family, const sp_kernel *_Atomic *
 
 const char *sp_kernel_selected(const char *family) {
     const sp_kernel *k = sp_kernel_pick(sp_kernel_family_get(family));
+    if (k && (k->feat & SP_FEAT_AVX512VNNI)) return "avx512-vnni";
     return k ? sp_isa_name(k->isa) : NULL;
 }

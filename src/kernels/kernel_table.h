@@ -67,6 +67,7 @@ typedef struct sp_kernel {
     sp_isa isa;        /* level it needs */
     bool is_ref;       /* the readable oracle: tested against, never dispatched */
     void (*fn)(void);
+    unsigned feat;     /* SP_FEAT_* extensions it needs beyond its level (src/core/internal.h) */
 } sp_kernel;
 
 typedef struct sp_kernel_family {
@@ -81,6 +82,9 @@ const sp_kernel_family *sp_kernel_family_get(const char *name);
 /* The variant of fam that runs at the active ISA level. Never NULL for a family with a scalar
  * entry. */
 const sp_kernel *sp_kernel_pick(const sp_kernel_family *fam);
+/* True when this machine can run variant k: its level and its extensions are supported (the
+ * tests run every usable variant against the reference). */
+bool sp_kernel_usable(const sp_kernel *k);
 
 /* sp_kernel_pick(sp_kernel_family_get(family)), looked up once and kept in *slot: the entry
  * points call this on every product, and small products take well under a microsecond. */
@@ -93,8 +97,9 @@ static inline float sp_epilogue(float v, const float *bias, int64_t row, sp_act 
     return v;
 }
 
-#define SP_KERNEL(fn_, isa_) {#fn_, isa_, false, (void (*)(void))(fn_)}
-#define SP_KERNEL_REF(fn_) {#fn_, SP_ISA_SCALAR, true, (void (*)(void))(fn_)}
+#define SP_KERNEL(fn_, isa_) {#fn_, isa_, false, (void (*)(void))(fn_), 0}
+#define SP_KERNEL_FEAT(fn_, isa_, feat_) {#fn_, isa_, false, (void (*)(void))(fn_), feat_}
+#define SP_KERNEL_REF(fn_) {#fn_, SP_ISA_SCALAR, true, (void (*)(void))(fn_), 0}
 
 /* ---- variants (declared here, defined in ref/, scalar/, avx2/, avx512/, neon/) ---------- */
 
@@ -216,5 +221,11 @@ SP_DECLARE_QCSR(ref)
 SP_DECLARE_QCSR(scalar)
 SP_DECLARE_QCSR(avx2)
 SP_DECLARE_QCSR(neon)
+/* AVX-512: the activation quantization (F/BW), the product (needs SP_FEAT_AVX512VNNI) */
+bool sp_qact__avx512(const float *, int64_t, int64_t, int64_t, float, float *, float *, int8_t *,
+                     int64_t);
+void sp_i8_spmm_qcsr__avx512vnni(const sp_qcsr *, int64_t, int64_t, const int8_t *, int64_t,
+                                 int64_t, const float *, float *, int64_t, const float *, sp_act,
+                                 bool);
 
 #endif
