@@ -144,11 +144,25 @@ bool sp_qact__avx512(const float *x, int64_t ldx, int64_t rows, int64_t batch, f
 
 /* ---- the product ----------------------------------------------------------------------------- */
 
-/* acc[0..3] += w . (X rows r0..r3 of the tile), in the unpack lane order. FULL: 64 columns,
- * plain loads; else the masked load of the tile's m columns. POS: X has no negative value. */
-static inline __attribute__((always_inline)) void quad(const int8_t *r0, const int8_t *r1,
+/* acc + the four products of the unsigned bytes of a with the signed bytes of b, per int32 lane
+ * (modulo 2^32). Written out because GCC 12 copied the accumulators between registers around
+ * the _mm512_dpbusd_epi32 builtin, up to eight moves per loop iteration. */
+static inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
+/* Four int32 sums of a 64-column tile, in the unpack lane order. Passed and returned by value:
+ * through a pointer GCC copied the sums between registers on every quad. */
+typedef struct acc4 {
+    __m512i v[4];
+} acc4;
+
+/* acc + w . (X rows r0..r3 of the tile). FULL: 64 columns, plain loads; else the masked load
+ * of the tile's m columns. POS: X has no negative value. */
+static inline __attribute__((always_inline)) acc4 quad(const int8_t *r0, const int8_t *r1,
                                                        const int8_t *r2, const int8_t *r3,
-                                                       __m512i w, __m512i *acc, __mmask64 m,
+                                                       __m512i w, acc4 acc, __mmask64 m,
                                                        bool FULL, bool POS) {
     __m512i a, b, c, d;
     if (FULL) {
@@ -165,10 +179,11 @@ static inline __attribute__((always_inline)) void quad(const int8_t *r0, const i
     }
     const __m512i abl = _mm512_unpacklo_epi8(a, b), abh = _mm512_unpackhi_epi8(a, b);
     const __m512i cdl = _mm512_unpacklo_epi8(c, d), cdh = _mm512_unpackhi_epi8(c, d);
-    acc[0] = _mm512_dpbusd_epi32(acc[0], _mm512_unpacklo_epi16(abl, cdl), w);
-    acc[1] = _mm512_dpbusd_epi32(acc[1], _mm512_unpackhi_epi16(abl, cdl), w);
-    acc[2] = _mm512_dpbusd_epi32(acc[2], _mm512_unpacklo_epi16(abh, cdh), w);
-    acc[3] = _mm512_dpbusd_epi32(acc[3], _mm512_unpackhi_epi16(abh, cdh), w);
+    acc.v[0] = dpbusd(acc.v[0], _mm512_unpacklo_epi16(abl, cdl), w);
+    acc.v[1] = dpbusd(acc.v[1], _mm512_unpackhi_epi16(abl, cdl), w);
+    acc.v[2] = dpbusd(acc.v[2], _mm512_unpacklo_epi16(abh, cdh), w);
+    acc.v[3] = dpbusd(acc.v[3], _mm512_unpackhi_epi16(abh, cdh), w);
+    return acc;
 }
 
 /* Sum of n int8 values (the shift correction): bytes flipped to v + 128 and summed by vpsadbw */
@@ -224,22 +239,22 @@ static inline __attribute__((always_inline)) void rows8(const sp_qcsr *w, int64_
         const int64_t k0 = w->row_ptr[i], n = w->row_ptr[i + 1] - k0;
         const uint8_t *g = GAP ? w->gap + k0 : NULL;
         const int8_t *v = (const int8_t *)w->val + k0;
-        __m512i a[4], b[4];
-        for (int j = 0; j < 4; j++) a[j] = b[j] = _mm512_setzero_si512();
+        acc4 a, b;
+        for (int j = 0; j < 4; j++) a.v[j] = b.v[j] = _mm512_setzero_si512();
         int64_t col = GAP ? 0 : -1, k = 0;
 #define SP_NEXT(e) (col = GAP ? col + g[e] : col + 1)
         for (; k + 8 <= n; k += 8) {
             const int64_t c0 = SP_NEXT(k), c1 = SP_NEXT(k + 1), c2 = SP_NEXT(k + 2), c3 = SP_NEXT(k + 3);
             const int64_t c4 = SP_NEXT(k + 4), c5 = SP_NEXT(k + 5), c6 = SP_NEXT(k + 6), c7 = SP_NEXT(k + 7);
-            quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
-                 _mm512_set1_epi32(sp_load_i32(v + k)), a, m, FULL, POS);
-            quad(xb + c4 * ldq, xb + c5 * ldq, xb + c6 * ldq, xb + c7 * ldq,
-                 _mm512_set1_epi32(sp_load_i32(v + k + 4)), b, m, FULL, POS);
+            a = quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
+                     _mm512_set1_epi32(sp_load_i32(v + k)), a, m, FULL, POS);
+            b = quad(xb + c4 * ldq, xb + c5 * ldq, xb + c6 * ldq, xb + c7 * ldq,
+                     _mm512_set1_epi32(sp_load_i32(v + k + 4)), b, m, FULL, POS);
         }
         if (k + 4 <= n) {
             const int64_t c0 = SP_NEXT(k), c1 = SP_NEXT(k + 1), c2 = SP_NEXT(k + 2), c3 = SP_NEXT(k + 3);
-            quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
-                 _mm512_set1_epi32(sp_load_i32(v + k)), a, m, FULL, POS);
+            a = quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
+                     _mm512_set1_epi32(sp_load_i32(v + k)), a, m, FULL, POS);
             k += 4;
         }
         if (k < n) {
@@ -249,15 +264,15 @@ static inline __attribute__((always_inline)) void rows8(const sp_qcsr *w, int64_
                 if (k + e < n) SP_NEXT(k + e), wq[e] = v[k + e];
                 c[e] = col;
             }
-            quad(xb + c[0] * ldq, xb + c[1] * ldq, xb + c[2] * ldq, xb + c[3] * ldq,
-                 _mm512_set1_epi32(sp_load_i32(wq)), b, m, FULL, POS);
+            b = quad(xb + c[0] * ldq, xb + c[1] * ldq, xb + c[2] * ldq, xb + c[3] * ldq,
+                     _mm512_set1_epi32(sp_load_i32(wq)), b, m, FULL, POS);
         }
 #undef SP_NEXT
         const int64_t wsum = POS ? 0 : sum_i8(v, n);
         const __m512 s = _mm512_set1_ps(w->scale[i]);
         __m512 f[4];
         for (int j = 0; j < 4; j++)
-            f[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(unshift(_mm512_add_epi32(a[j], b[j]), wsum)), s);
+            f[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(unshift(_mm512_add_epi32(a.v[j], b.v[j]), wsum)), s);
         store_row(f, y + i * ldy, nb, xs, bias, i, act);
     }
 }
@@ -274,23 +289,24 @@ static inline __attribute__((always_inline)) void rows4(const sp_qcsr *w, int64_
     int8_t wv[CHUNK + 4];
     for (int64_t i = r0; i < r1; i++) {
         const int64_t k0 = w->row_ptr[i], k1 = w->row_ptr[i + 1];
-        __m512i acc[4];
+        acc4 acc;
         __m512 f[4];
-        for (int j = 0; j < 4; j++) acc[j] = _mm512_setzero_si512(), f[j] = _mm512_setzero_ps();
+        for (int j = 0; j < 4; j++) acc.v[j] = _mm512_setzero_si512(), f[j] = _mm512_setzero_ps();
         int64_t col = 0, wsum = 0;
         for (int64_t k = k0; k < k1;) {
             const int64_t n = SP_MIN(SP_MIN(CHUNK, k1 - k), w->group - (k - k0) % w->group);
             const int64_t nq = decode(w, k, n, k0, ldq, &col, off, wv);
             for (int64_t p = 0; p < nq; p++)
-                quad(xb + off[4 * p], xb + off[4 * p + 1], xb + off[4 * p + 2], xb + off[4 * p + 3],
-                     _mm512_set1_epi32(sp_load_i32(wv + 4 * p)), acc, m, FULL, POS);
+                acc = quad(xb + off[4 * p], xb + off[4 * p + 1], xb + off[4 * p + 2],
+                           xb + off[4 * p + 3], _mm512_set1_epi32(sp_load_i32(wv + 4 * p)), acc, m,
+                           FULL, POS);
             if (!POS) wsum += sum_i8(wv, n);
             k += n;
             if ((k - k0) % w->group == 0 || k == k1) {
                 const __m512 s = _mm512_set1_ps(sp_qcsr_scale_of(w, i, k - 1));
                 for (int j = 0; j < 4; j++) {
-                    f[j] = _mm512_add_ps(f[j], _mm512_mul_ps(_mm512_cvtepi32_ps(unshift(acc[j], wsum)), s));
-                    acc[j] = _mm512_setzero_si512();
+                    f[j] = _mm512_add_ps(f[j], _mm512_mul_ps(_mm512_cvtepi32_ps(unshift(acc.v[j], wsum)), s));
+                    acc.v[j] = _mm512_setzero_si512();
                 }
                 wsum = 0;
             }
