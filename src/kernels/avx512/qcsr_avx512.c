@@ -244,8 +244,16 @@ static inline __attribute__((always_inline)) void rows8(const sp_qcsr *w, int64_
         int64_t col = GAP ? 0 : -1, k = 0;
 #define SP_NEXT(e) (col = GAP ? col + g[e] : col + 1)
         for (; k + 8 <= n; k += 8) {
-            const int64_t c0 = SP_NEXT(k), c1 = SP_NEXT(k + 1), c2 = SP_NEXT(k + 2), c3 = SP_NEXT(k + 3);
-            const int64_t c4 = SP_NEXT(k + 4), c5 = SP_NEXT(k + 5), c6 = SP_NEXT(k + 6), c7 = SP_NEXT(k + 7);
+            /* the columns of 8 entries from the gaps as a tree of sums: two dependent adds per
+             * iteration carry col, not eight (the chain bounded the loop) */
+            const int64_t g0 = GAP ? g[k] : 1, g1 = GAP ? g[k + 1] : 1, g2 = GAP ? g[k + 2] : 1;
+            const int64_t g3 = GAP ? g[k + 3] : 1, g4 = GAP ? g[k + 4] : 1, g5 = GAP ? g[k + 5] : 1;
+            const int64_t g6 = GAP ? g[k + 6] : 1, g7 = GAP ? g[k + 7] : 1;
+            const int64_t t01 = g0 + g1, t45 = g4 + g5;
+            const int64_t c3 = col + (t01 + (g2 + g3)), c7 = c3 + (t45 + (g6 + g7));
+            const int64_t c0 = col + g0, c1 = col + t01, c2 = c1 + g2;
+            const int64_t c4 = c3 + g4, c5 = c3 + t45, c6 = c5 + g6;
+            col = c7;
             a = quad(xb + c0 * ldq, xb + c1 * ldq, xb + c2 * ldq, xb + c3 * ldq,
                      _mm512_set1_epi32(sp_load_i32(v + k)), a, m, FULL, POS);
             b = quad(xb + c4 * ldq, xb + c5 * ldq, xb + c6 * ldq, xb + c7 * ldq,
