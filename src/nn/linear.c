@@ -97,6 +97,23 @@ static sp_status linear_forward(sp_layer *l, const sp_run *run, const float *x, 
  *   product of W^T with values gathered through tperm. At 784-4096-4096 (1 MB of activations)
  *   the fused sweep's scattered gradient writes made the cost per entry grow by a third from
  *   1% to 20% density (bench/sparse_train.sh at ff38891). */
+/* W^T's values gathered from W's every step (random reads: on one thread alone this took ~7% of
+ * a 784-4096-4096-10 step at 2% density while the other threads slept) */
+#define GATHER_CHUNK 32768
+
+typedef struct gather_ctx {
+    float *dst;
+    const float *src;
+    const int64_t *perm;
+    int64_t n;
+} gather_ctx;
+
+static void gather_task(void *vctx, int64_t task) {
+    const gather_ctx *g = vctx;
+    const int64_t q1 = SP_MIN(g->n, (task + 1) * GATHER_CHUNK);
+    for (int64_t q = task * GATHER_CHUNK; q < q1; q++) g->dst[q] = g->src[g->perm[q]];
+}
+
 static sp_status csr_backward(linear_layer *L, const float *x, const float *dy, int64_t cols,
                               float *dx, float *dw, int nthreads) {
     const sp_csr *c = L->csr;
@@ -132,7 +149,8 @@ static sp_status csr_backward(linear_layer *L, const float *x, const float *dy, 
     sp_status st = sp_csr_sddmm(c, dy, cols, x, cols, cols, dw, true, nthreads);
     if (st != SP_OK) return st;
     sp_csr *t = L->csr_t;
-    for (int64_t q = 0; q < t->nnz; q++) t->val[q] = L->base.param[L->tperm[q]];
+    gather_ctx g = {t->val, L->base.param, L->tperm, t->nnz};
+    sp_parallel_for((t->nnz + GATHER_CHUNK - 1) / GATHER_CHUNK, nthreads, gather_task, &g);
     return sp_csr_spmm(t, dy, cols, cols, dx, cols, NULL, SP_ACT_NONE, nthreads);
 }
 
@@ -144,19 +162,47 @@ static void drop_transpose(linear_layer *L) {
     L->tperm = NULL;
 }
 
+/* db[i] += the sum of row i of dY, left to right. Eight rows at a time: eight independent chains
+ * of adds side by side, where one row alone waits on every add (a 4096 x 64 dY took ~0.3 ms
+ * that way, single-threaded, while the other threads slept). The order within a row, and so the
+ * bits, are the plain loop's. */
+#define BIAS_ROWS 256 /* rows per task */
+
+typedef struct bias_ctx {
+    const float *dy;
+    int64_t cols, rows;
+    float *db;
+} bias_ctx;
+
+static void bias_task(void *vctx, int64_t task) {
+    const bias_ctx *c = vctx;
+    const int64_t cols = c->cols, i1 = SP_MIN(c->rows, (task + 1) * BIAS_ROWS);
+    int64_t i = task * BIAS_ROWS;
+    for (; i + 8 <= i1; i += 8) {
+        const float *r = c->dy + i * cols;
+        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (int64_t j = 0; j < cols; j++)
+            for (int t = 0; t < 8; t++) s[t] += r[t * cols + j];
+        for (int t = 0; t < 8; t++) c->db[i + t] += s[t];
+    }
+    for (; i < i1; i++) {
+        const float *r = c->dy + i * cols;
+        float s = 0.0f;
+        for (int64_t j = 0; j < cols; j++) s += r[j];
+        c->db[i] += s;
+    }
+}
+
 static sp_status linear_backward(sp_layer *l, const sp_run *run, const float *x, const float *y,
                                  const float *dy, float *dx) {
     linear_layer *L = (linear_layer *)l;
     const int64_t cols = cols_of(l, run->batch);
     float *dw = l->grad, *db = L->bias ? l->grad + L->nw : NULL;
     sp_status st = SP_OK;
-    if (db)
-        for (int64_t i = 0; i < L->out; i++) {
-            const float *r = dy + i * cols;
-            float s = 0.0f;
-            for (int64_t j = 0; j < cols; j++) s += r[j];
-            db[i] += s;
-        }
+    if (db) {
+        bias_ctx c = {dy, cols, L->out, db};
+        sp_parallel_for((L->out + BIAS_ROWS - 1) / BIAS_ROWS, run->nthreads, bias_task, &c);
+    }
     switch (L->format) {
     case LIN_DENSE:
     case LIN_MASK:
