@@ -2,7 +2,10 @@
  * optim_avx2.c - the Adam / AdamW update 8 elements at a time, with the reference's operations
  * in the reference's order (no fused multiply-add: the file is built with -ffp-contract=off),
  * so every bit matches it. sqrt and the two divisions are most of the cost; at 8 lanes they
- * take half the time of the portable loop's 4 (SSE2, the x86-64 baseline).
+ * take half the time of the portable loop's 4 (SSE2, the x86-64 baseline). AVX-512 machines run
+ * this one too: the same loop on 16 lanes (masked tail) was slower on an AMD Zen 5 (lenet300,
+ * 2 threads: 78k against 102k samples/s in paired runs, bits identical), whose 512-bit divides
+ * and square roots do not keep up.
  */
 #include <immintrin.h>
 
