@@ -407,6 +407,27 @@ TEST(qcsr_kernels_match_reference) {
     CHECK(runs > 300);
 }
 
+/* A static scale so small that its inverse is infinite (the product accepts any finite scale
+ * above 0): every positive x quantizes to 127, and every variant must say, as the reference
+ * does, that no value is negative, also for a sample whose length is not a multiple of any
+ * vector width (the lanes past its end multiply 0 by infinity). */
+TEST(qact_infinite_inverse_keeps_the_sign_flag) {
+    const int64_t rows = 3, cols = 37;
+    sp_rng r;
+    sp_rng_init(&r, 17, 0);
+    float *w = rand_weight(rows, cols, 0.5, &r);
+    float x[37 * 20];
+    for (int64_t e = 0; e < 37 * 20; e++) x[e] = 0.25f + (float)(e % 7);
+    sp_qcsr *q = NULL;
+    CHECK_OK(sp_qcsr_from_dense(rows, cols, w, cols, NULL, false, 8, 0, &q));
+    if (q) {
+        check_kernels(q, x, 1, 1, 1e-39f, NULL, SP_ACT_NONE, "infinite inverse, batch 1");
+        check_kernels(q, x, 20, 20, 1e-39f, NULL, SP_ACT_NONE, "infinite inverse, batch 20");
+    }
+    sp_qcsr_free(q);
+    free(w);
+}
+
 /* The longest row allowed, every weight and activation at full scale: the exact sum comes within
  * 2^31 of overflow, and a variant that shifts signed X by 128 (AVX-512 VNNI) wraps its int32 sums
  * modulo 2^32 on the way. Every variant must still give the reference's bits. */

@@ -85,7 +85,7 @@ static bool qact1(const float *x, int64_t rows, float x_scale, float *xs, float 
     for (int64_t j = 0; j < rows; j += 16) {
         const __mmask16 m = floats_mask(rows - j);
         const __m128i q = quant16(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), iv));
-        mn = _mm_min_epi8(mn, q);
+        mn = _mm_mask_min_epi8(mn, m, mn, q); /* lanes past rows: 0 * inv is NaN if inv is inf */
         _mm_mask_storeu_epi8(xq + j, m, q);
     }
     return !_mm_movemask_epi8(mn);
@@ -146,7 +146,9 @@ bool sp_qact__avx512(const float *x, int64_t ldx, int64_t rows, int64_t batch, f
 
 /* acc + the four products of the unsigned bytes of a with the signed bytes of b, per int32 lane
  * (modulo 2^32). Written out because GCC 12 copied the accumulators between registers around
- * the _mm512_dpbusd_epi32 builtin, up to eight moves per loop iteration. */
+ * the _mm512_dpbusd_epi32 builtin, up to eight moves per loop iteration; and so the file is
+ * compiled without -mavx512vnni: the compiler cannot put VNNI instructions anywhere else, such
+ * as in sp_qact__avx512, which also runs on AVX-512 machines without VNNI. */
 static inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
     return acc;
