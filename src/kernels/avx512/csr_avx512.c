@@ -161,6 +161,43 @@ void sp_f32_spmm_t_csr__avx512(const sp_csr *w, int64_t b0, int64_t b1, const fl
     else spmm_t_cols(w, b0, b1, dy, lddy, dx, lddx, true);
 }
 
+/* Sixteen dot products at batch 64 with the bits of the per-entry loop below: entry e's
+ * sums a = (g0 x0 + g2 x2) + (g1 x1 + g3 x3) (the zmm quarters of the batch, two accumulators),
+ * then _mm512_reduce_add_ps's tree, ((a[i] + a[i+8]) + (.. i+4 ..)) over lanes, done for all
+ * sixteen at once: each level adds the same pairs (a float add is commutative), with two
+ * entries' halves side by side in one vector, so a level costs two shuffles and an add for
+ * two to eight entries instead of a whole reduction per entry. */
+static inline __attribute__((always_inline)) __m512 dot16_b64(const __m512 *g, const float *x,
+                                                              int64_t ldx, const sp_csr *w,
+                                                              int64_t k, bool wide) {
+    const __m512 zero = _mm512_setzero_ps(); /* fma onto +0, as the loop starts: the sign of a
+                                                * zero product comes out the same */
+    __m512 a[16];
+    for (int e = 0; e < 16; e++) {
+        const float *xr = x + col_at(w, k + e, wide) * ldx;
+        const __m512 a0 = _mm512_fmadd_ps(g[2], _mm512_loadu_ps(xr + 32),
+                                          _mm512_fmadd_ps(g[0], _mm512_loadu_ps(xr), zero));
+        const __m512 a1 = _mm512_fmadd_ps(g[3], _mm512_loadu_ps(xr + 48),
+                                          _mm512_fmadd_ps(g[1], _mm512_loadu_ps(xr + 16), zero));
+        a[e] = _mm512_add_ps(a0, a1);
+    }
+    __m512 r[8], t[4], u[2];
+    for (int p = 0; p < 8; p++) /* lanes i + 8: entries 2p, 2p + 1 in the two 256-bit halves */
+        r[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0xee));
+    for (int p = 0; p < 4; p++) /* lanes i + 4: entries 4p .. 4p + 3 in the 128-bit blocks */
+        t[p] = _mm512_add_ps(_mm512_shuffle_f32x4(r[2 * p], r[2 * p + 1], 0x88),
+                             _mm512_shuffle_f32x4(r[2 * p], r[2 * p + 1], 0xdd));
+    for (int p = 0; p < 2; p++) /* lanes i + 2: block j holds entries 8p + j and 8p + 4 + j */
+        u[p] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * p], t[2 * p + 1], 0x44),
+                             _mm512_shuffle_ps(t[2 * p], t[2 * p + 1], 0xee));
+    /* lanes 0 + 1: lane 4j + q holds entry 4q + j */
+    const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], 0x88),
+                                   _mm512_shuffle_ps(u[0], u[1], 0xdd));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, s);
+}
+
 /* dval[k] = dY[i, :] . X[col(k), :], batch in zmm steps with a masked tail. */
 static inline __attribute__((always_inline)) void sddmm_rows(const sp_csr *w, int64_t r0,
                                                              int64_t r1, const float *dy,
@@ -170,7 +207,17 @@ static inline __attribute__((always_inline)) void sddmm_rows(const sp_csr *w, in
                                                              bool wide) {
     for (int64_t i = r0; i < r1; i++) {
         const float *g = dy + i * lddy;
-        for (int64_t k = w->row_ptr[i]; k < w->row_ptr[i + 1]; k++) {
+        int64_t k = w->row_ptr[i];
+        if (batch == 64) {
+            const __m512 gv[4] = {_mm512_loadu_ps(g), _mm512_loadu_ps(g + 16),
+                                  _mm512_loadu_ps(g + 32), _mm512_loadu_ps(g + 48)};
+            for (; k + 16 <= w->row_ptr[i + 1]; k += 16) {
+                __m512 d = dot16_b64(gv, x, ldx, w, k, wide);
+                if (accumulate) d = _mm512_add_ps(_mm512_loadu_ps(dval + k), d);
+                _mm512_storeu_ps(dval + k, d);
+            }
+        }
+        for (; k < w->row_ptr[i + 1]; k++) {
             const float *xr = x + col_at(w, k, wide) * ldx;
             float acc;
             if (batch == 1) {
