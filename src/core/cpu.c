@@ -41,9 +41,9 @@ static bool x86_has(sp_isa isa) {
     return false;
 }
 
+/* Extension bits; called only where the AVX-512 level is supported (leaf 7 exists) */
 static unsigned x86_features(void) {
     unsigned a, b, c, d, f = 0;
-    if (!x86_has(SP_ISA_AVX512)) return 0;
     __cpuid_count(7, 0, a, b, c, d);
     if ((c >> 11) & 1) f |= SP_FEAT_AVX512VNNI;
     return f;
@@ -72,7 +72,7 @@ static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static void probe_all(void) {
     for (int i = SP_ISA_SCALAR; i <= SP_ISA_NEON; i++) isa_table[i] = isa_probe((sp_isa)i);
 #if defined(__x86_64__) || defined(_M_X64)
-    feature_bits = x86_features();
+    if (isa_table[SP_ISA_AVX512]) feature_bits = x86_features();
 #endif
 }
 

@@ -102,8 +102,7 @@ static int64_t select_drops(const float *w, int64_t nnz, bool by_sign, const int
     }
     uint32_t thr[2] = {0, 0};
     int64_t ties[2] = {0, 0}, left[2] = {k[0], k[1]};
-    const int64_t kk[2] = {k[0], by_sign ? k[1] : 0};
-    kth_highest(key, group, by_sign ? 2 : 1, nnz, kk, thr, ties);
+    kth_highest(key, group, by_sign ? 2 : 1, nnz, k, thr, ties);
     int64_t n = 0;
     for (int64_t i = 0; i < nnz; i++) {
         const int g = group[i];

@@ -47,19 +47,17 @@ static inline __mmask16 floats_mask(int64_t n) {
 
 /* ---- activation quantization (AVX-512 F/BW; the reference's values and flag) ----------------- */
 
-/* 16 floats already multiplied by inv -> 16 int8, clamped to [-127, 127] (a NaN to -127, as the
- * reference's fmaxf / fminf leave it) and rounded by vcvtps2dq in the current rounding mode
- * (half to even by default), as rintf does; vpmovsdb then packs exactly */
-static inline __m128i quant16(__m512 v) {
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
-    return _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
-}
-
-/* The same as int32 for the 64-column pass, clamped above only: min(127, v) keeps a NaN (the
- * second operand), vcvtps2dq turns a NaN or a value below -2^31 into INT32_MIN, and after the
- * saturating packs one vpmaxsb with -127 clamps from below, a NaN included */
+/* 16 floats already multiplied by inv -> int32, clamped above only: min(127, v) keeps a NaN (the
+ * second operand), and vcvtps2dq (rounding half to even by default, as rintf does) turns a NaN
+ * or a value below -2^31 into INT32_MIN; after a saturating pack to bytes one vpmaxsb with -127
+ * clamps from below, a NaN included, as the reference's fmaxf / fminf leave it */
 static inline __m512i quant16i(__m512 v) {
     return _mm512_cvtps_epi32(_mm512_min_ps(_mm512_set1_ps(127.0f), v));
+}
+
+/* quant16i packed to 16 int8 in order (vpmovsdb) and clamped */
+static inline __m128i quant16(__m512 v) {
+    return _mm_max_epi8(_mm512_cvtsepi32_epi8(quant16i(v)), _mm_set1_epi8(-127));
 }
 
 /* max(m, |v|) that keeps m for a NaN v, as fmaxf does (vmaxps returns its second operand when
@@ -359,10 +357,6 @@ typedef void (*rows_fn)(const sp_qcsr *, int64_t, int64_t, const int8_t *, int64
 void sp_i8_spmm_qcsr__avx512vnni(const sp_qcsr *w, int64_t r0, int64_t r1, const int8_t *xq,
                                  int64_t ldq, int64_t batch, const float *xs, float *y,
                                  int64_t ldy, const float *bias, sp_act act, bool xpos) {
-    if (batch <= 16) {
-        sp_i8_spmm_qcsr__avx2(w, r0, r1, xq, ldq, batch, xs, y, ldy, bias, act, xpos);
-        return;
-    }
     /* [layout][full][pos]: layout 0 gaps, 1 dense (8-bit), 2 4-bit */
     static const rows_fn pick[3][2][2] = {
         {{gap_part_sign, gap_part_pos}, {gap_full_sign, gap_full_pos}},
@@ -372,7 +366,7 @@ void sp_i8_spmm_qcsr__avx512vnni(const sp_qcsr *w, int64_t r0, int64_t r1, const
     const int layout = w->bits == 4 ? 2 : w->gap ? 0 : 1;
     for (int64_t b0 = 0; b0 < batch; b0 += QT) {
         const int64_t nb = SP_MIN(QT, batch - b0);
-        if (nb <= 16) { /* a short last tile: AVX2 fits 16 columns into its vectors */
+        if (nb <= 16) { /* batch <= 16, or a short last tile: AVX2 fits 16 columns in its vectors */
             sp_i8_spmm_qcsr__avx2(w, r0, r1, xq + b0, ldq, nb, xs + b0, y + b0, ldy, bias, act, xpos);
             continue;
         }
